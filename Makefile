@@ -1,0 +1,72 @@
+# Entry points of blacklist-operator. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCAL := .local
+BIN := $(LOCAL)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup venv toolchain cluster-up cluster-down cluster-status demo demo-down \
+        test test-unit lint bench lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: venv toolchain ## Install everything the other targets need (idempotent)
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "python3 is missing: apt-get install -y python3 python3-venv"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.lock
+	$(VENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv/ with the pinned Python packages
+
+toolchain: ## Build kube-apiserver & co., etcd, kwok and helm from Go modules (cached outside the repo)
+	bash hack/toolchain.sh
+
+cluster-up: setup ## Start the local control plane (reuses a running one); writes .local/kubeconfig
+	$(PY) -m blacklist_devtools.cluster up
+
+cluster-down: ## Stop the local control plane and remove its state
+	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.cluster down; fi
+
+cluster-status: ## Show the local control plane's processes
+	$(PY) -m blacklist_devtools.cluster status
+
+demo: setup ## Run the main job: cluster, operator, a BlacklistService with 2 replicas
+	$(PY) -m blacklist_devtools.demo up
+
+demo-down: ## Stop everything `make demo` started
+	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.demo down; fi
+
+lint: venv ## ruff, mypy --strict and the import layering contract
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: setup ## Run the whole test suite (starts what it needs)
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest
+
+test-unit: venv ## Only the tests that need no cluster, database or mail server
+	$(VENV)/bin/pytest -m "not cluster and not postgres"
+
+bench: setup ## Run the benchmarks and print their tables
+	$(PY) bench/run.py
+
+lock: ## Re-resolve requirements.in into requirements.lock
+	$(PYTHON) -m venv $(LOCAL)/lock-venv
+	$(LOCAL)/lock-venv/bin/pip install --quiet --upgrade pip
+	$(LOCAL)/lock-venv/bin/pip install --quiet -r requirements.in
+	$(LOCAL)/lock-venv/bin/pip freeze > requirements.lock
+	rm -rf $(LOCAL)/lock-venv
+
+clean: demo-down cluster-down ## Stop everything and remove .venv/ and .local/
+	rm -rf $(VENV) $(LOCAL)

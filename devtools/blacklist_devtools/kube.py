@@ -1,0 +1,57 @@
+"""A handle on a running cluster for tests and tools: kubectl, clients and environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client, config
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where a cluster is and how to talk to it as its admin."""
+
+    kubeconfig: Path
+    server: str
+    kubectl_path: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The current environment with ``KUBECONFIG`` pointing at this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *arguments: str, input: str | None = None, check: bool = True) -> str:
+        """Run kubectl and return its stdout; raise (with stderr) when it fails and ``check``."""
+        completed = subprocess.run(
+            [self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *arguments],
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and completed.returncode != 0:
+            raise subprocess.CalledProcessError(
+                completed.returncode, completed.args, completed.stdout, completed.stderr
+            )
+        return completed.stdout
+
+    def api_client(self) -> client.ApiClient:
+        """A Kubernetes Python client for this cluster."""
+        api: client.ApiClient = config.new_client_from_config(config_file=str(self.kubeconfig))
+        return api
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true (return True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

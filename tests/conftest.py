@@ -1,0 +1,64 @@
+"""Shared fixtures: the local control plane, a namespace per test, PostgreSQL and SMTP.
+
+Each fixture starts the real component it stands for, so a test that needs one
+never skips: the cluster starts if it is not running (and is stopped at the end
+of the session if this session started it, unless BLACKLIST_KEEP_CLUSTER=1),
+PostgreSQL starts once per test module, the SMTP server once per test.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from blacklist_devtools import cluster as local_cluster
+from blacklist_devtools.kube import Cluster
+from blacklist_devtools.postgres import PostgresServer
+from blacklist_devtools.smtp import SmtpServer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The local Kubernetes control plane, started if it is not already running."""
+    previous = local_cluster.ClusterState.load()
+    was_running = previous is not None and local_cluster.healthy(previous)
+    state = local_cluster.up()
+    yield Cluster(
+        kubeconfig=local_cluster.KUBECONFIG,
+        server=state.server,
+        kubectl_path=local_cluster.binary("kubectl"),
+    )
+    if not was_running and os.environ.get("BLACKLIST_KEEP_CLUSTER") != "1":
+        local_cluster.down()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, deleted (without waiting) after the test."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on a free loopback port, one per test module."""
+    server = PostgresServer(base_dir=tmp_path_factory.mktemp("postgres"))
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path) -> Iterator[SmtpServer]:
+    """A real SMTP server that stores every mail it receives in a directory."""
+    server = SmtpServer(mailbox=tmp_path / "mailbox")
+    server.start()
+    yield server
+    server.stop()
