@@ -1,0 +1,264 @@
+"""``make demo``: the whole product running locally, from ``helm install`` to HTTP.
+
+``python -m blacklist_devtools.demo up`` starts the local control plane, an SMTP
+server that stores every mail in ``.local/demo/mailbox``, and the local pod
+runner; installs the operator with Helm from ``chart/``; applies
+``examples/blacklistservice.yaml`` (2 replicas) with its mail settings pointed
+at that SMTP server; waits until the ``BlacklistService`` is ``Ready``; writes
+``.local/demo.json``; and prints commands to try. ``down`` stops all of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+
+from blacklist_devtools import cluster, processes
+from blacklist_devtools.net import free_port, port_is_open, wait_for_port
+from blacklist_devtools.podspec import local_address
+from blacklist_devtools.processes import ProcessRecord
+
+DEMO_DIR = cluster.LOCAL_DIR / "demo"
+STATE_FILE = DEMO_DIR / "state.json"
+DEMO_JSON = cluster.LOCAL_DIR / "demo.json"
+MAILBOX = DEMO_DIR / "mailbox"
+EXAMPLE = cluster.REPO_ROOT / "examples" / "blacklistservice.yaml"
+CHART = cluster.REPO_ROOT / "chart"
+NAMESPACE = "demo"
+OPERATOR_NAMESPACE = "blacklist-system"
+RELEASE = "blacklist-operator"
+READY_TIMEOUT = 240.0
+
+
+def log(message: str) -> None:
+    """Progress line on stderr."""
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+def helm(*arguments: str) -> str:
+    """Run helm against the local cluster."""
+    completed = subprocess.run(
+        [cluster.binary("helm"), "--kubeconfig", str(cluster.KUBECONFIG), *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise SystemExit(f"helm {' '.join(arguments)} failed: {completed.stderr.strip()}")
+    return completed.stdout
+
+
+def demo_resource(smtp_port: int) -> dict[str, Any]:
+    """The example BlacklistService, with alerts sent to the demo's SMTP server."""
+    resource: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    resource["metadata"]["namespace"] = NAMESPACE
+    mail = resource["spec"].setdefault("mail", {})
+    mail.update({"host": "127.0.0.1", "port": smtp_port})
+    mail.pop("secretRef", None)
+    return resource
+
+
+def wait_ready(name: str, timeout: float) -> dict[str, Any]:
+    """Wait until the BlacklistService reports Ready=True; return it."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        resource: dict[str, Any] = json.loads(
+            cluster.kubectl("get", "blacklistservice", name, "-n", NAMESPACE, "-o", "json")
+        )
+        conditions = resource.get("status", {}).get("conditions", [])
+        ready = [c for c in conditions if c["type"] == "Ready"]
+        if ready and ready[0]["status"] == "True":
+            return resource
+        message = ready[0].get("message", "") if ready else "no status yet"
+        if message != last:
+            log(f"waiting for {name}: {message}")
+            last = message
+        time.sleep(1)
+    raise SystemExit(f"{NAMESPACE}/{name} not Ready in {timeout:.0f} s; see .local/pods/*/*.log")
+
+
+def pod_addresses(selector: str) -> list[str]:
+    """Local addresses of the running pods that match a label selector, by pod name."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json"))
+    addresses = [
+        (pod["metadata"]["name"], local_address(pod["status"]["podIP"]))
+        for pod in pods["items"]
+        if pod["status"].get("podIP") and not pod["metadata"].get("deletionTimestamp")
+    ]
+    return [address for _, address in sorted(addresses)]
+
+
+def secret_value(name: str, key: str) -> str:
+    """One decoded key of a Secret in the demo namespace."""
+    encoded = cluster.kubectl(
+        "get", "secret", name, "-n", NAMESPACE, "-o", f"jsonpath={{.data.{key}}}"
+    )
+    return base64.b64decode(encoded).decode()
+
+
+def up() -> None:
+    """Bring the demo up (reusing what already runs) and print how to use it."""
+    started = time.monotonic()
+    cluster.up()
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    MAILBOX.mkdir(parents=True, exist_ok=True)
+    records = load_records()
+    if not all(record.alive() for record in records.values()) or not records:
+        for record in records.values():
+            processes.stop(record)
+        smtp_port = 2525 if not port_is_open("127.0.0.1", 2525) else free_port()
+        records = {
+            "smtp": processes.spawn(
+                "smtp",
+                [
+                    sys.executable,
+                    "-m",
+                    "blacklist_devtools.smtp",
+                    "--port",
+                    str(smtp_port),
+                    "--mailbox",
+                    str(MAILBOX),
+                ],
+                DEMO_DIR / "smtp.log",
+            ),
+            "podrunner": processes.spawn(
+                "podrunner",
+                [
+                    sys.executable,
+                    "-m",
+                    "blacklist_devtools.podrunner",
+                    "--kubeconfig",
+                    str(cluster.KUBECONFIG),
+                    "--state-dir",
+                    str(cluster.LOCAL_DIR / "pods"),
+                ],
+                DEMO_DIR / "podrunner.log",
+            ),
+        }
+        save_records(records, smtp_port)
+        wait_for_port("127.0.0.1", smtp_port, 30)
+    smtp_port = int(json.loads(STATE_FILE.read_text())["smtp_port"])
+    log(f"SMTP server on 127.0.0.1:{smtp_port}, mails stored in {MAILBOX}")
+    log(f"installing the operator with Helm into namespace {OPERATOR_NAMESPACE}")
+    helm(
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "120s",
+    )
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input_text=json.dumps(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
+        ),
+    )
+    resource = demo_resource(smtp_port)
+    name = resource["metadata"]["name"]
+    log(f"applying {EXAMPLE.relative_to(cluster.REPO_ROOT)} as {NAMESPACE}/{name}")
+    cluster.kubectl("apply", "-f", "-", input_text=json.dumps(resource))
+    wait_ready(name, READY_TIMEOUT)
+    port = int(resource["spec"].get("port", 5004))
+    services = [
+        f"http://{address}:{port}"
+        for address in pod_addresses(
+            f"app.kubernetes.io/instance={name},app.kubernetes.io/component=service"
+        )
+    ]
+    database = pod_addresses(
+        f"app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
+    )
+    user, password = secret_value(f"{name}-db", "username"), secret_value(f"{name}-db", "password")
+    database_name = resource["spec"].get("database", {}).get("name", "denied_access")
+    summary = {
+        "kubeconfig": str(cluster.KUBECONFIG),
+        "namespace": NAMESPACE,
+        "name": name,
+        "service_urls": services,
+        "database_url": f"postgresql://{user}:{password}@{database[0]}:5432/{database_name}",
+        "mailbox": str(MAILBOX),
+    }
+    DEMO_JSON.write_text(json.dumps(summary, indent=2) + "\n")
+    log(f"ready in {time.monotonic() - started:.1f} s; wrote {DEMO_JSON}")
+    first = services[0]
+    second = services[-1]
+    kubectl = f".local/bin/kubectl --kubeconfig {cluster.KUBECONFIG}"
+    print(
+        f"""
+BlacklistService {NAMESPACE}/{name} is Ready with {len(services)} replicas:
+  {chr(10).join("  " + url for url in services).strip()}
+
+Try it:
+  curl '{first}/?n=88'                                   # 7744.0
+  curl -i --interface 127.0.0.5 {first}/blacklisted       # 444, a ledger row, a mail, a ban
+  curl -i --interface 127.0.0.5 '{second}/?n=2'           # 403 on the other replica too
+  curl -i --interface 127.0.0.6 '{second}/?n=2'           # 4.0: other addresses still pass
+  {kubectl} get bls -n {NAMESPACE}
+  {kubectl} get configmap {name}-banlist -n {NAMESPACE} -o yaml
+  psql '{summary["database_url"]}' -c 'table denied_access_ledger'
+  ls {MAILBOX}
+
+Stop everything with: make demo-down
+"""
+    )
+
+
+def load_records() -> dict[str, ProcessRecord]:
+    """The demo's own processes (SMTP server, pod runner), if any."""
+    if not STATE_FILE.exists():
+        return {}
+    raw = json.loads(STATE_FILE.read_text())
+    return {name: ProcessRecord(**record) for name, record in raw["processes"].items()}
+
+
+def save_records(records: dict[str, ProcessRecord], smtp_port: int) -> None:
+    """Persist the demo's processes."""
+    STATE_FILE.write_text(
+        json.dumps(
+            {"smtp_port": smtp_port, "processes": {n: asdict(r) for n, r in records.items()}}
+        )
+    )
+
+
+def down() -> None:
+    """Stop the pod runner (and so every pod process), the SMTP server and the cluster."""
+    for name in ("podrunner", "smtp"):
+        record = load_records().get(name)
+        if record is not None:
+            processes.stop(record, grace=30)
+    STATE_FILE.unlink(missing_ok=True)
+    DEMO_JSON.unlink(missing_ok=True)
+    cluster.down()
+    log("demo stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``up`` or ``down``."""
+    parser = argparse.ArgumentParser(description="The local demo of blacklist-operator.")
+    parser.add_argument("command", choices=["up", "down"])
+    arguments = parser.parse_args(argv)
+    if arguments.command == "up":
+        up()
+    else:
+        down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
