@@ -34,7 +34,7 @@ from blacklist_devtools.processes import ProcessRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_DIR = Path(os.environ.get("BLACKLIST_LOCAL_DIR", REPO_ROOT / ".local"))
-BIN_DIR = LOCAL_DIR / "bin"
+BIN_DIR = Path(os.environ.get("BLACKLIST_BIN_DIR", REPO_ROOT / ".local" / "bin"))
 STATE_DIR = LOCAL_DIR / "cluster"
 KUBECONFIG = LOCAL_DIR / "kubeconfig"
 STATE_FILE = STATE_DIR / "state.json"
@@ -138,7 +138,7 @@ def write_kubeconfig(path: Path, server: str, token: str) -> None:
 
 def kwok_stages(path: Path) -> None:
     """Concatenate kwok's stage files (what kwok does to nodes and pods) into one config."""
-    stages_dir = LOCAL_DIR / "kwok-stages"
+    stages_dir = BIN_DIR.parent / "kwok-stages"
     files = sorted(stages_dir.glob("*.yaml"))
     if not files:
         raise SystemExit(f"kwok stages are missing from {stages_dir}: run `make setup`")
