@@ -11,9 +11,7 @@ at that SMTP server; waits until the ``BlacklistService`` is ``Ready``; writes
 from __future__ import annotations
 
 import argparse
-import base64
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -21,9 +19,9 @@ from typing import Any
 
 import yaml
 
-from blacklist_devtools import cluster, processes
+from blacklist_devtools import cluster, processes, stack
+from blacklist_devtools.kube import Cluster
 from blacklist_devtools.net import free_port, port_is_open, wait_for_port
-from blacklist_devtools.podspec import local_address
 from blacklist_devtools.processes import ProcessRecord
 
 DEMO_DIR = cluster.LOCAL_DIR / "demo"
@@ -43,19 +41,6 @@ def log(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def helm(*arguments: str) -> str:
-    """Run helm against the local cluster."""
-    completed = subprocess.run(
-        [cluster.binary("helm"), "--kubeconfig", str(cluster.KUBECONFIG), *arguments],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise SystemExit(f"helm {' '.join(arguments)} failed: {completed.stderr.strip()}")
-    return completed.stdout
-
-
 def demo_resource(smtp_port: int) -> dict[str, Any]:
     """The example BlacklistService, with alerts sent to the demo's SMTP server."""
     resource: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
@@ -66,49 +51,11 @@ def demo_resource(smtp_port: int) -> dict[str, Any]:
     return resource
 
 
-def wait_ready(name: str, timeout: float) -> dict[str, Any]:
-    """Wait until the BlacklistService reports Ready=True; return it."""
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        resource: dict[str, Any] = json.loads(
-            cluster.kubectl("get", "blacklistservice", name, "-n", NAMESPACE, "-o", "json")
-        )
-        conditions = resource.get("status", {}).get("conditions", [])
-        ready = [c for c in conditions if c["type"] == "Ready"]
-        if ready and ready[0]["status"] == "True":
-            return resource
-        message = ready[0].get("message", "") if ready else "no status yet"
-        if message != last:
-            log(f"waiting for {name}: {message}")
-            last = message
-        time.sleep(1)
-    raise SystemExit(f"{NAMESPACE}/{name} not Ready in {timeout:.0f} s; see .local/pods/*/*.log")
-
-
-def pod_addresses(selector: str) -> list[str]:
-    """Local addresses of the running pods that match a label selector, by pod name."""
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json"))
-    addresses = [
-        (pod["metadata"]["name"], local_address(pod["status"]["podIP"]))
-        for pod in pods["items"]
-        if pod["status"].get("podIP") and not pod["metadata"].get("deletionTimestamp")
-    ]
-    return [address for _, address in sorted(addresses)]
-
-
-def secret_value(name: str, key: str) -> str:
-    """One decoded key of a Secret in the demo namespace."""
-    encoded = cluster.kubectl(
-        "get", "secret", name, "-n", NAMESPACE, "-o", f"jsonpath={{.data.{key}}}"
-    )
-    return base64.b64decode(encoded).decode()
-
-
 def up() -> None:
     """Bring the demo up (reusing what already runs) and print how to use it."""
     started = time.monotonic()
-    cluster.up()
+    state = cluster.up()
+    handle = Cluster(cluster.KUBECONFIG, state.server, cluster.binary("kubectl"))
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     MAILBOX.mkdir(parents=True, exist_ok=True)
     records = load_records()
@@ -149,7 +96,9 @@ def up() -> None:
     smtp_port = int(json.loads(STATE_FILE.read_text())["smtp_port"])
     log(f"SMTP server on 127.0.0.1:{smtp_port}, mails stored in {MAILBOX}")
     log(f"installing the operator with Helm into namespace {OPERATOR_NAMESPACE}")
-    helm(
+    stack.helm(
+        handle,
+        cluster.binary("helm"),
         "upgrade",
         "--install",
         RELEASE,
@@ -173,25 +122,16 @@ def up() -> None:
     name = resource["metadata"]["name"]
     log(f"applying {EXAMPLE.relative_to(cluster.REPO_ROOT)} as {NAMESPACE}/{name}")
     cluster.kubectl("apply", "-f", "-", input_text=json.dumps(resource))
-    wait_ready(name, READY_TIMEOUT)
-    port = int(resource["spec"].get("port", 5004))
-    services = [
-        f"http://{address}:{port}"
-        for address in pod_addresses(
-            f"app.kubernetes.io/instance={name},app.kubernetes.io/component=service"
-        )
-    ]
-    database = pod_addresses(
-        f"app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
-    )
-    user, password = secret_value(f"{name}-db", "username"), secret_value(f"{name}-db", "password")
-    database_name = resource["spec"].get("database", {}).get("name", "denied_access")
+    log(f"waiting until {NAMESPACE}/{name} is Ready (the pod runner starts its pods)")
+    stack.wait_ready(handle, NAMESPACE, name, READY_TIMEOUT)
+    found = stack.instance(handle, NAMESPACE, name)
+    services = list(found.service_urls)
     summary = {
         "kubeconfig": str(cluster.KUBECONFIG),
         "namespace": NAMESPACE,
         "name": name,
         "service_urls": services,
-        "database_url": f"postgresql://{user}:{password}@{database[0]}:5432/{database_name}",
+        "database_url": found.database_url,
         "mailbox": str(MAILBOX),
     }
     DEMO_JSON.write_text(json.dumps(summary, indent=2) + "\n")
