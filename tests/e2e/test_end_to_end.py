@@ -1,0 +1,135 @@
+"""From ``helm install`` and ``kubectl apply`` to a running service whose bans propagate.
+
+The tests of this module share one deployment and run in file order: the
+last one uninstalls the chart and deletes the resource.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg2
+import pytest
+from blacklist_devtools import stack
+from blacklist_devtools.http import get
+from blacklist_devtools.kube import wait_until
+
+from tests.e2e.conftest import Deployed
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+BANNED = "127.0.0.5"
+BYSTANDER = "127.0.0.6"
+
+
+def test_both_replicas_square_numbers(deployed: Deployed) -> None:
+    urls = deployed.instance().service_urls
+    assert len(urls) == 2
+    assert len(set(urls)) == 2
+    for url in urls:
+        answer = get(f"{url}/?n=88", source=BYSTANDER)
+        assert answer.status == 200
+        assert answer.body == "7744.0"
+
+
+def test_blacklisted_bans_on_every_replica_within_two_seconds(deployed: Deployed) -> None:
+    found = deployed.instance()
+    first, second = found.service_urls
+    hit = get(f"{first}/blacklisted", source=BANNED)
+    hit_at = time.monotonic()
+    assert hit.status == 444
+    assert get(f"{first}/?n=2", source=BANNED).status == 403
+
+    def refused_by_second() -> bool:
+        return get(f"{second}/?n=2", source=BANNED).status == 403
+
+    assert wait_until(refused_by_second, timeout=2.0, interval=0.05)
+    propagation = time.monotonic() - hit_at
+    assert propagation <= 2.0, f"ban reached the second replica after {propagation:.2f} s"
+    for url in found.service_urls:
+        assert get(f"{url}/?n=3", source=BYSTANDER).body == "9.0"
+
+
+def test_the_hit_is_in_the_ledger(deployed: Deployed) -> None:
+    found = deployed.instance()
+
+    def rows() -> list[tuple[str, str]]:
+        with (
+            psycopg2.connect(
+                host=found.database_address,
+                port=5432,
+                user=found.database_user,
+                password=found.database_password,
+                dbname=found.database_name,
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(
+                "SELECT path, ip_address FROM denied_access_ledger WHERE ip_address = %s",
+                (BANNED,),
+            )
+            return [(str(path), str(address)) for path, address in cursor.fetchall()]
+
+    assert wait_until(lambda: bool(rows()), timeout=15)
+    assert rows() == [("/blacklisted", BANNED)]
+
+
+def test_one_alert_mail_arrives(deployed: Deployed) -> None:
+    messages = deployed.smtp.wait_for(1, timeout=30)
+    assert len(messages) == 1
+    mail = messages[0]
+    assert mail["To"] == "test@domain.com"
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert BANNED in body.get_content()
+
+
+def test_status_counts_the_ban_and_reports_the_node_port(deployed: Deployed) -> None:
+    def banned_count() -> int:
+        return int(deployed.resource().get("status", {}).get("bannedCount", 0))
+
+    assert wait_until(lambda: banned_count() == 1, timeout=15)
+    service = stack.get_json(deployed.cluster, "service", deployed.name, "-n", deployed.namespace)
+    node_port = service["spec"]["ports"][0]["nodePort"]
+    assert deployed.resource()["status"]["nodePort"] == node_port
+    banlist = stack.get_json(
+        deployed.cluster, "configmap", f"{deployed.name}-banlist", "-n", deployed.namespace
+    )
+    assert BANNED in banlist["data"]["addresses"].split()
+
+
+def test_uninstall_keeps_the_crd_and_deleting_the_resource_cleans_up(
+    deployed: Deployed,
+) -> None:
+    cluster = deployed.cluster
+    stack.helm(
+        cluster, deployed.helm_path, "uninstall", deployed.release,
+        "--namespace", deployed.operator_namespace, "--wait",
+    )  # fmt: skip
+    crd = stack.get_json(cluster, "crd", "blacklistservices.blacklist.dev")
+    assert crd["spec"]["names"]["shortNames"] == ["bls"]
+    # Without the operator the finalizer would hold the resource; reinstall it to clean up.
+    stack.helm(
+        cluster, deployed.helm_path, "install", deployed.release, "chart",
+        "--namespace", deployed.operator_namespace, "--wait",
+    )  # fmt: skip
+    cluster.kubectl(
+        "delete", "blacklistservice", deployed.name, "-n", deployed.namespace, "--timeout=60s"
+    )
+
+    def children() -> list[str]:
+        listed = json.loads(
+            cluster.kubectl(
+                "get",
+                "deployments,services,configmaps,secrets,pvc",
+                "-n",
+                deployed.namespace,
+                "-l",
+                f"app.kubernetes.io/instance={deployed.name}",
+                "-o",
+                "json",
+            )  # fmt: skip
+        )
+        return [item["metadata"]["name"] for item in listed["items"]]
+
+    assert wait_until(lambda: not children(), timeout=60), children()
