@@ -118,18 +118,9 @@ def test_uninstall_keeps_the_crd_and_deleting_the_resource_cleans_up(
     )
 
     def children() -> list[str]:
-        listed = json.loads(
-            cluster.kubectl(
-                "get",
-                "deployments,services,configmaps,secrets,pvc",
-                "-n",
-                deployed.namespace,
-                "-l",
-                f"app.kubernetes.io/instance={deployed.name}",
-                "-o",
-                "json",
-            )  # fmt: skip
-        )
+        kinds = "deployments,services,configmaps,secrets,pvc"
+        selector = f"app.kubernetes.io/instance={deployed.name}"
+        listed = stack.get_json(cluster, kinds, "-n", deployed.namespace, "-l", selector)
         return [item["metadata"]["name"] for item in listed["items"]]
 
     assert wait_until(lambda: not children(), timeout=60), children()
