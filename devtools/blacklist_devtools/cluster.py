@@ -72,7 +72,10 @@ class ClusterState:
             server=raw["server"],
             token=raw["token"],
             ports=raw["ports"],
-            processes=[ProcessRecord(**record) for record in raw["processes"]],
+            processes=[
+                ProcessRecord(**{**record, "argv": tuple(record.get("argv", ()))})
+                for record in raw["processes"]
+            ],
         )
 
 
@@ -395,6 +398,30 @@ def up() -> ClusterState:
         f"(kubeconfig: {KUBECONFIG})"
     )
     return state
+
+
+def restart(component: str) -> ProcessRecord:
+    """Stop one component of the running cluster and start it again with the same flags.
+
+    Fault tests use this to restart kube-apiserver under a running operator.
+    """
+    state = ClusterState.load()
+    if state is None:
+        raise RuntimeError("no cluster is running")
+    for index, record in enumerate(state.processes):
+        if record.name == component:
+            processes.stop(record)
+            replacement = processes.spawn(record.name, record.argv, Path(record.log))
+            state.processes[index] = replacement
+            state.save()
+            if component == "kube-apiserver":
+                deadline = time.monotonic() + READY_TIMEOUT
+                while not readyz(state.server, state.token):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("kube-apiserver did not come back")
+                    time.sleep(0.1)
+            return replacement
+    raise KeyError(f"no component {component} in the running cluster")
 
 
 def down() -> None:

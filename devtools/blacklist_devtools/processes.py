@@ -23,6 +23,8 @@ class ProcessRecord:
     name: str
     pid: int
     executable: str
+    argv: tuple[str, ...] = ()
+    log: str = ""
 
     def alive(self) -> bool:
         """Tell whether the PID still runs the executable we started."""
@@ -56,7 +58,9 @@ def spawn(
             start_new_session=True,
         )
     executable = os.path.realpath(argv[0]) if os.path.sep in argv[0] else argv[0]
-    return ProcessRecord(name=name, pid=process.pid, executable=executable)
+    return ProcessRecord(
+        name=name, pid=process.pid, executable=executable, argv=tuple(argv), log=str(log_path)
+    )
 
 
 def stop(record: ProcessRecord, grace: float = 10.0) -> None:
