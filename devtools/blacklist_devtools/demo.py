@@ -15,9 +15,6 @@ import json
 import sys
 import time
 from dataclasses import asdict
-from typing import Any
-
-import yaml
 
 from blacklist_devtools import cluster, processes, stack
 from blacklist_devtools.kube import Cluster
@@ -39,16 +36,6 @@ READY_TIMEOUT = 240.0
 def log(message: str) -> None:
     """Progress line on stderr."""
     print(f"[demo] {message}", file=sys.stderr, flush=True)
-
-
-def demo_resource(smtp_port: int) -> dict[str, Any]:
-    """The example BlacklistService, with alerts sent to the demo's SMTP server."""
-    resource: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    resource["metadata"]["namespace"] = NAMESPACE
-    mail = resource["spec"].setdefault("mail", {})
-    mail.update({"host": "127.0.0.1", "port": smtp_port})
-    mail.pop("secretRef", None)
-    return resource
 
 
 def up() -> None:
@@ -118,7 +105,7 @@ def up() -> None:
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         ),
     )
-    resource = demo_resource(smtp_port)
+    resource = stack.example_resource(NAMESPACE, "127.0.0.1", smtp_port)
     name = resource["metadata"]["name"]
     log(f"applying {EXAMPLE.relative_to(cluster.REPO_ROOT)} as {NAMESPACE}/{name}")
     cluster.kubectl("apply", "-f", "-", input_text=json.dumps(resource))

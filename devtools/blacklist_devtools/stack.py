@@ -8,15 +8,27 @@ where its pods (run locally by the pod runner) listen.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
+import sys
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.podspec import local_address
+from blacklist_devtools.smtp import SmtpServer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "chart"
+EXAMPLE = REPO_ROOT / "examples" / "blacklistservice.yaml"
+READY_TIMEOUT = 240.0
 
 
 def helm(cluster: Cluster, helm_path: str, *arguments: str) -> str:
@@ -122,3 +134,95 @@ def instance(cluster: Cluster, namespace: str, name: str) -> Instance:
         database_password=password,
         database_name=database_name,
     )
+
+
+@dataclass
+class Deployed:
+    """The product as deployed by :func:`deploy`."""
+
+    cluster: Cluster
+    helm_path: str
+    release: str
+    operator_namespace: str
+    namespace: str
+    name: str
+    smtp: SmtpServer
+    runner_dir: Path
+
+    def instance(self) -> Instance:
+        """Where the ready instance listens now."""
+        return instance(self.cluster, self.namespace, self.name)
+
+    def resource(self) -> dict[str, Any]:
+        """The BlacklistService as the API has it."""
+        return get_json(self.cluster, "blacklistservice", self.name, "-n", self.namespace)
+
+
+def example_resource(
+    namespace: str, smtp_host: str, smtp_port: int, replicas: int | None = None
+) -> dict[str, Any]:
+    """``examples/blacklistservice.yaml`` with alerts sent to the SMTP server given."""
+    resource: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
+    resource["metadata"]["namespace"] = namespace
+    mail = resource["spec"].setdefault("mail", {})
+    mail.update({"host": smtp_host, "port": smtp_port})
+    mail.pop("secretRef", None)
+    if replicas is not None:
+        resource["spec"]["replicas"] = replicas
+    return resource
+
+
+@contextlib.contextmanager
+def deploy(
+    cluster: Cluster, helm_path: str, work: Path, replicas: int | None = None
+) -> Iterator[Deployed]:
+    """Install the chart, run the pod runner, apply the example and wait until it is Ready.
+
+    Everything is undone on exit: the namespaces are deleted, the release is
+    uninstalled, the pod runner stops every pod process, the SMTP server stops.
+    """
+    suffix = uuid.uuid4().hex[:6]
+    smtp = SmtpServer(mailbox=work / "mailbox")
+    smtp.start()
+    runner_dir = work / "pods"
+    with (work / "podrunner.log").open("wb") as runner_log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "blacklist_devtools.podrunner",
+             "--kubeconfig", str(cluster.kubeconfig), "--state-dir", str(runner_dir)],
+            stdout=runner_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deployment = Deployed(
+        cluster=cluster,
+        helm_path=helm_path,
+        release=f"blacklist-{suffix}",
+        operator_namespace=f"blacklist-operator-{suffix}",
+        namespace=f"blacklist-{suffix}",
+        name="",
+        smtp=smtp,
+        runner_dir=runner_dir,
+    )
+    try:
+        helm(
+            cluster, helm_path, "install", deployment.release, str(CHART),
+            "--namespace", deployment.operator_namespace, "--create-namespace",
+            "--wait", "--timeout", "120s",
+        )  # fmt: skip
+        cluster.kubectl("create", "namespace", deployment.namespace)
+        resource = example_resource(deployment.namespace, smtp.host, smtp.port, replicas)
+        deployment.name = resource["metadata"]["name"]
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(resource))
+        wait_ready(cluster, deployment.namespace, deployment.name, READY_TIMEOUT)
+        yield deployment
+    finally:
+        cluster.kubectl("delete", "namespace", deployment.namespace, "--wait=false", check=False)
+        subprocess.run(
+            [helm_path, "--kubeconfig", str(cluster.kubeconfig), "uninstall", deployment.release,
+             "--namespace", deployment.operator_namespace, "--wait", "--timeout", "60s"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        runner.terminate()
+        runner.wait(60)
+        cluster.kubectl(
+            "delete", "namespace", deployment.operator_namespace, "--wait=false", check=False
+        )
+        smtp.stop()

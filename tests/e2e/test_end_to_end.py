@@ -13,8 +13,7 @@ import pytest
 from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
-
-from tests.e2e.conftest import Deployed
+from blacklist_devtools.stack import Deployed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
