@@ -73,6 +73,7 @@ class Container:
     log: Path
     probe: dict[str, Any] | None
     env: dict[str, str]
+    spec: dict[str, Any]
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -92,6 +93,16 @@ class PodRun:
     ready: bool | None = None
     token_written: float = 0.0
     token_sources: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
+
+
+def container_port(spec: dict[str, Any], port: int | str) -> int:
+    """Resolve a probe's port, which may name one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for declared in spec.get("ports") or []:
+        if declared.get("name") == port:
+            return int(declared["containerPort"])
+    raise PodSpecError(f"container {spec['name']} has no port named {port}")
 
 
 class PodRunner:
@@ -303,6 +314,7 @@ class PodRunner:
                 log=directory / f"{spec['name']}.log",
                 probe=spec.get("readinessProbe"),
                 env=env,
+                spec=spec,
             )
             run.containers.append(container)
             self.launch(run, container)
@@ -341,19 +353,31 @@ class PodRunner:
         """Run a container's readiness probe; no probe means ready while it runs."""
         if container.process is None or container.process.poll() is not None:
             return False
+        try:
+            return self._probe(run, container)
+        except PodSpecError as error:
+            logger.warning(
+                "Probe of %s in %s/%s: %s", container.name, run.namespace, run.name, error
+            )
+            return False
+
+    def _probe(self, run: PodRun, container: Container) -> bool:
         probe = container.probe
         if not probe:
             return True
         if "httpGet" in probe:
             get = probe["httpGet"]
-            url = f"http://{run.address}:{get['port']}{get.get('path', '/')}"
+            port = container_port(container.spec, get["port"])
+            url = f"http://{run.address}:{port}{get.get('path', '/')}"
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     return 200 <= int(response.status) < 400
             except (urllib.error.URLError, OSError):
                 return False
         if "tcpSocket" in probe:
-            return port_is_open(run.address, int(probe["tcpSocket"]["port"]))
+            return port_is_open(
+                run.address, container_port(container.spec, probe["tcpSocket"]["port"])
+            )
         if "exec" in probe:
             command = [
                 run.address if part in {"127.0.0.1", "localhost"} else expand(part, container.env)

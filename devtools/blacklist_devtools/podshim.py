@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Any
 
 
-def bind(source: str, target: str, read_only: bool) -> None:
+def bind(source: str, target: str, read_only: bool, is_dir: bool) -> None:
     """Bind ``source`` onto ``target``, creating the mount point if it is missing."""
     target_path = Path(target)
-    if Path(source).is_dir():
+    if is_dir:
         target_path.mkdir(parents=True, exist_ok=True)
     else:
         target_path.parent.mkdir(parents=True, exist_ok=True)
         if not target_path.exists():
             target_path.touch()
-    subprocess.run(["mount", "--bind", source, target], check=True)
+    subprocess.run(["mount", "--bind", source, target], check=True, close_fds=False)
     if read_only:
         subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
 
@@ -35,8 +35,20 @@ def bind(source: str, target: str, read_only: bool) -> None:
 def main() -> None:
     """Apply the plan given as the only argument, then become the container's program."""
     plan: dict[str, Any] = json.loads(Path(sys.argv[1]).read_text())
-    for mount in plan["mounts"]:
-        bind(mount["source"], mount["target"], bool(mount.get("readOnly", False)))
+    # Parents before children, so a volume at /tmp does not cover one at /tmp/x.
+    mounts = sorted(plan["mounts"], key=lambda mount: len(Path(mount["target"]).parts))
+    # Open every source first: a mount can hide the path of a later source (a state
+    # directory under /tmp, say), but not a file descriptor already open on it.
+    handles = []
+    for mount in mounts:
+        handle = os.open(mount["source"], os.O_PATH)
+        os.set_inheritable(handle, True)
+        handles.append((handle, Path(mount["source"]).is_dir()))
+    for mount, (handle, is_dir) in zip(mounts, handles, strict=True):
+        read_only = bool(mount.get("readOnly", False))
+        bind(f"/proc/self/fd/{handle}", mount["target"], read_only, is_dir)
+    for handle, _ in handles:
+        os.close(handle)
     os.chdir(plan.get("cwd") or "/")
     argv: list[str] = plan["argv"]
     os.execvpe(argv[0], argv, plan["env"])

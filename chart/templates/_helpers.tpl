@@ -1,0 +1,140 @@
+{{/*
+Canonical helpers of the blacklist-operator chart. Every name is truncated to
+63 characters (the limit of a DNS-1123 label) and stripped of a trailing dash.
+*/}}
+
+{{/*
+The chart's name, or nameOverride.
+*/}}
+{{- define "blacklist-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified name of the release's objects: fullnameOverride, else the
+release name when it already contains the chart name, else "<release>-<chart>".
+*/}}
+{{- define "blacklist-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"<chart>-<version>" for the helm.sh/chart label (a label value allows no "+").
+*/}}
+{{- define "blacklist-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The labels of every object of the chart; the operator's own objects add
+app.kubernetes.io/component: operator.
+*/}}
+{{- define "blacklist-operator.labels" -}}
+helm.sh/chart: {{ include "blacklist-operator.chart" . }}
+{{ include "blacklist-operator.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: blacklist-operator
+{{- end }}
+
+{{/*
+The labels that select the operator's pods: only name and instance, which never
+change over the life of a release (a Deployment's selector is immutable).
+*/}}
+{{- define "blacklist-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "blacklist-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The name of the operator's ServiceAccount.
+*/}}
+{{- define "blacklist-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "blacklist-operator.fullname" .) .Values.serviceAccount.name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The operator's image: repository and tag, the tag defaulting to appVersion.
+*/}}
+{{- define "blacklist-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
+
+{{/*
+Whether the operator watches every namespace (operator.watchNamespaces empty).
+Renders "true" or nothing, so it can be used in an `if`.
+*/}}
+{{- define "blacklist-operator.clusterWide" -}}
+{{- if empty .Values.operator.watchNamespaces }}true{{- end }}
+{{- end }}
+
+{{/*
+The rules of the cluster-scoped objects the operator needs in every mode:
+kopf's discovery of its CRD and of namespaces, and, when enabled, the static
+hostPath PersistentVolumes it creates for spec.database.storage.hostPath
+(and releases through a finalizer, hence patch/update).
+*/}}
+{{- define "blacklist-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- if .Values.rbac.persistentVolumes }}
+- apiGroups: [""]
+  resources: ["persistentvolumes"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+{{- end }}
+{{- end }}
+
+{{/*
+The rules of the namespaced objects: the BlacklistServices it reconciles and
+every child it owns. It may create Roles only with rights it holds itself
+(get/list/watch on configmaps for the service's ban list), so it has neither
+escalate nor bind. Pods are read-only (readiness); Events are write-only.
+*/}}
+{{- define "blacklist-operator.namespacedRules" -}}
+- apiGroups: ["blacklist.dev"]
+  resources: ["blacklistservices"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["blacklist.dev"]
+  resources: ["blacklistservices/status"]
+  verbs: ["get", "patch"]
+- apiGroups: ["blacklist.dev"]
+  resources: ["blacklistservices/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

@@ -1,0 +1,320 @@
+"""Tests of the Helm chart in ``chart/`` that need no cluster: lint, rendering, values schema.
+
+They run ``helm lint`` and ``helm template`` and assert on the parsed manifests:
+the security context the README documents, least-privilege RBAC in both watch
+modes, the BlacklistService that reproduces the original deployment, a values
+schema that names the key it rejects, and values.yaml documented key by key.
+``test_install.py`` installs the chart into the real cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, RELEASE, REPO_ROOT, helm, only, render, rules_for
+
+
+@pytest.mark.parametrize("set_values", [[], ["blacklistService.enabled=true"]])
+def test_chart_lints_clean(set_values: list[str]) -> None:
+    arguments = ["lint", str(CHART), "--strict"]
+    for value in set_values:
+        arguments += ["--set", value]
+    result = helm(*arguments)
+    assert "0 chart(s) failed" in result.stdout
+    assert "[WARNING]" not in result.stdout
+    assert "[ERROR]" not in result.stdout
+
+
+def test_chart_metadata() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "blacklist-operator"
+    assert chart["version"] == "0.1.0"
+    assert chart["appVersion"] == "0.1.0"
+    assert chart["kubeVersion"].startswith(">=")
+
+
+def test_chart_crd_matches_crds_dir() -> None:
+    chart_crd = CHART / "crds" / "blacklistservices.yaml"
+    assert chart_crd.read_bytes() == (REPO_ROOT / "crds" / "blacklistservices.yaml").read_bytes(), (
+        "chart/crds/blacklistservices.yaml differs from crds/blacklistservices.yaml: "
+        "copy crds/blacklistservices.yaml into chart/crds/"
+    )
+
+
+def test_operator_deployment_renders_the_documented_security_context() -> None:
+    deployment = only(render(), "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["runAsUser"] == 10001
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in security
+    assert pod["serviceAccountName"] == "ops-blacklist-operator"
+    # Each instance's PostgreSQL NetworkPolicy admits the operator by this label.
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["app.kubernetes.io/name"] == "blacklist-operator"
+    assert container["image"] == "blacklist-operator:0.1.0"
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]["memory"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["BLACKLIST_OPERATOR_LOG_LEVEL"]["value"] == "info"
+
+
+def test_probes_target_the_operators_liveness_endpoint() -> None:
+    container = only(render("operator.healthPort=9090"), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert "--liveness=http://0.0.0.0:9090/healthz" in container["args"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": 9090}
+    assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize(
+    ("set_values", "namespaces"),
+    [
+        ([], []),
+        (
+            ["operator.watchNamespaces={team-a,team-b}", "operator.logLevel=debug"],
+            ["team-a", "team-b"],
+        ),
+    ],
+)
+def test_operator_accepts_the_arguments_the_chart_passes(
+    set_values: list[str], namespaces: list[str]
+) -> None:
+    from blacklist_operator.__main__ import parse_arguments
+
+    container = only(render(*set_values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    arguments = parse_arguments(container["args"])
+    assert arguments.namespace == namespaces
+    assert arguments.all_namespaces is not bool(namespaces)
+    assert arguments.standalone is True
+    assert arguments.liveness == "http://0.0.0.0:8080/healthz"
+
+
+def test_deployment_takes_its_scheduling_and_image_values() -> None:
+    deployment = only(
+        render(
+            "image.repository=registry.example.com/blacklist-operator",
+            "image.tag=1.2.3",
+            "image.pullPolicy=Always",
+            "imagePullSecrets[0].name=regcred",
+            "nodeSelector.disktype=ssd",
+            "tolerations[0].key=dedicated",
+            "tolerations[0].operator=Exists",
+            "podAnnotations.team=platform",
+            "operator.logLevel=debug",
+        ),
+        "Deployment",
+    )
+    template = deployment["spec"]["template"]
+    pod = template["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.example.com/blacklist-operator:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["nodeSelector"] == {"disktype": "ssd"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert template["metadata"]["annotations"] == {"team": "platform"}
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["BLACKLIST_OPERATOR_LOG_LEVEL"]["value"] == "debug"
+    assert "--verbose" in container["args"]
+
+
+def test_every_object_carries_the_standard_labels() -> None:
+    manifests = render(
+        "blacklistService.enabled=true", "operator.watchNamespaces={blacklist-system}"
+    )
+    for manifest in manifests:
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "blacklist-operator", manifest["kind"]
+        assert labels["app.kubernetes.io/instance"] == RELEASE, manifest["kind"]
+        assert labels["app.kubernetes.io/managed-by"] == "Helm", manifest["kind"]
+        assert labels["helm.sh/chart"] == "blacklist-operator-0.1.0", manifest["kind"]
+    selector = only(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert selector == {
+        "app.kubernetes.io/name": "blacklist-operator",
+        "app.kubernetes.io/instance": RELEASE,
+    }
+
+
+def test_watching_all_namespaces_uses_one_cluster_role() -> None:
+    manifests = render()
+    assert not [manifest for manifest in manifests if manifest["kind"] in {"Role", "RoleBinding"}]
+    role = only(manifests, "ClusterRole")
+    binding = only(manifests, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": "ops-blacklist-operator",
+            "namespace": "blacklist-system",
+        }
+    ]
+    assert rules_for(role, "deployments") >= {"create", "patch", "delete"}
+    assert rules_for(role, "persistentvolumes") >= {"create", "delete"}
+    assert rules_for(role, "pods") == {"get", "list", "watch"}
+    assert (
+        "--all-namespaces"
+        in only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+
+
+def test_watched_namespaces_get_a_role_each_and_nothing_elsewhere() -> None:
+    manifests = render("operator.watchNamespaces={team-a,team-b}", "rbac.persistentVolumes=false")
+    roles = [manifest for manifest in manifests if manifest["kind"] == "Role"]
+    bindings = [manifest for manifest in manifests if manifest["kind"] == "RoleBinding"]
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
+    assert rules_for(roles[0], "secrets") >= {"get", "create", "patch"}
+    cluster_role = only(manifests, "ClusterRole")
+    cluster_resources = {
+        resource for rule in cluster_role["rules"] for resource in rule["resources"]
+    }
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    args = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args
+    assert "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def test_no_role_grants_escalation() -> None:
+    manifests = render("operator.watchNamespaces={team-a}") + render()
+    for role in (m for m in manifests if m["kind"] in {"Role", "ClusterRole"}):
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"]
+            assert "*" not in rule["resources"]
+            assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"])
+            assert not {"pods/exec", "nodes", "clusterroles", "clusterrolebindings"} & set(
+                rule["resources"]
+            )
+
+
+def test_blacklist_service_is_off_by_default() -> None:
+    assert not [manifest for manifest in render() if manifest["kind"] == "BlacklistService"]
+
+
+def test_blacklist_service_reproduces_the_original_deployment() -> None:
+    manifests = render("blacklistService.enabled=true", namespace="microservices")
+    resource = only(manifests, "BlacklistService")
+    assert resource["apiVersion"] == "blacklist.dev/v1"
+    assert resource["metadata"]["name"] == "flask-blacklist"
+    assert resource["metadata"]["namespace"] == "microservices"
+    spec = resource["spec"]
+    assert spec["image"] == "flask-blacklist-svc:v1"
+    assert spec["port"] == 5004
+    assert spec["nodePort"] == 30911
+    assert spec["replicas"] == 1
+    assert spec["database"]["name"] == "denied_access"
+    assert spec["mail"]["recipient"] == "test@domain.com"
+
+
+def test_blacklist_service_fields_are_overridable() -> None:
+    resource = only(
+        render(
+            "blacklistService.enabled=true",
+            "blacklistService.name=shop",
+            "blacklistService.spec.replicas=3",
+            "blacklistService.spec.nodePort=null",
+            "blacklistService.spec.database.storage.size=5Gi",
+        ),
+        "BlacklistService",
+    )
+    assert resource["metadata"]["name"] == "shop"
+    assert resource["spec"]["replicas"] == 3
+    assert "nodePort" not in resource["spec"]
+    assert resource["spec"]["database"] == {"name": "denied_access", "storage": {"size": "5Gi"}}
+
+
+def test_blacklist_service_outside_the_watched_namespaces_is_refused() -> None:
+    result = helm(
+        "template", RELEASE, str(CHART), "--namespace", "elsewhere",
+        "--set", "blacklistService.enabled=true", "--set", "operator.watchNamespaces={team-a}",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "operator.watchNamespaces" in result.stderr
+
+
+BAD_VALUES = [
+    ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+    ("image.repository=", "/image/repository"),
+    ("replicaCount=2", "/replicaCount"),
+    ("replicaCount=one", "/replicaCount"),
+    ("operator.logLevel=verbose", "/operator/logLevel"),
+    ("operator.healthPort=80", "/operator/healthPort"),
+    ("operator.healthPort=70000", "/operator/healthPort"),
+    ("operator.watchNamespaces[0]=Not_A_Namespace", "/operator/watchNamespaces/0"),
+    ("rbac.persistentVolumes=maybe", "/rbac/persistentVolumes"),
+    ("serviceAccount.create=yes", "/serviceAccount/create"),
+    ("resources.limits.memory=lots", "/resources/limits/memory"),
+    ("livenessProbe.periodSeconds=0", "/livenessProbe/periodSeconds"),
+    ("podSecurityContext.runAsUser=-1", "/podSecurityContext/runAsUser"),
+    ("blacklistService.enabled=sure", "/blacklistService/enabled"),
+    ("blacklistService.name=Flask_Blacklist", "/blacklistService/name"),
+    ("blacklistService.spec.nodePort=8080", "/blacklistService/spec/nodePort"),
+    ("blacklistService.spec.port=0", "/blacklistService/spec/port"),
+    ("blacklistService.spec.replicas=-1", "/blacklistService/spec/replicas"),
+    ("unknownKey=1", "unknownKey"),
+    ("operator.watchAll=true", "watchAll"),
+]
+
+
+@pytest.mark.parametrize(("set_value", "key"), BAD_VALUES)
+def test_schema_rejects_bad_values(set_value: str, key: str) -> None:
+    result = helm("template", RELEASE, str(CHART), "--set", set_value, check=False)
+    assert result.returncode != 0, f"{set_value} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert key in result.stderr
+
+
+def documented_keys(path: Path) -> Iterator[tuple[str, int]]:
+    """Every mapping key of a YAML file as (dotted path, 0-based line), lists not entered."""
+
+    def walk(node: yaml.Node, prefix: str) -> Iterator[tuple[str, int]]:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                dotted = f"{prefix}{key.value}"
+                yield dotted, key.start_mark.line
+                yield from walk(value, f"{dotted}.")
+
+    root = yaml.compose(path.read_text())
+    assert root is not None
+    yield from walk(root, "")
+
+
+def test_every_value_is_documented_by_a_comment_naming_it() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    undocumented = []
+    for dotted, line in documented_keys(CHART / "values.yaml"):
+        first = line
+        while first > 0 and lines[first - 1].lstrip().startswith("#"):
+            first -= 1
+        if first == line or not lines[first].lstrip().startswith(f"# {dotted} "):
+            undocumented.append(dotted)
+    assert not undocumented
+
+
+def test_schema_describes_every_top_level_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert schema["additionalProperties"] is False
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"]) - {"global"}

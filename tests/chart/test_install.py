@@ -1,0 +1,208 @@
+"""The chart installed into the local control plane, and what the operator may do there.
+
+``helm install --wait`` must create the ServiceAccount, the RBAC and an operator
+Deployment whose pod becomes Ready (kwok plays the kubelet: no container runs).
+Then the API server itself answers, through ``kubectl auth can-i
+--as=system:serviceaccount:<namespace>:<serviceaccount>``, what the operator can
+and cannot do, watching every namespace or only one. ``helm uninstall`` keeps
+the CRD.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import yaml
+from blacklist_devtools.kube import Cluster
+
+from tests.chart.helm import CHART, CRD_NAME, EXAMPLES, Manifest, helm, render
+
+pytestmark = pytest.mark.cluster
+
+Check = tuple[str, str, tuple[str, ...]]
+"""(verb, resource, further arguments of ``kubectl auth can-i``)."""
+
+ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
+    ("get", "blacklistservices.blacklist.dev", ()),
+    ("list", "blacklistservices.blacklist.dev", ()),
+    ("watch", "blacklistservices.blacklist.dev", ()),
+    ("patch", "blacklistservices.blacklist.dev", ()),
+    ("patch", "blacklistservices.blacklist.dev", ("--subresource=status",)),
+    ("update", "blacklistservices.blacklist.dev", ("--subresource=finalizers",)),
+    *[
+        (verb, resource, ())
+        for resource in (
+            "deployments.apps",
+            "services",
+            "configmaps",
+            "secrets",
+            "persistentvolumeclaims",
+            "serviceaccounts",
+            "roles.rbac.authorization.k8s.io",
+            "rolebindings.rbac.authorization.k8s.io",
+            "networkpolicies.networking.k8s.io",
+        )
+        for verb in ("get", "list", "watch", "create", "patch", "delete")
+    ],
+    ("get", "pods", ()),
+    ("list", "pods", ()),
+    ("watch", "pods", ()),
+    ("create", "events", ()),
+    ("create", "events.events.k8s.io", ()),
+]
+ALLOWED_CLUSTER_WIDE: list[Check] = [
+    ("list", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("watch", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("list", "namespaces", ()),
+    ("watch", "namespaces", ()),
+]
+PERSISTENT_VOLUME_RIGHTS: list[Check] = [
+    (verb, "persistentvolumes", ()) for verb in ("get", "list", "create", "patch", "delete")
+]
+NEVER_ALLOWED: list[Check] = [
+    ("get", "nodes", ()),
+    ("delete", "namespaces", ()),
+    ("create", "namespaces", ()),
+    ("create", "clusterroles.rbac.authorization.k8s.io", ()),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io", ()),
+    ("escalate", "roles.rbac.authorization.k8s.io", ()),
+    ("bind", "roles.rbac.authorization.k8s.io", ()),
+    ("bind", "clusterroles.rbac.authorization.k8s.io", ()),
+    ("impersonate", "users", ()),
+    ("impersonate", "serviceaccounts", ()),
+    ("create", "pods", ()),
+    ("delete", "pods", ()),
+    ("create", "pods", ("--subresource=exec",)),
+    ("create", "serviceaccounts", ("--subresource=token",)),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("delete", "customresourcedefinitions.apiextensions.k8s.io", ()),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io", ()),
+    ("update", "events", ()),
+]
+
+
+def can_i(cluster: Cluster, subject: str, namespace: str, check: Check) -> bool:
+    """``kubectl auth can-i`` as ``subject``; later ``--namespace`` in ``check`` wins."""
+    verb, resource, extra = check
+    answer = cluster.kubectl(
+        "auth", "can-i", verb, resource, f"--as={subject}", f"--namespace={namespace}", *extra,
+        check=False,
+    )  # fmt: skip
+    return answer.strip() == "yes"
+
+
+def assert_rights(
+    cluster: Cluster, subject: str, namespace: str, allowed: list[Check], denied: list[Check]
+) -> None:
+    """Every check of ``allowed`` answers yes and every one of ``denied`` no, in ``namespace``."""
+    checks = [(True, check) for check in allowed] + [(False, check) for check in denied]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = pool.map(lambda item: can_i(cluster, subject, namespace, item[1]), checks)
+        wrong = [
+            ("yes" if answer else "no", check)
+            for (expected, check), answer in zip(checks, answers, strict=True)
+            if answer != expected
+        ]
+    assert not wrong, f"unexpected answers of kubectl auth can-i for {subject}: {wrong}"
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """A unique release name; the release is uninstalled after the test if it is left."""
+    name = f"bo-{uuid.uuid4().hex[:8]}"
+    yield name
+    helm(
+        "uninstall", name, "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig),
+        "--wait", "--timeout", "30s", "--ignore-not-found",
+        check=False,
+    )  # fmt: skip
+
+
+# An image no local pod runner plays: if `make demo` runs beside the tests, its runner must not
+# start a second, cluster-wide operator from a test release (kwok still makes the pod Ready).
+STAND_IN_IMAGE = "image.repository=registry.invalid/chart-test/operator-stand-in"
+
+
+def install(cluster: Cluster, release: str, namespace: str, *set_values: str) -> None:
+    """``helm install --wait`` of the chart into ``namespace``, with a stand-in image."""
+    arguments = [
+        "install", release, str(CHART), "--namespace", namespace,
+        "--kubeconfig", str(cluster.kubeconfig), "--wait", "--timeout", "60s",
+    ]  # fmt: skip
+    for value in (STAND_IN_IMAGE, *set_values):
+        arguments += ["--set", value]
+    helm(*arguments)
+
+
+def get_json(cluster: Cluster, *arguments: str) -> Manifest:
+    """``kubectl get ... -o json`` as a dict."""
+    result: Manifest = json.loads(cluster.kubectl("get", *arguments, "-o", "json"))
+    return result
+
+
+def dry_run_in(cluster: Cluster, namespace: str, manifests: list[Manifest]) -> None:
+    """Validate manifests against the API server (schemas, CEL rules) without creating them."""
+    for manifest in manifests:
+        manifest["metadata"]["namespace"] = namespace
+    listed = {"apiVersion": "v1", "kind": "List", "items": manifests}
+    cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(listed))
+
+
+def test_install_watching_all_namespaces(cluster: Cluster, namespace: str, release: str) -> None:
+    install(cluster, release, namespace)
+    fullname = f"{release}-blacklist-operator"
+    get_json(cluster, "serviceaccount", fullname, "-n", namespace)
+    get_json(cluster, "clusterrole", fullname)
+    get_json(cluster, "clusterrolebinding", fullname)
+    deployment = get_json(cluster, "deployment", fullname, "-n", namespace)
+    assert deployment["status"]["readyReplicas"] == 1
+    pods = get_json(cluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")
+    (pod,) = pods["items"]
+    ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
+    assert ready == "True"
+
+    subject = f"system:serviceaccount:{namespace}:{fullname}"
+    allowed = ALLOWED_IN_WATCHED_NAMESPACE + ALLOWED_CLUSTER_WIDE + PERSISTENT_VOLUME_RIGHTS
+    assert_rights(cluster, subject, namespace, allowed, NEVER_ALLOWED)
+    assert_rights(cluster, subject, "default", ALLOWED_IN_WATCHED_NAMESPACE, [])
+
+    # The CRD installed from chart/crds/ accepts the chart's BlacklistService and the examples.
+    chart_resource = [
+        manifest
+        for manifest in render("blacklistService.enabled=true", namespace=namespace)
+        if manifest["kind"] == "BlacklistService"
+    ]
+    examples = [
+        document
+        for example in sorted(EXAMPLES.glob("*.yaml"))
+        for document in yaml.safe_load_all(example.read_text())
+        if document
+    ]
+    dry_run_in(cluster, namespace, chart_resource + examples)
+
+    helm("uninstall", release, "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig),
+         "--wait", "--timeout", "30s")  # fmt: skip
+    assert not cluster.kubectl("get", "clusterrole", fullname, "--ignore-not-found").strip()
+    get_json(cluster, "crd", CRD_NAME)  # Helm never deletes a chart's CRDs.
+
+
+def test_install_scoped_to_one_namespace(cluster: Cluster, namespace: str, release: str) -> None:
+    install(
+        cluster, release, namespace,
+        f"operator.watchNamespaces={{{namespace}}}", "rbac.persistentVolumes=false",
+    )  # fmt: skip
+    fullname = f"{release}-blacklist-operator"
+    get_json(cluster, "role", fullname, "-n", namespace)
+    get_json(cluster, "rolebinding", fullname, "-n", namespace)
+    subject = f"system:serviceaccount:{namespace}:{fullname}"
+    assert_rights(
+        cluster, subject, namespace,
+        ALLOWED_IN_WATCHED_NAMESPACE + ALLOWED_CLUSTER_WIDE,
+        NEVER_ALLOWED + PERSISTENT_VOLUME_RIGHTS,
+    )  # fmt: skip
+    assert_rights(cluster, subject, "default", [], ALLOWED_IN_WATCHED_NAMESPACE)
+    assert_rights(cluster, subject, "kube-system", [], ALLOWED_IN_WATCHED_NAMESPACE)
