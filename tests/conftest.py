@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
@@ -47,9 +48,13 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """A real PostgreSQL server on a free loopback port, one per test module."""
-    server = PostgresServer(base_dir=tmp_path_factory.mktemp("postgres"))
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server on a free loopback port, one per test module.
+
+    Its directory is a fresh one under the system temp dir, not pytest's
+    ``tmp_path`` (mode 0700 for root), which the ``postgres`` user could not enter.
+    """
+    server = PostgresServer()
     server.start()
     yield server
     server.destroy()

@@ -299,6 +299,9 @@ def _start_control_plane() -> ClusterState:
             "--kube-api-qps=500",
             "--kube-api-burst=1000",
             "--concurrent-deployment-syncs=20",
+            # kwok's node heartbeats lag when the machine is busy; a missed beat must not
+            # mark every pod NotReady (kwok only readies Pending pods, so they would stay so).
+            "--node-monitor-grace-period=1h",
             "--concurrent-replicaset-syncs=20",
         ],
     )

@@ -1,0 +1,271 @@
+"""Benchmark of blacklist-operator against the local control plane (prints a table).
+
+Measures: CR create → Ready=True for 1 (p50 of 5), 50 and 200 CRs; the
+operator's RSS at 200 CRs; ledger row → ban list latency (p50 of 10); the time
+to sync 100,000 ledger rows. Baselines measured in the same run: a bare
+``kubectl apply`` of the same child objects (for one CR), and one CR's time
+multiplied by N for the batches. Pods are kwok's (images no pod runner knows).
+
+Run: ``.venv/bin/python bench/operator_bench.py`` (starts the cluster if needed).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg2.extras
+from kubernetes import client, config
+
+from blacklist_devtools import cluster as local_cluster
+from blacklist_devtools.net import free_port
+from blacklist_devtools.postgres import PostgresServer
+from blacklist_operator.builders import build_children, build_database_secret
+from blacklist_operator.model import parse
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGES: dict[str, Any] = {
+    "image": "kwok.test/service-under-kwok:v1",
+    "database": {"image": "kwok.test/pg:16"},
+}
+LEDGER = (
+    "CREATE TABLE IF NOT EXISTS denied_access_ledger (id BIGSERIAL PRIMARY KEY, "
+    "event_id VARCHAR(36) NOT NULL UNIQUE, path VARCHAR(2048) NOT NULL, "
+    "ip_address VARCHAR(45) NOT NULL, time TIMESTAMP WITH TIME ZONE NOT NULL)"
+)
+
+
+class Bench:
+    """The cluster, its clients and one operator subprocess."""
+
+    def __init__(self, work: Path) -> None:
+        local_cluster.up()
+        self.kubeconfig = str(local_cluster.KUBECONFIG)
+        self.kubectl = local_cluster.binary("kubectl")
+        api = config.new_client_from_config(config_file=self.kubeconfig)
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.work = work
+        self.address_map = work / "addresses.json"
+        self.address_map.write_text("{}")
+        self.operator: subprocess.Popen[bytes] | None = None
+        self.namespaces: list[str] = []
+
+    def run_kubectl(self, *arguments: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            [self.kubectl, "--kubeconfig", self.kubeconfig, *arguments],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    def namespace(self) -> str:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        self.core.create_namespace({"metadata": {"name": name}})
+        self.namespaces.append(name)
+        return name
+
+    def start_operator(self) -> None:
+        port = free_port()
+        env = {"KUBECONFIG": self.kubeconfig, "PATH": "/usr/bin:/bin"}
+        self.operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "blacklist_operator",
+                "--database-address-map",
+                str(self.address_map),
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+                "--ban-poll-interval",
+                "5",
+            ],
+            env=env,
+            stdout=(self.work / "operator.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the operator did not start")
+
+    def rss_megabytes(self) -> float:
+        assert self.operator is not None
+        for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def create(self, namespace: str, name: str, **spec: Any) -> None:
+        body = {
+            "apiVersion": "blacklist.dev/v1",
+            "kind": "BlacklistService",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {**IMAGES, **spec},
+        }
+        self.custom.create_namespaced_custom_object(
+            "blacklist.dev", "v1", namespace, "blacklistservices", body
+        )
+
+    def ready_count(self, namespace: str) -> int:
+        listed = self.custom.list_namespaced_custom_object(
+            "blacklist.dev", "v1", namespace, "blacklistservices"
+        )
+        return sum(
+            1
+            for item in listed["items"]
+            for condition in (item.get("status") or {}).get("conditions") or []
+            if condition["type"] == "Ready" and condition["status"] == "True"
+        )
+
+    def status_of(self, namespace: str, name: str) -> dict[str, Any]:
+        body = self.custom.get_namespaced_custom_object(
+            "blacklist.dev", "v1", namespace, "blacklistservices", name
+        )
+        return dict(body.get("status") or {})
+
+    def time_until_ready(self, count: int, timeout: float = 180) -> tuple[float, int]:
+        """Seconds until ``count`` new CRs are all Ready, and how many were (on timeout)."""
+        namespace = self.namespace()
+        started = time.monotonic()
+        for index in range(count):
+            self.create(namespace, f"b{index}")
+        ready = 0
+        while (ready := self.ready_count(namespace)) < count:
+            if time.monotonic() - started > timeout:
+                break
+            time.sleep(0.05 if count == 1 else 0.5)
+        return time.monotonic() - started, ready
+
+    def bare_apply_seconds(self) -> float:
+        """Baseline: one ``kubectl apply`` of the same children, without the operator."""
+        namespace = self.namespace()
+        bls = parse({"metadata": {"name": "bare", "namespace": namespace, "uid": "x"},
+                     "spec": IMAGES})  # fmt: skip
+        manifests = [*build_children(bls), build_database_secret(bls, "password")]
+        for manifest in manifests:
+            manifest["metadata"].pop("ownerReferences", None)
+        document = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+        started = time.monotonic()
+        self.run_kubectl("apply", "--server-side", "-f", "-", stdin=document)
+        return time.monotonic() - started
+
+    def cleanup(self) -> None:
+        if self.operator is not None:
+            self.operator.terminate()
+            self.operator.wait(timeout=30)
+        for namespace in self.namespaces:
+            self.run_kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def ledger_benchmarks(bench: Bench) -> tuple[float, float]:
+    """(p50 seconds ledger row → ConfigMap, seconds to sync 100,000 rows)."""
+    postgres = PostgresServer(base_dir=Path(tempfile.mkdtemp(prefix="bench-pg-")))
+    postgres.start()
+    try:
+        connection = postgres.connect()
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(LEDGER)
+        namespace = bench.namespace()
+        entries = json.loads(bench.address_map.read_text())
+        entries[f"{namespace}/led"] = f"{postgres.host}:{postgres.port}"
+        entries[f"{namespace}/bulk"] = f"{postgres.host}:{postgres.port}"
+        bench.address_map.write_text(json.dumps(entries))
+        for name in ("led", "bulk"):
+            bench.core.create_namespaced_secret(namespace, {
+                "metadata": {"name": f"{name}-db"},
+                "data": {"username": base64.b64encode(postgres.user.encode()).decode(),
+                         "password": base64.b64encode(postgres.password.encode()).decode()},
+            })  # fmt: skip
+        bench.create(namespace, "led", database={**IMAGES["database"], "name": postgres.database})
+        while bench.status_of(namespace, "led").get("bannedCount") is None:
+            time.sleep(0.1)
+        latencies = []
+        for index in range(10):
+            address = f"198.18.0.{index + 1}"
+            started = time.monotonic()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "INSERT INTO denied_access_ledger (event_id, path, ip_address, time) "
+                    "VALUES (%s, '/blacklisted', %s, now()); NOTIFY denied_access_ledger",
+                    (uuid.uuid4().hex, address),
+                )
+            while True:
+                data = bench.core.read_namespaced_config_map("led-banlist", namespace).data
+                if address in (data or {}).get("addresses", ""):
+                    break
+                time.sleep(0.01)
+            latencies.append(time.monotonic() - started)
+        rows = [(uuid.uuid4().hex, "/blacklisted", str(ipaddress.IPv4Address(0x0B000000 + i)))
+                for i in range(100_000)]  # fmt: skip
+        with connection.cursor() as cursor:
+            psycopg2.extras.execute_values(
+                cursor,
+                "INSERT INTO denied_access_ledger (event_id, path, ip_address, time) VALUES %s",
+                rows,
+                template="(%s, %s, %s, now())",
+                page_size=10_000,
+            )
+        started = time.monotonic()
+        bench.create(namespace, "bulk", database={**IMAGES["database"], "name": postgres.database})
+        while (bench.status_of(namespace, "bulk").get("bannedCount") or 0) < 100_010:
+            time.sleep(0.1)
+        return statistics.median(latencies), time.monotonic() - started
+    finally:
+        postgres.destroy()
+
+
+def main() -> None:
+    """Run every measurement and print the table."""
+    work = Path(tempfile.mkdtemp(prefix="operator-bench-"))
+    bench = Bench(work)
+    bench.run_kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        bare = statistics.median(bench.bare_apply_seconds() for _ in range(3))
+        bench.start_operator()
+        one = statistics.median(bench.time_until_ready(1)[0] for _ in range(5))
+        rows.append(("bare kubectl apply of one CR's children", f"{bare:.2f} s", "baseline", ""))
+        rows.append(
+            ("1 CR -> Ready (p50 of 5)", f"{one:.2f} s", f"{one / bare:.1f}x bare", "<= 1 s")
+        )
+        for count, target in ((50, ""), (200, "<= 60 s")):
+            seconds, ready = bench.time_until_ready(count)
+            ratio = f"{seconds / (one * count):.2f}x {count}x(1 CR)"
+            value = f"{seconds:.1f} s" if ready == count else f"timeout, {ready}/{count} Ready"
+            rows.append((f"{count} CRs -> all Ready", value, ratio, target))
+        rss = bench.rss_megabytes()
+        rows.append(("operator RSS with 255 CRs", f"{rss:.0f} MB", "", "<= 150 MB"))
+        latency, bulk = ledger_benchmarks(bench)
+        rows.append(("ledger row -> ban list (p50 of 10)", f"{latency * 1000:.0f} ms",
+                     f"{latency / bare:.2f}x bare", "<= 1 s"))  # fmt: skip
+        rows.append(("sync 100,000 ledger rows", f"{bulk:.1f} s", "", ""))
+    finally:
+        bench.cleanup()
+    widths = [max(len(row[i]) for row in [("measure", "value", "ratio", "target"), *rows])
+              for i in range(4)]  # fmt: skip
+    for row in [("measure", "value", "ratio", "target"), *rows]:
+        sys.stdout.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) + "\n"
+        )
+    sys.stdout.write(f"operator log: {work / 'operator.log'}\n")
+
+
+if __name__ == "__main__":
+    main()

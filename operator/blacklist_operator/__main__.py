@@ -1,0 +1,112 @@
+"""``python -m blacklist_operator``: parse the flags and run the kopf operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+
+import kopf
+
+from blacklist_operator import handlers  # noqa: F401  (registers the handlers with kopf)
+from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
+
+
+def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; every flag also documented in README.operator.md."""
+    parser = argparse.ArgumentParser(
+        prog="python -m blacklist_operator",
+        description="Run the blacklist-operator: reconcile BlacklistService resources.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable; glob patterns allowed)",
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default)",
+    )
+    parser.add_argument(
+        "--database-address-map",
+        default=None,
+        help=f'JSON file {{"ns/name": "host:port"}} of database addresses (env {ADDRESS_MAP_ENV})',
+    )
+    parser.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="coordinate with other operator replicas through this kopf peering object "
+        "(default: standalone, no peering)",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="run without peering (the default; kept for clarity in manifests)",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("BLACKLIST_OPERATOR_LIVENESS"),
+        metavar="URL",
+        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--ban-poll-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="poll the ledger this often when no notification arrives (default 5)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        help="reconciles that may run in parallel (default 16)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    return parser.parse_args(argv)
+
+
+class _QuietWatchers(logging.Filter):
+    """Drop kopf's line per child event: the watchers run for every Deployment status change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Handler 'follow-")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the operator until it is signalled to stop."""
+    arguments = parse_arguments(argv)
+    config = OperatorConfig(
+        namespaces=tuple(arguments.namespace),
+        database_address_map=address_map_path(arguments.database_address_map),
+        peering=None if arguments.standalone else arguments.peering,
+        liveness=arguments.liveness,
+        ban_poll_interval=arguments.ban_poll_interval,
+        workers=arguments.workers,
+    )
+    kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietWatchers())
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            standalone=config.peering is None,
+            peering_name=config.peering,
+            liveness_endpoint=config.liveness,
+            memo=kopf.Memo(config=config),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The only module that talks to the Kubernetes API: server-side apply and a few reads.
+
+Children are written with server-side apply under our field manager and
+``force=True``: the API server merges, we own exactly the fields we set, and a
+field that someone else changed is taken back. Calls are blocking (the official
+client); callers run them in kopf's executor or in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from blacklist_operator import API_VERSION, FIELD_MANAGER, PLURAL
+
+# kind -> (plural, namespaced); only the kinds this operator writes or reads.
+_RESOURCES: dict[str, tuple[str, bool]] = {
+    "ConfigMap": ("configmaps", True),
+    "Deployment": ("deployments", True),
+    "NetworkPolicy": ("networkpolicies", True),
+    "PersistentVolume": ("persistentvolumes", False),
+    "PersistentVolumeClaim": ("persistentvolumeclaims", True),
+    "Role": ("roles", True),
+    "RoleBinding": ("rolebindings", True),
+    "Secret": ("secrets", True),
+    "Service": ("services", True),
+    "ServiceAccount": ("serviceaccounts", True),
+    "BlacklistService": (PLURAL, True),
+}
+_TIMEOUT = (5.0, 30.0)
+
+
+class ApiError(Exception):
+    """A request the API server refused; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The object as stored after an apply, and whether the apply created it."""
+
+    body: dict[str, Any]
+    created: bool
+
+
+def _path(api_version: str, kind: str, namespace: str | None, name: str | None) -> str:
+    plural, namespaced = _RESOURCES[kind]
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    scope = f"/namespaces/{namespace}" if namespaced else ""
+    return f"{prefix}{scope}/{plural}" + (f"/{name}" if name else "")
+
+
+def _message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body).get("message", error.reason))
+    except (TypeError, ValueError):
+        return str(error.reason)
+
+
+def load_client(pool_size: int = 32) -> client.ApiClient:
+    """A client from the pod's ServiceAccount in a cluster, else from the kubeconfig."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)
+    # Reconciles of many BlacklistServices run in parallel threads.
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+class KubernetesApi:
+    """Blocking access to the objects of a BlacklistService."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._client = api_client
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[dict[str, Any], int]:
+        _, url, headers, _, _ = self._client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=_TIMEOUT
+            )
+        except ApiException as error:
+            raise ApiError(int(error.status or 0), _message(error)) from None
+        data = response.read()
+        parsed: dict[str, Any] = json.loads(data) if data else {}
+        if not 200 <= response.status < 300:
+            raise ApiError(response.status, str(parsed.get("message", response.reason)))
+        return parsed, int(response.status)
+
+    def apply(self, manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> Applied:
+        """Server-side apply ``manifest`` (force: we take back fields others changed)."""
+        metadata = manifest["metadata"]
+        path = _path(
+            manifest["apiVersion"], manifest["kind"], metadata.get("namespace"), metadata["name"]
+        )
+        body, status = self._call(
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", field_manager), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+        return Applied(body=body, created=status == 201)
+
+    def apply_status(
+        self, namespace: str, name: str, status: dict[str, Any], field_manager: str
+    ) -> None:
+        """Server-side apply the fields ``status`` of a BlacklistService's status."""
+        manifest = {
+            "apiVersion": API_VERSION,
+            "kind": "BlacklistService",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        path = _path(API_VERSION, "BlacklistService", namespace, name) + "/status"
+        self._call(
+            "PATCH",
+            path,
+            body=manifest,
+            query=[("fieldManager", field_manager), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+
+    def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """The object, or ``None`` when it does not exist."""
+        try:
+            body, _ = self._call("GET", _path(api_version, kind, namespace, name))
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return body
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Create ``manifest``; ``None`` when an object of that name already exists."""
+        metadata = manifest["metadata"]
+        path = _path(manifest["apiVersion"], manifest["kind"], metadata.get("namespace"), None)
+        try:
+            body, _ = self._call(
+                "POST", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)]
+            )
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+        return body
+
+    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        """Delete the object (in the background); ``False`` when it was already gone."""
+        try:
+            self._call(
+                "DELETE",
+                _path(api_version, kind, namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True

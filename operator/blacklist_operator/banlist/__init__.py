@@ -1,0 +1,1 @@
+"""The ban sync: from the ledger table in PostgreSQL to the ban-list ConfigMaps."""

@@ -1,0 +1,44 @@
+"""Every applied child of a BlacklistService, in the order they are applied.
+
+The Secret (created once, never applied) and the ban-list ConfigMaps (written by
+the ban sync) are not in this list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blacklist_operator.builders.database import (
+    build_database_configmap,
+    build_database_deployment,
+    build_database_network_policy,
+    build_database_service,
+    build_persistent_volume,
+    build_persistent_volume_claim,
+)
+from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
+from blacklist_operator.builders.service import build_service, build_service_deployment
+from blacklist_operator.model import BlacklistService
+
+
+def build_children(bls: BlacklistService) -> list[dict[str, Any]]:
+    """The manifests to apply; volumes and settings before the pods that use them."""
+    volume = build_persistent_volume(bls)
+    return [
+        *([volume] if volume is not None else []),
+        build_persistent_volume_claim(bls),
+        build_database_configmap(bls),
+        build_database_service(bls),
+        build_database_network_policy(bls),
+        build_database_deployment(bls),
+        build_service_account(bls),
+        build_role(bls),
+        build_role_binding(bls),
+        build_service(bls),
+        build_service_deployment(bls),
+    ]
+
+
+def child_key(manifest: dict[str, Any]) -> tuple[str, str]:
+    """(kind, name): how the drift cache and the watchers identify a child."""
+    return manifest["kind"], manifest["metadata"]["name"]

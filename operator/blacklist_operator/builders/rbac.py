@@ -1,0 +1,59 @@
+"""The service's identity: a ServiceAccount that may read its own ban list and nothing more."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blacklist_operator.builders.naming import (
+    COMPONENT_SERVICE,
+    MAX_BANLIST_SHARDS,
+    banlist_reader_name,
+    banlist_shard_name,
+    metadata,
+    service_name,
+)
+from blacklist_operator.model import BlacklistService
+
+
+def build_service_account(bls: BlacklistService) -> dict[str, Any]:
+    """The ServiceAccount ``N`` of the service pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+    }
+
+
+def build_role(bls: BlacklistService) -> dict[str, Any]:
+    """A Role that reads exactly the 16 possible ban-list ConfigMaps, by name."""
+    shard_names = [banlist_shard_name(bls.name, index) for index in range(MAX_BANLIST_SHARDS)]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(bls, banlist_reader_name(bls), COMPONENT_SERVICE),
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": shard_names,
+                "verbs": ["get", "list", "watch"],
+            }
+        ],
+    }
+
+
+def build_role_binding(bls: BlacklistService) -> dict[str, Any]:
+    """Binds the ban-list reader Role to the service's ServiceAccount."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(bls, banlist_reader_name(bls), COMPONENT_SERVICE),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": banlist_reader_name(bls),
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": service_name(bls), "namespace": bls.namespace}
+        ],
+    }

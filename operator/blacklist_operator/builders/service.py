@@ -1,0 +1,153 @@
+"""The service's Deployment and its NodePort Service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blacklist_operator.builders.naming import (
+    COMPONENT_SERVICE,
+    banlist_shard_name,
+    database_settings_name,
+    metadata,
+    selector_labels,
+    service_name,
+)
+from blacklist_operator.builders.security import (
+    SERVICE_UID,
+    container_security_context,
+    pod_security_context,
+    resource_requirements,
+)
+from blacklist_operator.model import BlacklistService
+
+STATE_DIR = "/var/lib/blacklist"
+
+
+def _config_map_key(variable: str, config_map: str, key: str) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"configMapKeyRef": {"name": config_map, "key": key}}}
+
+
+def _secret_key(variable: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _field(variable: str, path: str) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _mail_environment(bls: BlacklistService) -> list[dict[str, Any]]:
+    mail = bls.spec.mail
+    environment: list[dict[str, Any]] = [{"name": "ALERT_RECIPIENT", "value": mail.recipient}]
+    if mail.host is not None:
+        environment.append({"name": "MAIL_SERVER", "value": mail.host})
+    if mail.port is not None:
+        environment.append({"name": "MAIL_PORT", "value": str(mail.port)})
+    environment.append({"name": "MAIL_USE_TLS", "value": str(mail.tls).lower()})
+    environment.append({"name": "MAIL_USE_SSL", "value": str(mail.ssl).lower()})
+    if mail.sender is not None:
+        environment.append({"name": "MAIL_DEFAULT_SENDER", "value": mail.sender})
+    if mail.secret_name is not None:
+        # By reference: the credentials never appear in the pod spec.
+        environment.append(_secret_key("MAIL_USERNAME", mail.secret_name, "username"))
+        environment.append(_secret_key("MAIL_PASSWORD", mail.secret_name, "password"))
+    return environment
+
+
+def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
+    """The service container's environment (SPEC §6 and docs/CONTRACTS.md)."""
+    settings = database_settings_name(bls)
+    return [
+        {"name": "PORT", "value": str(bls.spec.port)},
+        {"name": "STATE_DIR", "value": STATE_DIR},
+        {"name": "BANLIST_CONFIGMAP", "value": banlist_shard_name(bls.name, 0)},
+        _field("POD_NAMESPACE", "metadata.namespace"),
+        _field("POD_NAME", "metadata.name"),
+        _config_map_key("DB_HOST", settings, "host"),
+        _config_map_key("DB_PORT", settings, "port"),
+        _config_map_key("DB_NAME", settings, "database"),
+        _secret_key("DB_USER", settings, "username"),
+        _secret_key("DB_PASSWORD", settings, "password"),
+        # Declared after its parts: the kubelet expands $(VAR) of earlier variables only.
+        {
+            "name": "DATABASE_URL",
+            "value": "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
+        },
+        {"name": "ALLOWLIST", "value": ",".join(str(n) for n in bls.spec.allowlist)},
+        {"name": "TRUSTED_PROXIES", "value": ",".join(str(n) for n in bls.spec.trusted_proxies)},
+        *_mail_environment(bls),
+    ]
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def build_service_deployment(bls: BlacklistService) -> dict[str, Any]:
+    """The service Deployment: ``N``, component ``service``."""
+    spec = bls.spec
+    container = {
+        "name": "service",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "env": service_environment(bls),
+        "readinessProbe": _probe("/readyz", period=5, failures=3),
+        "livenessProbe": _probe("/healthz", period=10, failures=6),
+        "resources": resource_requirements(spec.resources),
+        "securityContext": container_security_context(read_only_root=True),
+        "volumeMounts": [
+            {"name": "state", "mountPath": STATE_DIR},
+            # Writable scratch space for the WSGI server under a read-only root.
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+        ],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
+            "template": {
+                "metadata": {"labels": selector_labels(bls, COMPONENT_SERVICE)},
+                "spec": {
+                    "serviceAccountName": service_name(bls),
+                    "automountServiceAccountToken": True,
+                    "securityContext": pod_security_context(SERVICE_UID),
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "state", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_service(bls: BlacklistService) -> dict[str, Any]:
+    """The NodePort Service ``N``; ``Local`` traffic policy keeps client addresses intact."""
+    port: dict[str, Any] = {
+        "name": "http",
+        "port": bls.spec.port,
+        "targetPort": "http",
+        "protocol": "TCP",
+    }
+    if bls.spec.node_port is not None:
+        port["nodePort"] = bls.spec.node_port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "spec": {
+            "type": "NodePort",
+            "externalTrafficPolicy": "Local",
+            "selector": selector_labels(bls, COMPONENT_SERVICE),
+            "ports": [port],
+        },
+    }

@@ -1,0 +1,70 @@
+"""The operator's own settings (command-line flags) and the database address map.
+
+The address map (``--database-address-map``, docs/CONTRACTS.md) tells an
+operator running outside the cluster where each instance's PostgreSQL is
+reachable, since cluster DNS does not resolve there. It is re-read whenever
+the file changes, so tests and developers can add entries while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ADDRESS_MAP_ENV = "BLACKLIST_OPERATOR_DATABASE_ADDRESS_MAP"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """Settings chosen at startup."""
+
+    namespaces: tuple[str, ...] = ()
+    database_address_map: Path | None = None
+    peering: str | None = None
+    liveness: str | None = None
+    ban_poll_interval: float = 5.0
+    workers: int = 16
+
+
+@dataclass
+class AddressMap:
+    """``{"namespace/name": "host:port"}`` from a JSON file, re-read when it changes."""
+
+    path: Path | None
+    _entries: dict[str, tuple[str, int]] = field(default_factory=dict)
+    _mtime: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def lookup(
+        self, namespace: str, name: str, default_host: str, default_port: int
+    ) -> tuple[str, int]:
+        """Where to reach the database of ``namespace/name``."""
+        with self._lock:
+            self._reload()
+            return self._entries.get(f"{namespace}/{name}", (default_host, default_port))
+
+    def _reload(self) -> None:
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._entries, self._mtime = {}, None
+            return
+        if mtime == self._mtime:
+            return
+        raw = json.loads(self.path.read_text() or "{}")
+        entries = {}
+        for key, address in raw.items():
+            host, _, port = str(address).rpartition(":")
+            entries[str(key)] = (host.strip("[]"), int(port))
+        self._entries, self._mtime = entries, mtime
+
+
+def address_map_path(flag: str | None) -> Path | None:
+    """The address map file from the flag, else from the environment, else none."""
+    value = flag or os.environ.get(ADDRESS_MAP_ENV)
+    return Path(value) if value else None

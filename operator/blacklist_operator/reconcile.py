@@ -1,0 +1,223 @@
+"""The one reconcile path: parse the spec, build every child, apply it, report status.
+
+Create, update, resume, the resync timer and the drift watchers all end here.
+It is level-based: it never looks at what changed, only at what should be, so
+running it twice, or after a crash at any point, converges to the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from blacklist_operator import FIELD_MANAGER
+from blacklist_operator.apply import ApiError, KubernetesApi
+from blacklist_operator.builders import (
+    build_children,
+    build_condition,
+    build_database_secret,
+    child_key,
+    merge_condition,
+)
+from blacklist_operator.builders.database import generate_password
+from blacklist_operator.builders.naming import (
+    database_name,
+    database_settings_name,
+    persistent_volume_name,
+    service_name,
+)
+from blacklist_operator.builders.status import READY, condition_changed, now
+from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.runtime import Logger, Runtime
+
+
+@dataclass
+class Outcome:
+    """What a reconcile did, for the handler's Events."""
+
+    created: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    ready: bool = False
+    first: bool = False
+
+
+def _describe(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest['kind']} {manifest['metadata']['name']}"
+
+
+def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """Whether a Deployment has all its replicas updated and available, and why not."""
+    if deployment is None:
+        return False, "is missing"
+    metadata = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    if int(status.get("observedGeneration", 0)) < int(metadata.get("generation", 0)):
+        return False, "is rolling out"
+    available = int(status.get("availableReplicas", 0))
+    updated = int(status.get("updatedReplicas", 0))
+    total = int(status.get("replicas", 0))
+    if available >= wanted and updated >= wanted and total <= wanted:
+        return True, f"has {available}/{wanted} replicas available"
+    return False, f"has {available}/{wanted} replicas available"
+
+
+def ready_condition(
+    bls: BlacklistService,
+    service: Mapping[str, Any] | None,
+    database: Mapping[str, Any] | None,
+    failures: list[str],
+    current: Any,
+) -> dict[str, Any]:
+    """The Ready condition from the two Deployments and the apply failures."""
+    if failures:
+        reason, ok, message = "ApplyFailed", False, "; ".join(failures)
+    else:
+        service_ok, service_text = deployment_progress(service)
+        database_ok, database_text = deployment_progress(database)
+        ok = service_ok and database_ok
+        message = f"Deployment {service_name(bls)} {service_text}; "
+        message += f"Deployment {database_name(bls)} {database_text}"
+        reason = (
+            "AllReplicasAvailable"
+            if ok
+            else ("DatabaseUnavailable" if service_ok else "ServiceUnavailable")
+        )
+    condition = build_condition(READY, ok, reason, message, bls.generation, now())
+    return merge_condition(current, condition)
+
+
+def write_status(
+    api: KubernetesApi,
+    bls: BlacklistService,
+    body: Mapping[str, Any],
+    ready: dict[str, Any],
+    node_port: int | None,
+) -> None:
+    """Apply our part of the status (Ready, observedGeneration, nodePort) if it changed."""
+    status = body.get("status") or {}
+    current = status.get("conditions")
+    unchanged = (
+        not condition_changed(current, ready)
+        and status.get("observedGeneration") == bls.generation
+        and status.get("nodePort") == node_port
+    )
+    if unchanged:
+        return
+    fields: dict[str, Any] = {"observedGeneration": bls.generation, "conditions": [ready]}
+    if node_port is not None:
+        fields["nodePort"] = node_port
+    api.apply_status(bls.namespace, bls.name, fields, FIELD_MANAGER)
+
+
+def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: SpecError) -> None:
+    """Ready=False with reason InvalidSpec, for a spec the schema let through."""
+    metadata = body.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
+    current = (body.get("status") or {}).get("conditions")
+    condition = merge_condition(
+        current, build_condition(READY, False, "InvalidSpec", str(error), generation, now())
+    )
+    api.apply_status(
+        metadata["namespace"],
+        metadata["name"],
+        {"observedGeneration": generation, "conditions": [condition]},
+        FIELD_MANAGER,
+    )
+
+
+def ensure_secret(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> bool:
+    """Make sure Secret ``N-db`` exists; adopt an existing one as is. True if we created it."""
+    name = database_settings_name(bls)
+    existing = api.get("v1", "Secret", bls.namespace, name)
+    if existing is None:
+        if api.create(build_database_secret(bls, generate_password())) is not None:
+            logger.info(f"Created Secret {name} with a generated password")
+            return True
+        # Someone (another reconcile of ours) created it in between: adopt theirs.
+        existing = api.get("v1", "Secret", bls.namespace, name)
+    data = (existing or {}).get("data") or {}
+    if "username" not in data or "password" not in data:
+        raise ApiError(422, f"Secret {name} must hold the keys username and password")
+    return False
+
+
+def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
+    """Apply every child of the BlacklistService ``body`` and write its Ready status.
+
+    Raises :class:`SpecError` (after reporting it) for a spec that cannot be
+    acted on, and :class:`ApiError` when the status itself cannot be written.
+    """
+    api = runtime.api
+    try:
+        bls = parse(body)
+    except SpecError as error:
+        report_invalid_spec(api, body, error)
+        raise
+    outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
+    try:
+        if ensure_secret(api, bls, logger):
+            outcome.created.append(f"Secret {database_settings_name(bls)}")
+    except ApiError as error:
+        outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
+    children = build_children(bls)
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    for manifest in children:
+        try:
+            applied = api.apply(manifest)
+        except ApiError as error:
+            outcome.failures.append(f"{_describe(manifest)}: {error}")
+            continue
+        live[child_key(manifest)] = applied.body
+        if applied.created:
+            outcome.created.append(_describe(manifest))
+            logger.info(f"Created {_describe(manifest)}")
+    runtime.desired[(bls.namespace, bls.name)] = {child_key(m): m for m in children}
+    service = live.get(("Service", service_name(bls)), {})
+    ports = (service.get("spec") or {}).get("ports") or [{}]
+    ready = ready_condition(
+        bls,
+        live.get(("Deployment", service_name(bls))),
+        live.get(("Deployment", database_name(bls))),
+        outcome.failures,
+        (body.get("status") or {}).get("conditions"),
+    )
+    outcome.ready = ready["status"] == "True"
+    write_status(api, bls, body, ready, ports[0].get("nodePort"))
+    return outcome
+
+
+def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
+    """Re-read the two Deployments and the Service and update Ready; True when ready."""
+    api = runtime.api
+    try:
+        bls = parse(body)
+    except SpecError:
+        return False
+    service = api.get("v1", "Service", bls.namespace, service_name(bls)) or {}
+    ports = (service.get("spec") or {}).get("ports") or [{}]
+    ready = ready_condition(
+        bls,
+        api.get("apps/v1", "Deployment", bls.namespace, service_name(bls)),
+        api.get("apps/v1", "Deployment", bls.namespace, database_name(bls)),
+        [],
+        (body.get("status") or {}).get("conditions"),
+    )
+    write_status(api, bls, body, ready, ports[0].get("nodePort"))
+    return bool(ready["status"] == "True")
+
+
+def release_storage(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> None:
+    """On deletion: delete our static PersistentVolume unless the data is to be retained."""
+    try:
+        bls = parse(body)
+    except SpecError:
+        return
+    storage = bls.spec.database.storage
+    if storage.host_path is None or storage.retain_on_delete:
+        return
+    name = persistent_volume_name(bls)
+    if runtime.api.delete("v1", "PersistentVolume", None, name):
+        logger.info(f"Released PersistentVolume {name}")

@@ -1,0 +1,27 @@
+"""Fixtures of the operator tests: the CRD installed, and one operator per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from blacklist_devtools.kube import Cluster
+from tests.operator.helpers import OperatorProcess, install_crd
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: Cluster) -> Cluster:
+    """The cluster with the BlacklistService CRD installed."""
+    install_crd(cluster)
+    return cluster
+
+
+@pytest.fixture(scope="module")
+def operator_process(
+    crd: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator watching every namespace for the whole test module."""
+    operator = OperatorProcess(crd, tmp_path_factory.mktemp("operator")).start()
+    yield operator
+    operator.stop()

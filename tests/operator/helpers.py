@@ -1,0 +1,167 @@
+"""Helpers of the operator tests: the operator as a real subprocess, kubectl shortcuts.
+
+The operator runs as ``python -m blacklist_operator`` against the local control
+plane, exactly as a developer runs it, with an address map that points each
+BlacklistService at the test's PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blacklist_devtools.kube import Cluster, wait_until
+from blacklist_devtools.net import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD = REPO_ROOT / "crds" / "blacklistservices.yaml"
+
+
+class OperatorProcess:
+    """``python -m blacklist_operator`` in a subprocess, with its log in a file."""
+
+    def __init__(self, cluster: Cluster, work_dir: Path, *arguments: str) -> None:
+        self.cluster = cluster
+        self.address_map = work_dir / "database-addresses.json"
+        if not self.address_map.exists():
+            self.address_map.write_text("{}")
+        self.log_path = work_dir / f"operator-{time.monotonic_ns()}.log"
+        self.arguments = arguments
+        self.process: subprocess.Popen[bytes] | None = None
+        self.liveness_port = free_port()
+
+    def start(self) -> OperatorProcess:
+        """Start the operator and wait until its liveness endpoint answers."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "blacklist_operator",
+                    "--database-address-map",
+                    str(self.address_map),
+                    "--liveness",
+                    f"http://127.0.0.1:{self.liveness_port}/healthz",
+                    "--ban-poll-interval",
+                    "2",
+                    *self.arguments,
+                ],
+                env=self.cluster.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not wait_until(self._alive, timeout=60, interval=0.2):
+            raise RuntimeError(f"the operator did not start; log:\n{self.log()}")
+        return self
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the operator exited; log:\n{self.log()}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1
+            ) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def map_database(self, namespace: str, name: str, host: str, port: int) -> None:
+        """Point ``namespace/name``'s database at ``host:port`` (the file is re-read)."""
+        entries = json.loads(self.address_map.read_text())
+        entries[f"{namespace}/{name}"] = f"{host}:{port}"
+        temporary = self.address_map.with_suffix(".tmp")
+        temporary.write_text(json.dumps(entries))
+        os.replace(temporary, self.address_map)
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as a crashed node would do."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def log(self) -> str:
+        """Everything the operator logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def install_crd(cluster: Cluster) -> None:
+    """Apply the CRD and wait until the API serves it."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/blacklistservices.blacklist.dev",
+        "--timeout=60s",
+    )
+
+
+def apply_manifest(cluster: Cluster, manifest: dict[str, Any]) -> str:
+    """``kubectl apply`` a manifest given as a dict."""
+    return cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def get_json(cluster: Cluster, *arguments: str) -> dict[str, Any] | None:
+    """``kubectl get -o json``, or None when the object does not exist."""
+    output = cluster.kubectl("get", *arguments, "-o", "json", "--ignore-not-found")
+    return json.loads(output) if output.strip() else None
+
+
+# Images no local pod runner knows, so that kwok alone makes their pods Ready
+# (a pod runner, when one runs for the demo, would start real programs).
+KWOK_IMAGES: dict[str, Any] = {
+    "image": "kwok.test/service-under-kwok:v1",
+    "database": {"image": "kwok.test/database-under-kwok:16"},
+}
+
+
+def blacklist_service(
+    name: str, namespace: str, *, kwok_images: bool = True, **spec: Any
+) -> dict[str, Any]:
+    """A BlacklistService manifest; by default with images that only kwok "runs"."""
+    if kwok_images:
+        database = {**KWOK_IMAGES["database"], **spec.get("database", {})}
+        spec = {**KWOK_IMAGES, **spec, "database": database}
+    return {
+        "apiVersion": "blacklist.dev/v1",
+        "kind": "BlacklistService",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def condition(body: dict[str, Any] | None, condition_type: str) -> dict[str, Any]:
+    """The condition ``condition_type`` of a BlacklistService, or {}."""
+    for item in ((body or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == condition_type:
+            return dict(item)
+    return {}
+
+
+def wait_for(
+    predicate: Any, timeout: float, what: str, operator: OperatorProcess | None = None
+) -> None:
+    """Wait for ``predicate``; fail naming ``what``, with the operator log tail."""
+    if not wait_until(predicate, timeout=timeout, interval=0.25):
+        tail = operator.log()[-3000:] if operator is not None else ""
+        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")

@@ -1,0 +1,201 @@
+"""Ban sync from a real PostgreSQL ledger into the ban-list ConfigMaps."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import time
+from typing import Any
+
+import psycopg2.extras
+import pytest
+
+from blacklist_devtools.postgres import PostgresServer
+from tests.operator.helpers import (
+    OperatorProcess,
+    apply_manifest,
+    blacklist_service,
+    condition,
+    get_json,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
+
+LEDGER = """
+CREATE TABLE IF NOT EXISTS denied_access_ledger (
+    id          BIGSERIAL PRIMARY KEY,
+    event_id    VARCHAR(36) NOT NULL UNIQUE,
+    path        VARCHAR(2048) NOT NULL,
+    ip_address  VARCHAR(45) NOT NULL,
+    time        TIMESTAMP WITH TIME ZONE NOT NULL
+);
+"""
+
+
+@pytest.fixture
+def ledger(postgres: PostgresServer) -> PostgresServer:
+    """An empty ledger table (dropped afterwards so the next test starts clean)."""
+    with postgres.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS denied_access_ledger")
+    return postgres
+
+
+def create_table(postgres: PostgresServer) -> None:
+    with postgres.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(LEDGER)
+
+
+def insert(postgres: PostgresServer, addresses: list[str]) -> None:
+    """Insert ledger rows and NOTIFY, as the service does."""
+    connection = postgres.connect()
+    try:
+        with connection.cursor() as cursor:
+            psycopg2.extras.execute_values(
+                cursor,
+                "INSERT INTO denied_access_ledger (event_id, path, ip_address, time) VALUES %s",
+                [
+                    (f"e-{time.monotonic_ns()}-{i}", "/blacklisted", a)
+                    for i, a in enumerate(addresses)
+                ],
+                template="(%s, %s, %s, now())",
+                page_size=10_000,
+            )
+            cursor.execute("NOTIFY denied_access_ledger")
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def deploy(
+    operator: OperatorProcess, postgres: PostgresServer, namespace: str, **spec: Any
+) -> None:
+    """A BlacklistService whose database is the test's PostgreSQL (Secret adopted)."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "bl-db", "namespace": namespace},
+        "data": {
+            "username": base64.b64encode(postgres.user.encode()).decode(),
+            "password": base64.b64encode(postgres.password.encode()).decode(),
+        },
+    }
+    apply_manifest(operator.cluster, secret)
+    operator.map_database(namespace, "bl", postgres.host, postgres.port)
+    database = {"name": postgres.database, **spec.pop("database", {})}
+    apply_manifest(operator.cluster, blacklist_service("bl", namespace, database=database, **spec))
+
+
+def shards(operator: OperatorProcess, namespace: str) -> list[str]:
+    """Every address of every shard of ``bl``'s ban list."""
+    first = get_json(operator.cluster, "configmap", "bl-banlist", "-n", namespace)
+    if first is None:
+        return []
+    addresses: list[str] = first["data"]["addresses"].split()
+    for index in range(1, int(first["data"]["shards"])):
+        shard = get_json(operator.cluster, "configmap", f"bl-banlist-{index}", "-n", namespace)
+        addresses += (shard or {}).get("data", {}).get("addresses", "").split()
+    return addresses
+
+
+def status(operator: OperatorProcess, namespace: str) -> dict[str, Any]:
+    return get_json(operator.cluster, "bls", "bl", "-n", namespace) or {}
+
+
+def test_new_ledger_rows_reach_the_ban_list_fast(
+    operator_process: OperatorProcess, ledger: PostgresServer, namespace: str
+) -> None:
+    deploy(operator_process, ledger, namespace, allowlist=["10.9.0.0/16"])
+
+    def no_ledger_yet() -> bool:
+        synced = condition(status(operator_process, namespace), "BanListSynced")
+        return synced.get("reason") == "LedgerNotCreated"
+
+    wait_for(no_ledger_yet, 20, "BanListSynced with LedgerNotCreated", operator_process)
+    assert condition(status(operator_process, namespace), "DatabaseReady")["status"] == "True"
+    create_table(ledger)
+    started = time.monotonic()
+    insert(ledger, ["203.0.113.7", "10.9.1.1", "::ffff:198.51.100.2"])
+    wait_for(
+        lambda: sorted(shards(operator_process, namespace)) == ["198.51.100.2", "203.0.113.7"],
+        5,
+        "the new bans in the ConfigMap",
+        operator_process,
+    )
+    latency = time.monotonic() - started
+    assert latency < 2.0, f"ledger row -> ban list took {latency:.2f} s"
+    wait_for(
+        lambda: status(operator_process, namespace).get("status", {}).get("bannedCount") == 2,
+        5,
+        "bannedCount 2",
+        operator_process,
+    )
+    banlist = get_json(operator_process.cluster, "configmap", "bl-banlist", "-n", namespace)
+    assert banlist is not None
+    assert banlist["data"]["count"] == "2"
+    assert banlist["data"]["addresses"] == "198.51.100.2\n203.0.113.7\n"
+
+
+def test_database_outage_is_a_condition_and_sync_resumes(
+    operator_process: OperatorProcess, ledger: PostgresServer, namespace: str
+) -> None:
+    create_table(ledger)
+    insert(ledger, ["192.0.2.1"])
+    deploy(operator_process, ledger, namespace)
+    wait_for(lambda: shards(operator_process, namespace) == ["192.0.2.1"], 20, "first sync")
+    ledger.stop()
+    try:
+
+        def unreachable() -> bool:
+            return (
+                condition(status(operator_process, namespace), "DatabaseReady").get("status")
+                == "False"
+            )
+
+        wait_for(unreachable, 30, "DatabaseReady=False", operator_process)
+        body = status(operator_process, namespace)
+        assert condition(body, "Ready")["status"] == "True"
+        assert body["status"]["bannedCount"] == 1
+    finally:
+        ledger.start()
+    insert(ledger, ["192.0.2.2"])
+    wait_for(
+        lambda: sorted(shards(operator_process, namespace)) == ["192.0.2.1", "192.0.2.2"],
+        40,
+        "sync after the database came back",
+        operator_process,
+    )
+
+
+def test_100k_rows_sync_into_shards_and_survive_a_restart(
+    operator_process: OperatorProcess, ledger: PostgresServer, namespace: str
+) -> None:
+    create_table(ledger)
+    addresses = [str(ipaddress.IPv4Address(0x0B000000 + i)) for i in range(100_000)]
+    insert(ledger, addresses)
+    started = time.monotonic()
+    deploy(operator_process, ledger, namespace)
+
+    def all_synced() -> bool:
+        count = status(operator_process, namespace).get("status", {}).get("bannedCount")
+        return bool(count == 100_000)
+
+    wait_for(all_synced, 90, "100,000 bans synced", operator_process)
+    elapsed = time.monotonic() - started
+    synced = shards(operator_process, namespace)
+    assert len(synced) == len(set(synced)) == 100_000
+    first = get_json(operator_process.cluster, "configmap", "bl-banlist", "-n", namespace)
+    assert first is not None
+    assert int(first["data"]["shards"]) >= 2
+    assert first["metadata"]["annotations"]["blacklist.dev/ledger-cursor"] == "100000"
+    print(f"100,000 rows synced in {elapsed:.1f} s")
+
+    operator_process.stop()
+    operator_process.start()
+    insert(ledger, ["198.18.0.1"])
+    wait_for(
+        lambda: status(operator_process, namespace).get("status", {}).get("bannedCount") == 100_001,
+        30,
+        "the next ban after a restart",
+        operator_process,
+    )

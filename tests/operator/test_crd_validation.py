@@ -1,0 +1,90 @@
+"""The CRD's schema rejects invalid specs at ``kubectl apply``, naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from blacklist_devtools.kube import Cluster
+from tests.operator.helpers import apply_manifest, blacklist_service, get_json
+
+pytestmark = pytest.mark.cluster
+
+INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
+    ({"replicas": -1}, "spec.replicas"),
+    ({"replicas": "two"}, "spec.replicas"),
+    ({"port": 0}, "spec.port"),
+    ({"port": 70000}, "spec.port"),
+    ({"nodePort": 80}, "spec.nodePort"),
+    ({"nodePort": 32768}, "spec.nodePort"),
+    ({"image": ""}, "spec.image"),
+    ({"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
+    ({"allowlist": ["10.0.0.0/33"]}, "spec.allowlist"),
+    ({"allowlist": ["example.com"]}, "spec.allowlist"),
+    ({"trustedProxies": ["1.2.3"]}, "spec.trustedProxies"),
+    ({"mail": {"recipient": "not-an-address"}}, "spec.mail.recipient"),
+    ({"mail": {"port": 0}}, "spec.mail.port"),
+    ({"mail": {"tls": True, "ssl": True}}, "spec.mail"),
+    ({"mail": {"secretRef": {"name": "creds"}}}, "spec.mail"),
+    ({"mail": {"secretRef": {"name": "Bad_Name"}, "host": "smtp"}}, "spec.mail.secretRef.name"),
+    ({"database": {"name": "drop table"}}, "spec.database.name"),
+    ({"database": {"storage": {"size": "0"}}}, "spec.database.storage.size"),
+    ({"database": {"storage": {"size": "lots"}}}, "spec.database.storage.size"),
+    ({"database": {"storage": {"hostPath": "relative/dir"}}}, "spec.database.storage.hostPath"),
+    ({"database": {"storage": {"hostPath": "/a/../b"}}}, "spec.database.storage.hostPath"),
+    (
+        {"database": {"storage": {"hostPath": "/data", "storageClassName": "standard"}}},
+        "spec.database.storage",
+    ),
+    ({"resources": {"requests": {"memory": "lots"}}}, "spec.resources.requests.memory"),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field_path"), INVALID_SPECS, ids=[path for _, path in INVALID_SPECS]
+)
+def test_invalid_spec_is_rejected_naming_the_field(
+    crd: Cluster, namespace: str, spec: dict[str, Any], field_path: str
+) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as rejected:
+        apply_manifest(crd, blacklist_service("bad", namespace, **spec))
+    assert field_path in rejected.value.stderr
+    assert get_json(crd, "bls", "bad", "-n", namespace) is None
+
+
+def test_defaults_are_filled_in(crd: Cluster, namespace: str) -> None:
+    apply_manifest(crd, blacklist_service("defaults", namespace, kwok_images=False))
+    body = get_json(crd, "bls", "defaults", "-n", namespace)
+    assert body is not None
+    spec = body["spec"]
+    assert (spec["image"], spec["replicas"], spec["port"]) == ("flask-blacklist-svc:v1", 1, 5004)
+    assert spec["mail"]["recipient"] == "test@domain.com"
+    assert spec["database"]["image"] == "postgres:16"
+    assert spec["database"]["name"] == "denied_access"
+    assert spec["database"]["storage"] == {"size": "1Gi", "retainOnDelete": False}
+    assert spec["allowlist"] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field_path"),
+    [
+        ({"database": {"name": "other"}}, "spec.database.name"),
+        ({"database": {"storage": {"size": "512Mi"}}}, "spec.database.storage.size"),
+        ({"database": {"storage": {"storageClassName": "fast"}}}, "spec.database.storage"),
+    ],
+)
+def test_immutable_fields_cannot_change(
+    crd: Cluster, namespace: str, change: dict[str, Any], field_path: str
+) -> None:
+    apply_manifest(crd, blacklist_service("fixed", namespace))
+    with pytest.raises(subprocess.CalledProcessError) as rejected:
+        apply_manifest(crd, blacklist_service("fixed", namespace, **change))
+    assert field_path in rejected.value.stderr
+
+
+def test_printer_columns(crd: Cluster, namespace: str) -> None:
+    apply_manifest(crd, blacklist_service("columns", namespace, replicas=2))
+    header = crd.kubectl("get", "bls", "-n", namespace).splitlines()[0].split()
+    assert header == ["NAME", "READY", "REPLICAS", "BANNED", "NODEPORT", "AGE"]

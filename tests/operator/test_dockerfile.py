@@ -1,0 +1,32 @@
+"""Dockerfile.operator is hadolint clean, multi-stage, non-root and runs the package."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile.operator"
+
+
+def hadolint() -> str:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    return str(beside_python) if beside_python.exists() else shutil.which("hadolint") or "hadolint"
+
+
+def test_hadolint_finds_nothing() -> None:
+    result = subprocess.run(
+        [hadolint(), str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_multi_stage_non_root_python_m() -> None:
+    text = DOCKERFILE.read_text()
+    assert text.count("FROM ") >= 2
+    user_lines = [line for line in text.splitlines() if line.startswith("USER ")]
+    assert user_lines
+    assert user_lines[-1].split()[1].split(":")[0] not in {"0", "root"}
+    assert 'ENTRYPOINT ["python", "-m", "blacklist_operator"]' in text

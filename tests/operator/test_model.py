@@ -1,0 +1,68 @@
+"""The typed model: CRD defaults when fields are absent, SpecError naming the bad field."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+from blacklist_operator.model import SpecError, parse, parse_spec
+
+
+def test_an_empty_spec_gets_the_crd_defaults() -> None:
+    spec = parse_spec({})
+    assert spec.image == "flask-blacklist-svc:v1"
+    assert spec.replicas == 1
+    assert spec.port == 5004
+    assert spec.node_port is None
+    assert spec.mail.recipient == "test@domain.com"
+    assert spec.database.image == "postgres:16"
+    assert spec.database.name == "denied_access"
+    assert spec.database.storage.size == "1Gi"
+    assert spec.database.storage.retain_on_delete is False
+    assert spec.allowlist == ()
+
+
+def test_identity_and_networks_are_parsed() -> None:
+    bls = parse(
+        {
+            "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 3},
+            "spec": {
+                "allowlist": ["10.0.0.1/8", "192.168.1.7"],
+                "mail": {"secretRef": {"name": "m"}},
+            },
+        }
+    )
+    assert (bls.name, bls.namespace, bls.uid, bls.generation) == ("demo", "ns", "u-1", 3)
+    assert bls.spec.allowlist == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("192.168.1.7/32"),
+    )
+    assert bls.spec.mail.secret_name == "m"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field_path"),
+    [
+        ({"replicas": -1}, "spec.replicas"),
+        ({"replicas": "2"}, "spec.replicas"),
+        ({"port": 0}, "spec.port"),
+        ({"nodePort": 80}, "spec.nodePort"),
+        ({"image": "has space"}, "spec.image"),
+        ({"allowlist": ["not-an-ip"]}, "spec.allowlist[0]"),
+        ({"mail": {"recipient": "nobody"}}, "spec.mail.recipient"),
+        ({"mail": {"tls": True, "ssl": True}}, "spec.mail.tls"),
+        ({"database": {"name": "drop table"}}, "spec.database.name"),
+        ({"database": {"storage": {"size": "lots"}}}, "spec.database.storage.size"),
+        ({"database": {"storage": {"hostPath": "relative"}}}, "spec.database.storage.hostPath"),
+        ({"resources": {"requests": {"gpu": "1"}}}, "spec.resources.requests.gpu"),
+    ],
+)
+def test_what_the_schema_should_have_caught_is_a_spec_error(
+    spec: dict[str, Any], field_path: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert caught.value.field_path == field_path
+    assert field_path in str(caught.value)
