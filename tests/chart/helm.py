@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from blacklist_devtools.cluster import binary
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from blacklist_devtools.kube import Cluster
 
+from blacklist_devtools.kube import Cluster
 from tests.chart.helm import CHART, CRD_NAME, EXAMPLES, Manifest, helm, render
 
 pytestmark = pytest.mark.cluster

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from blacklist_devtools.cluster import REPO_ROOT
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.processes import ProcessRecord

@@ -15,6 +15,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+
 from blacklist_devtools.kube import Cluster, wait_until
 
 pytestmark = pytest.mark.cluster

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+
 from blacklist_devtools.podspec import (
     PodSpecError,
     container_env,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import stack
 from blacklist_devtools.kube import Cluster

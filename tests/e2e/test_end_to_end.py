@@ -10,6 +10,7 @@ import time
 
 import psycopg2
 import pytest
+
 from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
