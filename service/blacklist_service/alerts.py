@@ -1,0 +1,90 @@
+"""Alert mails about ``/blacklisted`` hits, built and sent with Flask-Mail.
+
+Each mail's ``Message-ID`` is derived from the hit's event id, so in the rare
+case of a mail sent twice (the SMTP server accepted it but the worker died
+before recording that) the copies are recognisable as one alert.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Sequence
+
+from flask import Flask
+from flask_mail import Connection, Message
+
+from blacklist_service.outbox import Hit
+
+logger = logging.getLogger(__name__)
+SMTP_TIMEOUT = 10.0
+MESSAGE_ID_DOMAIN = "blacklist-service"
+
+
+class TimeoutConnection(Connection):
+    """Flask-Mail's SMTP connection with a socket timeout, so a hung server cannot stall us."""
+
+    def configure_host(self) -> smtplib.SMTP:
+        """Connect, STARTTLS and log in as Flask-Mail does, with ``SMTP_TIMEOUT``."""
+        host: smtplib.SMTP
+        if self.mail.use_ssl:
+            host = smtplib.SMTP_SSL(self.mail.server, self.mail.port, timeout=SMTP_TIMEOUT)
+        else:
+            host = smtplib.SMTP(self.mail.server, self.mail.port, timeout=SMTP_TIMEOUT)
+        if self.mail.use_tls:
+            host.starttls()
+        if self.mail.username and self.mail.password:
+            host.login(self.mail.username, self.mail.password)
+        return host
+
+
+def message_id(hit: Hit) -> str:
+    """The Message-ID of the alert about ``hit``."""
+    return f"<{hit.event_id}@{MESSAGE_ID_DOMAIN}>"
+
+
+def alert_text(hit: Hit) -> str:
+    """The body of the alert: which address hit which path when."""
+    return (
+        f"Address {hit.ip_address} requested {hit.path} at {hit.time.isoformat()} "
+        "and is now banned.\n"
+        f"Event id: {hit.event_id}\n"
+    )
+
+
+def build_alert(hit: Hit, recipient: str) -> Message:
+    """The alert mail about ``hit`` (needs an app context for the default sender)."""
+    message = Message(
+        subject=f"Blacklisted: {hit.ip_address} requested {hit.path}",
+        recipients=[recipient],
+        body=alert_text(hit),
+        extra_headers={"X-Blacklist-Event-Id": hit.event_id},
+    )
+    message.msgId = message_id(hit)
+    return message
+
+
+def send_alerts(app: Flask, hits: Sequence[Hit], recipient: str, enabled: bool) -> list[str]:
+    """Send one alert per hit over one SMTP connection; return the event ids sent.
+
+    Without a mail server (``enabled`` false) each alert is logged instead. When
+    SMTP fails part-way, the ids sent so far are returned so that only the rest
+    is retried; when it fails before the first mail, the error propagates.
+    """
+    sent: list[str] = []
+    with app.app_context():
+        if not enabled:
+            for hit in hits:
+                logger.warning("Alert (no MAIL_SERVER set, not sent): %s", alert_text(hit).strip())
+                sent.append(hit.event_id)
+            return sent
+        try:
+            with TimeoutConnection(app.extensions["mail"]) as connection:
+                for hit in hits:
+                    connection.send(build_alert(hit, recipient))
+                    sent.append(hit.event_id)
+        except (OSError, smtplib.SMTPException) as error:
+            if not sent:
+                raise
+            logger.warning("SMTP failed after %d of %d alerts: %s", len(sent), len(hits), error)
+    return sent

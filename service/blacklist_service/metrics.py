@@ -1,0 +1,108 @@
+"""Prometheus metrics of the service, and the collector of state read at scrape time.
+
+Under the production server every worker is a process, so counters use
+prometheus_client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``, set by
+``python -m blacklist_service`` before any worker starts). Gauges of shared
+state (the ban list's size, the outbox's backlog) are read from that state when
+scraped instead, which is exact whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from blacklist_service.banstore import BanStore
+from blacklist_service.outbox import Outbox
+
+REQUESTS = Counter(
+    "blacklist_http_requests",
+    "HTTP requests answered (refusals included), by route and status",
+    ["route", "status"],
+)
+# Routes counted by name; any other path is "other", so clients cannot grow the label set.
+ROUTES = frozenset({"/", "/blacklisted", "/healthz", "/readyz", "/metrics"})
+REFUSED = Counter("blacklist_refused_requests", "Requests refused with 403 because of a ban")
+HITS = Counter("blacklist_blacklisted_hits", "Requests to /blacklisted recorded in the outbox")
+DELIVERIES = Counter(
+    "blacklist_deliveries",
+    "Outbox deliveries by channel (ledger, mail) and outcome (delivered, failed)",
+    ["channel", "outcome"],
+)
+
+
+_request_counters: dict[tuple[str, str], Any] = {}
+
+
+def count_request(route: str, status: str) -> None:
+    """Count one answer; the labelled child is looked up once per (route, status)."""
+    counter = _request_counters.get((route, status))
+    if counter is None:
+        counter = _request_counters[(route, status)] = REQUESTS.labels(route, status)
+    counter.inc()
+
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class RequestCounter:
+    """WSGI middleware counting every answer by route and status, refusals included."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Pass the request on; count the status it is answered with."""
+        path = environ.get("PATH_INFO") or "/"
+        route = path if path in ROUTES else "other"
+
+        def counting(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            count_request(route, status[:3])
+            return start_response(status, headers, *exc_info)
+
+        return self.app(environ, counting)
+
+
+class StateCollector(Collector):
+    """Gauges computed from the replica's shared state at scrape time."""
+
+    def __init__(self, bans: BanStore, outbox: Outbox) -> None:
+        self.bans = bans
+        self.outbox = outbox
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """The ban list's size and the outbox's backlog per channel."""
+        yield GaugeMetricFamily(
+            "blacklist_banned_addresses", "Addresses this replica refuses", value=len(self.bans)
+        )
+        ledger, mail = self.outbox.counts()
+        pending = GaugeMetricFamily(
+            "blacklist_outbox_pending", "Hits not yet delivered, by channel", labels=["channel"]
+        )
+        pending.add_metric(["ledger"], ledger)
+        pending.add_metric(["mail"], mail)
+        yield pending
+
+
+def exposition(bans: BanStore, outbox: Outbox) -> bytes:
+    """The text format of every metric: this process's (or all workers') and the state gauges."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        counters = CollectorRegistry()
+        multiprocess.MultiProcessCollector(counters)  # type: ignore[no-untyped-call]
+    else:
+        counters = REGISTRY
+    state = CollectorRegistry()
+    state.register(StateCollector(bans, outbox))
+    return generate_latest(counters) + generate_latest(state)

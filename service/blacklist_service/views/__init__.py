@@ -1,0 +1,1 @@
+"""The HTTP interface, one blueprint per concern (SPEC §6)."""

@@ -1,0 +1,106 @@
+"""``GET /?n=x``: squares of decimal numbers, and 400 (never 500) for everything else."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blacklist_devtools.http import get
+from blacklist_service import create_app
+from blacklist_service.squares import BadNumberError, square
+from tests.service.processes import ServiceFactory
+
+SQUARES = [
+    ("88", "7744.0"),
+    ("9", "81.0"),
+    ("9.7", "94.08999999999999"),
+    ("-3", "9.0"),
+    ("+2", "4.0"),
+    ("0", "0.0"),
+    ("-0", "0.0"),
+    (".5", "0.25"),
+    ("5.", "25.0"),
+    ("1e3", "1000000.0"),
+    ("2.5E-1", "0.0625"),
+    ("1e154", "1e+308"),
+]
+BAD_INPUTS = [
+    "abc",
+    "0x10",
+    "nan",
+    "NaN",
+    "inf",
+    "-Infinity",
+    "1_0",
+    " 1",
+    "1 ",
+    "1e",
+    ".",
+    "--1",
+    "1,5",
+    "١٢",  # Arabic-Indic digits: float() takes them, a decimal number they are not
+    "1e200",
+    "1e400",
+    "9" * 400,
+]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlaskClient]:
+    """A test client of an app without background work (stateless here: shared by examples)."""
+    state_dir = tmp_path_factory.mktemp("state")
+    app = create_app({"STATE_DIR": str(state_dir), "BACKGROUND": False, "TESTING": True})
+    with app.test_client() as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize(("raw", "expected"), SQUARES)
+def test_squares_like_python(raw: str, expected: str) -> None:
+    assert repr(square(raw)) == expected
+
+
+@pytest.mark.parametrize("raw", [None, "", *BAD_INPUTS])
+def test_refuses_what_is_not_a_decimal_number(raw: str | None) -> None:
+    with pytest.raises(BadNumberError) as caught:
+        square(raw)
+    assert "\n" not in str(caught.value)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_any_finite_float_written_out_squares_as_python_does(number: float) -> None:
+    raw = repr(number)
+    if math.isfinite(number * number):
+        assert square(raw) == number * number
+    else:
+        with pytest.raises(BadNumberError):
+            square(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30))
+def test_any_text_gets_a_square_or_a_400_never_a_500(client: FlaskClient, raw: str) -> None:
+    answer = client.get("/", query_string={"n": raw})
+    assert answer.status_code in {200, 400}
+    body = answer.get_data(as_text=True)
+    if answer.status_code == 200:
+        assert float(body) == float(raw) * float(raw)
+    else:
+        assert body.count("\n") == 1
+
+
+def test_the_server_answers_squares_and_bad_inputs(service_factory: ServiceFactory) -> None:
+    service = service_factory()
+    for raw, expected in SQUARES:
+        answer = get(f"{service.url}/?n={raw.replace('+', '%2B')}")
+        assert (answer.status, answer.body) == (200, expected), raw
+        assert answer.headers["content-type"].startswith("text/plain")
+    for url in ["/", "/?n=", "/?n=abc", "/?n=0x10", "/?n=nan", "/?n=inf", "/?n=1_0", "/?n=1e200"]:
+        answer = get(f"{service.url}{url}")
+        assert answer.status == 400, url
+        assert answer.body.endswith("\n")
+        assert answer.body.count("\n") == 1
