@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,7 @@ from blacklist_devtools.podspec import (
 )
 
 logger = logging.getLogger("podrunner")
+LOOPBACK = re.compile(r"(?<![\w.])(127\.0\.0\.1|localhost)(?![\w.])")
 TOKEN_LIFETIME = 3600
 TOKEN_REFRESH = 1800
 SHIM = ("unshare", "--mount", "--propagation", "private", "--",
@@ -379,8 +381,9 @@ class PodRunner:
                 run.address, container_port(container.spec, probe["tcpSocket"]["port"])
             )
         if "exec" in probe:
+            # Loopback inside a pod is the pod itself: here, the pod's own address.
             command = [
-                run.address if part in {"127.0.0.1", "localhost"} else expand(part, container.env)
+                LOOPBACK.sub(run.address, expand(part, container.env))
                 for part in probe["exec"]["command"]
             ]
             plan = json.loads(container.plan.read_text())

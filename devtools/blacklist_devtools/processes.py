@@ -15,6 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The Popen objects of processes this interpreter started and has not stopped yet:
+# kept so that they are not garbage-collected while running (which warns) and so
+# that stop() can reap them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class ProcessRecord:
@@ -57,6 +62,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    _CHILDREN[process.pid] = process
     executable = os.path.realpath(argv[0]) if os.path.sep in argv[0] else argv[0]
     return ProcessRecord(
         name=name, pid=process.pid, executable=executable, argv=tuple(argv), log=str(log_path)
@@ -86,5 +92,9 @@ def stop(record: ProcessRecord, grace: float = 10.0) -> None:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the process is our child, so it leaves no zombie."""
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait()
+        return
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.podspec import local_address
 from blacklist_devtools.smtp import SmtpServer
@@ -60,21 +61,39 @@ def get_json(cluster: Cluster, *arguments: str) -> dict[str, Any]:
 
 
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
-    """Wait until the BlacklistService is Ready=True for its current generation."""
+    """Wait until the BlacklistService is fully up for its current generation.
+
+    ``Ready`` alone is not enough here: kwok reports a pod Ready the moment it is
+    scheduled, before the pod runner has started its process. So this also
+    waits for the operator's own database connection and ban-list sync, and
+    for every replica's ``/readyz``.
+    """
     deadline = time.monotonic() + timeout
     resource: dict[str, Any] = {}
     while time.monotonic() < deadline:
         resource = get_json(cluster, "blacklistservice", name, "-n", namespace)
-        ready = condition(resource, "Ready")
         generation = resource["metadata"].get("generation")
         observed = resource.get("status", {}).get("observedGeneration")
-        if ready is not None and ready["status"] == "True" and observed == generation:
-            return resource
+        conditions = [
+            condition(resource, kind) for kind in ("Ready", "DatabaseReady", "BanListSynced")
+        ]
+        if observed == generation and all(c and c["status"] == "True" for c in conditions):
+            urls = instance(cluster, namespace, name).service_urls
+            if urls and all(_answers(f"{url}/readyz") for url in urls):
+                return resource
         time.sleep(0.5)
     raise TimeoutError(
         f"BlacklistService {namespace}/{name} not Ready in {timeout:.0f} s: "
         f"{json.dumps(resource.get('status', {}))}"
     )
+
+
+def _answers(url: str) -> bool:
+    """Tell whether ``url`` answers 200."""
+    try:
+        return get(url, timeout=2).status == 200
+    except OSError:
+        return False
 
 
 def pod_addresses(cluster: Cluster, namespace: str, selector: str) -> list[str]:
