@@ -15,7 +15,7 @@ from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_m
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line; every flag also documented in README.operator.md."""
+    """The command line; every flag also documented in README.md."""
     parser = argparse.ArgumentParser(
         prog="python -m blacklist_operator",
         description="Run the blacklist-operator: reconcile BlacklistService resources.",
