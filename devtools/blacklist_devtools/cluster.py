@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,10 +403,11 @@ def up() -> ClusterState:
     return state
 
 
-def restart(component: str) -> ProcessRecord:
+def restart(component: str, while_down: Callable[[], None] | None = None) -> ProcessRecord:
     """Stop one component of the running cluster and start it again with the same flags.
 
-    Fault tests use this to restart kube-apiserver under a running operator.
+    Fault tests use this to restart kube-apiserver under a running operator;
+    ``while_down`` runs between the stop and the start.
     """
     state = ClusterState.load()
     if state is None:
@@ -414,6 +415,8 @@ def restart(component: str) -> ProcessRecord:
     for index, record in enumerate(state.processes):
         if record.name == component:
             processes.stop(record)
+            if while_down is not None:
+                while_down()
             replacement = processes.spawn(record.name, record.argv, Path(record.log))
             state.processes[index] = replacement
             state.save()

@@ -330,6 +330,8 @@ class PodRunner:
             container.process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        # The program's PID (unshare and the shim exec into it), for fault tests.
+        container.log.with_suffix(".pid").write_text(str(container.process.pid))
         logger.info("Started container %s of %s/%s (pid %d)",
                     container.name, run.namespace, run.name, container.process.pid)  # fmt: skip
 

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-# The Popen objects of processes this interpreter started and has not stopped yet:
-# kept so that they are not garbage-collected while running (which warns) and so
-# that stop() can reap them.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+# A shell that starts the program in the background and prints its PID, then exits:
+# the program is orphaned at once (adopted by init), so it outlives whoever started
+# it — `make cluster-up` returns, a test session ends — and is nobody's zombie.
+_LAUNCHER = '"$@" </dev/null >>"$0" 2>&1 & echo $!'
 
 
 @dataclass(frozen=True)
@@ -50,22 +50,21 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ProcessRecord:
-    """Start ``argv`` in its own session, detached, logging to ``log_path``."""
+    """Start ``argv`` detached, in its own session, appending its output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    _CHILDREN[process.pid] = process
+    launched = subprocess.run(
+        ["/bin/sh", "-c", _LAUNCHER, str(log_path), *argv],
+        capture_output=True,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        start_new_session=True,
+        check=True,
+    )
+    pid = int(launched.stdout.strip())
     executable = os.path.realpath(argv[0]) if os.path.sep in argv[0] else argv[0]
     return ProcessRecord(
-        name=name, pid=process.pid, executable=executable, argv=tuple(argv), log=str(log_path)
+        name=name, pid=pid, executable=executable, argv=tuple(argv), log=str(log_path)
     )
 
 
@@ -80,21 +79,7 @@ def stop(record: ProcessRecord, grace: float = 10.0) -> None:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not record.alive():
-            _reap(record.pid)
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _reap(record.pid)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status if the process is our child, so it leaves no zombie."""
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        child.wait()
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
