@@ -11,6 +11,8 @@ service, the operator, PostgreSQL), starts the matching local program:
   tokens (requested with TokenRequest, bound to the pod) and PersistentVolume
   ``hostPath`` directories — bind-mounted at their ``mountPath`` in a private
   mount namespace per container;
+* **identity** — each container gets its own UTS namespace with the pod's name as
+  hostname, as in a pod;
 * **networking** — each pod gets its own loopback address (10.244.a.b →
   127.244.a.b) and an ``/etc/hosts`` that resolves Service names to the
   address of a ready pod behind them (the stand-in for cluster DNS and
@@ -61,7 +63,7 @@ logger = logging.getLogger("podrunner")
 LOOPBACK = re.compile(r"(?<![\w.])(127\.0\.0\.1|localhost)(?![\w.])")
 TOKEN_LIFETIME = 3600
 TOKEN_REFRESH = 1800
-SHIM = ("unshare", "--mount", "--propagation", "private", "--",
+SHIM = ("unshare", "--mount", "--uts", "--propagation", "private", "--",
         sys.executable, "-m", "blacklist_devtools.podshim")  # fmt: skip
 
 
@@ -307,7 +309,17 @@ class PodRunner:
                     }
                 )
             plan = directory / f"{spec['name']}.plan.json"
-            plan.write_text(json.dumps({"mounts": mounts, "argv": list(program.argv), "env": env}))
+            plan.write_text(
+                json.dumps(
+                    {
+                        "mounts": mounts,
+                        "argv": list(program.argv),
+                        "env": env,
+                        # A pod's hostname is its name (at most 63 characters), in /etc/hosts.
+                        "hostname": run.name[:63],
+                    }
+                )
+            )
             plan.chmod(0o600)
             container = Container(
                 name=spec["name"],

@@ -1,7 +1,7 @@
 """Inside a fresh mount namespace: bind a pod's volumes at their mount paths, then exec.
 
 The local pod runner starts each container as
-``unshare --mount --propagation private python -m blacklist_devtools.podshim PLAN``.
+``unshare --mount --uts --propagation private python -m blacklist_devtools.podshim PLAN``.
 The plan (JSON) lists bind mounts — volumes, the ServiceAccount token, the
 pod's ``/etc/hosts`` — that this process makes in its private namespace, so the
 program sees files where the pod spec says and the host is left untouched
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ def main() -> None:
         bind(f"/proc/self/fd/{handle}", mount["target"], read_only, is_dir)
     for handle, _ in handles:
         os.close(handle)
+    if plan.get("hostname"):
+        socket.sethostname(plan["hostname"])
     os.chdir(plan.get("cwd") or "/")
     argv: list[str] = plan["argv"]
     os.execvpe(argv[0], argv, plan["env"])
