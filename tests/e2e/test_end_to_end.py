@@ -6,6 +6,7 @@ last one uninstalls the chart and deletes the resource.
 
 from __future__ import annotations
 
+import json
 import time
 
 import psycopg2
@@ -96,6 +97,15 @@ def test_status_counts_the_ban_and_reports_the_node_port(deployed: Deployed) -> 
         deployed.cluster, "configmap", f"{deployed.name}-banlist", "-n", deployed.namespace
     )
     assert BANNED in banlist["data"]["addresses"].split()
+
+
+def test_the_database_password_is_only_in_its_secret(deployed: Deployed) -> None:
+    password = deployed.instance().database_password
+    assert len(password) >= 16
+    for kind in ("configmaps", "deployments", "replicasets", "pods", "services", "events"):
+        listed = deployed.cluster.kubectl("get", kind, "-n", deployed.namespace, "-o", "json")
+        assert password not in listed, kind
+    assert password not in json.dumps(deployed.resource())
 
 
 def test_uninstall_keeps_the_crd_and_deleting_the_resource_cleans_up(
