@@ -162,8 +162,10 @@ def test_database_deployment() -> None:
     }
     assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     assert env["POSTGRES_DB"]["valueFrom"]["configMapKeyRef"]["key"] == "database"
-    (mount,) = container["volumeMounts"]
-    assert env["PGDATA"]["value"].startswith(mount["mountPath"] + "/")
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert env["PGDATA"]["value"].startswith(mounts["data"] + "/")
+    assert mounts["run"] == "/var/run/postgresql"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert "pg_isready" in " ".join(container["readinessProbe"]["exec"]["command"])
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "demo-postgres"
     assert pod["automountServiceAccountToken"] is False

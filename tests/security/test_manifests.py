@@ -56,14 +56,12 @@ def test_every_container_is_unprivileged(spec: dict[str, Any]) -> None:
             assert not context["capabilities"].get("add")
 
 
-def test_the_service_has_a_read_only_root_filesystem() -> None:
-    (service,) = [
-        pod for pod in pod_specs(build_children(make({})))
-        if pod["containers"][0]["name"] != "postgres"
-    ]  # fmt: skip
-    assert service["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
-    mounted = {mount["mountPath"] for mount in service["containers"][0]["volumeMounts"]}
-    assert "/tmp" in mounted  # its only writable places are emptyDirs
+def test_every_root_filesystem_is_read_only() -> None:
+    for pod in pod_specs(build_children(make({}))):
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
+        assert "/tmp" in mounted  # the writable places are volumes
 
 
 def test_postgres_is_reachable_only_from_the_service_and_the_operator() -> None:

@@ -110,9 +110,14 @@ def build_database_deployment(bls: BlacklistService) -> dict[str, Any]:
             "failureThreshold": 6,
         },
         "resources": resource_requirements(database.resources),
-        # The entrypoint writes to /var/run/postgresql, so the root filesystem stays writable.
-        "securityContext": container_security_context(read_only_root=False),
-        "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+        # PostgreSQL writes only to PGDATA, its socket directory and /tmp: with those
+        # on volumes the root filesystem can be read-only.
+        "securityContext": container_security_context(read_only_root=True),
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_MOUNT},
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+        ],
     }
     return {
         "apiVersion": "apps/v1",
@@ -133,7 +138,9 @@ def build_database_deployment(bls: BlacklistService) -> dict[str, Any]:
                         {
                             "name": "data",
                             "persistentVolumeClaim": {"claimName": database_name(bls)},
-                        }
+                        },
+                        {"name": "run", "emptyDir": {}},
+                        {"name": "tmp", "emptyDir": {}},
                     ],
                 },
             },
