@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import yaml
 
 from blacklist_devtools.http import get
@@ -127,6 +128,22 @@ class Instance:
     database_user: str
     database_password: str
     database_name: str
+
+
+def ledger_rows(found: Instance) -> list[tuple[str, str]]:
+    """(path, ip_address) of every row of the instance's ledger, in row order."""
+    with (
+        psycopg2.connect(
+            host=found.database_address,
+            port=5432,
+            user=found.database_user,
+            password=found.database_password,
+            dbname=found.database_name,
+        ) as connection,
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SELECT path, ip_address FROM denied_access_ledger ORDER BY id")
+        return [(str(path), str(address)) for path, address in cursor.fetchall()]
 
 
 def instance(cluster: Cluster, namespace: str, name: str) -> Instance:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 
-import psycopg2
 import pytest
 
 from blacklist_devtools import stack
@@ -55,21 +54,7 @@ def test_the_hit_is_in_the_ledger(deployed: Deployed) -> None:
     found = deployed.instance()
 
     def rows() -> list[tuple[str, str]]:
-        with (
-            psycopg2.connect(
-                host=found.database_address,
-                port=5432,
-                user=found.database_user,
-                password=found.database_password,
-                dbname=found.database_name,
-            ) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute(
-                "SELECT path, ip_address FROM denied_access_ledger WHERE ip_address = %s",
-                (BANNED,),
-            )
-            return [(str(path), str(address)) for path, address in cursor.fetchall()]
+        return [row for row in stack.ledger_rows(found) if row[1] == BANNED]
 
     assert wait_until(lambda: bool(rows()), timeout=15)
     assert rows() == [("/blacklisted", BANNED)]

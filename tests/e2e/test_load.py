@@ -13,9 +13,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import psycopg2
 import pytest
 
+from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.stack import Deployed
@@ -64,19 +64,7 @@ def client(urls: list[str], addresses: list[str], seed: int, tally: Tally) -> No
 
 
 def ledger_rows(deployed: Deployed) -> Counter[str]:
-    found = deployed.instance()
-    with (
-        psycopg2.connect(
-            host=found.database_address,
-            port=5432,
-            user=found.database_user,
-            password=found.database_password,
-            dbname=found.database_name,
-        ) as connection,
-        connection.cursor() as cursor,
-    ):
-        cursor.execute("SELECT ip_address FROM denied_access_ledger")
-        return Counter(str(row[0]) for row in cursor.fetchall())
+    return Counter(address for _, address in stack.ledger_rows(deployed.instance()))
 
 
 def test_mixed_load_from_a_thousand_addresses(deployed: Deployed) -> None:

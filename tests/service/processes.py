@@ -11,27 +11,10 @@ from pathlib import Path
 
 from blacklist_devtools.http import get
 from blacklist_devtools.net import free_port
+from blacklist_service.config import ENVIRONMENT_KEYS
 
 # Settings a developer's shell might hold; each test says what it wants instead.
-SERVICE_VARIABLES = (
-    "DATABASE_URL",
-    "MAIL_SERVER",
-    "MAIL_PORT",
-    "MAIL_USE_TLS",
-    "MAIL_USE_SSL",
-    "MAIL_USERNAME",
-    "MAIL_PASSWORD",
-    "MAIL_DEFAULT_SENDER",
-    "ALERT_RECIPIENT",
-    "TRUSTED_PROXIES",
-    "ALLOWLIST",
-    "BANLIST_CONFIGMAP",
-    "POD_NAMESPACE",
-    "STATE_DIR",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "KUBERNETES_SERVICE_HOST",
-    "KUBERNETES_SERVICE_PORT",
-)
+SERVICE_VARIABLES = (*ENVIRONMENT_KEYS, "PROMETHEUS_MULTIPROC_DIR")
 
 
 class ServiceProcess:
