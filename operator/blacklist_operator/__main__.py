@@ -65,6 +65,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="poll the ledger this often when no notification arrives (default 5)",
     )
     parser.add_argument(
+        "--ban-rescan-interval",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="re-read the whole ledger this often, so deleted rows (unbans) leave the ban list "
+        "(default 600)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=16,
@@ -75,10 +83,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 class _QuietWatchers(logging.Filter):
-    """Drop kopf's line per child event: the watchers run for every Deployment status change."""
+    """Drop kopf's line per watch event: the watchers run for every status change."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Handler 'follow-")
+        message = record.getMessage()
+        return not message.startswith(("Handler 'follow-", "Handler 'track-instances'"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -90,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peering=None if arguments.standalone else arguments.peering,
         liveness=arguments.liveness,
         ban_poll_interval=arguments.ban_poll_interval,
+        ban_rescan_interval=arguments.ban_rescan_interval,
         workers=arguments.workers,
     )
     kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)

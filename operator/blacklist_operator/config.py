@@ -26,6 +26,7 @@ class OperatorConfig:
     peering: str | None = None
     liveness: str | None = None
     ban_poll_interval: float = 5.0
+    ban_rescan_interval: float = 600.0
     workers: int = 16
 
 
@@ -45,6 +46,12 @@ class AddressMap:
         with self._lock:
             self._reload()
             return self._entries.get(f"{namespace}/{name}", (default_host, default_port))
+
+    def entries(self) -> dict[str, tuple[str, int]]:
+        """Every entry, ``"namespace/name"`` → (host, port), as the file holds them now."""
+        with self._lock:
+            self._reload()
+            return dict(self._entries)
 
     def _reload(self) -> None:
         if self.path is None:

@@ -1,41 +1,44 @@
-"""The kopf handlers: thin entry points that hand over to the reconcile and the ban sync.
+"""The kopf handlers: thin entry points that hand over to the reconcile and the shared workers.
 
-* create / update / resume and a resync timer → :func:`reconcile.reconcile`;
-* a daemon per BlacklistService follows its children: the watchers below wake
-  it when a child is deleted or drifts (full reconcile) or when a Deployment's
-  availability changes (status refresh);
-* a daemon per BlacklistService runs the ban sync;
+* create / update / resume → :func:`reconcile.reconcile`;
+* every BlacklistService event updates the shared view of the instances; the
+  shared workers (``workers``, ``banlist.daemon``) follow children, resync
+  periodically and sync the ban lists of all instances, with no task per instance;
+* the watchers of the children wake those workers: a deleted or edited child →
+  full reconcile, a Deployment whose availability changed → status refresh, a
+  database Deployment that became available → the ban sync connects;
 * the deletion handler (behind our finalizer) releases the static PV.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
 
 from blacklist_operator import GROUP, PLURAL, VERSION
 from blacklist_operator.apply import ApiError, KubernetesApi, load_client
-from blacklist_operator.banlist.daemon import run_ban_sync
-from blacklist_operator.builders.drift import contains
+from blacklist_operator.banlist.daemon import BanSyncSupervisor
+from blacklist_operator.builders import build_children, child_key, contains
 from blacklist_operator.builders.naming import (
     COMPONENT_BANLIST,
+    COMPONENT_DATABASE,
     COMPONENT_LABEL,
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
 )
+from blacklist_operator.builders.status import READY, find_condition
 from blacklist_operator.config import AddressMap, OperatorConfig
-from blacklist_operator.model import SpecError
-from blacklist_operator.reconcile import Outcome, reconcile, refresh_status, release_storage
-from blacklist_operator.runtime import Runtime, runtime_of
+from blacklist_operator.model import SpecError, parse
+from blacklist_operator.reconcile import deployment_progress, reconcile, release_storage
+from blacklist_operator.runtime import InstanceKey, Runtime, runtime_of
+from blacklist_operator.workers import follow_children, post_events, resync
 
-# A full reconcile of every BlacklistService this often catches anything the
-# watchers missed (for example a change during a watch reconnect).
-RESYNC_SECONDS = 60.0
-# Child events that arrive together cause one reconcile.
-DEBOUNCE_SECONDS = 0.1
 MANAGED = {MANAGED_BY_LABEL: "blacklist-operator"}
 # (group/version, plural) of the namespaced children whose changes we follow.
 WATCHED_CHILDREN = (
@@ -49,11 +52,15 @@ WATCHED_CHILDREN = (
     ("rbac.authorization.k8s.io/v1", "rolebindings"),
     ("networking.k8s.io/v1", "networkpolicies"),
 )
+# Status refreshes and drift reconciles of all instances run on this many tasks.
+FOLLOW_WORKERS = 4
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Own every kopf setting in one place, each with its reason."""
+async def configure(
+    settings: kopf.OperatorSettings, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """Own every kopf setting in one place, each with its reason; start the shared workers."""
     # Our finalizer and bookkeeping annotations live under our own API group.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -78,25 +85,37 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     config = memo.get("config")
     if not isinstance(config, OperatorConfig):
         config = OperatorConfig()
-    # Reconciles block on API calls; let that many run in parallel.
-    settings.execution.max_workers = config.workers
-    memo["runtime"] = Runtime(
+    # Reconciles block on API calls; kopf's handlers and our workers share one pool
+    # of that many threads (and one pool of API connections) instead of one each.
+    executor = ThreadPoolExecutor(config.workers, thread_name_prefix="reconcile")
+    settings.execution.executor = executor
+    runtime = Runtime(
         config=config,
-        api=KubernetesApi(load_client(pool_size=config.workers * 2)),
+        api=KubernetesApi(load_client(pool_size=config.workers + 4)),
         addresses=AddressMap(config.database_address_map),
+        executor=executor,
     )
+    supervisor = BanSyncSupervisor(runtime, logger)
+    loop = asyncio.get_running_loop()
+    runtime.tasks = [
+        *(loop.create_task(follow_children(runtime, logger)) for _ in range(FOLLOW_WORKERS)),
+        loop.create_task(resync(runtime)),
+        *supervisor.tasks(),
+    ]
+    memo["runtime"] = runtime
+    memo["supervisor"] = supervisor
 
 
-def _post_events(body: kopf.Body, outcome: Outcome) -> None:
-    if outcome.created:
-        reason, text = ("Created", "Created") if outcome.first else ("ChildRestored", "Restored")
-        message = f"{text} {', '.join(outcome.created)}"
-        if outcome.first:
-            kopf.info(body, reason=reason, message=message)
-        else:
-            kopf.warn(body, reason=reason, message=message)
-    if outcome.failures:
-        kopf.warn(body, reason="ApplyFailed", message="; ".join(outcome.failures)[:1000])
+@kopf.on.cleanup()
+async def stop_workers(memo: Any, **_: Any) -> None:
+    """Cancel the shared workers and close every database connection."""
+    runtime = runtime_of(memo)
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    supervisor = memo.get("supervisor")
+    if isinstance(supervisor, BanSyncSupervisor):
+        supervisor.shutdown()
 
 
 def _reconcile(body: kopf.Body, memo: Any, logger: kopf.Logger) -> None:
@@ -109,7 +128,7 @@ def _reconcile(body: kopf.Body, memo: Any, logger: kopf.Logger) -> None:
         raise kopf.PermanentError(str(error)) from error
     except ApiError as error:
         raise kopf.TemporaryError(f"the API refused: {error}", delay=5) from error
-    _post_events(body, outcome)
+    post_events(body, outcome)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -117,12 +136,6 @@ def _reconcile(body: kopf.Body, memo: Any, logger: kopf.Logger) -> None:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def reconcile_blacklist_service(body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """Bring every child of the BlacklistService to its spec."""
-    _reconcile(body, memo, logger)
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync_blacklist_service(body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    """The periodic level-based reconcile: the upper bound on undetected drift."""
     _reconcile(body, memo, logger)
 
 
@@ -135,67 +148,93 @@ def delete_blacklist_service(body: kopf.Body, memo: Any, logger: kopf.Logger, **
         raise kopf.TemporaryError(f"could not release the volume: {error}", delay=5) from error
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="follow-children", cancellation_timeout=5)
-async def follow_children(
-    stopped: kopf.DaemonStopped,
-    body: kopf.Body,
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    logger: kopf.Logger,
-    **_: Any,
-) -> None:
-    """Reconcile (or refresh the status) when a watcher reports a change of a child."""
+def _instance_changed(runtime: Runtime, event_type: str | None, raw: Mapping[str, Any]) -> None:
+    metadata = raw.get("metadata") or {}
+    key: InstanceKey = (str(metadata.get("namespace")), str(metadata.get("name")))
+    if event_type == "DELETED":
+        runtime.instances.remove(key)
+        runtime.children.discard(key)
+        runtime.banlists.wake(key, "removed")
+        runtime.forget_deployments(key)
+        return
+    previous = runtime.instances.get(key)
+    runtime.instances.update(raw)
+    generation = metadata.get("generation")
+    if previous is None or (previous.get("metadata") or {}).get("generation") != generation:
+        runtime.banlists.wake(key, "spec")
+    status = raw.get("status") or {}
+    ready = find_condition(status.get("conditions"), READY) or {}
+    if status.get("observedGeneration") == generation and ready.get("status") != "True":
+        # The reconcile wrote Ready from what it applied; the watch may know better by now.
+        runtime.children.wake(key, "status")
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="track-instances")
+async def track_instances(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    """Keep the shared view of every BlacklistService that the workers act on."""
     runtime = runtime_of(memo)
-    key = (str(namespace), name)
-    runtime.children.register(key)
-    try:
-        while not stopped:
-            reasons = await runtime.children.wait(key, 1.0)
-            if not reasons:
-                continue
-            await asyncio.sleep(DEBOUNCE_SECONDS)
-            reasons |= await runtime.children.wait(key, 0)
-            try:
-                if "drift" in reasons:
-                    await asyncio.to_thread(_reconcile, body, memo, logger)
-                else:
-                    await asyncio.to_thread(refresh_status, runtime, body)
-            except (ApiError, kopf.TemporaryError, kopf.PermanentError) as error:
-                logger.warning(f"Could not follow a change of a child: {error}")
-    finally:
-        runtime.children.unregister(key)
-        runtime.desired.pop(key, None)
+    if runtime.handler_context is None:
+        runtime.handler_context = contextvars.copy_context()
+    raw = event.get("object")
+    if isinstance(raw, dict):
+        _instance_changed(runtime, event.get("type"), raw)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, id="sync-ban-list", cancellation_timeout=5)
-async def sync_ban_list(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any
+def _deployment_changed(
+    runtime: Runtime, key: InstanceKey, event_type: str | None, body: kopf.Body
 ) -> None:
-    """Keep ``N-banlist`` (and further shards) in sync with the ledger."""
-    await run_ban_sync(runtime_of(memo), lambda: body, stopped, logger)
+    metadata = body.get("metadata") or {}
+    where = (key[0], str(metadata.get("name")))
+    progress = (False, "is missing") if event_type == "DELETED" else deployment_progress(body)
+    previous = runtime.deployments.get(where)
+    runtime.deployments[where] = progress
+    if progress == previous:
+        return
+    runtime.children.wake(key, "status")
+    component = (metadata.get("labels") or {}).get(COMPONENT_LABEL)
+    if component == COMPONENT_DATABASE and progress[0] and not (previous and previous[0]):
+        runtime.banlists.wake(key, "database")
+
+
+def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: kopf.Body) -> bool:
+    """Whether a child event shows a deleted or edited child of a settled instance."""
+    instance = runtime.instances.get(key)
+    if instance is None or (instance.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    generation = (instance.get("metadata") or {}).get("generation")
+    if (instance.get("status") or {}).get("observedGeneration") != generation:
+        return False  # The reconcile of this generation is under way; it applies everything.
+    if event_type == "DELETED":
+        return True
+    try:
+        children = build_children(parse(instance))
+    except SpecError:
+        return False
+    wanted = (str(body.get("kind")), str((body.get("metadata") or {}).get("name")))
+    desired = next((child for child in children if child_key(child) == wanted), None)
+    return desired is not None and not contains(body, desired)
 
 
 def _child_changed(runtime: Runtime, event_type: str | None, body: kopf.Body) -> None:
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
-    namespace = str(metadata.get("namespace"))
     instance = labels.get(INSTANCE_LABEL)
-    if instance is None or event_type is None:
-        return  # Not ours, or the initial listing: the resume handlers cover it.
-    key = (namespace, str(instance))
+    if instance is None:
+        return  # Not ours.
+    key = (str(metadata.get("namespace")), str(instance))
     name = str(metadata.get("name"))
     if labels.get(COMPONENT_LABEL) == COMPONENT_BANLIST:
         text = (body.get("data") or {}).get("addresses")
-        written = runtime.written_shards.get((namespace, name))
+        written = runtime.written_shards.get((key[0], name))
         if event_type == "DELETED" or (written is not None and text != written):
             runtime.banlists.wake(key, "drift")
         return
-    desired = runtime.desired.get(key, {}).get((str(body.get("kind")), name))
-    if event_type == "DELETED" or (desired is not None and not contains(body, desired)):
+    if body.get("kind") == "Deployment":
+        _deployment_changed(runtime, key, event_type, body)
+    # The initial listing (no event type) is checked too: after a watch is re-listed
+    # it is the only news of a change made while the watch was down.
+    if _drifted(runtime, key, event_type, body):
         runtime.children.wake(key, "drift")
-    elif body.get("kind") == "Deployment":
-        runtime.children.wake(key, "status")
 
 
 def _watch(group_version: str, plural: str) -> None:

@@ -66,17 +66,17 @@ def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str
 
 def ready_condition(
     bls: BlacklistService,
-    service: Mapping[str, Any] | None,
-    database: Mapping[str, Any] | None,
+    service: tuple[bool, str],
+    database: tuple[bool, str],
     failures: list[str],
     current: Any,
 ) -> dict[str, Any]:
-    """The Ready condition from the two Deployments and the apply failures."""
+    """The Ready condition from the progress of the two Deployments and the apply failures."""
     if failures:
         reason, ok, message = "ApplyFailed", False, "; ".join(failures)
     else:
-        service_ok, service_text = deployment_progress(service)
-        database_ok, database_text = deployment_progress(database)
+        service_ok, service_text = service
+        database_ok, database_text = database
         ok = service_ok and database_ok
         message = f"Deployment {service_name(bls)} {service_text}; "
         message += f"Deployment {database_name(bls)} {database_text}"
@@ -174,13 +174,14 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
         if applied.created:
             outcome.created.append(_describe(manifest))
             logger.info(f"Created {_describe(manifest)}")
-    runtime.desired[(bls.namespace, bls.name)] = {child_key(m): m for m in children}
     service = live.get(("Service", service_name(bls)), {})
     ports = (service.get("spec") or {}).get("ports") or [{}]
+    # The applied Deployments may already be older than what their watch delivered;
+    # the refresh that follows this status write corrects Ready from the watch.
     ready = ready_condition(
         bls,
-        live.get(("Deployment", service_name(bls))),
-        live.get(("Deployment", database_name(bls))),
+        deployment_progress(live.get(("Deployment", service_name(bls)))),
+        deployment_progress(live.get(("Deployment", database_name(bls)))),
         outcome.failures,
         (body.get("status") or {}).get("conditions"),
     )
@@ -189,23 +190,38 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
     return outcome
 
 
+def _progress(runtime: Runtime, namespace: str, deployment: str) -> tuple[bool, str]:
+    """A Deployment's progress as its watch last reported it, else as read now."""
+    known = runtime.deployments.get((namespace, deployment))
+    if known is None:
+        read = deployment_progress(runtime.api.get("apps/v1", "Deployment", namespace, deployment))
+        # Only the watch overwrites: what it delivered meanwhile is newer than this read.
+        known = runtime.deployments.setdefault((namespace, deployment), read)
+    return known
+
+
 def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
-    """Re-read the two Deployments and the Service and update Ready; True when ready."""
-    api = runtime.api
+    """Update Ready from the Deployments' watched progress (no reads); True when ready.
+
+    ``status.nodePort`` is kept as the last reconcile wrote it: it is ours under
+    server-side apply, so it must be sent again or it would be removed.
+    """
     try:
         bls = parse(body)
     except SpecError:
         return False
-    service = api.get("v1", "Service", bls.namespace, service_name(bls)) or {}
-    ports = (service.get("spec") or {}).get("ports") or [{}]
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != bls.generation:
+        # The reconcile of this generation has not written its status yet; it will.
+        return False
     ready = ready_condition(
         bls,
-        api.get("apps/v1", "Deployment", bls.namespace, service_name(bls)),
-        api.get("apps/v1", "Deployment", bls.namespace, database_name(bls)),
+        _progress(runtime, bls.namespace, service_name(bls)),
+        _progress(runtime, bls.namespace, database_name(bls)),
         [],
-        (body.get("status") or {}).get("conditions"),
+        status.get("conditions"),
     )
-    write_status(api, bls, body, ready, ports[0].get("nodePort"))
+    write_status(runtime.api, bls, body, ready, status.get("nodePort"))
     return bool(ready["status"] == "True")
 
 

@@ -1,13 +1,20 @@
-"""State shared by every handler of one operator process, kept in kopf's memo.
+"""State shared by every handler and worker of one operator process, kept in kopf's memo.
 
 kopf gives each object a shallow copy of the operator's memo, so the one
-:class:`Runtime` instance in it is shared by the handlers of every object.
+:class:`Runtime` instance in it is shared by the handlers of every object. It
+holds what the shared workers need instead of one kopf daemon per
+BlacklistService: the latest body of every instance (from the watch stream),
+the availability of every child Deployment (from its watch stream, so a status
+refresh needs no read), and the work queues the watchers feed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,56 +26,112 @@ InstanceKey = tuple[str, str]
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
-class Wakeups:
-    """Per-instance signals: a watcher wakes the daemon of a BlacklistService, with a reason."""
+class WorkQueue:
+    """Instances with pending work and why; an instance is handed to one worker at a time.
+
+    Wake-ups of the same instance merge (their reasons are united), so a burst of
+    watch events costs one pass. An instance woken while a worker holds it is
+    handed out again once that worker calls :meth:`done`.
+    """
 
     def __init__(self) -> None:
-        self._events: dict[InstanceKey, asyncio.Event] = {}
-        self._reasons: dict[InstanceKey, set[str]] = {}
-
-    def register(self, key: InstanceKey) -> None:
-        """Start collecting wake-ups for ``key`` (its daemon runs)."""
-        self._events.setdefault(key, asyncio.Event())
-        self._reasons.setdefault(key, set())
-
-    def unregister(self, key: InstanceKey) -> None:
-        """Stop collecting wake-ups for ``key`` (its daemon stopped)."""
-        self._events.pop(key, None)
-        self._reasons.pop(key, None)
+        self._pending: dict[InstanceKey, set[str]] = {}
+        self._active: set[InstanceKey] = set()
+        self._ready = asyncio.Event()
 
     def wake(self, key: InstanceKey, reason: str) -> None:
-        """Wake the daemon of ``key``, if it runs; wake-ups of the same moment merge."""
-        event = self._events.get(key)
-        if event is not None:
-            self._reasons[key].add(reason)
-            event.set()
+        """Ask for a pass over ``key`` because of ``reason``."""
+        self._pending.setdefault(key, set()).add(reason)
+        if key not in self._active:
+            self._ready.set()
 
-    async def wait(self, key: InstanceKey, timeout: float) -> set[str]:
-        """The reasons of the wake-ups since the last call, waiting up to ``timeout``."""
-        event = self._events[key]
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            return set()
-        event.clear()
-        reasons = self._reasons[key]
-        self._reasons[key] = set()
-        return reasons
+    def discard(self, key: InstanceKey) -> None:
+        """Forget pending work of ``key`` (the instance is gone)."""
+        self._pending.pop(key, None)
+
+    async def take(self) -> tuple[InstanceKey, set[str]]:
+        """The oldest pending instance that no worker holds, and its reasons."""
+        while True:
+            for key in self._pending:
+                if key not in self._active:
+                    self._active.add(key)
+                    return key, self._pending.pop(key)
+            self._ready.clear()
+            await self._ready.wait()
+
+    def done(self, key: InstanceKey) -> None:
+        """The worker finished ``key``; hand it out again if it was woken meanwhile."""
+        self._active.discard(key)
+        if key in self._pending:
+            self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+class Instances:
+    """The latest body of every BlacklistService, as the watch stream delivered it."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[InstanceKey, dict[str, Any]] = {}
+
+    def update(self, body: Mapping[str, Any]) -> InstanceKey:
+        """Remember ``body`` (a raw watch-event object); return its key."""
+        metadata = body.get("metadata") or {}
+        key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        # managedFields is the bulk of a body and nothing here reads it.
+        kept = {name: value for name, value in metadata.items() if name != "managedFields"}
+        self._bodies[key] = {**body, "metadata": kept}
+        return key
+
+    def remove(self, key: InstanceKey) -> None:
+        """Forget a deleted instance."""
+        self._bodies.pop(key, None)
+
+    def get(self, key: InstanceKey) -> dict[str, Any] | None:
+        """The latest body of ``key``, or ``None`` once it is gone."""
+        return self._bodies.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._bodies
+
+    def __iter__(self) -> Iterator[InstanceKey]:
+        return iter(list(self._bodies))
+
+    def __len__(self) -> int:
+        return len(self._bodies)
 
 
 @dataclass
 class Runtime:
-    """The operator's shared state: settings, the API, wake-ups and what was last written."""
+    """The operator's shared state: settings, the API, the instances and the work queues."""
 
     config: OperatorConfig
     api: KubernetesApi
     addresses: AddressMap
-    children: Wakeups = field(default_factory=Wakeups)
-    banlists: Wakeups = field(default_factory=Wakeups)
-    # (namespace, instance) -> {(kind, name): manifest}: what the last reconcile applied.
-    desired: dict[InstanceKey, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    # Blocking work (API calls, database I/O) of the shared workers runs here.
+    executor: ThreadPoolExecutor
+    instances: Instances = field(default_factory=Instances)
+    # Full reconciles ("drift", "resync") and status refreshes ("status") of instances.
+    children: WorkQueue = field(default_factory=WorkQueue)
+    # Ban-sync passes: "ledger" (NOTIFY), "drift" (a shard edited), "database" (its
+    # Deployment became available), "spec" (the instance changed).
+    banlists: WorkQueue = field(default_factory=WorkQueue)
+    # (namespace, Deployment name) -> (all replicas available, why not): from the watch.
+    deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)
     # (namespace, ConfigMap name) -> the ``addresses`` text the ban sync last wrote.
     written_shards: dict[tuple[str, str], str] = field(default_factory=dict)
+    # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.
+    handler_context: contextvars.Context | None = None
+    # The shared worker tasks, cancelled by the cleanup handler.
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def forget_deployments(self, key: InstanceKey) -> None:
+        """Drop the watched progress of the Deployments of a deleted instance."""
+        namespace, instance = key
+        # The service Deployment is named N and the database's N-postgres (builders.naming).
+        self.deployments.pop((namespace, instance), None)
+        self.deployments.pop((namespace, f"{instance}-postgres"), None)
 
 
 def runtime_of(memo: Any) -> Runtime:

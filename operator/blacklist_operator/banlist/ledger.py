@@ -87,6 +87,28 @@ def read_since(connection: Any, cursor: int, batch: int = BATCH) -> LedgerRead:
     return LedgerRead(addresses=addresses, cursor=new_cursor, full=len(rows) == batch)
 
 
+def read_all(connection: Any, limit: int) -> LedgerRead:
+    """Every distinct address in the ledger (at most ``limit``), for a full rescan.
+
+    The cursor is the highest id before the read: rows committed later are
+    picked up by the next incremental read, which starts a window behind it.
+    """
+    try:
+        with connection.cursor() as database_cursor:
+            database_cursor.execute(f"SELECT coalesce(max(id), 0) FROM {LEDGER_TABLE}")  # noqa: S608 (constant table name)
+            (cursor,) = database_cursor.fetchone()
+            database_cursor.execute(
+                f"SELECT DISTINCT ip_address FROM {LEDGER_TABLE} LIMIT %s",  # noqa: S608 (constant table name)
+                (limit,),
+            )
+            rows = database_cursor.fetchall()
+    except psycopg2.errors.UndefinedTable:
+        connection.rollback()
+        return LedgerRead(addresses=[], cursor=0, full=False, table_exists=False)
+    addresses = [address for (raw,) in rows if (address := normalise(str(raw))) is not None]
+    return LedgerRead(addresses=addresses, cursor=int(cursor), full=len(rows) == limit)
+
+
 def listen(connection: Any) -> None:
     """Subscribe ``connection`` to the service's NOTIFY after each ledger insert."""
     with connection.cursor() as database_cursor:

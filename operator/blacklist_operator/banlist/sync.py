@@ -26,6 +26,8 @@ from blacklist_operator.model import BlacklistService, IPNetwork
 
 # One cycle reads at most this many rows, so a huge backlog cannot starve the others.
 MAX_ROWS_PER_CYCLE = 200_000
+# A full rescan reads at most this many distinct addresses (16 full shards hold about 1M).
+MAX_RESCAN_ADDRESSES = 2_000_000
 # Persist a cursor that advanced over rows that changed nothing only this often.
 CURSOR_SLACK = 10_000
 
@@ -63,6 +65,10 @@ class BanListSync:
         self.allowlist_key: str | None = None
         self._persisted_cursor = 0
         self._stored_shards = 0
+        # Shards changed in memory but not yet written: a failed write (the API server
+        # restarting, say) must not lose them, since the ledger will not return them.
+        self._unwritten: set[int] = set()
+        self._force_pending = False
 
     def load(self, bls: BlacklistService) -> None:
         """Continue from the ConfigMaps a previous run wrote, if any."""
@@ -107,11 +113,38 @@ class BanListSync:
         self.write(bls, changed, force=force)
         return SyncReport(len(self.banlist), self.banlist.overflow, self.cursor, table_exists)
 
+    def rescan(self, bls: BlacklistService, connection: Any) -> SyncReport:
+        """Rebuild the list from the whole ledger, so rows deleted from it (unbans) leave it.
+
+        Only shards whose text changed are written; when nothing changed, nothing is.
+        """
+        key = allowlist_key(bls.spec.allowlist)
+        read = ledger.read_all(connection, MAX_RESCAN_ADDRESSES)
+        if not read.table_exists:
+            return self.sync(bls, connection)
+        banned = [a for a in read.addresses if not allowed(a, bls.spec.allowlist)]
+        rebuilt = ShardedBanList.from_addresses(banned)
+        if rebuilt.shard_count != self.banlist.shard_count:
+            changed = set(range(rebuilt.shard_count))
+        else:
+            changed = {
+                index
+                for index in range(rebuilt.shard_count)
+                if rebuilt.text(index) != self.banlist.text(index)
+            }
+        self.banlist, self.allowlist_key = rebuilt, key
+        self.cursor = max(self.cursor, read.cursor)
+        self.write(bls, changed)
+        # Rows committed during the rescan are read by the incremental path.
+        return self.sync(bls, connection)
+
     def write(self, bls: BlacklistService, changed: set[int], *, force: bool = False) -> None:
         """Apply the changed shards, then shard 0, then delete shards no longer needed."""
         shard_count = self.banlist.shard_count
-        if shard_count != self._stored_shards:
-            force = True
+        self._unwritten |= changed
+        force = force or self._force_pending or shard_count != self._stored_shards
+        self._force_pending = force
+        changed = {index for index in self._unwritten if index < shard_count}
         cursor_lag = self.cursor - self._persisted_cursor
         if not (force or changed or cursor_lag >= CURSOR_SLACK or self._stored_shards == 0):
             return
@@ -135,6 +168,8 @@ class BanListSync:
             self._written.pop((bls.namespace, name), None)
         self._stored_shards = shard_count
         self._persisted_cursor = self.cursor
+        self._unwritten.clear()
+        self._force_pending = False
 
     def rewrite(self, bls: BlacklistService) -> None:
         """Write every shard again (after someone edited or deleted one)."""
