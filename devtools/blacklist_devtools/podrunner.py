@@ -60,6 +60,7 @@ from blacklist_devtools.podspec import (
 )
 
 logger = logging.getLogger("podrunner")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = re.compile(r"(?<![\w.])(127\.0\.0\.1|localhost)(?![\w.])")
 TOKEN_LIFETIME = 3600
 TOKEN_REFRESH = 1800
@@ -317,6 +318,7 @@ class PodRunner:
                         "env": env,
                         # A pod's hostname is its name (at most 63 characters), in /etc/hosts.
                         "hostname": run.name[:63],
+                        "preserve": sorted({str(REPO_ROOT), sys.prefix, sys.base_prefix}),
                     }
                 )
             )

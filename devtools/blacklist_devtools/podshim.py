@@ -28,9 +28,16 @@ def bind(source: str, target: str, read_only: bool, is_dir: bool) -> None:
         target_path.parent.mkdir(parents=True, exist_ok=True)
         if not target_path.exists():
             target_path.touch()
-    subprocess.run(["mount", "--bind", source, target], check=True, close_fds=False)
+    subprocess.run(
+        ["mount", "--no-canonicalize", "--bind", source, target], check=True, close_fds=False
+    )
     if read_only:
         subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
+
+
+def _under(path: str, parent: str) -> bool:
+    """Tell whether ``path`` is ``parent`` or inside it."""
+    return Path(path) == Path(parent) or Path(parent) in Path(path).parents
 
 
 def main() -> None:
@@ -45,9 +52,20 @@ def main() -> None:
         handle = os.open(mount["source"], os.O_PATH)
         os.set_inheritable(handle, True)
         handles.append((handle, Path(mount["source"]).is_dir()))
+    # The program itself (this repository, its virtualenv) must stay visible even when
+    # a volume is mounted over one of their parents (an emptyDir at /tmp, say).
+    preserved = []
+    for kept in plan.get("preserve", []):
+        if Path(kept).is_dir() and any(_under(kept, mount["target"]) for mount in mounts):
+            kept_handle = os.open(kept, os.O_PATH)
+            os.set_inheritable(kept_handle, True)
+            preserved.append((kept, kept_handle))
     for mount, (handle, is_dir) in zip(mounts, handles, strict=True):
         read_only = bool(mount.get("readOnly", False))
         bind(f"/proc/self/fd/{handle}", mount["target"], read_only, is_dir)
+    for kept, handle in preserved:
+        bind(f"/proc/self/fd/{handle}", kept, False, True)
+        handles.append((handle, True))
     for handle, _ in handles:
         os.close(handle)
     if plan.get("hostname"):
