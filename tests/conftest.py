@@ -20,8 +20,6 @@ from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_devtools.smtp import SmtpServer
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
@@ -38,13 +36,24 @@ def cluster() -> Iterator[Cluster]:
         local_cluster.down()
 
 
-@pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    """A fresh namespace, deleted (without waiting) after the test."""
+def fresh_namespace(cluster: Cluster) -> Iterator[str]:
+    """Create a namespace, yield its name, delete it (without waiting) afterwards."""
     name = f"test-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace, deleted (without waiting) after the test."""
+    yield from fresh_namespace(cluster)
+
+
+@pytest.fixture
+def other_namespace(cluster: Cluster) -> Iterator[str]:
+    """A second fresh namespace, for tests about what happens across namespaces."""
+    yield from fresh_namespace(cluster)
 
 
 @pytest.fixture(scope="module")

@@ -82,6 +82,8 @@ class Container:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
+    ready: bool = False
+    next_probe: float = 0.0
 
 
 @dataclass
@@ -114,6 +116,7 @@ class PodRunner:
     """Reconciles local processes with the pods bound to the kwok node."""
 
     def __init__(self, api: client.ApiClient, state_dir: Path, api_port: int) -> None:
+        self.api = api
         self.core = client.CoreV1Api(api)
         self.state_dir = state_dir
         self.api_port = api_port
@@ -370,14 +373,23 @@ class PodRunner:
     def probe(self, run: PodRun, container: Container) -> bool:
         """Run a container's readiness probe; no probe means ready while it runs."""
         if container.process is None or container.process.poll() is not None:
+            container.ready, container.next_probe = False, 0.0
             return False
+        now = time.monotonic()
+        if now < container.next_probe:
+            return container.ready
         try:
-            return self._probe(run, container)
+            container.ready = self._probe(run, container)
         except PodSpecError as error:
             logger.warning(
                 "Probe of %s in %s/%s: %s", container.name, run.namespace, run.name, error
             )
-            return False
+            container.ready = False
+        # As the kubelet: every periodSeconds once ready; until then at every pass, so
+        # a starting pod is seen ready at once.
+        period = float((container.probe or {}).get("periodSeconds", 10))
+        container.next_probe = now + period if container.ready else 0.0
+        return container.ready
 
     def _probe(self, run: PodRun, container: Container) -> bool:
         probe = container.probe
@@ -402,10 +414,11 @@ class PodRunner:
                 LOOPBACK.sub(run.address, expand(part, container.env))
                 for part in probe["exec"]["command"]
             ]
-            plan = json.loads(container.plan.read_text())
             probe_plan = container.plan.with_suffix(".probe.json")
-            probe_plan.write_text(json.dumps({**plan, "argv": command}))
-            probe_plan.chmod(0o600)
+            if not probe_plan.exists():  # the pod spec, hence the command, never changes
+                plan = json.loads(container.plan.read_text())
+                probe_plan.write_text(json.dumps({**plan, "argv": command}))
+                probe_plan.chmod(0o600)
             try:
                 completed = subprocess.run(
                     [*SHIM, str(probe_plan)],
@@ -453,7 +466,7 @@ class PodRunner:
     def sync(self) -> None:
         """One pass: start new pods, stop gone ones, restart, probe, refresh hosts."""
         listed = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName=kwok-node-0")
-        pods = {pod.metadata.uid: client.ApiClient().sanitize_for_serialization(pod)
+        pods = {pod.metadata.uid: self.api.sanitize_for_serialization(pod)
                 for pod in listed.items}  # fmt: skip
         for uid, run in list(self.pods.items()):
             pod = pods.get(uid)
@@ -498,7 +511,7 @@ class PodRunner:
     def write_hosts(self) -> None:
         """Point every pod's /etc/hosts at the ready pods behind each Service."""
         services = [
-            client.ApiClient().sanitize_for_serialization(service)
+            self.api.sanitize_for_serialization(service)
             for service in self.core.list_service_for_all_namespaces().items
         ]
         addresses: dict[tuple[str, str], str] = {}
