@@ -66,8 +66,8 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> d
 
     ``Ready`` alone is not enough here: kwok reports a pod Ready the moment it is
     scheduled, before the pod runner has started its process. So this also
-    waits for the operator's own database connection and ban-list sync, and
-    for every replica's ``/readyz``.
+    waits for the operator's own database connection and ban-list sync, for
+    every replica's ``/readyz`` and for every replica's own connection to the ledger.
     """
     deadline = time.monotonic() + timeout
     resource: dict[str, Any] = {}
@@ -80,7 +80,15 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> d
         ]
         if observed == generation and all(c and c["status"] == "True" for c in conditions):
             urls = instance(cluster, namespace, name).service_urls
-            if urls and all(_answers(f"{url}/readyz") for url in urls):
+            # Each replica has reached the ledger too, so a hit is delivered at once.
+            if (
+                urls
+                and all(_answers(f"{url}/readyz") for url in urls)
+                and all(
+                    "blacklist_ledger_connected 1.0" in get(f"{url}/metrics", timeout=2).body
+                    for url in urls
+                )
+            ):
                 return resource
         time.sleep(0.5)
     raise TimeoutError(

@@ -15,6 +15,7 @@ import smtplib
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import Engine
@@ -112,11 +113,13 @@ class Courier:
             if not self._bans_loaded:
                 self._load_bans()
                 self._bans_loaded = True
+            ledger_marker(self.settings.state_dir).touch()
             hits = self.outbox.pending_ledger()
             if not hits:
                 return False
             ledger.insert_hits(self.engine, hits)
         except SQLAlchemyError as error:
+            ledger_marker(self.settings.state_dir).unlink(missing_ok=True)
             delay = self.ledger_backoff.failed()
             DELIVERIES.labels("ledger", "failed").inc()
             logger.warning(
@@ -169,3 +172,8 @@ class Courier:
         if self._engine is not None:
             self._engine.dispose()
         self.outbox.close()
+
+
+def ledger_marker(state_dir: Path) -> Path:
+    """The file that says this replica's last attempt to reach the ledger succeeded."""
+    return state_dir / "ledger.connected"

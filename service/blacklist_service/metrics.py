@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -78,9 +79,10 @@ class RequestCounter:
 class StateCollector(Collector):
     """Gauges computed from the replica's shared state at scrape time."""
 
-    def __init__(self, bans: BanStore, outbox: Outbox) -> None:
+    def __init__(self, bans: BanStore, outbox: Outbox, ledger_marker: Path) -> None:
         self.bans = bans
         self.outbox = outbox
+        self.ledger_marker = ledger_marker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The ban list's size and the outbox's backlog per channel."""
@@ -94,9 +96,14 @@ class StateCollector(Collector):
         pending.add_metric(["ledger"], ledger)
         pending.add_metric(["mail"], mail)
         yield pending
+        yield GaugeMetricFamily(
+            "blacklist_ledger_connected",
+            "1 when this replica's last attempt to reach the ledger succeeded",
+            value=1.0 if self.ledger_marker.exists() else 0.0,
+        )
 
 
-def exposition(bans: BanStore, outbox: Outbox) -> bytes:
+def exposition(bans: BanStore, outbox: Outbox, ledger_marker: Path) -> bytes:
     """The text format of every metric: this process's (or all workers') and the state gauges."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         counters = CollectorRegistry()
@@ -104,5 +111,5 @@ def exposition(bans: BanStore, outbox: Outbox) -> bytes:
     else:
         counters = REGISTRY
     state = CollectorRegistry()
-    state.register(StateCollector(bans, outbox))
+    state.register(StateCollector(bans, outbox, ledger_marker))
     return generate_latest(counters) + generate_latest(state)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from blacklist_service.courier import ledger_marker
 from blacklist_service.metrics import exposition
 from blacklist_service.state import service_state
 
@@ -15,4 +16,5 @@ blueprint = Blueprint("metrics", __name__)
 def metrics() -> Response:
     """Every metric of the replica."""
     state = service_state()
-    return Response(exposition(state.bans, state.outbox), content_type=CONTENT_TYPE_LATEST)
+    body = exposition(state.bans, state.outbox, ledger_marker(state.settings.state_dir))
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
