@@ -9,13 +9,16 @@ LOCAL := .local
 BIN := $(LOCAL)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup venv toolchain cluster-up cluster-down cluster-status demo demo-down \
+.PHONY: help setup packages venv toolchain images cluster-up cluster-down cluster-status demo demo-down \
         test test-unit lint bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: venv toolchain ## Install everything the other targets need (idempotent)
+setup: packages venv toolchain ## Install everything the other targets need (idempotent)
+
+packages: ## Install the Debian packages the project needs (as root, only those missing)
+	bash hack/packages.sh
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "python3 is missing: apt-get install -y python3 python3-venv"; exit 1; }
@@ -27,10 +30,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv/ with the pinned Python packages
 
-toolchain: ## Build kube-apiserver & co., etcd, kwok and helm from Go modules (cached outside the repo)
+toolchain: ## Build the control plane, the node, kubectl, helm and kwok from Go modules (cached outside the repo)
 	bash hack/toolchain.sh
 
-cluster-up: setup ## Start the local control plane (reuses a running one); writes .local/kubeconfig
+images: ## Build the product's images here (no registry); a running node imports them
+	bash hack/images.sh
+	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.cluster import-images; fi
+
+cluster-up: setup images ## Start the local cluster: control plane and node (reuses a running one); writes .local/kubeconfig
 	$(PY) -m blacklist_devtools.cluster up
 
 cluster-down: ## Stop the local control plane and remove its state
@@ -39,7 +46,7 @@ cluster-down: ## Stop the local control plane and remove its state
 cluster-status: ## Show the local control plane's processes
 	$(PY) -m blacklist_devtools.cluster status
 
-demo: setup ## Run the main job: cluster, operator, a BlacklistService with 2 replicas
+demo: setup images ## Run the main job: cluster, operator, a BlacklistService with 2 replicas
 	$(PY) -m blacklist_devtools.demo up
 
 demo-down: ## Stop everything `make demo` started
@@ -51,14 +58,14 @@ lint: venv ## ruff, mypy --strict and the import layering contract
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: setup ## Run the whole test suite (starts what it needs)
+test: setup images ## Run the whole test suite (starts what it needs)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
 test-unit: venv ## Only the tests that need no cluster, database or mail server
 	$(VENV)/bin/pytest -m "not cluster and not postgres"
 
-bench: setup ## Run the benchmarks and print their tables
+bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py
 
 lock: ## Re-resolve requirements.in into requirements.lock

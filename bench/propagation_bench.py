@@ -1,10 +1,11 @@
 """Ban propagation across replicas: how long until a ban made on one replica holds on another.
 
-Deploys the whole product on the local control plane (Helm chart, operator,
-2 replicas and PostgreSQL run by the pod runner), then, for each of N fresh
-loopback addresses, calls ``/blacklisted`` on replica A and polls replica B
-until it answers 403. The baseline is the same poll against replica A, where
-the ban is local. Run: ``.venv/bin/python bench/propagation_bench.py``.
+Deploys the whole product on the local cluster (Helm chart, operator, 2
+replicas and PostgreSQL, containers on the real node), then, for each of N
+fresh client addresses (in the client network namespace), calls
+``/blacklisted`` on replica A and polls replica B until it answers 403.
+The baseline is the same poll against replica A, where the ban is local.
+Run: ``.venv/bin/python bench/propagation_bench.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster
+from blacklist_devtools.network import client_address
 from report import Row, append_json, print_table
 
 
@@ -44,7 +46,7 @@ def measure(deployed: stack.Deployed, samples: int) -> list[Row]:
     local: list[float] = []
     remote: list[float] = []
     for index in range(samples):
-        source = f"127.0.3.{index + 1}"
+        source = client_address(3000 + index)
         started = time.monotonic()
         assert get(f"{first}/blacklisted", source=source).status == 444
         local.append(time_until_refused(first, source, started))

@@ -1,12 +1,19 @@
-"""The local Kubernetes control plane: start, reuse, inspect and stop it.
+"""The local Kubernetes cluster: start, reuse, inspect and stop it.
 
-``python -m blacklist_devtools.cluster up|down|status|env`` runs, on loopback, a
-real etcd, kube-apiserver, kube-controller-manager and kube-scheduler (all
-built from source by ``hack/toolchain.sh``), kwok, which plays the kubelet for
-one fake Node so that pods are scheduled and become Running and Ready, and a
-small hostPath volume provisioner. Every process is recorded by PID in
-``.local/cluster/state.json``; ``down`` stops exactly those and removes their
-state. ``up`` is idempotent: a healthy running cluster is reused.
+``python -m blacklist_devtools.cluster up|down|status`` runs a real etcd,
+kube-apiserver, kube-controller-manager and kube-scheduler (all built from
+source by ``hack/toolchain.sh``) and one real node (``node.py``: containerd
+with runc, CNI, kubelet, kube-proxy and CoreDNS) whose address lives on a
+bridge the cluster creates. Beside it, kwok simulates a tainted node that
+only the scale benchmarks use, and a small hostPath provisioner serves the
+default StorageClass. Every process is recorded by PID in
+``.local/cluster/state.json``; ``down`` stops exactly those, removes what the
+node made on the host (bridges, namespace, firewall rules, mounts, cgroups)
+and restores the sysctls it changed. ``up`` is idempotent: a healthy running
+cluster is reused.
+
+``BLACKLIST_NODE=none`` starts the control plane and the simulated node only,
+for a second, private cluster beside the one that owns the real node.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from blacklist_devtools import processes
+from blacklist_devtools import controlplane, network, node, nodeconfig, processes
+from blacklist_devtools.controlplane import SIMULATED_NODE_NAME
 from blacklist_devtools.net import free_port, wait_for_port
+from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.pki import create_pki
 from blacklist_devtools.processes import ProcessRecord
 
@@ -39,11 +47,14 @@ STATE_DIR = LOCAL_DIR / "cluster"
 KUBECONFIG = LOCAL_DIR / "kubeconfig"
 STATE_FILE = STATE_DIR / "state.json"
 
-NODE_NAME = "kwok-node-0"
-POD_CIDR = "10.244.0.0/16"
-SERVICE_CIDR = "10.96.0.0/16"
-STORAGE_CLASS = "standard"
 READY_TIMEOUT = 180.0
+# The node's components, each with its own API identity.
+NODE_USERS = ("node", "kube-proxy", "coredns", "network-policies")
+
+
+def node_wanted() -> bool:
+    """Whether ``up`` starts the real node (``BLACKLIST_NODE=none`` leaves it out)."""
+    return os.environ.get("BLACKLIST_NODE", "real") != "none"
 
 
 @dataclass
@@ -54,6 +65,7 @@ class ClusterState:
     token: str
     ports: dict[str, int]
     processes: list[ProcessRecord] = field(default_factory=list)
+    node: bool = False
 
     def save(self) -> None:
         """Write the state file atomically."""
@@ -72,6 +84,7 @@ class ClusterState:
             server=raw["server"],
             token=raw["token"],
             ports=raw["ports"],
+            node=bool(raw.get("node", False)),
             processes=[
                 ProcessRecord(**{**record, "argv": tuple(record.get("argv", ()))})
                 for record in raw["processes"]
@@ -113,7 +126,7 @@ def healthy(state: ClusterState) -> bool:
 
 
 def write_kubeconfig(path: Path, server: str, token: str) -> None:
-    """Write an admin kubeconfig that verifies the server against our CA."""
+    """Write a kubeconfig for ``token``'s user that verifies the server against our CA."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -148,54 +161,6 @@ def kwok_stages(path: Path) -> None:
     path.write_text("\n---\n".join(stage.read_text() for stage in files))
 
 
-def node_manifest() -> dict[str, Any]:
-    """The fake Node that kwok manages; big enough for hundreds of pods."""
-    capacity = {"cpu": "1000", "memory": "4Ti", "pods": "2000", "ephemeral-storage": "10Ti"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": NODE_NAME,
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
-            "labels": {
-                "kubernetes.io/arch": "amd64",
-                "kubernetes.io/hostname": NODE_NAME,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/role": "agent",
-                "node-role.kubernetes.io/agent": "",
-                "type": "kwok",
-            },
-        },
-        "spec": {"podCIDR": POD_CIDR, "podCIDRs": [POD_CIDR]},
-        "status": {
-            "allocatable": capacity,
-            "capacity": capacity,
-            "nodeInfo": {
-                "architecture": "amd64",
-                "kubeletVersion": "fake",
-                "kubeProxyVersion": "fake",
-                "operatingSystem": "linux",
-            },
-            "phase": "Running",
-        },
-    }
-
-
-def storage_class_manifest() -> dict[str, Any]:
-    """The default StorageClass, served by ``blacklist_devtools.provisioner``."""
-    return {
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {
-            "name": STORAGE_CLASS,
-            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
-        },
-        "provisioner": "local.blacklist.dev/hostpath",
-        "reclaimPolicy": "Delete",
-        "volumeBindingMode": "Immediate",
-    }
-
-
 def kubectl(*arguments: str, input_text: str | None = None) -> str:
     """Run kubectl against the local cluster and return its stdout."""
     completed = subprocess.run(
@@ -210,151 +175,95 @@ def kubectl(*arguments: str, input_text: str | None = None) -> str:
     return completed.stdout
 
 
-def _start_control_plane() -> ClusterState:
+def _start_control_plane(with_node: bool) -> ClusterState:
     """Start every component from scratch and return the recorded state."""
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     pki = STATE_DIR / "pki"
     logs = STATE_DIR / "logs"
-    create_pki(pki)
+    STATE_DIR.mkdir(parents=True)
+    if with_node:
+        # Before anything changes them: restored by `down`.
+        network.record_sysctls(STATE_DIR / "sysctls.json")
+        network.create()
+    create_pki(pki, nodeconfig.NODE_NAME, NODE_ADDRESS)
     ports = {
         name: free_port()
-        for name in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")
-    }
-    token = secrets.token_hex(24)
-    (STATE_DIR / "tokens.csv").write_text(f"{token},admin,admin,system:masters\n")
-    server = f"https://127.0.0.1:{ports['apiserver']}"
-    state = ClusterState(server=server, token=token, ports=ports)
+        for name in (
+            "etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok",
+            "kubelet_healthz", "proxy_healthz", "proxy_metrics", "dns_health", "dns_ready",
+            "policy_metrics",
+        )
+    }  # fmt: skip
+    # One bearer token per identity: the admin and each of the node's components.
+    tokens = {user: secrets.token_hex(24) for user in ("admin", *NODE_USERS)}
+    (STATE_DIR / "tokens.csv").write_text(
+        f"{tokens['admin']},admin,admin,system:masters\n"
+        f"{tokens['node']},system:node:{nodeconfig.NODE_NAME},node,system:nodes\n"
+        f"{tokens['kube-proxy']},system:kube-proxy,kube-proxy\n"
+        f"{tokens['coredns']},system:coredns,coredns\n"
+        f"{tokens['network-policies']},system:network-policies,network-policies\n"
+    )
+    # With the node, the API server listens on the node's address, where pods reach it
+    # through the `kubernetes` Service; without it, on loopback only.
+    address = NODE_ADDRESS if with_node else "127.0.0.1"
+    server = f"https://{address}:{ports['apiserver']}"
+    state = ClusterState(server=server, token=tokens["admin"], ports=ports, node=with_node)
 
     def start(name: str, argv: Sequence[str]) -> None:
         state.processes.append(processes.spawn(name, argv, logs / f"{name}.log"))
         state.save()
 
-    etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-    peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
-    start(
-        "etcd",
-        [
-            binary("etcd"),
-            "--name=node0",
-            f"--data-dir={STATE_DIR / 'etcd'}",
-            # A throwaway development cluster: speed over crash durability.
-            "--unsafe-no-fsync=true",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=node0={peer_url}",
-            "--listen-metrics-urls=",
-            "--log-level=warn",
-        ],
-    )
+    start("etcd", controlplane.etcd_argv(binary("etcd"), STATE_DIR / "etcd", ports))
     wait_for_port("127.0.0.1", ports["etcd"], 60)
     start(
         "kube-apiserver",
-        [
-            binary("kube-apiserver"),
-            f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
-            # Without a default route the API server cannot pick an address itself.
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['apiserver']}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--token-auth-file={STATE_DIR / 'tokens.csv'}",
-            "--authorization-mode=Node,RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # A loopback advertise address is only valid without the endpoint reconciler.
-            "--endpoint-reconciler-type=none",
-            "--allow-privileged=true",
-        ],
+        controlplane.apiserver_argv(
+            binary("kube-apiserver"), address, STATE_DIR / "tokens.csv", pki, ports, with_node
+        ),
     )
     deadline = time.monotonic() + READY_TIMEOUT
-    while not readyz(server, token):
+    while not readyz(server, tokens["admin"]):
         if not state.processes[-1].alive():
             raise SystemExit(f"kube-apiserver exited; see {logs / 'kube-apiserver.log'}")
         if time.monotonic() > deadline:
             raise SystemExit(f"kube-apiserver not ready in {READY_TIMEOUT:.0f} s; see {logs}")
         time.sleep(0.2)
-    write_kubeconfig(KUBECONFIG, server, token)
-    kubeconfig = str(KUBECONFIG)
+    write_kubeconfig(KUBECONFIG, server, tokens["admin"])
     start(
         "kube-controller-manager",
-        [
-            binary("kube-controller-manager"),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports['controller_manager']}",
-            "--leader-elect=false",
-            f"--service-account-private-key-file={pki / 'sa.key'}",
-            f"--root-ca-file={pki / 'ca.crt'}",
-            f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-            f"--cluster-signing-key-file={pki / 'ca.key'}",
-            # Benchmarks create hundreds of objects; client throttling would measure itself.
-            "--kube-api-qps=500",
-            "--kube-api-burst=1000",
-            "--concurrent-deployment-syncs=20",
-            # kwok's node heartbeats lag when the machine is busy; a missed beat must not
-            # mark every pod NotReady (kwok only readies Pending pods, so they would stay so).
-            "--node-monitor-grace-period=1h",
-            "--concurrent-replicaset-syncs=20",
-        ],
+        controlplane.controller_manager_argv(
+            binary("kube-controller-manager"), KUBECONFIG, pki, ports
+        ),
     )
     start(
-        "kube-scheduler",
-        [
-            binary("kube-scheduler"),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports['scheduler']}",
-            "--leader-elect=false",
-        ],
+        "kube-scheduler", controlplane.scheduler_argv(binary("kube-scheduler"), KUBECONFIG, ports)
     )
+    if with_node:
+        kubeconfigs = {}
+        for user in NODE_USERS:
+            kubeconfigs[user] = STATE_DIR / f"{user}.kubeconfig"
+            write_kubeconfig(kubeconfigs[user], server, tokens[user])
+        node.start(LOCAL_DIR, STATE_DIR, pki, ports, kubeconfigs, start, binary)
+        kubectl("apply", "-f", "-", input_text=json.dumps(
+            {"apiVersion": "v1", "kind": "List",
+             "items": nodeconfig.dns_manifests() + nodeconfig.network_policy_rbac()}
+        ))  # fmt: skip
     stages = STATE_DIR / "kwok-stages.yaml"
     kwok_stages(stages)
-    start(
-        "kwok",
-        [
-            binary("kwok"),
-            f"--kubeconfig={kubeconfig}",
-            "--manage-all-nodes=true",
-            f"--config={stages}",
-            f"--cidr={POD_CIDR}",
-            "--node-ip=127.0.0.1",
-            f"--server-address=127.0.0.1:{ports['kwok']}",
-        ],
-    )
-    start(
-        "provisioner",
-        [
-            sys.executable,
-            "-m",
-            "blacklist_devtools.provisioner",
-            "--kubeconfig",
-            kubeconfig,
-            "--volumes-dir",
-            str(STATE_DIR / "volumes"),
-        ],
-    )
-    kubectl("apply", "-f", "-", input_text=json.dumps(node_manifest()))
-    kubectl("apply", "-f", "-", input_text=json.dumps(storage_class_manifest()))
+    start("kwok", controlplane.kwok_argv(binary("kwok"), KUBECONFIG, stages, ports))
+    start("provisioner", controlplane.provisioner_argv(KUBECONFIG, STATE_DIR / "volumes"))
+    kubectl("apply", "-f", "-", input_text=json.dumps(controlplane.simulated_node_manifest()))
+    kubectl("apply", "-f", "-", input_text=json.dumps(controlplane.storage_class_manifest()))
     return state
 
 
-def wait_node_ready(timeout: float) -> None:
-    """Wait until kwok reports the fake Node Ready."""
+def wait_node_ready(name: str, timeout: float) -> None:
+    """Wait until the Node ``name`` reports Ready."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             status = kubectl(
-                "get", "node", NODE_NAME,
+                "get", "node", name,
                 "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
             )  # fmt: skip
         except RuntimeError:
@@ -362,7 +271,7 @@ def wait_node_ready(timeout: float) -> None:
         if status == "True":
             return
         time.sleep(0.2)
-    raise SystemExit(f"node {NODE_NAME} not Ready in {timeout:.0f} s; see {STATE_DIR / 'logs'}")
+    raise SystemExit(f"node {name} not Ready in {timeout:.0f} s; see {STATE_DIR / 'logs'}")
 
 
 def wait_default_service_account(timeout: float) -> None:
@@ -388,10 +297,17 @@ def up() -> ClusterState:
     if state is not None:
         log("a previous cluster is partly down; stopping what is left of it")
         down()
-    log("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
+    with_node = node_wanted()
+    log(
+        "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler"
+        + (", the node (containerd, kubelet, kube-proxy, CoreDNS)" if with_node else "")
+        + ", kwok"
+    )
     try:
-        state = _start_control_plane()
-        wait_node_ready(READY_TIMEOUT)
+        state = _start_control_plane(with_node)
+        if with_node:
+            wait_node_ready(nodeconfig.NODE_NAME, READY_TIMEOUT)
+        wait_node_ready(SIMULATED_NODE_NAME, READY_TIMEOUT)
         wait_default_service_account(READY_TIMEOUT)
     except BaseException:
         down()
@@ -437,7 +353,12 @@ def down() -> None:
         log("no cluster state; nothing to stop")
         return
     for record in reversed(state.processes):
-        processes.stop(record)
+        if record.name == "containerd":
+            # The kubelet is gone: take every pod down while containerd still runs.
+            node.remove_pods(LOCAL_DIR, str(BIN_DIR / "crictl"))
+        processes.stop(record, grace=30 if record.name == "containerd" else 10)
+    if state.node:
+        node.teardown_host(LOCAL_DIR, STATE_DIR, str(BIN_DIR / "kube-proxy"))
     shutil.rmtree(STATE_DIR, ignore_errors=True)
     KUBECONFIG.unlink(missing_ok=True)
     log("cluster stopped and its state removed")
@@ -456,16 +377,33 @@ def status() -> int:
     return 0 if healthy(state) else 1
 
 
+def import_images() -> None:
+    """Import the images ``make images`` wrote into the running node, if there is one."""
+    state = ClusterState.load()
+    running = (
+        state is not None
+        and state.node
+        and any(record.name == "containerd" and record.alive() for record in state.processes)
+    )
+    if not running:
+        return
+    references = node.import_images(LOCAL_DIR, binary("ctr"), node.image_archives(LOCAL_DIR))
+    log(f"the node has {len(references)} images: {' '.join(sorted(references))}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``up``, ``down`` or ``status``."""
-    parser = argparse.ArgumentParser(description="The local Kubernetes control plane.")
-    parser.add_argument("command", choices=["up", "down", "status"])
+    """Command line: ``up``, ``down``, ``status`` or ``import-images``."""
+    parser = argparse.ArgumentParser(description="The local Kubernetes cluster.")
+    parser.add_argument("command", choices=["up", "down", "status", "import-images"])
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         up()
         return 0
     if arguments.command == "down":
         down()
+        return 0
+    if arguments.command == "import-images":
+        import_images()
         return 0
     return status()
 

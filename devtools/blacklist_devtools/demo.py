@@ -1,11 +1,13 @@
 """``make demo``: the whole product running locally, from ``helm install`` to HTTP.
 
-``python -m blacklist_devtools.demo up`` starts the local control plane, an SMTP
-server that stores every mail in ``.local/demo/mailbox``, and the local pod
-runner; installs the operator with Helm from ``chart/``; applies
-``examples/blacklistservice.yaml`` (2 replicas) with its mail settings pointed
-at that SMTP server; waits until the ``BlacklistService`` is ``Ready``; writes
-``.local/demo.json``; and prints commands to try. ``down`` stops all of it.
+``python -m blacklist_devtools.demo up`` starts the local cluster (control
+plane and a real node) and an SMTP server on the node's address that stores
+every mail in ``.local/demo/mailbox``; installs the operator with Helm from
+``chart/``; applies ``examples/blacklistservice.yaml`` (2 replicas) with its
+mail settings pointed at that SMTP server and its database image set to the
+locally built PostgreSQL image; waits until the ``BlacklistService`` is
+``Ready``; writes ``.local/demo.json``; and prints commands to try. ``down``
+stops all of it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from typing import Any
 
-from blacklist_devtools import cluster, processes, stack
+from blacklist_devtools import cluster, images, processes, stack
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.net import free_port, port_is_open, wait_for_port
+from blacklist_devtools.network import CLIENT_ADDRESSES, CLIENT_NETNS, NODE_ADDRESS
 from blacklist_devtools.processes import ProcessRecord
 
 DEMO_DIR = cluster.LOCAL_DIR / "demo"
@@ -46,17 +50,20 @@ def up() -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     MAILBOX.mkdir(parents=True, exist_ok=True)
     records = load_records()
-    if not all(record.alive() for record in records.values()) or not records:
+    if not records or not all(record.alive() for record in records.values()):
         for record in records.values():
             processes.stop(record)
-        smtp_port = 2525 if not port_is_open("127.0.0.1", 2525) else free_port()
+        smtp_port = 2525 if not port_is_open(NODE_ADDRESS, 2525) else free_port(NODE_ADDRESS)
         records = {
+            # On the node's address, where the pods reach it.
             "smtp": processes.spawn(
                 "smtp",
                 [
                     sys.executable,
                     "-m",
                     "blacklist_devtools.smtp",
+                    "--host",
+                    NODE_ADDRESS,
                     "--port",
                     str(smtp_port),
                     "--mailbox",
@@ -64,39 +71,16 @@ def up() -> None:
                 ],
                 DEMO_DIR / "smtp.log",
             ),
-            "podrunner": processes.spawn(
-                "podrunner",
-                [
-                    sys.executable,
-                    "-m",
-                    "blacklist_devtools.podrunner",
-                    "--kubeconfig",
-                    str(cluster.KUBECONFIG),
-                    "--state-dir",
-                    str(cluster.LOCAL_DIR / "pods"),
-                ],
-                DEMO_DIR / "podrunner.log",
-            ),
         }
         save_records(records, smtp_port)
-        wait_for_port("127.0.0.1", smtp_port, 30)
+        wait_for_port(NODE_ADDRESS, smtp_port, 30)
     smtp_port = int(json.loads(STATE_FILE.read_text())["smtp_port"])
-    log(f"SMTP server on 127.0.0.1:{smtp_port}, mails stored in {MAILBOX}")
+    log(f"SMTP server on {NODE_ADDRESS}:{smtp_port}, mails stored in {MAILBOX}")
     log(f"installing the operator with Helm into namespace {OPERATOR_NAMESPACE}")
     stack.helm(
-        handle,
-        cluster.binary("helm"),
-        "upgrade",
-        "--install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "120s",
-    )
+        handle, cluster.binary("helm"), "upgrade", "--install", RELEASE, str(CHART),
+        "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
+    )  # fmt: skip
     cluster.kubectl(
         "apply",
         "-f",
@@ -105,49 +89,65 @@ def up() -> None:
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         ),
     )
-    resource = stack.example_resource(NAMESPACE, "127.0.0.1", smtp_port)
+    resource = stack.example_resource(NAMESPACE, NODE_ADDRESS, smtp_port)
     name = resource["metadata"]["name"]
     log(f"applying {EXAMPLE.relative_to(cluster.REPO_ROOT)} as {NAMESPACE}/{name}")
     cluster.kubectl("apply", "-f", "-", input_text=json.dumps(resource))
-    log(f"waiting until {NAMESPACE}/{name} is Ready (the pod runner starts its pods)")
-    stack.wait_ready(handle, NAMESPACE, name, READY_TIMEOUT)
+    log(f"waiting until {NAMESPACE}/{name} is Ready (the kubelet starts its pods)")
+    ready = stack.wait_ready(handle, NAMESPACE, name, READY_TIMEOUT)
     found = stack.instance(handle, NAMESPACE, name)
     services = list(found.service_urls)
+    node_url = f"http://{NODE_ADDRESS}:{ready['status']['nodePort']}"
     summary = {
         "kubeconfig": str(cluster.KUBECONFIG),
         "namespace": NAMESPACE,
         "name": name,
         "service_urls": services,
+        "node_url": node_url,
+        "client_netns": CLIENT_NETNS,
+        "client_addresses": list(CLIENT_ADDRESSES),
         "database_url": found.database_url,
         "mailbox": str(MAILBOX),
+        "images": {kind: images.reference(kind) for kind in ("service", "operator", "postgres")},
     }
     DEMO_JSON.write_text(json.dumps(summary, indent=2) + "\n")
     log(f"ready in {time.monotonic() - started:.1f} s; wrote {DEMO_JSON}")
-    first = services[0]
-    second = services[-1]
-    kubectl = f".local/bin/kubectl --kubeconfig {cluster.KUBECONFIG}"
-    print(
-        f"""
-BlacklistService {NAMESPACE}/{name} is Ready with {len(services)} replicas:
-  {chr(10).join("  " + url for url in services).strip()}
+    print(instructions(summary))
 
-Try it:
-  curl '{first}/?n=88'                                   # 7744.0
-  curl -i --interface 127.0.0.5 {first}/blacklisted       # 444, a ledger row, a mail, a ban
-  curl -i --interface 127.0.0.5 '{second}/?n=2'           # 403 on the other replica too
-  curl -i --interface 127.0.0.6 '{second}/?n=2'           # 4.0: other addresses still pass
-  {kubectl} get bls -n {NAMESPACE}
-  {kubectl} get configmap {name}-banlist -n {NAMESPACE} -o yaml
+
+def instructions(summary: dict[str, Any]) -> str:
+    """What to try once the demo is up."""
+    services = summary["service_urls"]
+    name, namespace = summary["name"], summary["namespace"]
+    client = f"ip netns exec {summary['client_netns']} curl"
+    banned, bystander = summary["client_addresses"][0], summary["client_addresses"][1]
+    kubectl = f".local/bin/kubectl --kubeconfig {summary['kubeconfig']}"
+    replicas = "\n".join(f"    {url}" for url in services)
+    return f"""
+BlacklistService {namespace}/{name} is Ready with {len(services)} replicas:
+{replicas}
+  NodePort: {summary["node_url"]}
+
+Try it (clients with their own addresses live in network namespace {summary["client_netns"]}):
+  curl '{summary["node_url"]}/?n=88'                            # 7744.0
+  # 444: a ledger row, a mail, a ban; then 403 on the other replica too
+  {client} -i --interface {banned} {services[0]}/blacklisted
+  {client} -i --interface {banned} '{services[-1]}/?n=2'
+  # 4.0: other addresses still pass
+  {client} -i --interface {bystander} '{summary["node_url"]}/?n=2'
+  {kubectl} -n {namespace} port-forward svc/{name} 5004 &  curl 'http://127.0.0.1:5004/?n=88'
+  {kubectl} get bls -n {namespace}
+  {kubectl} -n {namespace} logs deploy/{name}
+  {kubectl} get configmap {name}-banlist -n {namespace} -o yaml
   psql '{summary["database_url"]}' -c 'table denied_access_ledger'
-  ls {MAILBOX}
+  ls {summary["mailbox"]}
 
 Stop everything with: make demo-down
 """
-    )
 
 
 def load_records() -> dict[str, ProcessRecord]:
-    """The demo's own processes (SMTP server, pod runner), if any."""
+    """The demo's own processes (the SMTP server), if any."""
     if not STATE_FILE.exists():
         return {}
     raw = json.loads(STATE_FILE.read_text())
@@ -164,8 +164,8 @@ def save_records(records: dict[str, ProcessRecord], smtp_port: int) -> None:
 
 
 def down() -> None:
-    """Stop the pod runner (and so every pod process), the SMTP server and the cluster."""
-    for name in ("podrunner", "smtp"):
+    """Stop the SMTP server and the cluster (and so every pod)."""
+    for name in ("smtp",):
         record = load_records().get(name)
         if record is not None:
             processes.stop(record, grace=30)

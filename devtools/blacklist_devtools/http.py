@@ -1,14 +1,20 @@
 """A tiny HTTP/1.1 client that can choose its source address, for tests and benchmarks.
 
-The service bans by the TCP peer address, so tests speak from many loopback
-addresses (127.0.0.5, 127.0.1.1 …): any 127.x address can be bound on Linux.
+The service bans by the TCP peer address, so tests speak from many addresses:
+to a service run alone, from loopback addresses (127.0.0.5, 127.0.1.1 …: any
+127.x address can be bound on Linux); to the cluster, from the client network
+namespace's addresses (``network.CLIENT_ADDRESSES`` and ``client_address(i)``),
+whose sockets are made in that namespace so that they arrive as real clients.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import urllib.parse
 from dataclasses import dataclass
+
+from blacklist_devtools.network import is_client_address, socket_in_client_namespace
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,14 @@ def get(
 ) -> Response:
     """GET ``url`` from the source address ``source`` (any free port)."""
     parsed = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(
-        parsed.hostname or "127.0.0.1",
-        parsed.port or 80,
-        timeout=timeout,
-        source_address=(source, 0) if source else None,
-    )
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    connection: http.client.HTTPConnection
+    if source is not None and is_client_address(source):
+        connection = ClientNamespaceConnection(host, port, source, timeout)
+    else:
+        connection = http.client.HTTPConnection(
+            host, port, timeout=timeout, source_address=(source, 0) if source else None
+        )
     try:
         target = parsed.path or "/"
         if parsed.query:
@@ -44,3 +52,25 @@ def get(
         return Response(answer.status, body, {k.lower(): v for k, v in answer.getheaders()})
     finally:
         connection.close()
+
+
+class ClientNamespaceConnection(http.client.HTTPConnection):
+    """An HTTP connection from ``source``, whose socket is made in the client network namespace."""
+
+    def __init__(self, host: str, port: int, source: str, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self.source = source
+        self.connect_timeout = timeout
+
+    def connect(self) -> None:
+        """Connect from ``source`` inside the client namespace."""
+        connection = socket_in_client_namespace(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            connection.settimeout(self.connect_timeout)
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection.bind((self.source, 0))
+            connection.connect((self.host, self.port))
+        except BaseException:
+            connection.close()
+            raise
+        self.sock = connection

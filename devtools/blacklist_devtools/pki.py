@@ -1,8 +1,11 @@
 """Keys and certificates of the local control plane, made with the ``openssl`` command.
 
 A private CA signs the API server's serving certificate, whose names cover
-loopback and the in-cluster ``kubernetes.default.svc`` names, so clients verify
-TLS instead of skipping it. A separate RSA key signs ServiceAccount tokens.
+loopback, the node's address and the in-cluster ``kubernetes.default.svc``
+names, so clients verify TLS instead of skipping it; the kubelet's serving
+certificate (the API server verifies it for logs, exec and port-forward); and
+the client certificate the API server presents to the kubelet. A separate RSA
+key signs ServiceAccount tokens.
 """
 
 from __future__ import annotations
@@ -11,8 +14,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from blacklist_devtools.network import NODE_ADDRESS
+
 API_SERVER_NAMES = (
     "IP:127.0.0.1",
+    f"IP:{NODE_ADDRESS}",
     "IP:10.96.0.1",
     "DNS:localhost",
     "DNS:kubernetes",
@@ -28,31 +34,52 @@ def _openssl(*arguments: str) -> None:
     subprocess.run(["openssl", *arguments], check=True, capture_output=True)
 
 
-def create_pki(directory: Path) -> None:
-    """Write ca.crt/ca.key, apiserver.crt/apiserver.key and sa.key/sa.pub into ``directory``."""
+def _issue(directory: Path, name: str, subject: str, usage: str, names: tuple[str, ...]) -> None:
+    """Write ``name``.crt/``name``.key, signed by the CA in ``directory``."""
+    key, request = directory / f"{name}.key", directory / f"{name}.csr"
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", subject,
+        "-keyout", str(key), "-out", str(request),
+    )  # fmt: skip
+    extensions = directory / f"{name}.ext"
+    lines = [
+        "basicConstraints=CA:FALSE",
+        "keyUsage=digitalSignature,keyEncipherment",
+        f"extendedKeyUsage={usage}",
+    ]
+    if names:
+        lines.append(f"subjectAltName={','.join(names)}")
+    extensions.write_text("\n".join(lines) + "\n")
+    _openssl(
+        "x509", "-req", "-sha256", "-days", "3650", "-in", str(request),
+        "-CA", str(directory / "ca.crt"), "-CAkey", str(directory / "ca.key"),
+        "-CAcreateserial", "-extfile", str(extensions), "-out", str(directory / f"{name}.crt"),
+    )  # fmt: skip
+
+
+def create_pki(directory: Path, node_name: str, node_address: str) -> None:
+    """Write the CA, the API server's and kubelet's certificates and the SA keys into ``directory``.
+
+    Files: ca.crt/ca.key, apiserver.crt/.key (serving), kubelet.crt/.key (the
+    kubelet's serving certificate for ``node_address``), apiserver-kubelet-client.crt/.key
+    (the API server's client identity towards the kubelet) and sa.key/sa.pub.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
     _openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
         "-subj", "/CN=blacklist-local-ca",
-        "-keyout", str(ca_key), "-out", str(ca_cert),
+        "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.crt"),
     )  # fmt: skip
-    server_key, server_csr = directory / "apiserver.key", directory / "apiserver.csr"
-    _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-sha256", "-subj", "/CN=kube-apiserver",
-        "-keyout", str(server_key), "-out", str(server_csr),
+    _issue(directory, "apiserver", "/CN=kube-apiserver", "serverAuth", API_SERVER_NAMES)
+    _issue(
+        directory, "kubelet", f"/O=system:nodes/CN=system:node:{node_name}", "serverAuth",
+        (f"IP:{node_address}", f"DNS:{node_name}"),
     )  # fmt: skip
-    extensions = directory / "apiserver.ext"
-    extensions.write_text(
-        "basicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature,keyEncipherment\n"
-        "extendedKeyUsage=serverAuth\n"
-        f"subjectAltName={','.join(API_SERVER_NAMES)}\n"
-    )
-    _openssl(
-        "x509", "-req", "-sha256", "-days", "3650", "-in", str(server_csr),
-        "-CA", str(ca_cert), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-extfile", str(extensions), "-out", str(directory / "apiserver.crt"),
+    # system:masters: the kubelet's webhook authorizer lets the API server proxy
+    # logs, exec and port-forward for any user that RBAC allowed.
+    _issue(
+        directory, "apiserver-kubelet-client",
+        "/O=system:masters/CN=kube-apiserver-kubelet-client", "clientAuth", (),
     )  # fmt: skip
     _openssl("genrsa", "-out", str(directory / "sa.key"), "2048")
     _openssl("rsa", "-in", str(directory / "sa.key"), "-pubout", "-out", str(directory / "sa.pub"))

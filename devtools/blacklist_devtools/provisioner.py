@@ -69,7 +69,11 @@ def provision_once(core: client.CoreV1Api, volumes_dir: Path) -> None:
         if wanted_class != STORAGE_CLASS or claim.metadata.uid in claimed:
             continue
         manifest = volume_for_claim(claim, volumes_dir)
-        Path(manifest["spec"]["hostPath"]["path"]).mkdir(parents=True, exist_ok=True)
+        directory = Path(manifest["spec"]["hostPath"]["path"])
+        directory.mkdir(parents=True, exist_ok=True)
+        # Any uid the pod runs as may write its volume (hostPath ignores fsGroup), as with
+        # the local-path provisioners of kind and minikube.
+        directory.chmod(0o777)
         core.create_persistent_volume(manifest)
         logger.info(
             "Provisioned %s for %s/%s",

@@ -1,8 +1,8 @@
-"""The product's whole path, driven as a user would: Helm, kubectl, the pod runner.
+"""The product's whole path, driven as a user would: Helm, kubectl, real pods.
 
-Shared by ``make demo`` and the end-to-end tests: install the operator chart
-with Helm, apply a ``BlacklistService``, wait for it to be ``Ready``, and find
-where its pods (run locally by the pod runner) listen.
+Shared by ``make demo``, the end-to-end tests and the benchmarks: install the
+operator chart with Helm, apply a ``BlacklistService``, wait for it to be
+``Ready``, and find where its pods (containers on the local node) listen.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,9 +21,10 @@ from typing import Any
 import psycopg2
 import yaml
 
+from blacklist_devtools import images
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster
-from blacklist_devtools.podspec import local_address
+from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.smtp import SmtpServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,10 +64,9 @@ def get_json(cluster: Cluster, *arguments: str) -> dict[str, Any]:
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
     """Wait until the BlacklistService is fully up for its current generation.
 
-    ``Ready`` alone is not enough here: kwok reports a pod Ready the moment it is
-    scheduled, before the pod runner has started its process. So this also
-    waits for the operator's own database connection and ban-list sync, for
-    every replica's ``/readyz`` and for every replica's own connection to the ledger.
+    Beyond ``Ready`` (every replica passed its readiness probe), this waits for
+    the operator's own database connection and ban-list sync, and for every
+    replica's own connection to the ledger, so that a hit is delivered at once.
     """
     deadline = time.monotonic() + timeout
     resource: dict[str, Any] = {}
@@ -106,10 +105,10 @@ def _answers(url: str) -> bool:
 
 
 def pod_addresses(cluster: Cluster, namespace: str, selector: str) -> list[str]:
-    """Local addresses (127.244.x.y) of the live pods matching ``selector``, by pod name."""
+    """Addresses of the live pods matching ``selector``, by pod name."""
     pods = get_json(cluster, "pods", "-n", namespace, "-l", selector)["items"]
     named = sorted(
-        (pod["metadata"]["name"], local_address(pod["status"]["podIP"]))
+        (pod["metadata"]["name"], pod["status"]["podIP"])
         for pod in pods
         if pod["status"].get("podIP") and not pod["metadata"].get("deletionTimestamp")
     )
@@ -191,7 +190,6 @@ class Deployed:
     namespace: str
     name: str
     smtp: SmtpServer
-    runner_dir: Path
 
     def instance(self) -> Instance:
         """Where the ready instance listens now."""
@@ -205,9 +203,14 @@ class Deployed:
 def example_resource(
     namespace: str, smtp_host: str, smtp_port: int, replicas: int | None = None
 ) -> dict[str, Any]:
-    """``examples/blacklistservice.yaml`` with alerts sent to the SMTP server given."""
+    """``examples/blacklistservice.yaml`` for the local node.
+
+    Alerts go to the SMTP server given; the database runs the locally built
+    PostgreSQL image.
+    """
     resource: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
     resource["metadata"]["namespace"] = namespace
+    resource["spec"].setdefault("database", {})["image"] = images.reference("postgres")
     mail = resource["spec"].setdefault("mail", {})
     mail.update({"host": smtp_host, "port": smtp_port})
     mail.pop("secretRef", None)
@@ -220,21 +223,15 @@ def example_resource(
 def deploy(
     cluster: Cluster, helm_path: str, work: Path, replicas: int | None = None
 ) -> Iterator[Deployed]:
-    """Install the chart, run the pod runner, apply the example and wait until it is Ready.
+    """Install the chart, apply the example and wait until it is Ready.
 
+    The SMTP server listens on the node's address, where the pods reach it.
     Everything is undone on exit: the namespaces are deleted, the release is
-    uninstalled, the pod runner stops every pod process, the SMTP server stops.
+    uninstalled, the SMTP server stops.
     """
     suffix = uuid.uuid4().hex[:6]
-    smtp = SmtpServer(mailbox=work / "mailbox")
+    smtp = SmtpServer(mailbox=work / "mailbox", host=NODE_ADDRESS)
     smtp.start()
-    runner_dir = work / "pods"
-    with (work / "podrunner.log").open("wb") as runner_log:
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "blacklist_devtools.podrunner",
-             "--kubeconfig", str(cluster.kubeconfig), "--state-dir", str(runner_dir)],
-            stdout=runner_log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
     deployment = Deployed(
         cluster=cluster,
         helm_path=helm_path,
@@ -243,7 +240,6 @@ def deploy(
         namespace=f"blacklist-{suffix}",
         name="",
         smtp=smtp,
-        runner_dir=runner_dir,
     )
     try:
         helm(
@@ -264,8 +260,6 @@ def deploy(
              "--namespace", deployment.operator_namespace, "--wait", "--timeout", "60s"],
             capture_output=True, check=False,
         )  # fmt: skip
-        runner.terminate()
-        runner.wait(60)
         cluster.kubectl(
             "delete", "namespace", deployment.operator_namespace, "--wait=false", check=False
         )

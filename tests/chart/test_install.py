@@ -1,7 +1,7 @@
 """The chart installed into the local control plane, and what the operator may do there.
 
 ``helm install --wait`` must create the ServiceAccount, the RBAC and an operator
-Deployment whose pod becomes Ready (kwok plays the kubelet: no container runs).
+Deployment whose pod, the operator image run by the local node, becomes Ready.
 Then the API server itself answers, through ``kubectl auth can-i
 --as=system:serviceaccount:<namespace>:<serviceaccount>``, what the operator can
 and cannot do, watching every namespace or only one. ``helm uninstall`` keeps
@@ -122,18 +122,13 @@ def release(cluster: Cluster, namespace: str) -> Iterator[str]:
     )  # fmt: skip
 
 
-# An image no local pod runner plays: if `make demo` runs beside the tests, its runner must not
-# start a second, cluster-wide operator from a test release (kwok still makes the pod Ready).
-STAND_IN_IMAGE = "image.repository=registry.invalid/chart-test/operator-stand-in"
-
-
 def install(cluster: Cluster, release: str, namespace: str, *set_values: str) -> None:
-    """``helm install --wait`` of the chart into ``namespace``, with a stand-in image."""
+    """``helm install --wait`` of the chart into ``namespace``: the operator image runs for real."""
     arguments = [
         "install", release, str(CHART), "--namespace", namespace,
-        "--kubeconfig", str(cluster.kubeconfig), "--wait", "--timeout", "60s",
+        "--kubeconfig", str(cluster.kubeconfig), "--wait", "--timeout", "120s",
     ]  # fmt: skip
-    for value in (STAND_IN_IMAGE, *set_values):
+    for value in set_values:
         arguments += ["--set", value]
     helm(*arguments)
 

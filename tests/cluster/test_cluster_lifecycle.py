@@ -1,8 +1,9 @@
 """The `cluster-up` / `cluster-down` contract, on a second, private control plane.
 
 A second cluster in a temporary directory (its own ports, state and
-kubeconfig) shows that `up` is idempotent and that `down` stops exactly the
-processes `up` started, without touching the session's cluster.
+kubeconfig; without a node, since the machine has one and the session's
+cluster owns it) shows that `up` is idempotent and that `down` stops exactly
+the processes `up` started, without touching the session's cluster.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def run_cluster(local_dir: Path, command: str) -> subprocess.CompletedProcess[st
         **os.environ,
         "BLACKLIST_LOCAL_DIR": str(local_dir),
         "BLACKLIST_BIN_DIR": str(REPO_ROOT / ".local" / "bin"),
+        "BLACKLIST_NODE": "none",
     }
     return subprocess.run(
         [sys.executable, "-m", "blacklist_devtools.cluster", command],

@@ -1,8 +1,9 @@
 """Smoke tests that prove the local control plane is a real Kubernetes.
 
 Each test exercises one behaviour the operator depends on and that a fake API
-would not have: schema validation, controllers, the scheduler with kwok,
-garbage collection, NodePort allocation, volume binding, tokens and RBAC.
+would not have: schema validation, controllers, the scheduler and the real
+node's kubelet, garbage collection, NodePort allocation, volume binding,
+tokens and RBAC.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from blacklist_devtools import nodeconfig
 from blacklist_devtools.kube import Cluster, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -98,13 +100,14 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "main", "image": "example.invalid/app:1"}]},
+                # The smallest real image the node has: the sandbox's own.
+                "spec": {"containers": [{"name": "main", "image": nodeconfig.PAUSE_IMAGE}]},
             },
         },
     }
 
 
-def test_deployment_gets_running_ready_pods_on_the_kwok_node(
+def test_deployment_gets_running_ready_pods_on_the_real_node(
     cluster: Cluster, namespace: str
 ) -> None:
     apply(cluster, deployment("web", 3), namespace)
@@ -115,7 +118,8 @@ def test_deployment_gets_running_ready_pods_on_the_kwok_node(
     assert len(pods) == 3
     for pod in pods:
         assert pod["status"]["phase"] == "Running"
-        assert pod["spec"]["nodeName"] == "kwok-node-0"
+        assert pod["spec"]["nodeName"] == nodeconfig.NODE_NAME
+        assert pod["status"]["podIP"].startswith("10.244.")
         ready = [c for c in pod["status"]["conditions"] if c["type"] == "Ready"]
         assert ready[0]["status"] == "True"
         assert pod["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"

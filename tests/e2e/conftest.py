@@ -1,9 +1,8 @@
-"""The deployed product for end-to-end tests: Helm chart, pod runner, SMTP server, one CR.
+"""The deployed product for end-to-end tests: Helm chart, SMTP server, one CR, real pods.
 
 Everything goes through the user's path: ``helm install`` of ``chart/``,
 ``kubectl apply`` of ``examples/blacklistservice.yaml``, and HTTP to the pods,
-which the local pod runner runs as processes configured only from the objects
-the operator wrote.
+containers that the local node's kubelet runs from the objects the operator wrote.
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ import pytest
 from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
+from blacklist_devtools.network import CLIENT_ADDRESSES
 from blacklist_devtools.stack import Deployed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-BANNED = "127.0.0.5"
-BYSTANDER = "127.0.0.6"
+BANNED = CLIENT_ADDRESSES[0]
+BYSTANDER = CLIENT_ADDRESSES[1]
 
 
 def test_both_replicas_square_numbers(deployed: Deployed) -> None:

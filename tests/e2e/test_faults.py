@@ -1,8 +1,8 @@
 """The deployed product under faults: the operator killed mid-reconcile, the API server restarted.
 
 Each test breaks something under a running deployment (chart, operator, two
-replicas, PostgreSQL, all run by the pod runner) and checks that it converges
-and that no ban is lost.
+replicas, PostgreSQL, all containers on the local node) and checks that it
+converges and that no ban is lost.
 """
 
 from __future__ import annotations
@@ -10,24 +10,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 
 import pytest
 
 from blacklist_devtools import cluster as local_cluster
-from blacklist_devtools import stack
+from blacklist_devtools import node, stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
+from blacklist_devtools.network import client_address
 from blacklist_devtools.stack import Deployed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-def operator_pid(deployed: Deployed) -> int:
-    """PID of the operator process the pod runner runs for the release."""
-    pid_files = sorted(deployed.runner_dir.glob(f"{deployed.operator_namespace}_*/operator.pid"))
-    assert pid_files, f"no operator pod under {deployed.runner_dir}"
-    return int(Path(pid_files[-1]).read_text())
+def operator_pids(deployed: Deployed) -> list[int]:
+    """Host PIDs of the operator's running container (the kubelet restarts it when it dies)."""
+    return node.container_pids(
+        local_cluster.LOCAL_DIR, local_cluster.binary("crictl"),
+        deployed.operator_namespace, "operator",
+    )  # fmt: skip
 
 
 def refused_everywhere(urls: list[str], source: str) -> bool:
@@ -36,14 +37,18 @@ def refused_everywhere(urls: list[str], source: str) -> bool:
 
 def test_operator_killed_mid_reconcile_converges(deployed: Deployed) -> None:
     cluster = deployed.cluster
-    killed = operator_pid(deployed)
+    running = operator_pids(deployed)
+    assert len(running) == 1, running
+    killed = running[0]
     patch = json.dumps({"spec": {"replicas": 3}})
     cluster.kubectl(
         "patch", "blacklistservice", deployed.name, "-n", deployed.namespace,
         "--type=merge", "-p", patch,
     )  # fmt: skip
     os.kill(killed, signal.SIGKILL)
-    assert wait_until(lambda: operator_pid(deployed) != killed, timeout=60, interval=0.2)
+    assert wait_until(
+        lambda: operator_pids(deployed) not in ([], [killed]), timeout=120, interval=0.2
+    )
     resource = stack.wait_ready(cluster, deployed.namespace, deployed.name, 120)
     assert resource["status"]["observedGeneration"] == resource["metadata"]["generation"]
     deployments = stack.get_json(
@@ -55,14 +60,14 @@ def test_operator_killed_mid_reconcile_converges(deployed: Deployed) -> None:
     )
     urls = list(deployed.instance().service_urls)
     assert len(urls) == 3
-    source = "127.0.5.1"
+    source = client_address(501)
     assert get(f"{urls[0]}/blacklisted", source=source).status == 444
     assert wait_until(lambda: refused_everywhere(urls, source), timeout=5, interval=0.05)
 
 
 def test_api_server_restart_loses_no_ban(deployed: Deployed) -> None:
     urls = list(deployed.instance().service_urls)
-    before, during = "127.0.5.2", "127.0.5.3"
+    before, during = client_address(502), client_address(503)
     assert get(f"{urls[0]}/blacklisted", source=before).status == 444
     assert wait_until(lambda: refused_everywhere(urls, before), timeout=5, interval=0.05)
 

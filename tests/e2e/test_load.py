@@ -18,13 +18,14 @@ import pytest
 from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
+from blacklist_devtools.network import client_address
 from blacklist_devtools.stack import Deployed
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 CLIENTS = 10
 DURATION = 30.0
-ADDRESSES = [f"127.1.{index // 250}.{index % 250 + 1}" for index in range(1000)]
+ADDRESSES = [client_address(index) for index in range(1000)]
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from blacklist_devtools import images
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.net import free_port
 
@@ -127,21 +128,22 @@ def get_json(cluster: Cluster, *arguments: str) -> dict[str, Any] | None:
     return json.loads(output) if output.strip() else None
 
 
-# Images no local pod runner knows, so that kwok alone makes their pods Ready
-# (a pod runner, when one runs for the demo, would start real programs).
-KWOK_IMAGES: dict[str, Any] = {
-    "image": "kwok.test/service-under-kwok:v1",
-    "database": {"image": "kwok.test/database-under-kwok:16"},
-}
+def local_images() -> dict[str, Any]:
+    """The images ``make images`` built, which the local node runs as real containers."""
+    return {
+        "image": images.reference("service"),
+        "database": {"image": images.reference("postgres")},
+    }
 
 
 def blacklist_service(
-    name: str, namespace: str, *, kwok_images: bool = True, **spec: Any
+    name: str, namespace: str, *, local: bool = True, **spec: Any
 ) -> dict[str, Any]:
-    """A BlacklistService manifest; by default with images that only kwok "runs"."""
-    if kwok_images:
-        database = {**KWOK_IMAGES["database"], **spec.get("database", {})}
-        spec = {**KWOK_IMAGES, **spec, "database": database}
+    """A BlacklistService manifest; by default with the locally built images."""
+    if local:
+        built = local_images()
+        database = {**built["database"], **spec.get("database", {})}
+        spec = {**built, **spec, "database": database}
     return {
         "apiVersion": "blacklist.dev/v1",
         "kind": "BlacklistService",

@@ -143,6 +143,12 @@ def test_database_outage_is_a_condition_and_sync_resumes(
     insert(ledger, ["192.0.2.1"])
     deploy(operator_process, ledger, namespace)
     wait_for(lambda: shards(operator_process, namespace) == ["192.0.2.1"], 20, "first sync")
+    wait_for(
+        lambda: condition(status(operator_process, namespace), "Ready").get("status") == "True",
+        120,
+        "Ready (both Deployments available)",
+        operator_process,
+    )
     ledger.stop()
     try:
 

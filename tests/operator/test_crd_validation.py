@@ -55,7 +55,7 @@ def test_invalid_spec_is_rejected_naming_the_field(
 
 
 def test_defaults_are_filled_in(crd: Cluster, namespace: str) -> None:
-    apply_manifest(crd, blacklist_service("defaults", namespace, kwok_images=False))
+    apply_manifest(crd, blacklist_service("defaults", namespace, local=False))
     body = get_json(crd, "bls", "defaults", "-n", namespace)
     assert body is not None
     spec = body["spec"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from blacklist_devtools import images
 from blacklist_devtools.kube import Cluster
 from tests.operator.helpers import (
     OperatorProcess,
@@ -52,7 +53,7 @@ def test_create_makes_every_child_and_reports_ready(
     cluster = operator_process.cluster
     node_port = node_port_for(namespace)
     apply_manifest(cluster, blacklist_service("demo", namespace, replicas=2, nodePort=node_port))
-    wait_for(lambda: ready(cluster, namespace, "demo"), 30, "Ready=True", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "demo"), 90, "Ready=True", operator_process)
 
     body = get(cluster, "bls", "demo", "-n", namespace)
     uid = body["metadata"]["uid"]
@@ -112,16 +113,18 @@ def test_create_makes_every_child_and_reports_ready(
 def test_spec_changes_are_applied(operator_process: OperatorProcess, namespace: str) -> None:
     cluster = operator_process.cluster
     apply_manifest(cluster, blacklist_service("demo", namespace))
-    wait_for(lambda: ready(cluster, namespace, "demo"), 30, "first Ready", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "demo"), 90, "first Ready", operator_process)
     node_port = node_port_for(namespace, 1)
+    # The same local image under its fully qualified name: a new image reference that runs.
+    other_image = f"docker.io/library/{images.reference('service')}"
     apply_manifest(
         cluster,
-        blacklist_service("demo", namespace, replicas=3, image="svc:v2", nodePort=node_port),
+        blacklist_service("demo", namespace, replicas=3, image=other_image, nodePort=node_port),
     )
-    wait_for(lambda: ready(cluster, namespace, "demo", 2), 30, "Ready at gen 2", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "demo", 2), 90, "Ready at gen 2", operator_process)
     deployment = get(cluster, "deployment", "demo", "-n", namespace)
     assert deployment["spec"]["replicas"] == 3
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "svc:v2"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == other_image
     service = get(cluster, "service", "demo", "-n", namespace)
     assert service["spec"]["ports"][0]["nodePort"] == node_port
     assert get(cluster, "bls", "demo", "-n", namespace)["status"]["nodePort"] == node_port
@@ -132,7 +135,7 @@ def test_deleted_and_edited_children_are_restored(
 ) -> None:
     cluster = operator_process.cluster
     apply_manifest(cluster, blacklist_service("demo", namespace, replicas=2))
-    wait_for(lambda: ready(cluster, namespace, "demo"), 30, "Ready", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "demo"), 90, "Ready", operator_process)
     secret = get(cluster, "secret", "demo-db", "-n", namespace)
 
     started = time.monotonic()
@@ -164,7 +167,7 @@ def test_deleted_and_edited_children_are_restored(
         "the deleted Deployment restored",
         operator_process,
     )
-    wait_for(lambda: ready(cluster, namespace, "demo"), 30, "Ready again", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "demo"), 90, "Ready again", operator_process)
     assert get(cluster, "secret", "demo-db", "-n", namespace)["data"] == secret["data"]
 
 
@@ -172,9 +175,14 @@ def test_deletion_collects_children_and_releases_the_volume(
     operator_process: OperatorProcess, namespace: str, tmp_path: Any
 ) -> None:
     cluster = operator_process.cluster
-    storage = {"hostPath": str(tmp_path / "pg"), "size": "256Mi"}
+    # PostgreSQL runs as uid 999 and the kubelet would create a missing hostPath directory
+    # owned by root: like an admin preparing a node's disk, make it writable first.
+    data = tmp_path / "pg"
+    data.mkdir()
+    data.chmod(0o777)
+    storage = {"hostPath": str(data), "size": "256Mi"}
     apply_manifest(cluster, blacklist_service("gone", namespace, database={"storage": storage}))
-    wait_for(lambda: ready(cluster, namespace, "gone"), 30, "Ready", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "gone"), 90, "Ready", operator_process)
     volume = get(cluster, "pv", f"{namespace}-gone-postgres")
     assert volume["spec"]["hostPath"]["path"] == storage["hostPath"]
     assert get(cluster, "pvc", "gone-postgres", "-n", namespace)["status"]["phase"] == "Bound"
@@ -205,7 +213,7 @@ def test_retain_on_delete_keeps_the_claim_and_the_secret(
     cluster = operator_process.cluster
     storage = {"retainOnDelete": True}
     apply_manifest(cluster, blacklist_service("kept", namespace, database={"storage": storage}))
-    wait_for(lambda: ready(cluster, namespace, "kept"), 30, "Ready", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "kept"), 90, "Ready", operator_process)
     password = get(cluster, "secret", "kept-db", "-n", namespace)["data"]["password"]
     cluster.kubectl("delete", "bls", "kept", "-n", namespace, "--wait=true", "--timeout=30s")
     wait_for(
@@ -215,5 +223,5 @@ def test_retain_on_delete_keeps_the_claim_and_the_secret(
     )
     assert get_json(cluster, "pvc", "kept-postgres", "-n", namespace) is not None
     apply_manifest(cluster, blacklist_service("kept", namespace, database={"storage": storage}))
-    wait_for(lambda: ready(cluster, namespace, "kept"), 30, "Ready again", operator_process)
+    wait_for(lambda: ready(cluster, namespace, "kept"), 90, "Ready again", operator_process)
     assert get(cluster, "secret", "kept-db", "-n", namespace)["data"]["password"] == password

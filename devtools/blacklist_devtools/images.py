@@ -1,0 +1,30 @@
+"""The images ``make images`` built: their references, as the node's containerd knows them.
+
+``hack/images.sh`` writes ``.local/images/images.json``; the demo, the tests and
+the benchmarks read it here, so that the local PostgreSQL image (built from
+Debian's package, honestly named) is what they set as ``spec.database.image``,
+while the CRD's default stays the official image for real clusters.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+MANIFEST = REPO_ROOT / ".local" / "images" / "images.json"
+
+
+def manifest() -> dict[str, Any]:
+    """What ``make images`` recorded; a one-line hint when it never ran."""
+    if not MANIFEST.exists():
+        raise SystemExit(f"{MANIFEST} is missing: run `make images`")
+    found: dict[str, Any] = json.loads(MANIFEST.read_text())
+    return found
+
+
+def reference(kind: str) -> str:
+    """``repository:tag`` of the ``service``, ``operator`` or ``postgres`` image."""
+    return str(manifest()[kind])
