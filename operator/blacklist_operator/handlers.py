@@ -7,7 +7,8 @@
 * the watchers of the children wake those workers: a deleted or edited child →
   full reconcile, a Deployment whose availability changed → status refresh, a
   database Deployment that became available → the ban sync connects;
-* the deletion handler (behind our finalizer) releases the static PV.
+* the deletion handler (behind our finalizer, which only a resource with a
+  hostPath volume to release carries) releases the static PV.
 """
 
 from __future__ import annotations
@@ -139,7 +140,19 @@ def reconcile_blacklist_service(body: kopf.Body, memo: Any, logger: kopf.Logger,
     _reconcile(body, memo, logger)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+def _holds_a_static_volume(spec: kopf.Spec, **_: Any) -> bool:
+    """Whether deleting the resource must release a hostPath PersistentVolume.
+
+    Only such a resource carries our finalizer: the garbage collector removes every
+    other child, and a finalizer nobody needs would hold the resource (and its
+    namespace) for good once the operator is gone, as ``helm uninstall`` of a
+    release that holds both the operator and a BlacklistService does.
+    """
+    storage = (spec.get("database") or {}).get("storage") or {}
+    return bool(storage.get("hostPath")) and not storage.get("retainOnDelete", False)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=_holds_a_static_volume)
 def delete_blacklist_service(body: kopf.Body, memo: Any, logger: kopf.Logger, **_: Any) -> None:
     """Release the static PersistentVolume; the garbage collector removes the rest."""
     try:
