@@ -71,18 +71,26 @@ def apiserver_argv(
     ]
 
 
+def _controller_flags(kubeconfig: Path, port: int) -> list[str]:
+    """What the controller manager and the scheduler share: identity, loopback, one instance."""
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        # One instance of each: no lease to wait for after a restart.
+        "--leader-elect=false",
+    ]
+
+
 def controller_manager_argv(
     binary: str, kubeconfig: Path, pki: Path, ports: dict[str, int]
 ) -> list[str]:
     """kube-controller-manager with the admin's kubeconfig."""
     return [
         binary,
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={ports['controller_manager']}",
-        "--leader-elect=false",
+        *_controller_flags(kubeconfig, ports["controller_manager"]),
         f"--service-account-private-key-file={pki / 'sa.key'}",
         f"--root-ca-file={pki / 'ca.crt'}",
         f"--cluster-signing-cert-file={pki / 'ca.crt'}",
@@ -97,15 +105,7 @@ def controller_manager_argv(
 
 def scheduler_argv(binary: str, kubeconfig: Path, ports: dict[str, int]) -> list[str]:
     """kube-scheduler with the admin's kubeconfig."""
-    return [
-        binary,
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={ports['scheduler']}",
-        "--leader-elect=false",
-    ]
+    return [binary, *_controller_flags(kubeconfig, ports["scheduler"])]
 
 
 def kwok_argv(binary: str, kubeconfig: Path, stages: Path, ports: dict[str, int]) -> list[str]:

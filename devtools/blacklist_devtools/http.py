@@ -54,6 +54,14 @@ def get(
         connection.close()
 
 
+def answers(url: str, source: str | None = None, timeout: float = 2.0) -> bool:
+    """Tell whether ``url`` answers 200 (from ``source``), treating no connection as no."""
+    try:
+        return get(url, source=source, timeout=timeout).status == 200
+    except OSError:
+        return False
+
+
 class ClientNamespaceConnection(http.client.HTTPConnection):
     """An HTTP connection from ``source``, whose socket is made in the client network namespace."""
 

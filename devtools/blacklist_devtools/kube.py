@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client, config
+
+from blacklist_devtools.net import free_port, wait_for_port
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,23 @@ class Cluster:
         """A Kubernetes Python client for this cluster."""
         api: client.ApiClient = config.new_client_from_config(config_file=str(self.kubeconfig))
         return api
+
+
+@contextlib.contextmanager
+def port_forward(cluster: Cluster, namespace: str, target: str, remote_port: int) -> Iterator[int]:
+    """Run ``kubectl port-forward`` to ``target`` (``svc/NAME``); yield the local port."""
+    local_port = free_port()
+    forward = subprocess.Popen(
+        [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
+         "port-forward", target, f"{local_port}:{remote_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", local_port, 30)
+        yield local_port
+    finally:
+        forward.terminate()
+        forward.wait(10)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ipaddress
+import itertools
 import json
 import socket
 import subprocess
@@ -148,6 +149,26 @@ def _isolate() -> None:
     run("iptables", "-w", "-I", "FORWARD", "1", "-j", ISOLATION_CHAIN)
 
 
+def without_chains(dump: str, prefixes: tuple[str, ...]) -> str:
+    """An ``iptables-save`` dump of one table without the chains named ``prefixes*``.
+
+    Their declarations, their rules and every rule elsewhere that jumps to them go;
+    everything else stays as it was.
+    """
+    kept: list[str] = []
+    for line in dump.splitlines():
+        words = line.split()
+        declared = line.startswith(":") and line[1:].startswith(prefixes)
+        in_chain = line.startswith("-A") and len(words) > 1 and words[1].startswith(prefixes)
+        jumps = line.startswith("-A") and any(
+            word in ("-j", "-g") and target.startswith(prefixes)
+            for word, target in itertools.pairwise(words)
+        )
+        if not (declared or in_chain or jumps):
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def remove_iptables_rules(prefixes: tuple[str, ...]) -> None:
     """Remove every chain whose name starts with one of ``prefixes``, and the jumps to it.
 
@@ -158,30 +179,12 @@ def remove_iptables_rules(prefixes: tuple[str, ...]) -> None:
         dump = run("iptables-save", "-t", table, check=False).stdout
         if not dump:
             continue
-        kept: list[str] = []
-        for line in dump.splitlines():
-            words = line.split()
-            ours = (line.startswith(":") and line[1:].startswith(prefixes)) or (
-                line.startswith("-A")
-                and (
-                    words[1].startswith(prefixes)
-                    or any(
-                        words[i + 1].startswith(prefixes)
-                        for i, word in enumerate(words[:-1])
-                        if word in ("-j", "-g")
-                    )
-                )
-            )
-            if not ours:
-                kept.append(line)
-        if kept != dump.splitlines():
+        kept = without_chains(dump, prefixes)
+        if kept != dump:
             subprocess.run(
                 ["iptables-restore", "-w", "-T", table],
-                input="\n".join(kept) + "\n",
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+                input=kept, capture_output=True, text=True, check=True,
+            )  # fmt: skip
 
 
 def remove() -> None:

@@ -22,7 +22,7 @@ import psycopg2
 import yaml
 
 from blacklist_devtools import images
-from blacklist_devtools.http import get
+from blacklist_devtools.http import answers, get
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.smtp import SmtpServer
@@ -82,7 +82,7 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> d
             # Each replica has reached the ledger too, so a hit is delivered at once.
             if (
                 urls
-                and all(_answers(f"{url}/readyz") for url in urls)
+                and all(answers(f"{url}/readyz") for url in urls)
                 and all(
                     "blacklist_ledger_connected 1.0" in get(f"{url}/metrics", timeout=2).body
                     for url in urls
@@ -94,14 +94,6 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> d
         f"BlacklistService {namespace}/{name} not Ready in {timeout:.0f} s: "
         f"{json.dumps(resource.get('status', {}))}"
     )
-
-
-def _answers(url: str) -> bool:
-    """Tell whether ``url`` answers 200."""
-    try:
-        return get(url, timeout=2).status == 200
-    except OSError:
-        return False
 
 
 def pod_addresses(cluster: Cluster, namespace: str, selector: str) -> list[str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +21,8 @@ import pytest
 
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import images, node, nodeconfig
-from blacklist_devtools.http import get
-from blacklist_devtools.kube import Cluster, wait_until
-from blacklist_devtools.net import free_port, wait_for_port
+from blacklist_devtools.http import answers, get
+from blacklist_devtools.kube import Cluster, port_forward, wait_until
 from blacklist_devtools.network import CLIENT_ADDRESSES, NODE_ADDRESS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -136,7 +134,7 @@ def test_a_node_port_keeps_the_client_address(
     node_url = f"http://{NODE_ADDRESS}:{service['spec']['ports'][0]['nodePort']}"
     banned, bystander = CLIENT_ADDRESSES[2], CLIENT_ADDRESSES[3]
     # kube-proxy serves the port once the endpoint is ready: moments after the rollout.
-    assert wait_until(lambda: _answers(f"{node_url}/?n=88", bystander), timeout=30)
+    assert wait_until(lambda: answers(f"{node_url}/?n=88", bystander), timeout=30)
     assert get(f"{node_url}/?n=88", source=bystander).body == "7744.0"
     assert get(f"{node_url}/blacklisted", source=banned).status == 444
     # The service banned the address it saw, so it saw the client's own address.
@@ -154,18 +152,8 @@ def test_kubectl_logs_exec_and_port_forward(
     get(f"http://{pod['status']['podIP']}:5004/?n=3")
     logs = cluster.kubectl("logs", "-n", namespace, name)
     assert logs.strip(), "kubectl logs returned nothing"
-    port = free_port()
-    forward = subprocess.Popen(
-        [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "port-forward",
-         "-n", namespace, "svc/squares", f"{port}:5004"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port, 30)
+    with port_forward(cluster, namespace, "svc/squares", 5004) as port:
         assert get(f"http://127.0.0.1:{port}/?n=88").body == "7744.0"
-    finally:
-        forward.terminate()
-        forward.wait(10)
 
 
 def test_the_kubelet_restarts_a_container_that_dies(
@@ -187,10 +175,3 @@ def test_the_kubelet_restarts_a_container_that_dies(
     ip = pods(cluster, namespace)[0]["status"]["podIP"]
     assert wait_until(lambda: get(f"http://{ip}:5004/?n=5").body == "25.0", timeout=30)
     assert time.monotonic() - started < 30
-
-
-def _answers(url: str, source: str) -> bool:
-    try:
-        return get(url, source=source, timeout=2).status == 200
-    except OSError:
-        return False

@@ -17,9 +17,8 @@ import pytest
 
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import images, stack
-from blacklist_devtools.http import get
-from blacklist_devtools.kube import Cluster, wait_until
-from blacklist_devtools.net import free_port, wait_for_port
+from blacklist_devtools.http import answers, get
+from blacklist_devtools.kube import Cluster, port_forward, wait_until
 from blacklist_devtools.network import CLIENT_ADDRESSES, NODE_ADDRESS
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -54,24 +53,14 @@ def original(cluster: Cluster) -> Iterator[Cluster]:
 def test_node_port_30911_answers_a_client(original: Cluster) -> None:
     url = f"http://{NODE_ADDRESS}:30911"
     client = CLIENT_ADDRESSES[4]
-    assert wait_until(lambda: _answers(f"{url}/?n=88", client), timeout=30)
+    assert wait_until(lambda: answers(f"{url}/?n=88", client), timeout=30)
     answer = get(f"{url}/?n=88", source=client)
     assert (answer.status, answer.body) == (200, "7744.0")
 
 
 def test_port_forward_to_the_service_answers(original: Cluster) -> None:
-    port = free_port()
-    forward = subprocess.Popen(
-        [original.kubectl_path, "--kubeconfig", str(original.kubeconfig), "-n", NAMESPACE,
-         "port-forward", f"svc/{RELEASE}", f"{port}:5004"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port, 30)
+    with port_forward(original, NAMESPACE, f"svc/{RELEASE}", 5004) as port:
         assert get(f"http://127.0.0.1:{port}/?n=88").body == "7744.0"
-    finally:
-        forward.terminate()
-        forward.wait(10)
 
 
 def test_helm_uninstall_removes_the_resource_and_its_children(original: Cluster) -> None:
@@ -89,10 +78,3 @@ def test_helm_uninstall_removes_the_resource_and_its_children(original: Cluster)
         return not left.strip()
 
     assert wait_until(gone, timeout=60, interval=0.5)
-
-
-def _answers(url: str, source: str) -> bool:
-    try:
-        return get(url, source=source, timeout=2).status == 200
-    except OSError:
-        return False
