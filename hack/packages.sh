@@ -33,6 +33,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 if command -v pg_lsclusters >/dev/null; then
   pg_lsclusters -h 2>/dev/null | while read -r version name _; do
-    pg_ctlcluster "$version" "$name" stop 2>/dev/null || true
+    pg_ctlcluster "$version" "$name" stop >/dev/null 2>&1 || true
   done
 fi

@@ -35,6 +35,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="watch every namespace (the default)",
     )
     parser.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE") or None,
+        metavar="NAMESPACE",
+        help="the namespace of the operator's own pods, the only one whose pods the database "
+        "NetworkPolicies admit as the operator (default: env POD_NAMESPACE, set by the chart; "
+        "none outside the cluster)",
+    )
+    parser.add_argument(
         "--database-address-map",
         default=None,
         help=f'JSON file {{"ns/name": "host:port"}} of database addresses (env {ADDRESS_MAP_ENV})',
@@ -95,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     config = OperatorConfig(
         namespaces=tuple(arguments.namespace),
+        operator_namespace=arguments.operator_namespace,
         database_address_map=address_map_path(arguments.database_address_map),
         peering=None if arguments.standalone else arguments.peering,
         liveness=arguments.liveness,

@@ -22,6 +22,8 @@ class OperatorConfig:
     """Settings chosen at startup."""
 
     namespaces: tuple[str, ...] = ()
+    # Where the operator's own pods run; None outside the cluster.
+    operator_namespace: str | None = None
     database_address_map: Path | None = None
     peering: str | None = None
     liveness: str | None = None

@@ -220,7 +220,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     if event_type == "DELETED":
         return True
     try:
-        children = build_children(parse(instance))
+        children = build_children(parse(instance), runtime.config.operator_namespace)
     except SpecError:
         return False
     wanted = (str(body.get("kind")), str((body.get("metadata") or {}).get("name")))

@@ -162,7 +162,7 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
             outcome.created.append(f"Secret {database_settings_name(bls)}")
     except ApiError as error:
         outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
-    children = build_children(bls)
+    children = build_children(bls, runtime.config.operator_namespace)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in children:
         try:

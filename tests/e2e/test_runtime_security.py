@@ -74,12 +74,12 @@ def can_connect(cluster: Cluster, namespace: str, target: str, container: str, h
     return answer.startswith("open")
 
 
-def run_stranger(cluster: Cluster, namespace: str) -> str:
-    """A pod of the service image without the service's labels; return its name when Ready."""
+def run_stranger(cluster: Cluster, namespace: str, labels: str = "app=stranger") -> str:
+    """A pod of the service image with ``labels``; return its name when Ready."""
     name = f"stranger-{uuid.uuid4().hex[:6]}"
     cluster.kubectl(
         "run", name, "-n", namespace, f"--image={images.reference('service')}",
-        "--image-pull-policy=IfNotPresent", "--labels=app=stranger",
+        "--image-pull-policy=IfNotPresent", f"--labels={labels}",
     )  # fmt: skip
     cluster.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace,
                     "--timeout=120s")  # fmt: skip
@@ -102,6 +102,9 @@ def test_only_the_service_and_the_operator_reach_postgres(
         cluster.kubectl("delete", "pod", same_namespace, "-n", deployed.namespace, "--wait=false")
     elsewhere = run_stranger(cluster, other_namespace)
     assert not can_connect(cluster, other_namespace, elsewhere, elsewhere, host)
+    # Another team's pod that wears the operator's label is still not the operator.
+    impostor = run_stranger(cluster, other_namespace, "app.kubernetes.io/name=blacklist-operator")
+    assert not can_connect(cluster, other_namespace, impostor, impostor, host)
 
 
 def service_pods(deployed: Deployed) -> list[dict[str, Any]]:

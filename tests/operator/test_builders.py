@@ -181,13 +181,21 @@ def test_database_service_configmap_and_policy() -> None:
         "port": "5432",
         "database": "ledger",
     }
-    policy = build_database_network_policy(make())
+    policy = build_database_network_policy(make(), operator_namespace="blacklist-system")
     sources = policy["spec"]["ingress"][0]["from"]
     assert sources[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "service"
+    assert "namespaceSelector" not in sources[0]  # the service's own namespace only
     assert sources[1]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "blacklist-operator"
     }
+    # The operator only from its own namespace: a label is all another team needs to set.
+    assert sources[1]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "blacklist-system"
+    }
     assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "database"
+    # An operator outside the cluster is no pod: no pod is admitted in its name.
+    alone = build_database_network_policy(make())
+    assert len(alone["spec"]["ingress"][0]["from"]) == 1
 
 
 def test_secret_holds_base64_credentials() -> None:

@@ -65,7 +65,7 @@ def test_every_root_filesystem_is_read_only() -> None:
 
 
 def test_postgres_is_reachable_only_from_the_service_and_the_operator() -> None:
-    children = build_children(make({}))
+    children = build_children(make({}), operator_namespace="blacklist-system")
     (service,) = [
         c for c in children if c["kind"] == "Service" and c["metadata"]["name"] == "demo-postgres"
     ]
@@ -81,6 +81,9 @@ def test_postgres_is_reachable_only_from_the_service_and_the_operator() -> None:
     assert peers[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "service"
     assert peers[1]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "blacklist-operator"
+    }
+    assert peers[1]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "blacklist-system"
     }
 
 

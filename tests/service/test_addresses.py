@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blacklist_service.addresses import (
+    UNKNOWN_CLIENT,
     NetworkSet,
     address_key,
     client_address,
@@ -83,8 +84,16 @@ PROXIES = NetworkSet.parse("10.0.0.0/8")
         ("10.0.0.1", "1.1.1.1, 6.6.6.6", PROXIES, "6.6.6.6"),
         # A chain of trusted proxies is walked.
         ("10.0.0.1", "6.6.6.6, 10.0.0.2", PROXIES, "6.6.6.6"),
-        # Garbage in the header: stay with the last trustworthy answer.
-        ("10.0.0.1", "6.6.6.6, junk", PROXIES, "10.0.0.1"),
+        # Garbage reported by a trusted proxy: the client is unknown, never the proxy itself.
+        ("10.0.0.1", "6.6.6.6, junk", PROXIES, UNKNOWN_CLIENT),
+        ("10.0.0.1", "unknown", PROXIES, UNKNOWN_CLIENT),
+        ("10.0.0.1", "", PROXIES, "10.0.0.1"),
+        # Ports, bracketed IPv6 and quoted entries, as proxies write them.
+        ("10.0.0.1", "6.6.6.6:5678", PROXIES, "6.6.6.6"),
+        ("10.0.0.1", "[2001:db8::7]:443", PROXIES, "2001:db8::7"),
+        ("10.0.0.1", '"[2001:db8::7]"', PROXIES, "2001:db8::7"),
+        ("10.0.0.1", "2001:db8::7", PROXIES, "2001:db8::7"),
+        ("10.0.0.1", "6.6.6.6:5678, 10.0.0.2:80", PROXIES, "6.6.6.6"),
         ("10.0.0.1", None, PROXIES, "10.0.0.1"),
         ("::ffff:10.0.0.1", "2001:db8::5", PROXIES, "2001:db8::5"),
     ],

@@ -106,3 +106,21 @@ def test_a_spoofed_forwarded_for_from_an_untrusted_peer_bans_the_peer(
     assert answer.status == 444
     assert get(f"{service.url}/?n=2", source=victim).status == 200
     assert get(f"{service.url}/?n=2", source=attacker).status == 403
+
+
+@pytest.mark.parametrize("reported", ["6.6.6.6:5678", "unknown", "[2001:db8::6]:443", "junk"])
+def test_what_a_trusted_proxy_reports_never_bans_the_proxy(
+    service_factory: ServiceFactory, reported: str
+) -> None:
+    proxy = "127.0.8.20"
+    service = service_factory(TRUSTED_PROXIES="127.0.8.20/32")
+    hit = get(f"{service.url}/blacklisted", source=proxy, headers={"X-Forwarded-For": reported})
+    assert hit.status == 444
+    # The proxy itself, and every other client behind it, still pass.
+    assert get(f"{service.url}/?n=2", source=proxy).status == 200
+    other = {"X-Forwarded-For": "7.7.7.7"}
+    assert get(f"{service.url}/?n=2", source=proxy, headers=other).status == 200
+    if reported == "6.6.6.6:5678":
+        # The client behind the proxy is the one banned, whatever port it came from.
+        banned = {"X-Forwarded-For": "6.6.6.6"}
+        assert get(f"{service.url}/?n=2", source=proxy, headers=banned).status == 403

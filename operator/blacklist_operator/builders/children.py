@@ -21,15 +21,20 @@ from blacklist_operator.builders.service import build_service, build_service_dep
 from blacklist_operator.model import BlacklistService
 
 
-def build_children(bls: BlacklistService) -> list[dict[str, Any]]:
-    """The manifests to apply; volumes and settings before the pods that use them."""
+def build_children(
+    bls: BlacklistService, operator_namespace: str | None = None
+) -> list[dict[str, Any]]:
+    """The manifests to apply; volumes and settings before the pods that use them.
+
+    ``operator_namespace`` is where the operator's own pods run (None outside the cluster).
+    """
     volume = build_persistent_volume(bls)
     return [
         *([volume] if volume is not None else []),
         build_persistent_volume_claim(bls),
         build_database_configmap(bls),
         build_database_service(bls),
-        build_database_network_policy(bls),
+        build_database_network_policy(bls, operator_namespace),
         build_database_deployment(bls),
         build_service_account(bls),
         build_role(bls),

@@ -226,8 +226,28 @@ def build_persistent_volume(bls: BlacklistService) -> dict[str, Any] | None:
     }
 
 
-def build_database_network_policy(bls: BlacklistService) -> dict[str, Any]:
-    """Admit only the service's pods and the operator's pods to PostgreSQL."""
+def build_database_network_policy(
+    bls: BlacklistService, operator_namespace: str | None = None
+) -> dict[str, Any]:
+    """Admit only the service's pods and the operator's pods to PostgreSQL.
+
+    The operator's pods only from ``operator_namespace``, its own: a label is all
+    another team would need to pass for the operator. An operator that runs
+    outside the cluster (no namespace) is no pod, so no pod is admitted in its name.
+    """
+    sources: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)}}
+    ]
+    if operator_namespace is not None:
+        sources.append(
+            {
+                # The operator syncs the ban list from the ledger.
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                },
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_APP_NAME}},
+            }
+        )
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -237,16 +257,7 @@ def build_database_network_policy(bls: BlacklistService) -> dict[str, Any]:
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
-                    "from": [
-                        {"podSelector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)}},
-                        {
-                            # The operator syncs the ban list from the ledger, from any namespace.
-                            "namespaceSelector": {},
-                            "podSelector": {
-                                "matchLabels": {"app.kubernetes.io/name": OPERATOR_APP_NAME}
-                            },
-                        },
-                    ],
+                    "from": sources,
                     "ports": [{"protocol": "TCP", "port": POSTGRES_PORT}],
                 }
             ],
