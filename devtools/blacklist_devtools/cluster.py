@@ -19,6 +19,8 @@ for a second, private cluster beside the one that owns the real node.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -29,7 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -286,8 +288,25 @@ def wait_default_service_account(timeout: float) -> None:
     raise SystemExit("the controller manager did not create ServiceAccount default/default")
 
 
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """Hold the cluster's lock: one ``up`` or ``down`` at a time (a demo and a test run, say)."""
+    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+    with (LOCAL_DIR / "cluster.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def up() -> ClusterState:
-    """Start the control plane, or reuse the one that runs; return its state."""
+    """Start the cluster, or reuse the one that runs; return its state."""
+    with _exclusive():
+        return _up()
+
+
+def _up() -> ClusterState:
     started = time.monotonic()
     state = ClusterState.load()
     if state is not None and healthy(state):
@@ -296,7 +315,7 @@ def up() -> ClusterState:
         return state
     if state is not None:
         log("a previous cluster is partly down; stopping what is left of it")
-        down()
+        _down()
     with_node = node_wanted()
     log(
         "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler"
@@ -310,7 +329,7 @@ def up() -> ClusterState:
         wait_node_ready(SIMULATED_NODE_NAME, READY_TIMEOUT)
         wait_default_service_account(READY_TIMEOUT)
     except BaseException:
-        down()
+        _down()
         raise
     log(
         f"cluster ready at {state.server} in {time.monotonic() - started:.1f} s "
@@ -348,6 +367,11 @@ def restart(component: str, while_down: Callable[[], None] | None = None) -> Pro
 
 def down() -> None:
     """Stop exactly the processes ``up`` recorded, newest first, and remove their state."""
+    with _exclusive():
+        _down()
+
+
+def _down() -> None:
     state = ClusterState.load()
     if state is None:
         log("no cluster state; nothing to stop")
