@@ -175,7 +175,15 @@ class Bench:
             if time.monotonic() - started > timeout:
                 break
             time.sleep(0.05 if count == 1 else 0.5)
-        return time.monotonic() - started, ready
+        elapsed = time.monotonic() - started
+        if not simulated:
+            self.drop(namespace)
+        return elapsed, ready
+
+    def drop(self, namespace: str) -> None:
+        """Delete a namespace of the real node and wait until it is gone, freeing the node."""
+        self.run_kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=180s")
+        self.namespaces.remove(namespace)
 
     def pod_ready_seconds(self, image: str) -> float:
         """Seconds from creating a bare pod of ``image`` on the real node until it is Ready."""
@@ -186,7 +194,9 @@ class Bench:
                          "--image-pull-policy=IfNotPresent", "--restart=Never")  # fmt: skip
         self.run_kubectl("wait", "--for=condition=Ready", f"pod/{name}", "-n", namespace,
                          "--timeout=120s")  # fmt: skip
-        return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        self.drop(namespace)
+        return elapsed
 
     def bare_apply_seconds(self) -> float:
         """Baseline: ``kubectl apply`` of the same children on the real node until Available."""
@@ -201,7 +211,9 @@ class Bench:
         self.run_kubectl("apply", "--server-side", "-f", "-", stdin=document)
         self.run_kubectl("wait", "--for=condition=Available", "--timeout=300s", "-n", namespace,
                          "deployment/bare", "deployment/bare-postgres")  # fmt: skip
-        return time.monotonic() - started
+        elapsed = time.monotonic() - started
+        self.drop(namespace)
+        return elapsed
 
     def cleanup(self) -> None:
         """Delete the namespaces while the operator still runs (it removes its finalizers).

@@ -116,6 +116,10 @@ def kwok_argv(binary: str, kubeconfig: Path, stages: Path, ports: dict[str, int]
         # Only the simulated node: the real node belongs to its kubelet.
         "--manage-all-nodes=false",
         "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        # Renew the node's Lease, as a kubelet does: without it the node's health rests on
+        # status updates kwok makes about once a minute, the node controller marks the
+        # node NotReady between two, and every pod on it loses Ready for good.
+        "--node-lease-duration-seconds=40",
         f"--config={stages}",
         f"--cidr={SIMULATED_POD_CIDR}",
         "--node-ip=127.0.0.1",

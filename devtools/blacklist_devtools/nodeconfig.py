@@ -168,7 +168,9 @@ def kube_proxy_config(kubeconfig: Path, healthz_port: int, metrics_port: int) ->
         "oomScoreAdj": 0,
         # NodePorts on the node's address only: no route_localnet, no localhost NodePorts.
         "nodePortAddresses": [f"{NODE_ADDRESS}/32"],
-        "iptables": {"localhostNodePorts": False, "minSyncPeriod": "0s", "syncPeriod": "30s"},
+        # Batch rule updates (upstream default): hundreds of churning Services would
+        # otherwise rewrite the tables back to back and starve a 2-core node.
+        "iptables": {"localhostNodePorts": False, "minSyncPeriod": "1s", "syncPeriod": "30s"},
         # Leave the host's conntrack table size and timeouts as they are.
         "conntrack": {
             "maxPerCore": 0,

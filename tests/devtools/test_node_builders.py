@@ -74,6 +74,7 @@ def test_kwok_manages_the_simulated_node_only() -> None:
     argv = controlplane.kwok_argv("kwok", Path("/k"), Path("/s"), {"kwok": 1})
     assert "--manage-all-nodes=false" in argv
     assert "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake" in argv
+    assert "--node-lease-duration-seconds=40" in argv
     node = controlplane.simulated_node_manifest()
     assert node["spec"]["taints"] == [controlplane.SIMULATED_NODE_TAINT]
 
