@@ -192,6 +192,12 @@ class Deployed:
         return get_json(self.cluster, "blacklistservice", self.name, "-n", self.namespace)
 
 
+def operator_image_values() -> list[str]:
+    """Helm ``--set`` arguments that run the operator image ``make images`` built."""
+    repository, _, tag = images.reference("operator").rpartition(":")
+    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+
+
 def example_resource(
     namespace: str, smtp_host: str, smtp_port: int, replicas: int | None = None
 ) -> dict[str, Any]:
@@ -237,7 +243,7 @@ def deploy(
         helm(
             cluster, helm_path, "install", deployment.release, str(CHART),
             "--namespace", deployment.operator_namespace, "--create-namespace",
-            "--wait", "--timeout", "120s",
+            "--wait", "--timeout", "120s", *operator_image_values(),
         )  # fmt: skip
         cluster.kubectl("create", "namespace", deployment.namespace)
         resource = example_resource(deployment.namespace, smtp.host, smtp.port, replicas)
