@@ -59,14 +59,6 @@ LEDGER = (
 )
 
 
-def local_images() -> dict[str, Any]:
-    """The images ``make images`` built, for CRs whose pods run on the real node."""
-    return {
-        "image": images.reference("service"),
-        "database": {"image": images.reference("postgres")},
-    }
-
-
 class Bench:
     """The cluster, its clients and one operator subprocess."""
 
@@ -139,7 +131,7 @@ class Bench:
             "apiVersion": "blacklist.dev/v1",
             "kind": "BlacklistService",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {**(SIMULATED_IMAGES if simulated else local_images()), **spec},
+            "spec": {**(SIMULATED_IMAGES if simulated else images.spec_images()), **spec},
         }
         self.custom.create_namespaced_custom_object(
             "blacklist.dev", "v1", namespace, "blacklistservices", body
@@ -202,7 +194,7 @@ class Bench:
         """Baseline: ``kubectl apply`` of the same children on the real node until Available."""
         namespace = self.namespace(simulated=False)
         bls = parse({"metadata": {"name": "bare", "namespace": namespace, "uid": "x"},
-                     "spec": local_images()})  # fmt: skip
+                     "spec": images.spec_images()})  # fmt: skip
         manifests = [*build_children(bls), build_database_secret(bls, "password")]
         for manifest in manifests:
             manifest["metadata"].pop("ownerReferences", None)

@@ -50,8 +50,13 @@ KUBECONFIG = LOCAL_DIR / "kubeconfig"
 STATE_FILE = STATE_DIR / "state.json"
 
 READY_TIMEOUT = 180.0
-# The node's components, each with its own API identity.
-NODE_USERS = ("node", "kube-proxy", "coredns", "network-policies")
+# The node's components, each with its own API identity: (user, groups) by component.
+NODE_IDENTITIES = {
+    "node": (f"system:node:{nodeconfig.NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", ""),
+    "coredns": ("system:coredns", ""),
+    "network-policies": ("system:network-policies", ""),
+}
 
 
 def node_wanted() -> bool:
@@ -197,13 +202,14 @@ def _start_control_plane(with_node: bool) -> ClusterState:
         )
     }  # fmt: skip
     # One bearer token per identity: the admin and each of the node's components.
-    tokens = {user: secrets.token_hex(24) for user in ("admin", *NODE_USERS)}
+    identities = {"admin": ("admin", "system:masters"), **NODE_IDENTITIES}
+    tokens = {component: secrets.token_hex(24) for component in identities}
+    # token,user,uid[,"group"]: the format of --token-auth-file.
     (STATE_DIR / "tokens.csv").write_text(
-        f"{tokens['admin']},admin,admin,system:masters\n"
-        f"{tokens['node']},system:node:{nodeconfig.NODE_NAME},node,system:nodes\n"
-        f"{tokens['kube-proxy']},system:kube-proxy,kube-proxy\n"
-        f"{tokens['coredns']},system:coredns,coredns\n"
-        f"{tokens['network-policies']},system:network-policies,network-policies\n"
+        "".join(
+            f"{tokens[component]},{user},{component}" + (f',"{groups}"' if groups else "") + "\n"
+            for component, (user, groups) in identities.items()
+        )
     )
     # With the node, the API server listens on the node's address, where pods reach it
     # through the `kubernetes` Service; without it, on loopback only.
@@ -242,7 +248,7 @@ def _start_control_plane(with_node: bool) -> ClusterState:
     )
     if with_node:
         kubeconfigs = {}
-        for user in NODE_USERS:
+        for user in NODE_IDENTITIES:
             kubeconfigs[user] = STATE_DIR / f"{user}.kubeconfig"
             write_kubeconfig(kubeconfigs[user], server, tokens[user])
         node.start(LOCAL_DIR, STATE_DIR, pki, ports, kubeconfigs, start, binary)

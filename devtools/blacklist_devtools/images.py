@@ -28,3 +28,8 @@ def manifest() -> dict[str, Any]:
 def reference(kind: str) -> str:
     """``repository:tag`` of the ``service``, ``operator`` or ``postgres`` image."""
     return str(manifest()[kind])
+
+
+def spec_images() -> dict[str, Any]:
+    """The ``BlacklistService`` spec fields that run the local images on the node."""
+    return {"image": reference("service"), "database": {"image": reference("postgres")}}

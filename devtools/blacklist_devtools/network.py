@@ -94,10 +94,9 @@ def set_sysctl(name: str, value: str) -> None:
     (Path("/proc/sys") / name).write_text(value)
 
 
-def link_exists(name: str, netns: str | None = None) -> bool:
-    """Tell whether a network interface exists (in ``netns`` when given)."""
-    prefix = ("ip", "-n", netns) if netns else ("ip",)
-    return run(*prefix, "link", "show", name, check=False).returncode == 0
+def link_exists(name: str) -> bool:
+    """Tell whether a network interface exists."""
+    return run("ip", "link", "show", name, check=False).returncode == 0
 
 
 def netns_exists(name: str) -> bool:
@@ -203,7 +202,9 @@ def client_address(index: int) -> str:
     """The ``index``-th address of the client range (0 … 65,023), for many distinct clients."""
     if not 0 <= index < 254 * 256:
         raise ValueError(f"no client address number {index}")
-    return f"10.251.{index // 254}.{index % 254 + 1}"
+    # Host parts 1 to 254 of each /24 of the range: none ends in .0 or .255.
+    first = ipaddress.ip_network(CLIENT_RANGE).network_address
+    return str(first + 256 * (index // 254) + index % 254 + 1)
 
 
 def is_client_address(address: str) -> bool:

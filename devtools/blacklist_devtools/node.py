@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -115,12 +116,12 @@ def ctr(local_dir: Path, ctr_path: str, *arguments: str) -> str:
 def import_images(local_dir: Path, ctr_path: str, archives: list[Path]) -> list[str]:
     """Import image archives into the node's containerd; return the references now present."""
     for archive in archives:
-        # Pinned: the kubelet never garbage-collects an image it could not pull back.
         ctr(local_dir, ctr_path, "images", "import", str(archive))
-    listing = ctr(local_dir, ctr_path, "images", "list", "--quiet")
-    references = listing.split()
+    references = ctr(local_dir, ctr_path, "images", "list", "--quiet").split()
+    # Pinned: the kubelet never garbage-collects an image it could not pull back. The
+    # CRI's own ``sha256:`` aliases follow their named image.
     for reference in references:
-        with contextlib.suppress(RuntimeError):
+        if not reference.startswith("sha256:"):
             ctr(local_dir, ctr_path, "images", "label", reference,
                 "io.cri-containerd.pinned=pinned")  # fmt: skip
     return references
@@ -181,8 +182,7 @@ def teardown_host(local_dir: Path, state_dir: Path, kube_proxy_path: str | None)
     network.remove()
     remove_pod_cgroups()
     network.restore_sysctls(state_dir / "sysctls.json")
-    with contextlib.suppress(OSError):
-        subprocess.run(["rm", "-rf", str(runtime_dir(local_dir))], check=False)
+    shutil.rmtree(runtime_dir(local_dir), ignore_errors=True)
 
 
 def image_archives(local_dir: Path) -> list[Path]:

@@ -234,35 +234,35 @@ def dns_manifests() -> list[dict[str, Any]]:
             "endpoints": [{"addresses": [NODE_ADDRESS], "conditions": {"ready": True}}],
             "ports": [{"name": name, "port": 53, "protocol": protocol} for name, protocol in ports],
         },
+        *reader_role(
+            "system:coredns",
+            {
+                "": ["endpoints", "services", "pods", "namespaces"],
+                "discovery.k8s.io": ["endpointslices"],
+            },
+        ),
+    ]
+
+
+def reader_role(user: str, resources: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """A ClusterRole ``user`` that lists and watches ``resources`` by API group, bound to it."""
+    rbac = "rbac.authorization.k8s.io"
+    return [
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "apiVersion": f"{rbac}/v1",
             "kind": "ClusterRole",
-            "metadata": {"name": "system:coredns"},
+            "metadata": {"name": user},
             "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["endpoints", "services", "pods", "namespaces"],
-                    "verbs": ["list", "watch"],
-                },
-                {
-                    "apiGroups": ["discovery.k8s.io"],
-                    "resources": ["endpointslices"],
-                    "verbs": ["list", "watch"],
-                },
+                {"apiGroups": [group], "resources": kinds, "verbs": ["list", "watch"]}
+                for group, kinds in resources.items()
             ],
         },
         {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "apiVersion": f"{rbac}/v1",
             "kind": "ClusterRoleBinding",
-            "metadata": {"name": "system:coredns"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:coredns",
-            },
-            "subjects": [
-                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}
-            ],
+            "metadata": {"name": user},
+            "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": user},
+            "subjects": [{"apiGroup": rbac, "kind": "User", "name": user}],
         },
     ]
 
@@ -307,34 +307,7 @@ def network_policy_rbac() -> list[dict[str, Any]]:
     NetworkPolicies. It writes nothing (its event recorder never records) and reads
     nodes only with the AdminNetworkPolicy flags, which stay off.
     """
-    name = "system:network-policies"
-    return [
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": name},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["pods", "namespaces"],
-                    "verbs": ["list", "watch"],
-                },
-                {
-                    "apiGroups": ["networking.k8s.io"],
-                    "resources": ["networkpolicies"],
-                    "verbs": ["list", "watch"],
-                },
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": name},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": name}],
-        },
-    ]
+    return reader_role(
+        "system:network-policies",
+        {"": ["pods", "namespaces"], "networking.k8s.io": ["networkpolicies"]},
+    )

@@ -128,20 +128,12 @@ def get_json(cluster: Cluster, *arguments: str) -> dict[str, Any] | None:
     return json.loads(output) if output.strip() else None
 
 
-def local_images() -> dict[str, Any]:
-    """The images ``make images`` built, which the local node runs as real containers."""
-    return {
-        "image": images.reference("service"),
-        "database": {"image": images.reference("postgres")},
-    }
-
-
 def blacklist_service(
     name: str, namespace: str, *, local: bool = True, **spec: Any
 ) -> dict[str, Any]:
     """A BlacklistService manifest; by default with the locally built images."""
     if local:
-        built = local_images()
+        built = images.spec_images()
         database = {**built["database"], **spec.get("database", {})}
         spec = {**built, **spec, "database": database}
     return {
