@@ -19,6 +19,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^([0-9]{1,7}[smhd])+$")
+_DURATION_PART = re.compile(r"([0-9]+)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_BAN_DURATION_SECONDS = 3650 * 86400
 
 DEFAULT_IMAGE = "flask-blacklist-svc:v1"
 DEFAULT_DATABASE_IMAGE = "postgres:16"
@@ -94,6 +98,10 @@ class BlacklistServiceSpec:
     )
     trusted_proxies: tuple[IPNetwork, ...] = ()
     allowlist: tuple[IPNetwork, ...] = ()
+    # Seconds a ban lasts after the address's latest hit; None: until lifted.
+    ban_duration: int | None = None
+    # Server worker processes per container; None: derived from the container's limits.
+    workers: int | None = None
     mail: MailSpec = field(default_factory=MailSpec)
     database: DatabaseSpec = field(default_factory=DatabaseSpec)
 
@@ -137,6 +145,8 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
         resources=_resources(spec, "spec.resources", DEFAULT_SERVICE_RESOURCES),
         trusted_proxies=_networks(spec, "trustedProxies", "spec.trustedProxies"),
         allowlist=_networks(spec, "allowlist", "spec.allowlist"),
+        ban_duration=_duration(spec, "banDuration", "spec.banDuration"),
+        workers=_optional_integer(spec, "workers", "spec.workers", 1, 64),
         mail=_parse_mail(mail),
         database=_parse_database(database),
     )
@@ -245,6 +255,26 @@ def _optional_integer(
     if parent.get(key) is None:
         return None
     return _integer(parent, key, path, low, low, high)
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a duration such as ``30m``, ``24h``, ``7d`` or ``1d12h`` (ValueError if not)."""
+    if not _DURATION.match(text):
+        raise ValueError(f"{text!r} is not a duration such as 30m, 24h or 7d")
+    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def _duration(parent: Mapping[str, Any], key: str, path: str) -> int | None:
+    value = parent.get(key)
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(str(value))
+    except ValueError as error:
+        raise SpecError(path, str(error)) from None
+    if not 1 <= seconds <= MAX_BAN_DURATION_SECONDS:
+        raise SpecError(path, "must be from 1s to 3650d")
+    return seconds
 
 
 def _networks(parent: Mapping[str, Any], key: str, path: str) -> tuple[IPNetwork, ...]:

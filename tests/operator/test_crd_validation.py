@@ -39,6 +39,9 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
         "spec.database.storage",
     ),
     ({"resources": {"requests": {"memory": "lots"}}}, "spec.resources.requests.memory"),
+    ({"banDuration": "24 hours"}, "spec.banDuration"),
+    ({"banDuration": "-1h"}, "spec.banDuration"),
+    ({"workers": 0}, "spec.workers"),
 ]
 
 

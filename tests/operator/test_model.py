@@ -57,6 +57,10 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"database": {"storage": {"size": "lots"}}}, "spec.database.storage.size"),
         ({"database": {"storage": {"hostPath": "relative"}}}, "spec.database.storage.hostPath"),
         ({"resources": {"requests": {"gpu": "1"}}}, "spec.resources.requests.gpu"),
+        ({"banDuration": "1 day"}, "spec.banDuration"),
+        ({"banDuration": "0s"}, "spec.banDuration"),
+        ({"banDuration": "3651d"}, "spec.banDuration"),
+        ({"workers": 0}, "spec.workers"),
     ],
 )
 def test_what_the_schema_should_have_caught_is_a_spec_error(
@@ -66,3 +70,11 @@ def test_what_the_schema_should_have_caught_is_a_spec_error(
         parse_spec(spec)
     assert caught.value.field_path == field_path
     assert field_path in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("24h", 86400), ("7d", 604800), ("1d12h", 129600)]
+)
+def test_ban_durations_are_parsed_in_seconds(text: str, seconds: int) -> None:
+    assert parse_spec({"banDuration": text}).ban_duration == seconds
+    assert parse_spec({}).ban_duration is None
