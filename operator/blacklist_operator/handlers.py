@@ -238,8 +238,7 @@ def _child_changed(runtime: Runtime, event_type: str | None, body: kopf.Body) ->
     name = str(metadata.get("name"))
     if labels.get(COMPONENT_LABEL) == COMPONENT_BANLIST:
         text = (body.get("data") or {}).get("addresses")
-        written = runtime.written_shards.get((key[0], name))
-        if event_type == "DELETED" or (written is not None and text != written):
+        if event_type == "DELETED" or runtime.written_shards.differs(key[0], name, text):
             runtime.banlists.wake(key, "drift")
         return
     if body.get("kind") == "Deployment":

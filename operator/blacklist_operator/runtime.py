@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from blacklist_operator.apply import KubernetesApi
+from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS, banlist_shard_name
 from blacklist_operator.config import AddressMap, OperatorConfig
 
 InstanceKey = tuple[str, str]
@@ -102,6 +105,49 @@ class Instances:
         return len(self._bodies)
 
 
+class WrittenShards:
+    """Digests of the ban-list texts the sync last wrote, shared by its threads and the loop.
+
+    A watch event whose text differs from the digest is an edit by someone else.
+    Digests, not texts: sixteen full shards would hold 16 MB per instance.
+    """
+
+    def __init__(self) -> None:
+        self._digests: dict[tuple[str, str], bytes] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(text: str) -> bytes:
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def remember(self, namespace: str, name: str, text: str) -> None:
+        """Record that ConfigMap ``name`` now holds ``text``."""
+        digest = self._digest(text)
+        with self._lock:
+            self._digests[(namespace, name)] = digest
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Forget ConfigMap ``name`` (the sync deleted it)."""
+        with self._lock:
+            self._digests.pop((namespace, name), None)
+
+    def forget_instance(self, namespace: str, instance: str) -> None:
+        """Forget every shard of ``instance`` (and no other instance's, whatever its name)."""
+        with self._lock:
+            for index in range(MAX_BANLIST_SHARDS):
+                self._digests.pop((namespace, banlist_shard_name(instance, index)), None)
+
+    def differs(self, namespace: str, name: str, text: str | None) -> bool:
+        """Whether ``text`` is not what the sync wrote (False for a shard it never wrote)."""
+        with self._lock:
+            written = self._digests.get((namespace, name))
+        return written is not None and (text is None or self._digest(text) != written)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._digests)
+
+
 @dataclass
 class Runtime:
     """The operator's shared state: settings, the API, the instances and the work queues."""
@@ -119,8 +165,8 @@ class Runtime:
     banlists: WorkQueue = field(default_factory=WorkQueue)
     # (namespace, Deployment name) -> (all replicas available, why not): from the watch.
     deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)
-    # (namespace, ConfigMap name) -> the ``addresses`` text the ban sync last wrote.
-    written_shards: dict[tuple[str, str], str] = field(default_factory=dict)
+    # What the ban sync last wrote into each ban-list ConfigMap.
+    written_shards: WrittenShards = field(default_factory=lambda: WrittenShards())
     # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.
     handler_context: contextvars.Context | None = None
     # The shared worker tasks, cancelled by the cleanup handler.

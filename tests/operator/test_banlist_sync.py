@@ -91,11 +91,12 @@ def shards(operator: OperatorProcess, namespace: str) -> list[str]:
     first = get_json(operator.cluster, "configmap", "bl-banlist", "-n", namespace)
     if first is None:
         return []
-    addresses: list[str] = first["data"]["addresses"].split()
+    texts = [first["data"]["addresses"]]
     for index in range(1, int(first["data"]["shards"])):
         shard = get_json(operator.cluster, "configmap", f"bl-banlist-{index}", "-n", namespace)
-        addresses += (shard or {}).get("data", {}).get("addresses", "").split()
-    return addresses
+        texts.append((shard or {}).get("data", {}).get("addresses", ""))
+    # A line is "ADDRESS" or "ADDRESS EXPIRY".
+    return [line.split()[0] for text in texts for line in text.splitlines() if line.strip()]
 
 
 def status(operator: OperatorProcess, namespace: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from blacklist_operator.builders import (
     build_service_account,
     build_service_deployment,
 )
+from blacklist_operator.builders.banlist import ShardState
 from blacklist_operator.builders.database import PASSWORD_ALPHABET, generate_password
 from blacklist_operator.model import BlacklistService, parse
 
@@ -117,6 +118,7 @@ def test_service_environment_follows_the_contract() -> None:
         "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
     )
     assert env["ALLOWLIST"]["value"] == "10.0.0.0/8,127.0.0.1/32"
+    assert env["BAN_DURATION"]["value"] == ""
     assert env["TRUSTED_PROXIES"]["value"] == "192.168.0.0/16"
     assert env["ALERT_RECIPIENT"]["value"] == "test@domain.com"
     assert env["MAIL_SERVER"]["value"] == "smtp.example"
@@ -254,18 +256,25 @@ def test_rbac_reads_only_the_ban_list() -> None:
 
 
 def test_banlist_shards() -> None:
-    first = build_banlist_shard(
-        make(), 0, "1.2.3.4\n", shard_count=2, count=5, cursor=9, allowlist_key="k"
-    )
+    state = ShardState(
+        shard_count=2, count=5, cursor=9, lift_cursor=3, lifts_seen=1234, ledger_table=77,
+        filter_key="k",
+    )  # fmt: skip
+    first = build_banlist_shard(make(), 0, "1.2.3.4\n", state)
     assert first["metadata"]["name"] == "demo-banlist"
     assert first["metadata"]["labels"]["app.kubernetes.io/component"] == "banlist"
     assert first["data"] == {"addresses": "1.2.3.4\n", "shards": "2", "count": "5"}
-    assert first["metadata"]["annotations"]["blacklist.dev/ledger-cursor"] == "9"
-    second = build_banlist_shard(
-        make(), 1, "5.6.7.8\n", shard_count=2, count=5, cursor=9, allowlist_key="k"
-    )
+    assert first["metadata"]["annotations"] == {
+        "blacklist.dev/ledger-cursor": "9",
+        "blacklist.dev/lift-cursor": "3",
+        "blacklist.dev/ledger-table": "77",
+        "blacklist.dev/allowlist": "k",
+        "blacklist.dev/lifts-seen": "1234",
+    }
+    second = build_banlist_shard(make(), 1, "5.6.7.8 1767225600\n", state)
     assert second["metadata"]["name"] == "demo-banlist-1"
-    assert second["data"] == {"addresses": "5.6.7.8\n"}
+    assert second["data"] == {"addresses": "5.6.7.8 1767225600\n"}
+    assert second["metadata"]["annotations"] == {"blacklist.dev/lifts-seen": "1234"}
 
 
 def test_builders_are_deterministic() -> None:

@@ -36,7 +36,11 @@ from blacklist_operator.apply import ApiError
 from blacklist_operator.banlist import ledger
 from blacklist_operator.banlist.sync import BanListSync, SyncReport
 from blacklist_operator.builders.database import database_host
-from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
+from blacklist_operator.builders.naming import (
+    MAX_BANLIST_SHARDS,
+    POSTGRES_PORT,
+    database_settings_name,
+)
 from blacklist_operator.builders.status import (
     BANLIST_SYNCED,
     DATABASE_READY,
@@ -121,7 +125,8 @@ def _synced(report: SyncReport) -> tuple[bool, str, str]:
         return (
             False,
             "BanListFull",
-            f"{report.overflow} addresses left out: the ban list is limited to 16 ConfigMaps",
+            f"{report.overflow} addresses left out: the ban list is limited to "
+            f"{MAX_BANLIST_SHARDS} ConfigMaps",
         )
     if not report.table_exists:
         return True, "LedgerNotCreated", "the ledger table does not exist yet; nothing is banned"
@@ -209,9 +214,7 @@ class BanSyncSupervisor:
         if state.timer is not None:
             state.timer.cancel()
         self._close(state)
-        for shard in [shard for shard in self._runtime.written_shards if shard[0] == key[0]]:
-            if shard[1].startswith(f"{key[1]}-banlist"):
-                self._runtime.written_shards.pop(shard, None)
+        self._runtime.written_shards.forget_instance(*key)
 
     def _close(self, state: InstanceState) -> None:
         self._unwatch(state)

@@ -1,14 +1,24 @@
-"""Reading the ledger table ``denied_access_ledger`` incrementally, with an id cursor.
+"""Reading the ledger ``denied_access_ledger`` and the lift table ``denied_access_lifts``.
 
-Rows can commit out of ``id`` order (concurrent transactions), so each read
-starts ``WINDOW`` ids behind the cursor; bans are a set, so rows read twice are
-harmless. Each read returns at most ``BATCH`` rows, which bounds the cost of
-one cycle; a caller loops while a read comes back full.
+Rows can commit out of ``id`` order (concurrent transactions: a courier that
+took ids 1-500 may commit after another committed 501-1000). An incremental
+read therefore takes the table's ``SHARE`` lock for the few milliseconds of one
+``SELECT``: every ``INSERT`` holds ``ROW EXCLUSIVE`` on the table from before
+its ids are drawn until it commits, so while the reader holds ``SHARE`` no
+transaction holding an id is in flight, and every id at or below the highest
+one read is committed (or rolled back for good). Such a read is *exact* and
+its cursor can never skip a row. When the lock cannot be had within
+``LOCK_TIMEOUT_MS`` (a session sitting in an open transaction after an
+``INSERT``), the read goes ahead without it and says so; the caller keeps its
+exact cursor and reads from there again once the lock is free.
+
+Times are Unix milliseconds; addresses are keys of :mod:`.shards`.
 """
 
 from __future__ import annotations
 
-import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +26,17 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from blacklist_operator.banlist.shards import IPV6_FLAG, address_key, key_text
+
 LEDGER_TABLE = "denied_access_ledger"
-WINDOW = 1000
+LIFTS_TABLE = "denied_access_lifts"
 BATCH = 50_000
+LOCK_TIMEOUT_MS = 1000
+# Rows fetched per round trip when streaming the whole ledger.
+STREAM_ROWS = 20_000
+_LATEST = f"SELECT ip_address, (extract(epoch FROM max(time)) * 1000)::bigint FROM {LEDGER_TABLE}"  # noqa: S608 (constant table name)
+STREAM_QUERY = f"{_LATEST} GROUP BY ip_address"
+LATEST_QUERY = f"{_LATEST} WHERE ip_address = ANY(%s) GROUP BY ip_address"
 
 
 @dataclass(frozen=True)
@@ -33,12 +51,20 @@ class DatabaseAddress:
 
 
 @dataclass(frozen=True)
-class LedgerRead:
-    """One batch of the ledger: normalised addresses and the new cursor."""
+class TableRead:
+    """One batch of a table read past a cursor."""
 
-    addresses: list[str]
-    cursor: int
+    # (address key, time in Unix ms) of each row whose address parses.
+    rows: list[tuple[int, int]]
+    # The highest id read, or the cursor when nothing was.
+    last_id: int
+    # Whether the batch was as large as asked (more may follow at once).
     full: bool
+    # Read under the table's SHARE lock: no id at or below ``last_id`` can still commit.
+    exact: bool
+    # The table's highest id and identity: a lower id or another oid means it was recreated.
+    newest_id: int = 0
+    table_oid: int = 0
     table_exists: bool = True
 
 
@@ -57,60 +83,118 @@ def connect(address: DatabaseAddress, *, autocommit: bool = True) -> Any:
     return connection
 
 
-def normalise(raw: str) -> str | None:
-    """The canonical text of an address (``::ffff:1.2.3.4`` → ``1.2.3.4``), or None."""
-    try:
-        address = ipaddress.ip_address(raw.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
+@contextmanager
+def _transaction(connection: Any) -> Iterator[Any]:
+    """A transaction on an autocommit connection (the one that LISTENs)."""
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        cursor.execute("COMMIT")
 
 
-def read_since(connection: Any, cursor: int, batch: int = BATCH) -> LedgerRead:
-    """Rows from ``WINDOW`` ids behind ``cursor`` on, at most ``batch`` of them."""
-    low = max(0, cursor - WINDOW)
+def _lock(cursor: Any, table: str) -> bool:
+    """Take ``table``'s SHARE lock within ``LOCK_TIMEOUT_MS``; False if it was not free."""
+    cursor.execute("SAVEPOINT before_lock")
+    cursor.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
     try:
-        with connection.cursor() as database_cursor:
-            database_cursor.execute(
-                f"SELECT id, ip_address FROM {LEDGER_TABLE} WHERE id > %s ORDER BY id LIMIT %s",  # noqa: S608 (constant table name)
-                (low, batch),
-            )
-            rows = database_cursor.fetchall()
-    except psycopg2.errors.UndefinedTable:
-        # The service creates the table on its first start; until then nothing is banned.
+        cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
+    except psycopg2.errors.LockNotAvailable:
+        cursor.execute("ROLLBACK TO SAVEPOINT before_lock")
+        return False
+    return True
+
+
+def _table_oid(cursor: Any, table: str) -> int | None:
+    cursor.execute("SELECT to_regclass(%s)::oid", (table,))
+    (oid,) = cursor.fetchone()
+    return None if oid is None else int(oid)
+
+
+def _read(connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool) -> TableRead:
+    with _transaction(connection) as cursor:
+        oid = _table_oid(cursor, table)
+        if oid is None:
+            return TableRead([], cursor_id, False, True, table_exists=False)
+        exact = _lock(cursor, table) if lock else False
+        cursor.execute(
+            f"SELECT id, ip_address, (extract(epoch FROM time) * 1000)::bigint FROM {table} "  # noqa: S608 (constant table name)
+            "WHERE id > %s ORDER BY id LIMIT %s",
+            (cursor_id, batch),
+        )
+        fetched = cursor.fetchall()
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")  # noqa: S608 (constant table name)
+        (newest,) = cursor.fetchone()
+    rows = [(key, int(ms)) for _, raw, ms in fetched if (key := address_key(str(raw))) is not None]
+    last_id = max([cursor_id, *(int(row[0]) for row in fetched)])
+    return TableRead(rows, last_id, len(fetched) == batch, exact, int(newest), oid)
+
+
+def read_hits(connection: Any, cursor_id: int, *, exact: bool, batch: int = BATCH) -> TableRead:
+    """Ledger rows past ``cursor_id``: under the SHARE lock when ``exact`` is asked."""
+    return _read(connection, LEDGER_TABLE, cursor_id, batch, lock=exact)
+
+
+def read_lifts(connection: Any, cursor_id: int, batch: int = BATCH) -> TableRead:
+    """Lift rows past ``cursor_id``, always under the lock (lifts are few and rare)."""
+    return _read(connection, LIFTS_TABLE, cursor_id, batch, lock=True)
+
+
+def newest_hit_id(connection: Any) -> tuple[int, bool]:
+    """The ledger's highest id, read under the SHARE lock if free, and whether it was."""
+    with _transaction(connection) as cursor:
+        if _table_oid(cursor, LEDGER_TABLE) is None:
+            return 0, True
+        exact = _lock(cursor, LEDGER_TABLE)
+        cursor.execute(f"SELECT coalesce(max(id), 0) FROM {LEDGER_TABLE}")  # noqa: S608 (constant table name)
+        (newest,) = cursor.fetchone()
+    return int(newest), exact
+
+
+def stream_latest_hits(connection: Any) -> Iterator[tuple[int, int]]:
+    """The latest hit of every address in the ledger, streamed (the ledger may be huge)."""
+    with _transaction(connection) as cursor:
+        if _table_oid(cursor, LEDGER_TABLE) is None:
+            return
+    connection.autocommit = False
+    try:
+        with connection.cursor(name="blacklist_rescan") as cursor:
+            cursor.itersize = STREAM_ROWS
+            cursor.execute(STREAM_QUERY)
+            for raw, ms in cursor:
+                key = address_key(str(raw))
+                if key is not None:
+                    yield key, int(ms)
+        connection.commit()
+    except BaseException:
         connection.rollback()
-        return LedgerRead(addresses=[], cursor=cursor, full=False, table_exists=False)
-    addresses = [address for _, raw in rows if (address := normalise(str(raw))) is not None]
-    new_cursor = max([cursor, *(int(row_id) for row_id, _ in rows)])
-    return LedgerRead(addresses=addresses, cursor=new_cursor, full=len(rows) == batch)
+        raise
+    finally:
+        connection.autocommit = True
 
 
-def read_all(connection: Any, limit: int) -> LedgerRead:
-    """Every distinct address in the ledger (at most ``limit``), for a full rescan.
-
-    The cursor is the highest id before the read: rows committed later are
-    picked up by the next incremental read, which starts a window behind it.
-    """
-    try:
-        with connection.cursor() as database_cursor:
-            database_cursor.execute(f"SELECT coalesce(max(id), 0) FROM {LEDGER_TABLE}")  # noqa: S608 (constant table name)
-            (cursor,) = database_cursor.fetchone()
-            database_cursor.execute(
-                f"SELECT DISTINCT ip_address FROM {LEDGER_TABLE} LIMIT %s",  # noqa: S608 (constant table name)
-                (limit,),
-            )
-            rows = database_cursor.fetchall()
-    except psycopg2.errors.UndefinedTable:
-        connection.rollback()
-        return LedgerRead(addresses=[], cursor=0, full=False, table_exists=False)
-    addresses = [address for (raw,) in rows if (address := normalise(str(raw))) is not None]
-    return LedgerRead(addresses=addresses, cursor=int(cursor), full=len(rows) == limit)
+def latest_hits(connection: Any, keys: list[int]) -> dict[int, int]:
+    """The latest hit (Unix ms) of each of ``keys`` that has one, in any form it was written in."""
+    forms: list[str] = []
+    for key in keys:
+        forms.append(key_text(key))
+        if not key & IPV6_FLAG:
+            forms.append(f"::ffff:{key_text(key)}")
+    latest: dict[int, int] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(LATEST_QUERY, (forms,))
+        for raw, ms in cursor.fetchall():
+            found = address_key(str(raw))
+            if found is not None:
+                latest[found] = max(latest.get(found, 0), int(ms))
+    return latest
 
 
 def listen(connection: Any) -> None:
-    """Subscribe ``connection`` to the service's NOTIFY after each ledger insert."""
+    """Subscribe ``connection`` to the NOTIFY after each ledger insert and each lift."""
     with connection.cursor() as database_cursor:
         database_cursor.execute(f"LISTEN {LEDGER_TABLE}")
 

@@ -1,35 +1,55 @@
 """One instance's ban sync, step by step (blocking): load, read the ledger, write shards.
 
-The state that matters survives restarts in the ConfigMaps themselves: the
-addresses, and in annotations of ``N-banlist`` the ledger cursor and a digest of
-the allowlist the list was filtered with. Shard 0 is written last, so its
-cursor never runs ahead of the addresses in the other shards.
+An address is banned when the ledger holds a row for it later than its latest
+lift (``denied_access_lifts``) and, with ``spec.banDuration`` set, that row is
+younger than the duration; the ban's line then carries its expiry. The state
+that matters survives restarts in the ConfigMaps themselves: the bans, and in
+annotations of ``N-banlist`` the exact ledger cursor, the lift cursor, the
+ledger table's identity and a digest of the filter (allowlist and duration) the
+list was built with. Shard 0 is written last, so its cursors never run ahead of
+the bans in the other shards. Lifts are all kept in memory (they are few): a
+hit that reaches the ledger late, after a lift of its address, stays lifted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.banlist import ledger
-from blacklist_operator.banlist.shards import MAX_SHARDS, ShardedBanList
+from blacklist_operator.banlist.shards import (
+    IPV6_FLAG,
+    MAX_SHARDS,
+    ShardedBanList,
+    parse_text,
+)
 from blacklist_operator.builders.banlist import (
     ALLOWLIST_ANNOTATION,
     CURSOR_ANNOTATION,
+    LEDGER_TABLE_ANNOTATION,
+    LIFT_CURSOR_ANNOTATION,
+    LIFTS_SEEN_ANNOTATION,
+    ShardState,
     build_banlist_shard,
 )
 from blacklist_operator.builders.naming import banlist_shard_name
 from blacklist_operator.model import BlacklistService, IPNetwork
+from blacklist_operator.runtime import WrittenShards
 
 # One cycle reads at most this many rows, so a huge backlog cannot starve the others.
 MAX_ROWS_PER_CYCLE = 200_000
-# A full rescan reads at most this many distinct addresses (16 full shards hold about 1M).
-MAX_RESCAN_ADDRESSES = 2_000_000
 # Persist a cursor that advanced over rows that changed nothing only this often.
 CURSOR_SLACK = 10_000
+# Expired bans leave the ConfigMaps at most this late (every replica already
+# stops enforcing them at their expiry, which their line carries).
+EXPIRY_CHECK_SECONDS = 5.0
+
+KeyRange = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -42,27 +62,57 @@ class SyncReport:
     table_exists: bool
 
 
-def allowlist_key(networks: tuple[IPNetwork, ...]) -> str:
-    """A short digest of the allowlist the stored ban list was filtered with."""
+def filter_key(networks: tuple[IPNetwork, ...], ban_duration: int | None = None) -> str:
+    """A short digest of the allowlist and ban duration the stored list was built with."""
     text = ",".join(sorted(str(network) for network in networks))
+    if ban_duration is not None:
+        text += f";{ban_duration}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def allowed(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether ``address`` is in the allowlist (and so never banned)."""
-    parsed = ipaddress.ip_address(address)
-    return any(parsed in network for network in networks if network.version == parsed.version)
+def key_ranges(networks: tuple[IPNetwork, ...]) -> tuple[KeyRange, ...]:
+    """The allowlist as ranges of address keys; ``::ffff:a.b.c.d/n`` covers IPv4 addresses too."""
+    ranges: list[KeyRange] = []
+    mapped = ipaddress.ip_network("::ffff:0:0/96")
+    for network in networks:
+        first, last = int(network.network_address), int(network.broadcast_address)
+        if isinstance(network, ipaddress.IPv6Network):
+            if network.subnet_of(mapped):  # type: ignore[arg-type]
+                ranges.append((first & 0xFFFFFFFF, last & 0xFFFFFFFF))
+            ranges.append((IPV6_FLAG | first, IPV6_FLAG | last))
+        else:
+            ranges.append((first, last))
+    return tuple(ranges)
+
+
+def allowed(key: int, ranges: tuple[KeyRange, ...]) -> bool:
+    """Whether the address ``key`` is in the allowlist (and so never banned)."""
+    return any(first <= key <= last for first, last in ranges)
+
+
+def expiry_of(hit_ms: int, ban_duration: int | None) -> int:
+    """When a ban from a hit at ``hit_ms`` ends, in Unix seconds (0: never)."""
+    return 0 if ban_duration is None else math.ceil(hit_ms / 1000) + ban_duration
 
 
 class BanListSync:
     """The ban list of one BlacklistService, kept in memory and mirrored into ConfigMaps."""
 
-    def __init__(self, api: KubernetesApi, written: dict[tuple[str, str], str]) -> None:
+    def __init__(self, api: KubernetesApi, written: WrittenShards) -> None:
         self._api = api
         self._written = written
         self.banlist = ShardedBanList()
+        # Every ledger id at or below ``cursor`` has been read; ``seen`` may run ahead
+        # of it through reads made without the lock, which are read again later.
         self.cursor = 0
-        self.allowlist_key: str | None = None
+        self.seen = 0
+        self.lift_cursor = 0
+        self.lifts: dict[int, int] = {}
+        self.lifts_seen = 0
+        self.lifts_loaded = False
+        self.table_oid = 0
+        self.filter_key: str | None = None
+        self._checked_expiry = 0.0
         self._persisted_cursor = 0
         self._stored_shards = 0
         # Shards changed in memory but not yet written: a failed write (the API server
@@ -78,52 +128,122 @@ class BanListSync:
         annotations = (first.get("metadata") or {}).get("annotations") or {}
         data = first.get("data") or {}
         shard_count = min(int(data.get("shards", "1") or 1), MAX_SHARDS)
-        addresses = (data.get("addresses") or "").split()
+        texts = [data.get("addresses") or ""]
         for index in range(1, shard_count):
-            shard = self._get_shard(bls, index)
-            addresses += ((shard or {}).get("data") or {}).get("addresses", "").split()
-        self.banlist = ShardedBanList.from_addresses(addresses)
-        self.cursor = self._persisted_cursor = int(annotations.get(CURSOR_ANNOTATION, "0"))
-        self.allowlist_key = annotations.get(ALLOWLIST_ANNOTATION)
+            shard = self._api.get(
+                "v1", "ConfigMap", bls.namespace, banlist_shard_name(bls.name, index)
+            )
+            texts.append(((shard or {}).get("data") or {}).get("addresses", ""))
+        self.banlist = ShardedBanList.from_bans(parse_text("".join(texts)))
+        self.cursor = self.seen = self._persisted_cursor = int(
+            annotations.get(CURSOR_ANNOTATION, "0")
+        )
+        self.lift_cursor = int(annotations.get(LIFT_CURSOR_ANNOTATION, "0"))
+        self.lifts_seen = int(annotations.get(LIFTS_SEEN_ANNOTATION, "0"))
+        self.table_oid = int(annotations.get(LEDGER_TABLE_ANNOTATION, "0"))
+        self.filter_key = annotations.get(ALLOWLIST_ANNOTATION)
         self._stored_shards = shard_count
 
-    def _get_shard(self, bls: BlacklistService, index: int) -> dict[str, Any] | None:
-        name = banlist_shard_name(bls.name, index)
-        return self._api.get("v1", "ConfigMap", bls.namespace, name)
-
     def sync(self, bls: BlacklistService, connection: Any) -> SyncReport:
-        """Read the ledger past the cursor and write the shards that changed."""
-        key = allowlist_key(bls.spec.allowlist)
-        force = False
-        if key != self.allowlist_key:
-            # The allowlist changed: rebuild from the whole ledger with the new filter.
-            self.banlist, self.cursor, self.allowlist_key, force = ShardedBanList(), 0, key, True
+        """Read the ledger and the lifts past their cursors and write the shards that changed."""
+        spec = bls.spec
+        if filter_key(spec.allowlist, spec.ban_duration) != self.filter_key:
+            return self.rescan(bls, connection)
+        if not self.lifts_loaded:
+            # After a restart: every lift again (they are few), checked against the ledger.
+            self.lifts, self.lift_cursor, self.lifts_loaded = {}, 0, True
+        ranges = key_ranges(spec.allowlist)
         changed: set[int] = set()
         rows = 0
         table_exists = True
         while rows < MAX_ROWS_PER_CYCLE:
-            read = ledger.read_since(connection, self.cursor)
+            read = ledger.read_hits(connection, self.cursor, exact=True)
+            if read.exact and read.table_exists and self._recreated(read):
+                return self.rescan(bls, connection, reset=True)
+            if not read.exact:
+                # Somebody holds an insert open: read ahead from ``seen`` without moving the
+                # exact cursor, so the rows before it are read again once the lock is free.
+                read = ledger.read_hits(connection, max(self.seen, self.cursor), exact=False)
             table_exists = read.table_exists
-            rows += len(read.addresses)
-            banned = [a for a in read.addresses if not allowed(a, bls.spec.allowlist)]
-            changed |= self.banlist.add(banned)
-            self.cursor = read.cursor
+            rows += len(read.rows)
+            changed |= self._add_hits(read.rows, ranges, spec.ban_duration)
+            self.seen = max(self.seen, read.last_id)
+            if read.exact:
+                self.cursor, self.table_oid = read.last_id, read.table_oid
             if not read.full:
                 break
-        self.write(bls, changed, force=force)
+        changed |= self._apply_lifts(connection)
+        changed |= self._expire(spec.ban_duration)
+        self.write(bls, changed)
         return SyncReport(len(self.banlist), self.banlist.overflow, self.cursor, table_exists)
 
-    def rescan(self, bls: BlacklistService, connection: Any) -> SyncReport:
-        """Rebuild the list from the whole ledger, so rows deleted from it (unbans) leave it.
+    def _recreated(self, read: ledger.TableRead) -> bool:
+        """Whether the ledger is not the one the cursor counts in (table recreated, new volume)."""
+        return read.newest_id < self.cursor or (self.table_oid not in (0, read.table_oid))
 
-        Only shards whose text changed are written; when nothing changed, nothing is.
+    def _add_hits(
+        self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], duration: int | None
+    ) -> set[int]:
+        now = time.time()
+        bans = [
+            (key, expiry_of(ms, duration))
+            for key, ms in hits
+            if ms > self.lifts.get(key, -1) and not allowed(key, ranges)
+        ]
+        return self.banlist.add(ban for ban in bans if ban[1] == 0 or ban[1] > now)
+
+    def _apply_lifts(self, connection: Any) -> set[int]:
+        """Take in new lifts; lift each address whose latest hit is not later than its lift."""
+        lifted: dict[int, int] = {}
+        while True:
+            read = ledger.read_lifts(connection, self.lift_cursor)
+            for key, ms in read.rows:
+                lifted[key] = max(lifted.get(key, 0), ms)
+            self.lift_cursor = read.last_id
+            if not read.full:
+                break
+        if not lifted:
+            return set()
+        for key, ms in lifted.items():
+            self.lifts[key] = max(self.lifts.get(key, 0), ms)
+        self.lifts_seen = max(self.lifts_seen, *lifted.values())
+        banned = [key for key in lifted if key in self.banlist]
+        if not banned:
+            return set()
+        latest = ledger.latest_hits(connection, banned)
+        return self.banlist.remove(key for key in banned if latest.get(key, 0) <= self.lifts[key])
+
+    def _expire(self, duration: int | None) -> set[int]:
+        if duration is None or time.monotonic() - self._checked_expiry < EXPIRY_CHECK_SECONDS:
+            return set()
+        self._checked_expiry = time.monotonic()
+        return self.banlist.remove(self.banlist.expired(int(time.time())))
+
+    def rescan(self, bls: BlacklistService, connection: Any, *, reset: bool = False) -> SyncReport:
+        """Rebuild the list from the whole ledger and every lift.
+
+        This drops rows deleted from the ledger and applies a changed allowlist or
+        duration. The ledger is streamed, never held whole. Only shards whose text
+        changed are written; when nothing changed, nothing is.
         """
-        key = allowlist_key(bls.spec.allowlist)
-        read = ledger.read_all(connection, MAX_RESCAN_ADDRESSES)
-        if not read.table_exists:
-            return self.sync(bls, connection)
-        banned = [a for a in read.addresses if not allowed(a, bls.spec.allowlist)]
-        rebuilt = ShardedBanList.from_addresses(banned)
+        spec = bls.spec
+        if reset:
+            self.cursor = self.seen = self.table_oid = 0
+        newest, exact = ledger.newest_hit_id(connection)
+        if newest < self.cursor:
+            self.cursor = self.seen = 0
+        self.lifts, self.lift_cursor, self.lifts_loaded = {}, 0, True
+        self._apply_lifts(connection)
+        ranges = key_ranges(spec.allowlist)
+        now = time.time()
+        bans = (
+            (key, expiry)
+            for key, ms in ledger.stream_latest_hits(connection)
+            if ms > self.lifts.get(key, -1) and not allowed(key, ranges)
+            for expiry in (expiry_of(ms, spec.ban_duration),)
+            if expiry == 0 or expiry > now
+        )
+        rebuilt = ShardedBanList.from_bans(bans)
         if rebuilt.shard_count != self.banlist.shard_count:
             changed = set(range(rebuilt.shard_count))
         else:
@@ -132,9 +252,14 @@ class BanListSync:
                 for index in range(rebuilt.shard_count)
                 if rebuilt.text(index) != self.banlist.text(index)
             }
-        self.banlist, self.allowlist_key = rebuilt, key
-        self.cursor = max(self.cursor, read.cursor)
-        self.write(bls, changed)
+        key = filter_key(spec.allowlist, spec.ban_duration)
+        force = key != self.filter_key
+        self.banlist, self.filter_key = rebuilt, key
+        if exact:
+            # Rows up to ``newest`` were all committed before the stream began.
+            self.cursor = self.seen = max(self.cursor, newest)
+        self._checked_expiry = time.monotonic()
+        self.write(bls, changed, force=force)
         # Rows committed during the rescan are read by the incremental path.
         return self.sync(bls, connection)
 
@@ -149,23 +274,24 @@ class BanListSync:
         if not (force or changed or cursor_lag >= CURSOR_SLACK or self._stored_shards == 0):
             return
         indexes = range(shard_count) if force else sorted(changed | {0})
+        state = ShardState(
+            shard_count=shard_count,
+            count=len(self.banlist),
+            cursor=self.cursor,
+            lift_cursor=self.lift_cursor,
+            lifts_seen=self.lifts_seen,
+            ledger_table=self.table_oid,
+            filter_key=self.filter_key or "",
+        )
         for index in sorted(indexes, key=lambda i: i == 0):
             text = self.banlist.text(index)
-            manifest = build_banlist_shard(
-                bls,
-                index,
-                text,
-                shard_count=shard_count,
-                count=len(self.banlist),
-                cursor=self.cursor,
-                allowlist_key=self.allowlist_key or "",
-            )
+            manifest = build_banlist_shard(bls, index, text, state)
             self._api.apply(manifest)
-            self._written[(bls.namespace, manifest["metadata"]["name"])] = text
+            self._written.remember(bls.namespace, manifest["metadata"]["name"], text)
         for index in range(shard_count, max(self._stored_shards, shard_count)):
             name = banlist_shard_name(bls.name, index)
             self._api.delete("v1", "ConfigMap", bls.namespace, name)
-            self._written.pop((bls.namespace, name), None)
+            self._written.forget(bls.namespace, name)
         self._stored_shards = shard_count
         self._persisted_cursor = self.cursor
         self._unwritten.clear()
@@ -178,5 +304,5 @@ class BanListSync:
     def ensure_exists(self, bls: BlacklistService) -> None:
         """Create an empty ``N-banlist`` when none exists yet (it is always present)."""
         if self._stored_shards == 0:
-            self.allowlist_key = allowlist_key(bls.spec.allowlist)
+            self.filter_key = None
             self.write(bls, set(), force=True)

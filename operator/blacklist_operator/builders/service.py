@@ -74,6 +74,8 @@ def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
         },
         {"name": "ALLOWLIST", "value": ",".join(str(n) for n in bls.spec.allowlist)},
         {"name": "TRUSTED_PROXIES", "value": ",".join(str(n) for n in bls.spec.trusted_proxies)},
+        # Seconds; empty: bans last until lifted.
+        {"name": "BAN_DURATION", "value": str(bls.spec.ban_duration or "")},
         *_mail_environment(bls),
     ]
 
