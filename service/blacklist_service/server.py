@@ -24,7 +24,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from blacklist_service.config import Settings, defaults, from_environment
-from blacklist_service.watcher import synced_marker
+from blacklist_service.markers import clear_markers
 from blacklist_service.workers import worker_plan
 
 logger = logging.getLogger(__name__)
@@ -93,8 +93,9 @@ def prepare(settings: Settings) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    # A marker left by a previous run would make this one ready before it synced.
-    synced_marker(settings.state_dir).unlink(missing_ok=True)
+    # A marker left by a previous run would make this one ready before it synced or
+    # loaded the ledger's bans, or claim a ledger connection it has not made.
+    clear_markers(settings.state_dir)
 
 
 def options(settings: Settings, workers: int) -> dict[str, Any]:
