@@ -12,6 +12,7 @@ from typing import Any
 
 from blacklist_service.config import Settings, defaults, from_environment
 from blacklist_service.server import ProductionServer, options, prepare
+from blacklist_service.workers import worker_plan
 
 BODY = b"7744.0"
 
@@ -40,7 +41,7 @@ def main() -> None:
     config.update(from_environment())
     settings = Settings.from_config(config)
     prepare(settings)
-    server_options = options(settings)
+    server_options = options(settings, worker_plan().count)
     server_options.pop("worker_exit")  # there is no service state to stop
     BareServer(server_options).run()
 

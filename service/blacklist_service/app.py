@@ -12,7 +12,7 @@ from blacklist_service.background import Background
 from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings, defaults, from_environment, normalise
 from blacklist_service.extensions import mail
-from blacklist_service.metrics import RequestCounter
+from blacklist_service.metrics import SET_ASIDE, RequestCounter
 from blacklist_service.outbox import Outbox
 from blacklist_service.state import EXTENSION_KEY, ServiceState
 from blacklist_service.views import blacklisted, health, metrics, square
@@ -32,6 +32,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     bans = BanStore(settings.state_dir / "bans.log")
     outbox = Outbox(settings.state_dir / "outbox.sqlite3")
+    if outbox.set_aside is not None:
+        SET_ASIDE.inc()
     background = Background(app, settings, outbox, bans)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, bans, outbox, background)
 

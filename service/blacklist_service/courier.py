@@ -1,11 +1,19 @@
 """The delivery worker: moves outbox hits into the ledger and out as alert mails.
 
-The ledger and the mail are separate channels with their own back-off, so a
-database outage does not hold mails back and an SMTP outage does not hold
-ledger rows back. A channel that fails waits 0.5 s, then twice as long after
-each further failure, up to 30 s; one success resets it. The worker also
-creates the ledger schema and loads the bans already in the ledger, both
-retried the same way until the database answers.
+The ledger and the mail are independent channels, each run by its own thread
+with its own back-off and its own outbox connection (the outbox keeps one
+SQLite connection per thread and serialises writers with an ``flock``). So a
+database outage does not hold mails back, and an SMTP server that is down, or
+that accepts connections and never answers (every SMTP step may wait 10 s, for
+up to 100 mails a round), does not hold ledger rows back; ledger rows are how
+a ban reaches the other replicas. A channel that fails waits 0.5 s, then twice
+as long after each further failure, up to 30 s; one success resets it.
+
+Before its first delivery the ledger channel creates the ledger schema and
+loads the bans already in the ledger, retried at least every 2 s until the
+database answers; a replica run alone is not ready until then (``/readyz``).
+Stopping sets the event both threads wait on and cuts the SMTP connection the
+mail thread may be blocked on, so a stop never waits for a silent mail server.
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ import smtplib
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask
 from sqlalchemy import Engine
@@ -26,11 +33,16 @@ from blacklist_service.addresses import address_key
 from blacklist_service.banlog import log_bans
 from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings
+from blacklist_service.markers import bans_loaded_marker, ledger_marker
 from blacklist_service.metrics import DELIVERIES
 from blacklist_service.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 POLL_INTERVAL = 0.1
+# Until the ledger's bans are loaded a lone replica is not ready: retry often.
+STARTUP_RETRY_MAXIMUM = 2.0
+# A channel's round ends within this after a stop (the mail's SMTP connection is cut).
+JOIN_TIMEOUT = 5.0
 
 
 @dataclass
@@ -61,16 +73,49 @@ class Backoff:
         self.next_attempt = 0.0
 
 
-class Courier:
-    """Delivers every outbox hit to the ledger and as a mail, retrying until both are done."""
+class Channel:
+    """One delivery channel, run by its own thread until a stop."""
 
-    def __init__(self, app: Flask, settings: Settings, outbox: Outbox, bans: BanStore) -> None:
-        self.app = app
-        self.settings = settings
+    name = "channel"
+
+    def __init__(self, outbox: Outbox, backoff: Backoff) -> None:
         self.outbox = outbox
+        self.backoff = backoff
+
+    def deliver_once(self) -> bool:
+        """One round; True when there may be more to do at once."""
+        raise NotImplementedError
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set, then release this thread's connections."""
+        try:
+            while not stop.is_set():
+                busy = False
+                if self.backoff.ready():
+                    try:
+                        busy = self.deliver_once()
+                    except Exception:
+                        # Whatever went wrong, the channel lives on: the hits stay in the outbox.
+                        logger.exception("Delivery round of the %s failed", self.name)
+                        self.backoff.failed()
+                stop.wait(0 if busy else POLL_INTERVAL)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Release this thread's outbox connection."""
+        self.outbox.close()
+
+
+class LedgerChannel(Channel):
+    """Creates the ledger, loads its bans once, then moves outbox hits into it."""
+
+    name = "ledger"
+
+    def __init__(self, settings: Settings, outbox: Outbox, bans: BanStore) -> None:
+        super().__init__(outbox, Backoff(maximum=STARTUP_RETRY_MAXIMUM))
+        self.settings = settings
         self.bans = bans
-        self.ledger_backoff = Backoff()
-        self.mail_backoff = Backoff()
         self._engine: Engine | None = None
         self._schema_ready = False
         self._bans_loaded = False
@@ -82,29 +127,9 @@ class Courier:
             self._engine = ledger.make_engine(self.settings.database_url)
         return self._engine
 
-    def run(self, stop: threading.Event) -> None:
-        """Deliver until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                busy = self.deliver_once()
-            except Exception:
-                # Whatever went wrong, the worker must live on: the hits stay in the outbox.
-                logger.exception("Delivery round failed")
-                busy = False
-                stop.wait(1.0)
-            stop.wait(0 if busy else POLL_INTERVAL)
-        self.close()
-
     def deliver_once(self) -> bool:
-        """One round over both channels; True when there may be more to do at once."""
-        busy = False
-        if self.ledger_backoff.ready():
-            busy |= self._deliver_ledger()
-        if self.mail_backoff.ready():
-            busy |= self._deliver_mail()
-        return busy
-
-    def _deliver_ledger(self) -> bool:
+        """Schema and bans first (once), then a batch of hits."""
+        state_dir = self.settings.state_dir
         try:
             if not self._schema_ready:
                 ledger.ensure_schema(self.engine)
@@ -113,67 +138,122 @@ class Courier:
             if not self._bans_loaded:
                 self._load_bans()
                 self._bans_loaded = True
-            ledger_marker(self.settings.state_dir).touch()
+                bans_loaded_marker(state_dir).touch()
+                self.backoff = Backoff()  # from now on, the usual back-off
+            ledger_marker(state_dir).touch()
             hits = self.outbox.pending_ledger()
             if not hits:
                 return False
             ledger.insert_hits(self.engine, hits)
         except SQLAlchemyError as error:
-            ledger_marker(self.settings.state_dir).unlink(missing_ok=True)
-            delay = self.ledger_backoff.failed()
+            ledger_marker(state_dir).unlink(missing_ok=True)
+            delay = self.backoff.failed()
             DELIVERIES.labels("ledger", "failed").inc()
             logger.warning(
                 "Ledger unavailable (attempt %d, next in %.1f s): %s",
-                self.ledger_backoff.failures,
+                self.backoff.failures,
                 delay,
                 str(error).splitlines()[0],
             )
             return False
         self.outbox.mark_ledger_delivered([hit.event_id for hit in hits])
-        self.ledger_backoff.succeeded()
+        self.backoff.succeeded()
         DELIVERIES.labels("ledger", "delivered").inc(len(hits))
         logger.info("Delivered %d hit(s) to the ledger", len(hits))
         return True
 
     def _load_bans(self) -> None:
-        """Add the addresses already in the ledger, so bans survive a restart of the replica."""
+        """Add the addresses already in the ledger, so bans survive a restart of the replica.
+
+        The one reader of ``ledger.banned_addresses`` in the service.
+        """
+        started = time.monotonic()
         total = 0
         for batch in ledger.banned_addresses(self.engine):
             keys = [key for key in map(address_key, batch) if key is not None]
             total += len(log_bans(self.bans, keys, "the ledger"))
-        logger.info("Loaded the ledger's bans: %d new, %d in the ban list", total, len(self.bans))
-
-    def _deliver_mail(self) -> bool:
-        hits = self.outbox.pending_mail()
-        if not hits:
-            return False
-        try:
-            sent = alerts.send_alerts(
-                self.app, hits, self.settings.alert_recipient, self.settings.mail_enabled
-            )
-        except (OSError, smtplib.SMTPException) as error:
-            delay = self.mail_backoff.failed()
-            DELIVERIES.labels("mail", "failed").inc()
-            logger.warning(
-                "SMTP unavailable (attempt %d, next in %.1f s): %s",
-                self.mail_backoff.failures,
-                delay,
-                error,
-            )
-            return False
-        self.outbox.mark_mail_delivered(sent)
-        self.mail_backoff.succeeded()
-        DELIVERIES.labels("mail", "delivered").inc(len(sent))
-        logger.info("Sent %d alert mail(s)", len(sent))
-        return True
+        logger.info(
+            "Loaded the ledger's bans in %.2f s: %d new, %d in the ban list",
+            time.monotonic() - started,
+            total,
+            len(self.bans),
+        )
 
     def close(self) -> None:
         """Release the database connections and this thread's outbox connection."""
         if self._engine is not None:
             self._engine.dispose()
-        self.outbox.close()
+        super().close()
 
 
-def ledger_marker(state_dir: Path) -> Path:
-    """The file that says this replica's last attempt to reach the ledger succeeded."""
-    return state_dir / "ledger.connected"
+class MailChannel(Channel):
+    """Sends one alert mail per outbox hit."""
+
+    name = "mail"
+
+    def __init__(self, app: Flask, settings: Settings, outbox: Outbox) -> None:
+        super().__init__(outbox, Backoff())
+        self.app = app
+        self.settings = settings
+        self.interrupter = alerts.Interrupter()
+
+    def deliver_once(self) -> bool:
+        """A batch of mails over one SMTP connection."""
+        hits = self.outbox.pending_mail()
+        if not hits:
+            return False
+        try:
+            sent = alerts.send_alerts(
+                self.app,
+                hits,
+                self.settings.alert_recipient,
+                self.settings.mail_enabled,
+                self.interrupter,
+            )
+        except (OSError, smtplib.SMTPException) as error:
+            if self.interrupter.interrupted:
+                return False  # stopping: the mails stay in the outbox for the next run
+            delay = self.backoff.failed()
+            DELIVERIES.labels("mail", "failed").inc()
+            logger.warning(
+                "SMTP unavailable (attempt %d, next in %.1f s): %s",
+                self.backoff.failures,
+                delay,
+                error,
+            )
+            return False
+        self.outbox.mark_mail_delivered(sent)
+        self.backoff.succeeded()
+        DELIVERIES.labels("mail", "delivered").inc(len(sent))
+        logger.info("Sent %d alert mail(s)", len(sent))
+        return True
+
+    def interrupt(self) -> None:
+        """Cut the SMTP connection a round may be blocked on (from another thread)."""
+        self.interrupter.interrupt()
+
+
+class Courier:
+    """Runs the ledger and the mail channel, each in its own thread, until a stop."""
+
+    def __init__(self, app: Flask, settings: Settings, outbox: Outbox, bans: BanStore) -> None:
+        self.ledger = LedgerChannel(settings, outbox, bans)
+        self.mail = MailChannel(app, settings, outbox)
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until ``stop`` is set; return once both channels have finished."""
+        threads = [
+            # Daemons only so that a channel stuck past JOIN_TIMEOUT cannot hang the exit.
+            threading.Thread(
+                target=channel.run, args=(stop,), name=f"blacklist-{channel.name}", daemon=True
+            )
+            for channel in (self.ledger, self.mail)
+        ]
+        for thread in threads:
+            thread.start()
+        stop.wait()
+        self.mail.interrupt()
+        for thread in threads:
+            thread.join(JOIN_TIMEOUT)
+            if thread.is_alive():
+                logger.warning("%s did not finish within %.0f s", thread.name, JOIN_TIMEOUT)

@@ -36,6 +36,14 @@ REQUESTS = Counter(
 ROUTES = frozenset({"/", "/blacklisted", "/healthz", "/readyz", "/metrics"})
 REFUSED = Counter("blacklist_refused_requests", "Requests refused with 403 because of a ban")
 HITS = Counter("blacklist_blacklisted_hits", "Requests to /blacklisted recorded in the outbox")
+RECORD_FAILURES = Counter(
+    "blacklist_outbox_record_failures",
+    "Requests to /blacklisted whose hit the outbox could not take (banned all the same)",
+)
+SET_ASIDE = Counter(
+    "blacklist_outbox_set_aside",
+    "Outbox database files found unusable at start, renamed aside and replaced",
+)
 DELIVERIES = Counter(
     "blacklist_deliveries",
     "Outbox deliveries by channel (ledger, mail) and outcome (delivered, failed)",

@@ -10,14 +10,25 @@ steps of up to 100 ms, while one blocked on the flock wakes the moment it is
 released, which keeps ``/blacklisted``'s tail latency low under concurrent hits.
 Each thread keeps its own connection (SQLite connections are not shared
 between threads).
+
+The outbox must never stand between a client and its ban. Recording a hit
+waits at most ``RECORD_WAIT`` for the locks and raises on any failure (a held
+lock, a full disk), so the request can ban and answer regardless. A database
+file that is not a sound SQLite database when the replica starts (a crash
+mid-write on a broken disk, garbage) is renamed aside with a timestamp suffix,
+for a post-mortem, and a fresh outbox takes its place: otherwise every worker
+would fail at start and the replica would crash-loop on a file its
+``emptyDir`` keeps.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +47,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 )
 """
 MAX_PATH_LENGTH = 2048  # the ledger's path column
+RECORD_WAIT = 2.0  # seconds a request waits for the outbox's locks
+CORRUPT_SUFFIX = ".corrupt-"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,20 +79,66 @@ class Outbox:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._lock_path = path.with_suffix(".lock")
-        with self._writing() as connection:
-            connection.execute(SCHEMA)
+        # Where this process set a corrupt outbox aside, if it did (for the metric).
+        self.set_aside: Path | None = None
+        # Under the write lock: of several workers starting at once, the first sets a
+        # corrupt file aside and the others open the fresh one it made.
+        with self._locked():
+            try:
+                self._open_sound()
+            except sqlite3.DatabaseError as error:
+                self.set_aside = self._set_aside(error)
+                self._open_sound()
+
+    def _open_sound(self) -> None:
+        connection = self._connection()
+        check = connection.execute("PRAGMA quick_check").fetchone()
+        if check != ("ok",):
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        connection.execute(SCHEMA)
+
+    def _set_aside(self, error: sqlite3.DatabaseError) -> Path:
+        """Rename the unusable database (and its WAL files) aside; return its new name."""
+        self.close_connection()
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}{CORRUPT_SUFFIX}{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = self.path.with_name(self.path.name + suffix)
+            if source.exists():
+                source.rename(target.with_name(target.name + suffix))
+        logger.error(
+            "The outbox %s is not a usable database (%s): set aside as %s; a fresh outbox "
+            "replaces it. Hits still pending in it are not delivered.",
+            self.path,
+            error,
+            target,
+        )
+        return target
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self, wait: float | None = None) -> Iterator[sqlite3.Connection]:
         """This thread's connection, holding the replica-wide write lock."""
+        with self._locked(wait):
+            yield self._connection()
+
+    @contextmanager
+    def _locked(self, wait: float | None = None) -> Iterator[None]:
+        """Hold the replica-wide write lock.
+
+        ``wait`` bounds the time to get the lock (``TimeoutError``); None waits as long
+        as it takes, which only the delivery threads may do.
+        """
         descriptor: int | None = getattr(self._local, "lock", None)
         if descriptor is None:
             # One open file per thread: flock excludes other threads' descriptors too.
             descriptor = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._local.lock = descriptor
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if wait is None:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        else:
+            _lock_within(descriptor, wait)
         try:
-            yield self._connection()
+            yield
         finally:
             fcntl.flock(descriptor, fcntl.LOCK_UN)
 
@@ -88,15 +148,25 @@ class Outbox:
             # Autocommit mode: each statement is its own transaction; timeout waits for
             # another worker's write lock rather than failing.
             connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            connection.execute("PRAGMA journal_mode=WAL")
-            # FULL: every commit is fsynced, so a recorded hit survives a power loss.
-            connection.execute("PRAGMA synchronous=FULL")
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                # FULL: every commit is fsynced, so a recorded hit survives a power loss.
+                connection.execute("PRAGMA synchronous=FULL")
+            except sqlite3.Error:
+                connection.close()  # not a database (or a locked one): try afresh next time
+                raise
             self._local.connection = connection
         return connection
 
-    def record(self, hit: Hit) -> None:
-        """Store ``hit`` durably; return once it is on disk."""
-        with self._writing() as connection:
+    def record(self, hit: Hit, wait: float = RECORD_WAIT) -> None:
+        """Store ``hit`` durably; return once it is on disk.
+
+        Waits at most about ``wait`` seconds for each lock (the outbox's and
+        SQLite's); raises ``sqlite3.Error`` or ``OSError`` when it cannot record.
+        """
+        with self._writing(wait) as connection:
+            # This thread's connection serves requests only: it must not wait 30 s.
+            connection.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
             connection.execute(
                 "INSERT INTO outbox (event_id, ip_address, path, time) VALUES (?, ?, ?, ?)",
                 (hit.event_id, hit.ip_address, hit.path, hit.time.isoformat()),
@@ -151,13 +221,36 @@ class Outbox:
         ledger, mail = row.fetchone()
         return int(ledger), int(mail)
 
-    def close(self) -> None:
-        """Close this thread's connection and lock file."""
+    def close_connection(self) -> None:
+        """Close this thread's database connection."""
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
             self._local.connection = None
+
+    def close(self) -> None:
+        """Close this thread's connection and lock file."""
+        self.close_connection()
         descriptor: int | None = getattr(self._local, "lock", None)
         if descriptor is not None:
             os.close(descriptor)
             self._local.lock = None
+
+
+def _lock_within(descriptor: int, wait: float) -> None:
+    """Take the exclusive ``flock`` on ``descriptor`` within ``wait`` seconds, or raise.
+
+    Polls in steps of at most 5 ms: a blocking ``flock`` cannot be given a timeout.
+    """
+    deadline = time.monotonic() + wait
+    pause = 0.0005
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the outbox lock was held for more than {wait:g} s") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
+        else:
+            return

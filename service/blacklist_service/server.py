@@ -24,18 +24,12 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from blacklist_service.config import Settings, defaults, from_environment
-from blacklist_service.watcher import synced_marker
+from blacklist_service.markers import clear_markers
+from blacklist_service.workers import worker_plan
 
+logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 GRACEFUL_TIMEOUT = 25  # under Kubernetes' default 30 s termination grace period
-
-
-def worker_count() -> int:
-    """Worker processes: ``WEB_CONCURRENCY``, else one per CPU (at least 2)."""
-    configured = os.environ.get("WEB_CONCURRENCY", "").strip()
-    if configured:
-        return max(1, int(configured))
-    return max(2, len(os.sched_getaffinity(0)))
 
 
 def _stop_background(_server: Any, worker: Any) -> None:
@@ -99,15 +93,16 @@ def prepare(settings: Settings) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    # A marker left by a previous run would make this one ready before it synced.
-    synced_marker(settings.state_dir).unlink(missing_ok=True)
+    # A marker left by a previous run would make this one ready before it synced or
+    # loaded the ledger's bans, or claim a ledger connection it has not made.
+    clear_markers(settings.state_dir)
 
 
-def options(settings: Settings) -> dict[str, Any]:
+def options(settings: Settings, workers: int) -> dict[str, Any]:
     """Gunicorn settings."""
     return {
         "bind": [bind_address(settings)],
-        "workers": worker_count(),
+        "workers": workers,
         # WORKER_CLASS=sync exists for the benchmark's comparison; gthread is the choice.
         "worker_class": os.environ.get("WORKER_CLASS", "gthread"),
         "threads": int(os.environ.get("WORKER_THREADS", "4")),
@@ -134,4 +129,6 @@ def main() -> None:
     config.update(from_environment())
     settings = Settings.from_config(config)
     prepare(settings)
-    ProductionServer(options(settings)).run()
+    plan = worker_plan()
+    logger.info("Starting %d worker(s): %s", plan.count, plan.reason)
+    ProductionServer(options(settings, plan.count)).run()

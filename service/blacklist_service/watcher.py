@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -189,8 +188,3 @@ class BanListWatcher:
                 logger.warning("Following %s failed (retry in %.1f s): %s", name, delay, error)
                 self.stop.wait(delay)
                 delay = min(RETRY_MAXIMUM, delay * 2)
-
-
-def synced_marker(state_dir: Path) -> Path:
-    """The file that says this replica has read the cluster's ban list at least once."""
-    return state_dir / "banlist.synced"

@@ -93,6 +93,17 @@ def test_service_deployment() -> None:
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["state"]["emptyDir"] == {"sizeLimit": "256Mi"}
+
+
+def test_service_workers_follow_spec_workers() -> None:
+    (container,) = build_service_deployment(make(workers=3))["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert env_of(container)["WEB_CONCURRENCY"] == {"name": "WEB_CONCURRENCY", "value": "3"}
+    (default,) = build_service_deployment(make())["spec"]["template"]["spec"]["containers"]
+    assert "WEB_CONCURRENCY" not in env_of(default)
 
 
 def test_service_environment_follows_the_contract() -> None:

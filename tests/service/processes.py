@@ -89,11 +89,16 @@ class ServiceFactory:
 
     def __call__(self, **environment: str) -> ServiceProcess:
         """A new, started replica with its own port and state, configured by ``environment``."""
+        service = self.unstarted(**environment)
+        service.start()
+        return service
+
+    def unstarted(self, **environment: str) -> ServiceProcess:
+        """A new replica not started yet, so a test can prepare its state directory first."""
         directory = self.base / f"replica-{len(self.made)}"
         directory.mkdir(parents=True)
         service = ServiceProcess(directory, environment)
         self.made.append(service)
-        service.start()
         return service
 
     def stop_all(self) -> None:

@@ -197,10 +197,12 @@ def test_starts_and_bans_while_the_database_is_down(
 ) -> None:
     empty_ledger.stop()
     service = start_service(service_factory, empty_ledger, smtp_server)
-    assert get(f"{service.url}/readyz").status == 200  # serving does not wait for the ledger
+    # It serves and bans, but is not ready before it has loaded the ledger's bans.
+    assert get(f"{service.url}/readyz").status == 503
     assert timed_hit(service.url, "127.0.0.11") < 1.0
     assert_refused_by_every_worker(service.url, "127.0.0.11")
     empty_ledger.start()
+    assert wait_until(lambda: get(f"{service.url}/readyz").status == 200, timeout=30)
     # The schema is created once the database answers, then the row is delivered.
     assert wait_until(lambda: len(ledger_rows(empty_ledger)) == 1, timeout=40), service.log()
     assert len(smtp_server.wait_for(1, timeout=15)) == 1

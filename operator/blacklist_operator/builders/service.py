@@ -21,6 +21,10 @@ from blacklist_operator.builders.security import (
 from blacklist_operator.model import BlacklistService
 
 STATE_DIR = "/var/lib/blacklist"
+# The state volume holds the outbox, the ban list file (16 bytes per ban: 16 MB at a
+# million) and the metrics files. Bounded so that an outbox growing through a long
+# outage gets the pod evicted and rescheduled, not the node's disk filled.
+STATE_SIZE_LIMIT = "256Mi"
 
 
 def _config_map_key(variable: str, config_map: str, key: str) -> dict[str, Any]:
@@ -77,7 +81,15 @@ def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
         # Seconds; empty: bans last until lifted.
         {"name": "BAN_DURATION", "value": str(bls.spec.ban_duration or "")},
         *_mail_environment(bls),
+        *_workers_environment(bls),
     ]
+
+
+def _workers_environment(bls: BlacklistService) -> list[dict[str, Any]]:
+    # Absent, the service sizes its workers from the container's CPU and memory limits.
+    if bls.spec.workers is None:
+        return []
+    return [{"name": "WEB_CONCURRENCY", "value": str(bls.spec.workers)}]
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
@@ -123,7 +135,7 @@ def build_service_deployment(bls: BlacklistService) -> dict[str, Any]:
                     "securityContext": pod_security_context(SERVICE_UID),
                     "containers": [container],
                     "volumes": [
-                        {"name": "state", "emptyDir": {}},
+                        {"name": "state", "emptyDir": {"sizeLimit": STATE_SIZE_LIMIT}},
                         {"name": "tmp", "emptyDir": {}},
                     ],
                 },

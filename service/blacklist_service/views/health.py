@@ -1,8 +1,13 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (it can take traffic).
+"""``/healthz`` (the process answers) and ``/readyz`` (it enforces every ban it should).
 
-Neither checks the database or the SMTP server: the service serves and bans
-while they are down (the outbox waits for them), so restarting it or taking it
-out of the Service would only make things worse.
+Neither checks the SMTP server, and neither fails because the database goes
+down later: the service serves and bans while they are down (the outbox waits
+for them), so restarting it or taking it out of the Service would only make
+things worse. What readiness does wait for is the replica's knowledge of the
+bans made before it started: in a cluster, the first read of the operator's
+ban list; run alone, the load of the bans recorded in its ledger. Until then a
+banned address would be let in, so a replica that starts while its database is
+down stays not ready (it still answers, and bans) until the database answers.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import sqlite3
 
 from flask import Blueprint, Response
 
+from blacklist_service.markers import bans_loaded_marker, synced_marker
 from blacklist_service.state import service_state
-from blacklist_service.watcher import synced_marker
 
 blueprint = Blueprint("health", __name__)
 
@@ -25,12 +30,20 @@ def healthz() -> Response:
 
 @blueprint.get("/readyz")
 def readyz() -> Response:
-    """Readiness: the outbox is usable and, in a cluster, the ban list was read once."""
+    """Readiness: the outbox is usable and the bans made before this start are known.
+
+    In a cluster those come with the operator's ban list (the ledger's copy);
+    run alone, from the ledger itself.
+    """
     state = service_state()
     try:
         state.outbox.counts()
     except sqlite3.Error as error:
         return Response(f"outbox unavailable: {error}\n", status=503, mimetype="text/plain")
-    if state.settings.in_cluster and not synced_marker(state.settings.state_dir).exists():
-        return Response("ban list not synced yet\n", status=503, mimetype="text/plain")
+    state_dir = state.settings.state_dir
+    if state.settings.in_cluster:
+        if not synced_marker(state_dir).exists():
+            return Response("ban list not synced yet\n", status=503, mimetype="text/plain")
+    elif not bans_loaded_marker(state_dir).exists():
+        return Response("ledger bans not loaded yet\n", status=503, mimetype="text/plain")
     return Response("ok\n", mimetype="text/plain")

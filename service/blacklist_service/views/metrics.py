@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from blacklist_service.courier import ledger_marker
+from blacklist_service.markers import ledger_marker
 from blacklist_service.metrics import exposition
 from blacklist_service.state import service_state
 

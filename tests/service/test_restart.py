@@ -1,0 +1,110 @@
+"""A lone replica restarted with a fresh ``STATE_DIR``: its bans and its ledger status.
+
+Run alone (no cluster), the ledger is where a replica's bans outlive its
+state directory (SPEC §6): a replica started on an empty ``STATE_DIR`` must
+refuse every address the ledger holds from the first request it answers as
+ready. Nothing left in the state directory by a previous run may claim a
+ledger connection the new run has not made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from blacklist_devtools.http import get
+from blacklist_devtools.kube import wait_until
+from blacklist_devtools.postgres import PostgresServer
+from tests.service.processes import ServiceFactory, ServiceProcess
+from tests.service.silent import SilentServer
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture
+def empty_ledger(postgres: PostgresServer) -> Iterator[PostgresServer]:
+    """The module's PostgreSQL with an empty ledger, running again after the test."""
+    connection = postgres.connect()
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS denied_access_ledger")
+    connection.close()
+    yield postgres
+    postgres.start()
+
+
+def ledger_addresses(postgres: PostgresServer) -> list[str]:
+    connection = postgres.connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('denied_access_ledger') IS NOT NULL")
+            if not cursor.fetchone()[0]:
+                return []
+            cursor.execute("SELECT ip_address FROM denied_access_ledger")
+            return sorted(str(row[0]) for row in cursor.fetchall())
+    finally:
+        connection.close()
+
+
+def first_ready(service: ServiceProcess, timeout: float) -> bool:
+    """Poll ``/readyz`` as a load balancer would; True at its first 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if get(f"{service.url}/readyz").status == 200:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_restarted_replica_with_a_fresh_state_dir_refuses_ledger_bans_once_ready(
+    empty_ledger: PostgresServer, service_factory: ServiceFactory
+) -> None:
+    first = service_factory(DATABASE_URL=empty_ledger.url)
+    assert get(f"{first.url}/blacklisted", source="127.0.0.21").status == 444
+    assert wait_until(lambda: ledger_addresses(empty_ledger) == ["127.0.0.21"], timeout=15)
+    assert first.stop() == 0
+
+    # Same database, new empty state directory, another port: a new replica.
+    second = service_factory(DATABASE_URL=empty_ledger.url)
+    assert second.port != first.port
+    assert second.state_dir != first.state_dir
+    assert first_ready(second, timeout=30), second.log()
+    # From the first request answered as ready, on every worker.
+    for _ in range(10):
+        assert get(f"{second.url}/?n=2", source="127.0.0.21").status == 403
+    assert get(f"{second.url}/?n=2", source="127.0.0.22").status == 200
+
+
+def test_a_lone_replica_is_not_ready_until_the_database_answers_at_start(
+    empty_ledger: PostgresServer, service_factory: ServiceFactory
+) -> None:
+    first = service_factory(DATABASE_URL=empty_ledger.url)
+    assert get(f"{first.url}/blacklisted", source="127.0.0.23").status == 444
+    assert wait_until(lambda: ledger_addresses(empty_ledger) == ["127.0.0.23"], timeout=15)
+    assert first.stop() == 0
+    empty_ledger.stop()
+
+    second = service_factory(DATABASE_URL=empty_ledger.url)
+    time.sleep(2.0)
+    # It serves and bans, but does not claim readiness without the ledger's bans.
+    assert get(f"{second.url}/readyz").status == 503
+    assert get(f"{second.url}/?n=3", source="127.0.0.24").body == "9.0"
+    empty_ledger.start()
+    assert first_ready(second, timeout=30), second.log()
+    assert get(f"{second.url}/?n=2", source="127.0.0.23").status == 403
+
+
+def test_a_stale_ledger_marker_does_not_survive_a_restart(
+    service_factory: ServiceFactory,
+) -> None:
+    # A database that accepts connections and never answers: this run cannot connect.
+    with SilentServer() as database:
+        url = f"postgresql+psycopg2://nobody:nothing@{database.host}:{database.port}/none"
+        service = service_factory(DATABASE_URL=url)
+        assert service.stop() == 0
+        (service.state_dir / "ledger.connected").touch()  # as a previous, connected run left it
+        service.start()
+        metrics = get(f"{service.url}/metrics", source="127.0.0.25").body
+        assert "blacklist_ledger_connected 0.0" in metrics
