@@ -5,7 +5,8 @@ database outage does not hold mails back and an SMTP outage does not hold
 ledger rows back. A channel that fails waits 0.5 s, then twice as long after
 each further failure, up to 30 s; one success resets it. The worker also
 creates the ledger schema and loads the bans already in the ledger, both
-retried the same way until the database answers.
+retried the same way until the database answers, and then follows the lift
+table (:mod:`blacklist_service.lifts`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from blacklist_service import alerts, ledger
-from blacklist_service.addresses import address_key
-from blacklist_service.banlog import log_bans
 from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings
+from blacklist_service.lifts import LiftFollower, load_bans
 from blacklist_service.metrics import DELIVERIES
 from blacklist_service.outbox import Outbox
 
@@ -74,6 +74,7 @@ class Courier:
         self._engine: Engine | None = None
         self._schema_ready = False
         self._bans_loaded = False
+        self.lifts = LiftFollower(settings.state_dir, outbox, bans)
 
     @property
     def engine(self) -> Engine:
@@ -100,6 +101,8 @@ class Courier:
         busy = False
         if self.ledger_backoff.ready():
             busy |= self._deliver_ledger()
+            if self._bans_loaded:
+                busy |= self.lifts.poll_if_due(self.engine)
         if self.mail_backoff.ready():
             busy |= self._deliver_mail()
         return busy
@@ -136,11 +139,9 @@ class Courier:
         return True
 
     def _load_bans(self) -> None:
-        """Add the addresses already in the ledger, so bans survive a restart of the replica."""
-        total = 0
-        for batch in ledger.banned_addresses(self.engine):
-            keys = [key for key in map(address_key, batch) if key is not None]
-            total += len(log_bans(self.bans, keys, "the ledger"))
+        """Add the bans the ledger still holds, so bans survive a restart of the replica."""
+        self.lifts.start(self.engine)
+        total = load_bans(self.engine, self.bans, self.settings.ban_duration)
         logger.info("Loaded the ledger's bans: %d new, %d in the ban list", total, len(self.bans))
 
     def _deliver_mail(self) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from blacklist_service.config import Settings, defaults, from_environment
+from blacklist_service.config import ConfigError, Settings, defaults, from_environment
 from blacklist_service.watcher import synced_marker
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -131,7 +131,10 @@ def main() -> None:
     """Serve until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     config = defaults()
-    config.update(from_environment())
-    settings = Settings.from_config(config)
+    try:
+        config.update(from_environment())
+        settings = Settings.from_config(config)
+    except ConfigError as error:
+        raise SystemExit(f"blacklist-service: bad configuration: {error}") from None
     prepare(settings)
     ProductionServer(options(settings)).run()
