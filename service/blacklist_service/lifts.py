@@ -9,7 +9,9 @@ address in the replica's ban store, unless the address was banned again after
 the lift: the ledger holds a later hit, or the outbox one not delivered yet.
 Applying a lift twice changes nothing. The cursor is kept in ``STATE_DIR``, so
 a restarted process applies only the lifts it has not seen; a fresh state
-directory starts at the newest lift, as its load already left lifted bans out.
+directory starts at the newest lift, as its load already left lifted bans out
+(the last minute's lifts are still checked again, which only catches a ban-list
+line the operator wrote before it saw one of them).
 """
 
 from __future__ import annotations

@@ -23,8 +23,11 @@ from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_service import ledger
+from blacklist_service.addresses import address_key
+from blacklist_service.banstore import BAN_FILE, RECORD_SIZE, BanStore
 from blacklist_service.durations import parse_duration
-from blacklist_service.outbox import Hit
+from blacklist_service.lifts import LiftFollower
+from blacklist_service.outbox import Hit, Outbox
 from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
 
 LIFT_BOUND = 5.0  # SPEC §6: a lifted or expired ban stops within 5 seconds
@@ -52,6 +55,12 @@ def lift_command(database_url: str, *arguments: str) -> subprocess.CompletedProc
         timeout=60,
         check=False,
     )
+
+
+def key(text: str) -> int:
+    found = address_key(text)
+    assert found is not None
+    return found
 
 
 def count(engine: Engine, table: str) -> int:
@@ -223,3 +232,48 @@ def test_ban_durations_are_parsed() -> None:
     for bad in ("abc", "0", "0s", "1.5h", "-5", "5 m", "1w", "h"):
         with pytest.raises(ValueError, match="duration"):
             parse_duration(bad)
+
+
+def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path) -> None:
+    engine = ledger.make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger.ensure_schema(engine)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    bans = BanStore(state_dir / BAN_FILE)
+    outbox = Outbox(state_dir / "outbox.sqlite3")
+    old, pending, delivered, later = (f"10.0.0.{n}" for n in range(1, 5))
+    record_lift(engine, old, datetime.now(UTC) - timedelta(hours=1))
+    bans.add([key(a) for a in (old, pending, delivered, later)])
+
+    follower = LiftFollower(state_dir, outbox, bans)
+    follower.start(engine)
+    assert follower.cursor == 1  # a fresh state directory skips the lifts made so far
+
+    ledger.insert_lifts(engine, [pending, delivered, later], "")
+    time.sleep(0.01)
+    outbox.record(Hit.now(pending, "/blacklisted"))  # a hit after the lift, not yet delivered
+    record_hit(engine, delivered, datetime.now(UTC))  # one already in the ledger
+    follower.poll(engine)
+    assert key(later) not in bans
+    assert key(pending) in bans
+    assert key(delivered) in bans
+    assert key(old) in bans
+    assert (state_dir / "lifts.cursor").read_text().strip() == "4"
+
+    # A restarted process continues from the cursor; a lift committed behind it but
+    # within the last minute is read again and applied; applying twice writes nothing.
+    bans.add([key(later)])
+    record_lift(engine, later, datetime.now(UTC))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE denied_access_lifts SET id = 0 WHERE id = 5"))
+    restarted = LiftFollower(state_dir, outbox, bans)
+    assert restarted.cursor == 4
+    size = (state_dir / BAN_FILE).stat().st_size
+    restarted.poll(engine)
+    assert key(later) not in bans
+    assert key(pending) in bans
+    assert key(delivered) in bans
+    assert (state_dir / BAN_FILE).stat().st_size == size + RECORD_SIZE
+    restarted.poll(engine)
+    assert (state_dir / BAN_FILE).stat().st_size == size + RECORD_SIZE
+    engine.dispose()
