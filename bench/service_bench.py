@@ -32,7 +32,7 @@ from pathlib import Path
 from blacklist_devtools.http import get
 from blacklist_devtools.net import free_port
 from blacklist_service.addresses import address_key
-from blacklist_service.banstore import BanStore
+from blacklist_service.banstore import BAN_FILE, BanStore
 from report import Row, append_json, print_table
 from servers import serving
 from wrk import Load, run
@@ -97,14 +97,14 @@ def populate(state_dir: Path, count: int) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     generator = random.Random(count)
     keys = {(0xFFFF << 32) | generator.randrange(0x0B000000, 0xDF000000) for _ in range(count)}
-    store = BanStore(state_dir / "bans.log")
+    store = BanStore(state_dir / BAN_FILE)
     store.add(keys)
     store.close()
 
 
 def check_cost_ns(state_dir: Path) -> float:
     """Nanoseconds of one ban check (refresh + membership) of a not-banned address."""
-    store = BanStore(state_dir / "bans.log")
+    store = BanStore(state_dir / BAN_FILE)
     key = address_key("127.0.0.1")
     check: Callable[[], bool] = lambda: key in store  # noqa: E731
     best = min(timeit.repeat(check, number=100_000, repeat=9)) / 100_000

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from blacklist_service.background import Background
-from blacklist_service.banstore import BanStore
+from blacklist_service.banstore import BAN_FILE, BanStore
 from blacklist_service.config import Settings, defaults, from_environment, normalise
 from blacklist_service.extensions import mail
 from blacklist_service.metrics import SET_ASIDE, RequestCounter
@@ -30,7 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     mail.init_app(app)
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    bans = BanStore(settings.state_dir / "bans.log")
+    bans = BanStore(settings.state_dir / BAN_FILE)
     outbox = Outbox(settings.state_dir / "outbox.sqlite3")
     if outbox.set_aside is not None:
         SET_ASIDE.inc()

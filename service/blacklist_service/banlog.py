@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 
 from blacklist_service.addresses import key_text
-from blacklist_service.banstore import BanStore
+from blacklist_service.banstore import FOREVER, BanStore
 
 logger = logging.getLogger("blacklist_service.bans")
 # One warning per address, as the original did, up to this many per batch; a
@@ -14,12 +14,17 @@ logger = logging.getLogger("blacklist_service.bans")
 DETAILED_LIMIT = 100
 
 
-def log_bans(bans: BanStore, keys: Iterable[int], source: str) -> list[int]:
-    """Ban ``keys``; warn about each newly banned address; return the new keys."""
-    fresh = bans.add(keys)
+def log_added(fresh: list[int], source: str) -> None:
+    """Warn about each newly banned address (or sum up a bulk load)."""
     if len(fresh) <= DETAILED_LIMIT:
         for key in fresh:
             logger.warning("%s added to ban list.", key_text(key))
     else:
         logger.warning("%d addresses added to ban list from %s.", len(fresh), source)
+
+
+def log_bans(bans: BanStore, keys: Iterable[int], source: str, until: int = FOREVER) -> list[int]:
+    """Ban ``keys`` until ``until`` (``0``: for ever); warn about each new one; return those."""
+    fresh = bans.add(keys, until)
+    log_added(fresh, source)
     return fresh

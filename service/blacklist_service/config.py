@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from blacklist_service.addresses import NetworkSet
+from blacklist_service.durations import parse_duration
 
 DEFAULT_PORT = 5004
 DEFAULT_RECIPIENT = "test@domain.com"
@@ -44,6 +45,7 @@ ENVIRONMENT_KEYS = (
     "SERVICE_ACCOUNT_DIR",
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
+    "BAN_DURATION",
 )
 BOOLEAN_KEYS = ("MAIL_USE_TLS", "MAIL_USE_SSL", "BACKGROUND")
 INTEGER_KEYS = ("PORT", "MAIL_PORT")
@@ -138,6 +140,7 @@ class Settings:
     kubernetes_host: str | None
     kubernetes_port: int
     background: bool
+    ban_duration: int | None = None  # seconds; None: bans last for ever
 
     @property
     def in_cluster(self) -> bool:
@@ -166,6 +169,10 @@ class Settings:
             allowlist = NetworkSet.parse(str(config.get("ALLOWLIST") or ""))
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        try:
+            ban_duration = parse_duration(str(config.get("BAN_DURATION") or ""))
+        except ValueError as error:
+            raise ConfigError(f"BAN_DURATION: {error}") from None
         return cls(
             port=port,
             bind_address=str(config.get("BIND_ADDRESS") or "0.0.0.0"),  # noqa: S104
@@ -183,4 +190,5 @@ class Settings:
                 "KUBERNETES_SERVICE_PORT", config.get("KUBERNETES_SERVICE_PORT") or 443
             ),
             background=parse_boolean("BACKGROUND", config.get("BACKGROUND", True)),
+            ban_duration=ban_duration,
         )

@@ -14,6 +14,9 @@ loads the bans already in the ledger, retried at least every 2 s until the
 database answers; a replica run alone is not ready until then (``/readyz``).
 Stopping sets the event both threads wait on and cuts the SMTP connection the
 mail thread may be blocked on, so a stop never waits for a silent mail server.
+Once the bans are loaded, the ledger thread also follows the lift table
+(:mod:`blacklist_service.lifts`): in the same thread as the ledger delivery,
+so a lift can never overtake a hit on its way from the outbox to the ledger.
 """
 
 from __future__ import annotations
@@ -29,10 +32,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from blacklist_service import alerts, ledger
-from blacklist_service.addresses import address_key
-from blacklist_service.banlog import log_bans
 from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings
+from blacklist_service.lifts import LiftFollower, load_bans
 from blacklist_service.markers import bans_loaded_marker, ledger_marker
 from blacklist_service.metrics import DELIVERIES
 from blacklist_service.outbox import Outbox
@@ -119,6 +121,7 @@ class LedgerChannel(Channel):
         self._engine: Engine | None = None
         self._schema_ready = False
         self._bans_loaded = False
+        self.lifts = LiftFollower(settings.state_dir, outbox, bans)
 
     @property
     def engine(self) -> Engine:
@@ -141,9 +144,10 @@ class LedgerChannel(Channel):
                 bans_loaded_marker(state_dir).touch()
                 self.backoff = Backoff()  # from now on, the usual back-off
             ledger_marker(state_dir).touch()
+            busy = self.lifts.poll_if_due(self.engine)
             hits = self.outbox.pending_ledger()
             if not hits:
-                return False
+                return busy
             ledger.insert_hits(self.engine, hits)
         except SQLAlchemyError as error:
             ledger_marker(state_dir).unlink(missing_ok=True)
@@ -163,15 +167,13 @@ class LedgerChannel(Channel):
         return True
 
     def _load_bans(self) -> None:
-        """Add the addresses already in the ledger, so bans survive a restart of the replica.
+        """Add the bans the ledger still holds, so bans survive a restart of the replica.
 
-        The one reader of ``ledger.banned_addresses`` in the service.
+        The one reader of ``ledger.banned_addresses`` in the service (via ``load_bans``).
         """
         started = time.monotonic()
-        total = 0
-        for batch in ledger.banned_addresses(self.engine):
-            keys = [key for key in map(address_key, batch) if key is not None]
-            total += len(log_bans(self.bans, keys, "the ledger"))
+        self.lifts.start(self.engine)
+        total = load_bans(self.engine, self.bans, self.settings.ban_duration)
         logger.info(
             "Loaded the ledger's bans in %.2f s: %d new, %d in the ban list",
             time.monotonic() - started,

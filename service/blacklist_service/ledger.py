@@ -5,11 +5,18 @@ are inserted with ``ON CONFLICT (event_id) DO NOTHING``, so delivering a hit
 twice (a retry after a lost acknowledgement) leaves one row. On PostgreSQL the
 insert's transaction also runs ``NOTIFY denied_access_ledger``, delivered at
 commit, so the operator syncs the ban list at once.
+
+Lifted bans are rows of ``denied_access_lifts``, next to the ledger: an
+address is banned while its latest ledger row is later than its latest lift
+(and, with a ban duration, younger than it). Ledger rows are never deleted:
+the ledger stays the audit trail of every hit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -23,6 +30,9 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    func,
+    insert,
+    or_,
     select,
     text,
 )
@@ -31,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from blacklist_service.outbox import Hit
 
 LEDGER_TABLE = "denied_access_ledger"
+LIFTS_TABLE = "denied_access_lifts"
 
 metadata = MetaData()
 ledger = Table(
@@ -44,6 +55,15 @@ ledger = Table(
     Column("time", DateTime(timezone=True), nullable=False),
 )
 Index("denied_access_ledger_ip_address", ledger.c.ip_address)
+lifts = Table(
+    LIFTS_TABLE,
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    Column("ip_address", String(45), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("reason", String(256), nullable=False, server_default=""),
+)
+Index("denied_access_lifts_ip_address", lifts.c.ip_address)
 
 
 def make_engine(url: str) -> Engine:
@@ -70,7 +90,7 @@ def make_engine(url: str) -> Engine:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create the table and its index if they are missing (safe to run at every start)."""
+    """Create the tables and their indexes if they are missing (safe to run at every start)."""
     metadata.create_all(engine, checkfirst=True)
 
 
@@ -95,11 +115,100 @@ def insert_hits(engine: Engine, hits: Sequence[Hit]) -> None:
             )
 
 
-def banned_addresses(engine: Engine, batch: int = 10_000) -> Iterator[list[str]]:
-    """Every distinct address in the ledger, in batches (the ledger may hold millions)."""
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with its time zone; SQLite gives back naive UTC times."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def banned_addresses(
+    engine: Engine, since: datetime | None = None, batch: int = 10_000
+) -> Iterator[list[tuple[str, datetime]]]:
+    """Each banned address with its latest hit, in batches (the ledger may hold millions).
+
+    An address lifted after its latest hit is left out, and so is one whose
+    latest hit is not later than ``since`` (its ban has expired).
+    """
+    hits = (
+        select(ledger.c.ip_address, func.max(ledger.c.time).label("latest"))
+        .group_by(ledger.c.ip_address)
+        .subquery("hits")
+    )
+    lifted = (
+        select(lifts.c.ip_address, func.max(lifts.c.time).label("lifted"))
+        .group_by(lifts.c.ip_address)
+        .subquery("lifted")
+    )
+    query = (
+        select(hits.c.ip_address, hits.c.latest)
+        .select_from(hits.outerjoin(lifted, lifted.c.ip_address == hits.c.ip_address))
+        .where(or_(lifted.c.lifted.is_(None), lifted.c.lifted < hits.c.latest))
+    )
+    if since is not None:
+        query = query.where(hits.c.latest > since)
     with engine.connect() as connection:
-        result = connection.execution_options(yield_per=batch).execute(
-            select(ledger.c.ip_address).distinct()
-        )
+        result = connection.execution_options(yield_per=batch).execute(query)
         for partition in result.partitions():
-            yield [str(row[0]) for row in partition]
+            yield [(str(row[0]), as_utc(row[1])) for row in partition]
+
+
+def latest_hits(engine: Engine, addresses: Collection[str]) -> dict[str, datetime]:
+    """The time of the latest ledger row of each of ``addresses`` that has one."""
+    if not addresses:
+        return {}
+    query = (
+        select(ledger.c.ip_address, func.max(ledger.c.time))
+        .where(ledger.c.ip_address.in_(list(addresses)))
+        .group_by(ledger.c.ip_address)
+    )
+    with engine.connect() as connection:
+        return {str(row[0]): as_utc(row[1]) for row in connection.execute(query)}
+
+
+@dataclass(frozen=True)
+class Lift:
+    """One row of the lift table."""
+
+    id: int
+    ip_address: str
+    time: datetime
+
+
+def latest_lift_id(engine: Engine) -> int:
+    """The highest id in the lift table (0 when it is empty)."""
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.coalesce(func.max(lifts.c.id), 0))).scalar_one())
+
+
+def lifts_after(engine: Engine, cursor: int, since: datetime, limit: int = 10_000) -> list[Lift]:
+    """Lifts with an id above ``cursor`` or a time after ``since``, by id.
+
+    Rows can commit out of id order, so a reader following an id cursor also
+    reads a window of recent ones again.
+    """
+    query = (
+        select(lifts.c.id, lifts.c.ip_address, lifts.c.time)
+        .where(or_(lifts.c.id > cursor, lifts.c.time > since))
+        .order_by(lifts.c.id)
+        .limit(limit)
+    )
+    with engine.connect() as connection:
+        return [Lift(int(r[0]), str(r[1]), as_utc(r[2])) for r in connection.execute(query)]
+
+
+def insert_lifts(engine: Engine, addresses: Sequence[str], reason: str) -> list[Lift]:
+    """Add one lift per address, stamped with the database's time, and notify listeners."""
+    rows: list[dict[str, Any]] = [{"ip_address": a, "reason": reason} for a in addresses]
+    if engine.dialect.name != "postgresql":
+        # SQLite's CURRENT_TIMESTAMP has whole seconds only; the ledger's times do not.
+        for row in rows:
+            row["time"] = datetime.now(UTC)
+    made: list[Lift] = []
+    with engine.begin() as connection:
+        for row in rows:
+            inserted = connection.execute(
+                insert(lifts).values(row).returning(lifts.c.id, lifts.c.ip_address, lifts.c.time)
+            ).one()
+            made.append(Lift(int(inserted[0]), str(inserted[1]), as_utc(inserted[2])))
+        if engine.dialect.name == "postgresql":
+            connection.execute(text(f"NOTIFY {LEDGER_TABLE}"))
+    return made

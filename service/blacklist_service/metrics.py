@@ -50,6 +50,10 @@ DELIVERIES = Counter(
     ["channel", "outcome"],
 )
 
+LIFTS_APPLIED = Counter(
+    "blacklist_lifts_applied", "Lifts of the lift table written into this replica's ban store"
+)
+
 
 _request_counters: dict[tuple[str, str], Any] = {}
 
@@ -93,9 +97,16 @@ class StateCollector(Collector):
         self.ledger_marker = ledger_marker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """The ban list's size and the outbox's backlog per channel."""
+        """The ban list's size (banned, lifted, expired) and the outbox's backlog per channel."""
+        banned, lifted, expired = self.bans.counts()
         yield GaugeMetricFamily(
-            "blacklist_banned_addresses", "Addresses this replica refuses", value=len(self.bans)
+            "blacklist_banned_addresses", "Addresses this replica refuses", value=banned
+        )
+        yield GaugeMetricFamily(
+            "blacklist_lifted_addresses", "Addresses whose ban was lifted", value=lifted
+        )
+        yield GaugeMetricFamily(
+            "blacklist_expired_bans", "Addresses whose ban has expired", value=expired
         )
         ledger, mail = self.outbox.counts()
         pending = GaugeMetricFamily(

@@ -188,6 +188,16 @@ class Outbox:
         """Hits whose alert mail is not yet sent, oldest first."""
         return self._pending("mail_delivered", limit)
 
+    def latest_undelivered(self, addresses: list[str]) -> dict[str, datetime]:
+        """The latest hit not yet in the ledger of each of ``addresses`` that has one."""
+        placeholders = ",".join("?" * len(addresses))
+        rows = self._connection().execute(
+            "SELECT ip_address, MAX(time) FROM outbox WHERE ledger_delivered = 0 "  # noqa: S608 - placeholders only
+            f"AND ip_address IN ({placeholders}) GROUP BY ip_address",
+            addresses,
+        )
+        return {str(address): datetime.fromisoformat(time) for address, time in rows.fetchall()}
+
     def _mark(self, column: str, event_ids: list[str]) -> None:
         with self._writing() as connection:
             connection.execute("BEGIN IMMEDIATE")

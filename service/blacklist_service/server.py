@@ -23,7 +23,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from blacklist_service.config import Settings, defaults, from_environment
+from blacklist_service.config import ConfigError, Settings, defaults, from_environment
 from blacklist_service.markers import clear_markers
 from blacklist_service.workers import worker_plan
 
@@ -126,8 +126,11 @@ def main() -> None:
     """Serve until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     config = defaults()
-    config.update(from_environment())
-    settings = Settings.from_config(config)
+    try:
+        config.update(from_environment())
+        settings = Settings.from_config(config)
+    except ConfigError as error:
+        raise SystemExit(f"blacklist-service: bad configuration: {error}") from None
     prepare(settings)
     plan = worker_plan()
     logger.info("Starting %d worker(s): %s", plan.count, plan.reason)

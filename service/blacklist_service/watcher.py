@@ -6,9 +6,10 @@ and, when it outgrows one ConfigMap, ``N-banlist-1`` … ``N-banlist-15``
 a watch delivers each change within milliseconds. One thread per shard lists
 its ConfigMap (a ``metadata.name`` field selector, which the Role's
 ``resourceNames`` allows), then watches from that list's resourceVersion, and
-lists again when the watch ends or its version has expired. Each new
-address goes into the replica's :class:`BanStore`, which every server worker
-reads before its next request.
+lists again when the watch ends or its version has expired. Each new or
+changed ban goes into the replica's :class:`BanStore`, which every server
+worker reads before its next request; what a line may change (a lifted
+address, an expiry) is :mod:`blacklist_service.banlines`' to say.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import requests
 
-from blacklist_service.addresses import address_key
-from blacklist_service.banlog import log_bans
+from blacklist_service.banlines import bans_to_write, parse_shard
+from blacklist_service.banlog import log_added
 from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings
 
@@ -41,12 +43,6 @@ class ApiError(RuntimeError):
 def shard_name(base: str, index: int) -> str:
     """Name of shard ``index`` of the ban list whose shard 0 is ``base``."""
     return base if index == 0 else f"{base}-{index}"
-
-
-def parse_addresses(text: str) -> list[int]:
-    """Keys of the addresses in a shard's ``addresses`` text, skipping lines that are not one."""
-    keys = [address_key(line) for line in text.split()]
-    return [key for key in keys if key is not None]
 
 
 class KubernetesApi:
@@ -156,8 +152,15 @@ class BanListWatcher:
 
     def _apply(self, index: int, config_map: dict[str, Any]) -> None:
         data = config_map.get("data") or {}
-        keys = parse_addresses(str(data.get("addresses") or ""))
-        log_bans(self.bans, keys, f"ConfigMap {shard_name(self.base, index)}")
+        name = shard_name(self.base, index)
+        shard = parse_shard(config_map)
+        if shard.bad_lines:
+            logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",
+                           name, len(shard.bad_lines), shard.bad_lines[0])  # fmt: skip
+        # Decided and written holding the store, so a lift applied meanwhile is not undone.
+        with self.bans.locked():
+            fresh = self.bans.write(bans_to_write(shard, self.bans.state, time.time()))
+        log_added(fresh, f"ConfigMap {name}")
         if index == 0:
             try:
                 self._ensure_shards(int(str(data.get("shards") or "1")))

@@ -64,8 +64,9 @@ def test_a_row_committed_after_higher_ids_still_reaches_the_ban_list(
         later = [f"198.18.{i // 250}.{i % 250 + 1}" for i in range(1500)]
         insert(ledger, later)
         wait_for(
-            lambda: status(operator_process, namespace).get("status", {}).get("bannedCount")
-            == 1500,
+            lambda: (
+                status(operator_process, namespace).get("status", {}).get("bannedCount") == 1500
+            ),
             30,
             "the 1,500 later rows synced",
             operator_process,
@@ -118,8 +119,10 @@ def test_a_lifted_ban_leaves_the_list_and_a_new_hit_bans_again(
     operator_process.start()
     insert(ledger, ["192.0.2.12"])
     wait_for(
-        lambda: sorted(shards(operator_process, namespace))
-        == ["192.0.2.10", "192.0.2.11", "192.0.2.12"],
+        lambda: (
+            sorted(shards(operator_process, namespace))
+            == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
+        ),
         30,
         "the list after a restart",
         operator_process,
@@ -178,8 +181,7 @@ def test_ban_duration_writes_expiries_and_drops_expired_bans(
         "patch", "bls", "bl", "-n", namespace, "--type=merge", "-p", '{"spec":{"banDuration":"1h"}}'
     )
     wait_for(
-        lambda: [line.split()[0] for line in lines(operator_process, namespace)]
-        == ["192.0.2.31"],
+        lambda: [line.split()[0] for line in lines(operator_process, namespace)] == ["192.0.2.31"],
         15,
         "the ban back with a one-hour duration",
         operator_process,

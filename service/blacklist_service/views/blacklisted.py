@@ -17,6 +17,7 @@ from flask import Blueprint, Response, request
 
 from blacklist_service.addresses import address_key
 from blacklist_service.banlog import log_bans
+from blacklist_service.durations import ban_until
 from blacklist_service.metrics import HITS, RECORD_FAILURES
 from blacklist_service.outbox import Hit
 from blacklist_service.state import service_state
@@ -36,7 +37,7 @@ def blacklisted() -> Response:
     hit = Hit.now(address, request.path)
     key = address_key(address)
     if key is not None and key not in state.settings.allowlist:
-        log_bans(state.bans, [key], "a request")
+        log_bans(state.bans, [key], "a request", ban_until(state.settings.ban_duration))
     try:
         state.outbox.record(hit)
     except (sqlite3.Error, OSError):

@@ -1,0 +1,171 @@
+"""Lifted and expiring bans in a replica: the start-up load and the lift follower.
+
+At start the delivery worker loads the ledger's bans: each address with its
+latest hit, those lifted since left out, each banned until its latest hit plus
+``BAN_DURATION`` (expired ones skipped). Then, about twice a second, it reads
+the lift table (``denied_access_lifts``) after its id cursor, plus the lifts
+of the last minute again (rows can commit out of id order), and lifts each
+address in the replica's ban store, unless the address was banned again after
+the lift: the ledger holds a later hit, or the outbox one not delivered yet.
+Applying a lift twice changes nothing. The cursor is kept in ``STATE_DIR``, so
+a restarted process applies only the lifts it has not seen; a fresh state
+directory starts at the newest lift, as its load already left lifted bans out
+(the last minute's lifts are still checked again, which only catches a ban-list
+line the operator wrote before it saw one of them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from blacklist_service import ledger
+from blacklist_service.addresses import address_key, key_text
+from blacklist_service.banlog import log_added
+from blacklist_service.banstore import BanStore, lifted_at
+from blacklist_service.durations import ban_until_after
+from blacklist_service.metrics import LIFTS_APPLIED
+from blacklist_service.outbox import Outbox
+
+logger = logging.getLogger("blacklist_service.lifts")
+POLL_INTERVAL = 0.5  # the contract asks for at least once a second
+REREAD_WINDOW = timedelta(minutes=1)
+RETRY_MAXIMUM = 30.0
+
+
+def load_bans(engine: Engine, bans: BanStore, duration: int | None) -> int:
+    """Ban the addresses the ledger still bans; return how many were not banned yet."""
+    since = None if duration is None else datetime.now(UTC) - timedelta(seconds=duration)
+    total = 0
+    for batch in ledger.banned_addresses(engine, since):
+        records = []
+        for address, latest in batch:
+            key = address_key(address)
+            if key is not None:
+                records.append((key, ban_until_after(duration, latest)))
+        fresh = bans.ban(records)
+        log_added(fresh, "the ledger")
+        total += len(fresh)
+    return total
+
+
+def milliseconds(moment: datetime) -> int:
+    """Unix milliseconds of ``moment``."""
+    return int(moment.timestamp() * 1000)
+
+
+class LiftFollower:
+    """Applies the lift table to the replica's ban store."""
+
+    def __init__(self, state_dir: Path, outbox: Outbox, bans: BanStore) -> None:
+        self.cursor_path = state_dir / "lifts.cursor"
+        self.outbox = outbox
+        self.bans = bans
+        self.cursor = read_cursor(self.cursor_path)
+        # Ids of the lifts in the re-read window already handled, with their times.
+        self._handled: dict[int, datetime] = {}
+        self._next_poll = 0.0
+        self._failures = 0
+
+    def start(self, engine: Engine) -> None:
+        """With a fresh state directory, skip the lifts made so far (call before loading bans)."""
+        if self.cursor is None:
+            self.cursor = ledger.latest_lift_id(engine)
+            write_cursor(self.cursor_path, self.cursor)
+
+    def poll_if_due(self, engine: Engine) -> bool:
+        """Poll when it is time to; True when there may be more lifts to read at once."""
+        if time.monotonic() < self._next_poll:
+            return False
+        try:
+            busy = self.poll(engine)
+        except SQLAlchemyError as error:
+            self._failures += 1
+            delay = min(RETRY_MAXIMUM, POLL_INTERVAL * 2**self._failures)
+            self._next_poll = time.monotonic() + delay
+            logger.warning(
+                "Reading the lifts failed (next in %.1f s): %s", delay, str(error).splitlines()[0]
+            )
+            return False
+        self._failures = 0
+        self._next_poll = 0.0 if busy else time.monotonic() + POLL_INTERVAL
+        return busy
+
+    def poll(self, engine: Engine) -> bool:
+        """Apply the lifts not handled yet; True when a full batch was read."""
+        if self.cursor is None:
+            self.start(engine)
+        assert self.cursor is not None
+        since = datetime.now(UTC) - REREAD_WINDOW
+        limit = 10_000
+        found = ledger.lifts_after(engine, self.cursor, since, limit)
+        fresh = [lift for lift in found if lift.id not in self._handled]
+        if fresh:
+            self._apply(engine, fresh)
+            for lift in fresh:
+                self._handled[lift.id] = lift.time
+            newest = max(lift.id for lift in fresh)
+            if newest > self.cursor:
+                self.cursor = newest
+                write_cursor(self.cursor_path, newest)
+        self._handled = {id_: at for id_, at in self._handled.items() if at > since}
+        return len(found) >= limit
+
+    def _apply(self, engine: Engine, found: list[ledger.Lift]) -> None:
+        # The latest lift of each address; those recorded as late already need nothing.
+        latest: dict[int, int] = {}
+        for lift in found:
+            key = address_key(lift.ip_address)
+            if key is not None:
+                latest[key] = max(latest.get(key, 0), milliseconds(lift.time))
+        wanted = {
+            key: at for key, at in latest.items() if (lifted_at(self.bans.state(key)) or 0) < at
+        }
+        if not wanted:
+            return
+        # A hit delivered to the ledger after the lift bans again. One still in the
+        # outbox does too: that is checked while holding the store, so a hit recorded
+        # after the check writes its ban after the lift. (Ledger deliveries run in
+        # this thread, so a hit cannot leave the outbox between the two checks.)
+        texts = {key: key_text(key) for key in wanted}
+        hits = ledger.latest_hits(engine, list(texts.values()))
+        wanted = {
+            key: at
+            for key, at in wanted.items()
+            if texts[key] not in hits or milliseconds(hits[texts[key]]) <= at
+        }
+        with self.bans.locked():
+            pending = self.outbox.latest_undelivered([texts[key] for key in wanted])
+            lifts = [
+                (key, at)
+                for key, at in wanted.items()
+                if texts[key] not in pending or milliseconds(pending[texts[key]]) <= at
+            ]
+            written = self.bans.lift(lifts)
+        if written:
+            LIFTS_APPLIED.inc(len(written))
+            for key in written[:100]:
+                logger.warning("%s removed from ban list (ban lifted).", key_text(key))
+            if len(written) > 100:
+                logger.warning("%d bans lifted.", len(written))
+
+
+def read_cursor(path: Path) -> int | None:
+    """The lift cursor kept in the state directory, or None in a fresh one."""
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def write_cursor(path: Path, cursor: int) -> None:
+    """Keep the lift cursor (replaced atomically: a crash leaves the old or the new one)."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(f"{cursor}\n")
+    os.replace(temporary, path)

@@ -1,0 +1,279 @@
+"""Lifting a ban and ban expiry, with replicas as real processes and a real PostgreSQL.
+
+Each test speaks from its own loopback addresses, so the bans of one never
+touch another.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from blacklist_devtools.http import get
+from blacklist_devtools.kube import wait_until
+from blacklist_devtools.net import free_port
+from blacklist_devtools.postgres import PostgresServer
+from blacklist_service import ledger
+from blacklist_service.addresses import address_key
+from blacklist_service.banstore import BAN_FILE, RECORD_SIZE, BanStore
+from blacklist_service.durations import parse_duration
+from blacklist_service.lifts import LiftFollower
+from blacklist_service.outbox import Hit, Outbox
+from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
+
+LIFT_BOUND = 5.0  # SPEC §6: a lifted or expired ban stops within 5 seconds
+
+
+@pytest.fixture
+def database(postgres: PostgresServer) -> Iterator[Engine]:
+    """An engine on the module's PostgreSQL with empty ledger and lift tables."""
+    engine = ledger.make_engine(postgres.url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS denied_access_ledger, denied_access_lifts"))
+    yield engine
+    engine.dispose()
+
+
+def lift_command(database_url: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """``python -m blacklist_service lift ...`` as a user runs it."""
+    environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    environment["DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "blacklist_service", "lift", *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def key(text: str) -> int:
+    found = address_key(text)
+    assert found is not None
+    return found
+
+
+def count(engine: Engine, table: str) -> int:
+    with engine.connect() as connection:
+        exists = connection.execute(text(f"SELECT to_regclass('{table}') IS NOT NULL")).scalar()
+        if not exists:
+            return 0
+        return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+
+
+def refused_by_every_worker(url: str, source: str) -> bool:
+    # Fresh connections spread over both workers.
+    return all(get(f"{url}/?n=2", source=source).status == 403 for _ in range(8))
+
+
+def served(url: str, source: str) -> bool:
+    return all(get(f"{url}/?n=2", source=source).status == 200 for _ in range(8))
+
+
+def seconds_until(predicate: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    assert wait_until(predicate, timeout=timeout, interval=0.05)
+    return time.monotonic() - started
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_lifted_ban_ends_within_5_s_and_a_later_hit_bans_again(
+    database: Engine, postgres: PostgresServer, service_factory: ServiceFactory
+) -> None:
+    service = service_factory(DATABASE_URL=postgres.url)
+    source = "127.0.21.1"
+    assert get(f"{service.url}/blacklisted", source=source).status == 444
+    assert refused_by_every_worker(service.url, source)
+
+    lifted = lift_command(postgres.url, source, "--reason", "false positive")
+    assert lifted.returncode == 0, lifted.stderr
+    assert f"Lifted the ban on {source}" in lifted.stdout
+    assert seconds_until(lambda: served(service.url, source), LIFT_BOUND) < LIFT_BOUND
+
+    assert get(f"{service.url}/blacklisted", source=source).status == 444
+    assert refused_by_every_worker(service.url, source)
+    time.sleep(2.5)  # several lift polls, each reading the lift again (the last minute)
+    assert refused_by_every_worker(service.url, source)
+    # The ledger keeps both hits; the lift has its row and reason.
+    assert wait_until(lambda: count(database, "denied_access_ledger") == 2, timeout=15)
+    with database.connect() as connection:
+        rows = connection.execute(text("SELECT ip_address, reason FROM denied_access_lifts"))
+        assert [tuple(row) for row in rows] == [(source, "false positive")]
+    assert f"{source} removed from ban list (ban lifted)." in service.log()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_lift_reaches_two_replicas_within_5_s(
+    database: Engine, postgres: PostgresServer, service_factory: ServiceFactory
+) -> None:
+    replicas = [service_factory(DATABASE_URL=postgres.url) for _ in range(2)]
+    source = "127.0.21.2"
+    for replica in replicas:
+        assert get(f"{replica.url}/blacklisted", source=source).status == 444
+        assert refused_by_every_worker(replica.url, source)
+    # Given as the IPv4-mapped form: the canonical address is lifted.
+    assert lift_command(postgres.url, f"::ffff:{source}").returncode == 0
+    assert (
+        seconds_until(lambda: all(served(replica.url, source) for replica in replicas), LIFT_BOUND)
+        < LIFT_BOUND
+    )
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_ban_expires_after_ban_duration(
+    database: Engine, postgres: PostgresServer, service_factory: ServiceFactory
+) -> None:
+    service = service_factory(DATABASE_URL=postgres.url, BAN_DURATION="3s")
+    source = "127.0.21.3"
+    hit = time.monotonic()
+    assert get(f"{service.url}/blacklisted", source=source).status == 444
+    assert refused_by_every_worker(service.url, source)
+    assert wait_until(lambda: time.monotonic() - hit >= 2.4, timeout=5)
+    assert refused_by_every_worker(service.url, source)
+    assert wait_until(lambda: served(service.url, source), timeout=LIFT_BOUND)
+    # Banned until the whole second after hit + 3 s: between 3 and 4 s.
+    assert 2.5 < time.monotonic() - hit < 4.5
+    # A hit after expiry bans again.
+    assert get(f"{service.url}/blacklisted", source=source).status == 444
+    assert refused_by_every_worker(service.url, source)
+
+
+def record_hit(engine: Engine, address: str, at: datetime) -> None:
+    ledger.insert_hits(engine, [Hit(str(uuid.uuid4()), address, "/blacklisted", at)])
+
+
+def record_lift(engine: Engine, address: str, at: datetime) -> None:
+    with engine.begin() as connection:
+        connection.execute(ledger.lifts.insert().values(ip_address=address, time=at))
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_fresh_replica_loads_only_bans_neither_expired_nor_lifted(
+    database: Engine, postgres: PostgresServer, service_factory: ServiceFactory
+) -> None:
+    ledger.ensure_schema(database)
+    now = datetime.now(UTC)
+    expired, banned, lifted, rebanned = (f"127.0.22.{n}" for n in range(1, 5))
+    record_hit(database, expired, now - timedelta(hours=1))
+    record_hit(database, banned, now - timedelta(minutes=5))
+    record_hit(database, lifted, now - timedelta(minutes=5))
+    record_lift(database, lifted, now - timedelta(minutes=4))
+    record_lift(database, rebanned, now - timedelta(minutes=10))
+    record_hit(database, rebanned, now - timedelta(minutes=9))
+    record_hit(database, rebanned, now - timedelta(hours=2))
+
+    service = service_factory(DATABASE_URL=postgres.url, BAN_DURATION="30m")
+    assert wait_until(lambda: "Loaded the ledger's bans" in service.log(), timeout=15)
+    assert refused_by_every_worker(service.url, banned)
+    assert refused_by_every_worker(service.url, rebanned)
+    assert served(service.url, expired)
+    assert served(service.url, lifted)
+    metrics = get(f"{service.url}/metrics").body
+    assert "blacklist_banned_addresses 2.0" in metrics
+
+
+@pytest.mark.postgres
+def test_lift_refuses_a_bad_address_and_writes_nothing(
+    database: Engine, postgres: PostgresServer
+) -> None:
+    for arguments in (["not-an-address"], ["1.2.3.4", "1.2.3.999"], ["1.2.3.4/24"]):
+        refused = lift_command(postgres.url, *arguments)
+        assert refused.returncode == 2
+        assert "not an IP address" in refused.stderr
+        assert "nothing was lifted" in refused.stderr
+        assert refused.stdout == ""
+    assert count(database, "denied_access_lifts") == 0
+    assert lift_command(postgres.url).returncode == 2
+    assert lift_command(postgres.url, "1.2.3.4", "--reason", "x" * 257).returncode == 2
+    assert count(database, "denied_access_lifts") == 0
+
+
+def test_a_bad_ban_duration_stops_the_start(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    environment.update(
+        PORT=str(free_port()), BIND_ADDRESS="127.0.0.1", STATE_DIR=str(tmp_path), BAN_DURATION="abc"
+    )
+    started = subprocess.run(
+        [sys.executable, "-m", "blacklist_service"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    lines = started.stderr.strip().splitlines()
+    assert len(lines) == 1, started.stderr
+    assert "BAN_DURATION" in lines[0]
+    assert "'abc'" in lines[0]
+
+
+def test_ban_durations_are_parsed() -> None:
+    assert parse_duration("") is None
+    assert parse_duration("86400") == 86400
+    assert parse_duration("30m") == 1800
+    assert parse_duration("24h") == parse_duration("1d") == 86400
+    assert parse_duration("1d12h") == 129600
+    assert parse_duration(" 7D ") == 7 * 86400
+    for bad in ("abc", "0", "0s", "1.5h", "-5", "5 m", "1w", "h"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
+def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path) -> None:
+    engine = ledger.make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger.ensure_schema(engine)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    bans = BanStore(state_dir / BAN_FILE)
+    outbox = Outbox(state_dir / "outbox.sqlite3")
+    old, pending, delivered, later = (f"10.0.0.{n}" for n in range(1, 5))
+    record_lift(engine, old, datetime.now(UTC) - timedelta(hours=1))
+    bans.add([key(a) for a in (old, pending, delivered, later)])
+
+    follower = LiftFollower(state_dir, outbox, bans)
+    follower.start(engine)
+    assert follower.cursor == 1  # a fresh state directory skips the lifts made so far
+
+    ledger.insert_lifts(engine, [pending, delivered, later], "")
+    time.sleep(0.01)
+    outbox.record(Hit.now(pending, "/blacklisted"))  # a hit after the lift, not yet delivered
+    record_hit(engine, delivered, datetime.now(UTC))  # one already in the ledger
+    follower.poll(engine)
+    assert key(later) not in bans
+    assert key(pending) in bans
+    assert key(delivered) in bans
+    assert key(old) in bans
+    assert (state_dir / "lifts.cursor").read_text().strip() == "4"
+
+    # A restarted process continues from the cursor; a lift committed behind it but
+    # within the last minute is read again and applied; applying twice writes nothing.
+    bans.add([key(later)])
+    record_lift(engine, later, datetime.now(UTC))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE denied_access_lifts SET id = 0 WHERE id = 5"))
+    restarted = LiftFollower(state_dir, outbox, bans)
+    assert restarted.cursor == 4
+    size = (state_dir / BAN_FILE).stat().st_size
+    restarted.poll(engine)
+    assert key(later) not in bans
+    assert key(pending) in bans
+    assert key(delivered) in bans
+    assert (state_dir / BAN_FILE).stat().st_size == size + RECORD_SIZE
+    restarted.poll(engine)
+    assert (state_dir / BAN_FILE).stat().st_size == size + RECORD_SIZE
+    engine.dispose()
