@@ -85,6 +85,65 @@ def test_status_counts_the_ban_and_reports_the_node_port(deployed: Deployed) -> 
     assert BANNED in banlist["data"]["addresses"].split()
 
 
+def test_a_lifted_ban_leaves_every_replica_within_five_seconds(deployed: Deployed) -> None:
+    urls = deployed.instance().service_urls
+    assert all(get(f"{url}/?n=2", source=BANNED).status == 403 for url in urls)
+    lifted = deployed.cluster.kubectl(
+        "exec", f"deploy/{deployed.name}", "-n", deployed.namespace, "--",
+        "python", "-m", "blacklist_service", "lift", BANNED, "--reason", "e2e test",
+    )  # fmt: skip
+    lifted_at = time.monotonic()
+    assert BANNED in lifted
+
+    def served_everywhere() -> bool:
+        return all(get(f"{url}/?n=2", source=BANNED).status == 200 for url in urls)
+
+    assert wait_until(served_everywhere, timeout=5.0, interval=0.1)
+    print(f"lift -> every replica {time.monotonic() - lifted_at:.2f} s")
+    # The ledger keeps the hit; the ban list drops the address.
+    assert [row for row in stack.ledger_rows(deployed.instance()) if row[1] == BANNED]
+    banlist = stack.get_json(
+        deployed.cluster, "configmap", f"{deployed.name}-banlist", "-n", deployed.namespace
+    )
+    assert BANNED not in banlist["data"]["addresses"].split()
+
+
+def test_ban_duration_ends_bans_on_every_replica(deployed: Deployed) -> None:
+    deployed.cluster.kubectl(
+        "patch", "bls", deployed.name, "-n", deployed.namespace, "--type=merge",
+        "-p", '{"spec":{"banDuration":"8s"}}',
+    )  # fmt: skip
+
+    def rolled_out() -> bool:
+        found = deployed.instance()
+        deployment = stack.get_json(
+            deployed.cluster, "deployment", deployed.name, "-n", deployed.namespace
+        )
+        env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        status = deployment.get("status", {})
+        return (
+            {"name": "BAN_DURATION", "value": "8"} in env
+            and status.get("updatedReplicas") == status.get("replicas") == 2
+            and status.get("availableReplicas") == 2
+            and len(found.service_urls) == 2
+        )
+
+    assert wait_until(rolled_out, timeout=120, interval=1.0)
+    first, second = deployed.instance().service_urls
+    assert get(f"{first}/blacklisted", source=BYSTANDER).status == 444
+    banned_at = time.monotonic()
+    assert wait_until(
+        lambda: get(f"{second}/?n=2", source=BYSTANDER).status == 403, timeout=2.0, interval=0.05
+    )
+    assert wait_until(
+        lambda: all(get(f"{url}/?n=2", source=BYSTANDER).status == 200 for url in (first, second)),
+        timeout=15.0,
+        interval=0.2,
+    )
+    ended = time.monotonic() - banned_at
+    assert 6.0 <= ended <= 14.0, f"an 8 s ban ended after {ended:.1f} s"
+
+
 def test_the_database_password_is_only_in_its_secret(deployed: Deployed) -> None:
     password = deployed.instance().database_password
     assert len(password) >= 16

@@ -82,7 +82,10 @@ def test_a_hit_gives_one_row_one_mail_and_a_ban(
     timed_hit(service.url, "127.0.0.5")
     assert_refused_by_every_worker(service.url, "127.0.0.5")
     assert get(f"{service.url}/healthz", source="127.0.0.5").status == 200
-    assert get(f"{service.url}/readyz", source="127.0.0.5").status == 200
+    # Ready once the ledger's bans are loaded (a lone replica; a fraction of a second).
+    assert wait_until(
+        lambda: get(f"{service.url}/readyz", source="127.0.0.5").status == 200, timeout=10
+    )
     assert get(f"{service.url}/metrics", source="127.0.0.5").status == 403
     bystander = get(f"{service.url}/?n=3", source="127.0.0.6")
     assert (bystander.status, bystander.body) == (200, "9.0")

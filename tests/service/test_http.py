@@ -20,8 +20,11 @@ def test_standalone_ledger_bans_and_probes(service_factory: ServiceFactory) -> N
     assert get(f"{service.url}/blacklisted", source="127.0.0.1").status == 444
     for path in ["/?n=2", "/blacklisted", "/metrics", "/no-such-page"]:
         assert get(f"{service.url}{path}", source="127.0.0.1").status == 403, path
-    for path in ["/healthz", "/readyz"]:
-        assert get(f"{service.url}{path}", source="127.0.0.1").status == 200, path
+    assert get(f"{service.url}/healthz", source="127.0.0.1").status == 200
+    # Ready once the ledger's bans are loaded (a fraction of a second after the start).
+    assert wait_until(
+        lambda: get(f"{service.url}/readyz", source="127.0.0.1").status == 200, timeout=10
+    )
     assert get(f"{service.url}/?n=2", source="127.0.0.2").body == "4.0"
 
     # Without DATABASE_URL the ledger is a SQLite file in STATE_DIR.
