@@ -31,7 +31,7 @@ from blacklist_operator.banlist.shards import IPV6_FLAG, address_key, key_text
 LEDGER_TABLE = "denied_access_ledger"
 LIFTS_TABLE = "denied_access_lifts"
 BATCH = 50_000
-LOCK_TIMEOUT_MS = 1000
+LOCK_TIMEOUT_MS = 250
 # Rows fetched per round trip when streaming the whole ledger.
 STREAM_ROWS = 20_000
 _LATEST = f"SELECT ip_address, (extract(epoch FROM max(time)) * 1000)::bigint FROM {LEDGER_TABLE}"  # noqa: S608 (constant table name)

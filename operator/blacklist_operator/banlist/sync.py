@@ -48,6 +48,8 @@ CURSOR_SLACK = 10_000
 # Expired bans leave the ConfigMaps at most this late (every replica already
 # stops enforcing them at their expiry, which their line carries).
 EXPIRY_CHECK_SECONDS = 5.0
+# After the ledger's lock was not free, read without it for this long before asking again.
+LOCK_RETRY_SECONDS = 1.0
 
 KeyRange = tuple[int, int]
 
@@ -113,6 +115,7 @@ class BanListSync:
         self.table_oid = 0
         self.filter_key: str | None = None
         self._checked_expiry = 0.0
+        self._lock_retry_at = 0.0
         self._persisted_cursor = 0
         self._stored_shards = 0
         # Shards changed in memory but not yet written: a failed write (the API server
@@ -157,10 +160,16 @@ class BanListSync:
         rows = 0
         table_exists = True
         while rows < MAX_ROWS_PER_CYCLE:
-            read = ledger.read_hits(connection, self.cursor, exact=True)
-            if read.exact and read.table_exists and self._recreated(read):
-                return self.rescan(bls, connection, reset=True)
-            if not read.exact:
+            read = None
+            if time.monotonic() >= self._lock_retry_at:
+                read = ledger.read_hits(connection, self.cursor, exact=True)
+                if read.exact and read.table_exists and self._recreated(read):
+                    return self.rescan(bls, connection, reset=True)
+                if not read.exact:
+                    # While the lock is asked for, new inserts queue behind the request:
+                    # do not ask again at every pass while somebody holds one open.
+                    self._lock_retry_at = time.monotonic() + LOCK_RETRY_SECONDS
+            if read is None or not read.exact:
                 # Somebody holds an insert open: read ahead from ``seen`` without moving the
                 # exact cursor, so the rows before it are read again once the lock is free.
                 read = ledger.read_hits(connection, max(self.seen, self.cursor), exact=False)
