@@ -156,3 +156,36 @@ def test_a_service_over_its_memory_limit_is_oom_killed_and_bans_survive(
     stack.wait_ready(deployed.cluster, deployed.namespace, deployed.name, 240)
     for url in deployed.instance().service_urls:
         assert get(f"{url}/?n=1", source=banned).status == 403
+
+
+def test_workers_follow_the_container_limits_and_spec_workers(deployed: Deployed) -> None:
+    def patch(spec: dict[str, Any]) -> None:
+        deployed.cluster.kubectl(
+            "patch", "blacklistservice", deployed.name, "-n", deployed.namespace,
+            "--type=merge", "-p", json.dumps({"spec": spec}),
+        )  # fmt: skip
+
+    def started_with(text: str) -> bool:
+        pods = service_pods(deployed)
+        return len(pods) == 2 and all(
+            text in deployed.cluster.kubectl("logs", pod["metadata"]["name"], "-n",
+                                             deployed.namespace, check=False)
+            for pod in pods
+        )  # fmt: skip
+
+    # A CPU limit of 1 gives 2 workers (the floor), but 160Mi holds only one of ~61 MB
+    # above the base: the memory limit wins, whatever the node's CPU count.
+    limits = {"requests": {"cpu": "50m", "memory": "64Mi"},
+              "limits": {"cpu": "1", "memory": "160Mi"}}  # fmt: skip
+    patch({"resources": limits})
+    try:
+        assert wait_until(lambda: started_with("Starting 1 worker(s): CPU limit 1"), timeout=180)
+        stack.wait_ready(deployed.cluster, deployed.namespace, deployed.name, 240)
+        # An explicit spec.workers wins.
+        patch({"workers": 3})
+        assert wait_until(lambda: started_with("Starting 3 worker(s): WEB_CONCURRENCY=3"), 180)
+    finally:
+        defaults = {"requests": {"cpu": "50m", "memory": "64Mi"},
+                    "limits": {"cpu": None, "memory": "256Mi"}}  # fmt: skip
+        patch({"workers": None, "resources": defaults})
+    stack.wait_ready(deployed.cluster, deployed.namespace, deployed.name, 240)
