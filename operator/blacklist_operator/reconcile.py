@@ -20,7 +20,11 @@ from blacklist_operator.builders import (
     child_key,
     merge_condition,
 )
-from blacklist_operator.builders.database import generate_password
+from blacklist_operator.builders.database import (
+    generate_password,
+    managed_secret,
+    secret_owner_references,
+)
 from blacklist_operator.builders.naming import (
     database_name,
     database_settings_name,
@@ -38,6 +42,8 @@ class Outcome:
 
     created: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # (reason, message) of Warning Events: what a user must know even when it healed.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     ready: bool = False
     first: bool = False
 
@@ -128,20 +134,62 @@ def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: Spec
     )
 
 
-def ensure_secret(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> bool:
-    """Make sure Secret ``N-db`` exists; adopt an existing one as is. True if we created it."""
+def ensure_secret(
+    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+) -> dict[str, Any]:
+    """Make sure Secret ``N-db`` exists and return it; an existing one is adopted as is.
+
+    A missing Secret is generated. When the claim ``N-postgres`` already exists the
+    volume may hold a ledger whose role has the lost password: the new one is
+    applied by the database's init container when the new Secret's uid restarts it
+    (see ``build_set_password_container``), and a Warning Event says so. Of a Secret
+    we generated, only the owner reference is kept in line with ``retainOnDelete``.
+    """
     name = database_settings_name(bls)
     existing = api.get("v1", "Secret", bls.namespace, name)
     if existing is None:
-        if api.create(build_database_secret(bls, generate_password())) is not None:
-            logger.info(f"Created Secret {name} with a generated password")
-            return True
+        claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
+        created = api.create(build_database_secret(bls, generate_password()))
+        if created is not None:
+            outcome.created.append(f"Secret {name}")
+            if claim is None:
+                logger.info(f"Created Secret {name} with a generated password")
+            else:
+                message = (
+                    f"Secret {name} was missing while PersistentVolumeClaim {database_name(bls)} "
+                    "exists: generated a new password; the database restarts and its init "
+                    "container set-password gives it to the existing role (an image without "
+                    "psql/pg_ctl cannot: restore the old Secret instead)"
+                )
+                logger.warning(message)
+                outcome.warnings.append(("CredentialsRegenerated", message))
+            return created
         # Someone (another reconcile of ours) created it in between: adopt theirs.
         existing = api.get("v1", "Secret", bls.namespace, name)
-    data = (existing or {}).get("data") or {}
+    if existing is None:
+        raise ApiError(409, f"Secret {name} was deleted while it was being created")
+    data = existing.get("data") or {}
     if "username" not in data or "password" not in data:
         raise ApiError(422, f"Secret {name} must hold the keys username and password")
-    return False
+    if managed_secret(existing):
+        metadata = existing.get("metadata") or {}
+        current = list(metadata.get("ownerReferences") or [])
+        wanted = secret_owner_references(bls, current)
+        if wanted != current:
+            existing = api.merge_patch(
+                "v1",
+                "Secret",
+                bls.namespace,
+                name,
+                {
+                    "metadata": {
+                        "ownerReferences": wanted,
+                        "resourceVersion": metadata.get("resourceVersion"),
+                    }
+                },
+            )
+            logger.info(f"Secret {name} is now {'owned' if wanted else 'kept with the data'}")
+    return existing
 
 
 def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
@@ -157,12 +205,13 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
+    credentials: str | None = None
     try:
-        if ensure_secret(api, bls, logger):
-            outcome.created.append(f"Secret {database_settings_name(bls)}")
+        secret = ensure_secret(api, bls, logger, outcome)
+        credentials = (secret.get("metadata") or {}).get("uid")
     except ApiError as error:
         outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
-    children = build_children(bls, runtime.config.operator_namespace)
+    children = build_children(bls, runtime.config.operator_namespace, credentials)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in children:
         try:

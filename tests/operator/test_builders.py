@@ -113,9 +113,9 @@ def test_service_environment_follows_the_contract() -> None:
     assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     names = [item["name"] for item in container["env"]]
     assert names.index("DATABASE_URL") > names.index("DB_PASSWORD")
-    assert env["DATABASE_URL"]["value"] == (
-        "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
-    )
+    assert env["DATABASE_URL"]["value"] == "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "demo-db", "key": "username"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-db", "key": "password"}
     assert env["ALLOWLIST"]["value"] == "10.0.0.0/8,127.0.0.1/32"
     assert env["TRUSTED_PROXIES"]["value"] == "192.168.0.0/16"
     assert env["ALERT_RECIPIENT"]["value"] == "test@domain.com"

@@ -19,6 +19,8 @@ COMPONENT_BANLIST = "banlist"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+# On a pod template: the uid of the Secret N-db its pods take their credentials from.
+CREDENTIALS_ANNOTATION = "blacklist.dev/database-secret-uid"
 
 # The ban list spreads over at most this many ConfigMaps (docs/CONTRACTS.md).
 MAX_BANLIST_SHARDS = 16
@@ -96,4 +98,18 @@ def metadata(
     }
     if owned:
         result["ownerReferences"] = [owner_reference(bls)]
+    return result
+
+
+def pod_metadata(
+    bls: BlacklistService, component: str, credentials: str | None = None
+) -> dict[str, Any]:
+    """Metadata of a pod template: its selector labels and the Secret uid it was built for.
+
+    Environment taken from a Secret is read once, when a container starts: a new
+    uid in the template restarts the pods onto a Secret that was recreated.
+    """
+    result: dict[str, Any] = {"labels": selector_labels(bls, component)}
+    if credentials is not None:
+        result["annotations"] = {CREDENTIALS_ANNOTATION: credentials}
     return result

@@ -1,0 +1,200 @@
+"""A lost Secret ``N-db`` never locks anyone out of an existing ledger, on the real node.
+
+The database runs as a pod of the local PostgreSQL image; the operator, a local
+process, reaches it through its Service's cluster address, as the service pods do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Any
+
+import psycopg2
+import pytest
+
+from blacklist_devtools import http, network
+from blacklist_devtools.kube import Cluster
+from tests.operator.helpers import (
+    OperatorProcess,
+    apply_manifest,
+    blacklist_service,
+    condition,
+    get_json,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+SERVICE = "app.kubernetes.io/instance=ledger,app.kubernetes.io/component=service"
+DATABASE = "app.kubernetes.io/instance=ledger,app.kubernetes.io/component=database"
+
+
+def running_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    pods = (get_json(cluster, "pods", "-n", namespace, "-l", selector) or {}).get("items", [])
+    return [
+        pod
+        for pod in pods
+        if pod["status"].get("phase") == "Running"
+        and not pod["metadata"].get("deletionTimestamp")
+        and all(status.get("ready") for status in pod["status"].get("containerStatuses", []))
+    ]
+
+
+def credentials(cluster: Cluster, namespace: str) -> tuple[str, str] | None:
+    secret = get_json(cluster, "secret", "ledger-db", "-n", namespace)
+    if secret is None:
+        return None
+    data = secret["data"]
+    return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
+
+
+def ledger_addresses(cluster: Cluster, namespace: str) -> list[str] | None:
+    """The ledger's addresses, read from the database pod with Secret N-db's password."""
+    pods = running_pods(cluster, namespace, DATABASE)
+    found = credentials(cluster, namespace)
+    if len(pods) != 1 or found is None:
+        return None
+    user, password = found
+    try:
+        with (
+            psycopg2.connect(
+                host=pods[0]["status"]["podIP"],
+                user=user,
+                password=password,
+                dbname="denied_access",
+                connect_timeout=3,
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT ip_address FROM denied_access_ledger ORDER BY id")
+            return [str(row[0]) for row in cursor.fetchall()]
+    except psycopg2.Error:
+        return None
+
+
+def hit_blacklisted(cluster: Cluster, namespace: str, source: str) -> bool:
+    pods = running_pods(cluster, namespace, SERVICE)
+    if not pods:
+        return False
+    url = f"http://{pods[0]['status']['podIP']}:5004/blacklisted"
+    try:
+        return http.get(url, source=source, timeout=5).status == 444
+    except OSError:
+        return False
+
+
+def test_deleted_secret_heals_without_losing_a_row(
+    operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster = operator_process.cluster
+    apply_manifest(cluster, blacklist_service("ledger", namespace))
+    service = None
+
+    def database_service() -> bool:
+        nonlocal service
+        service = get_json(cluster, "service", "ledger-postgres", "-n", namespace)
+        return service is not None
+
+    wait_for(database_service, 30, "Service ledger-postgres", operator_process)
+    assert service is not None
+    operator_process.map_database(namespace, "ledger", service["spec"]["clusterIP"], 5432)
+
+    def ready(condition_type: str) -> bool:
+        body = get_json(cluster, "bls", "ledger", "-n", namespace)
+        return condition(body, condition_type).get("status") == "True"
+
+    wait_for(lambda: ready("Ready"), 120, "Ready", operator_process)
+    offset = zlib.crc32(namespace.encode()) % 20000
+    first, second = network.client_address(offset), network.client_address(offset + 1)
+    wait_for(lambda: hit_blacklisted(cluster, namespace, first), 30, "a first 444")
+    wait_for(lambda: (ledger_addresses(cluster, namespace) or []) == [first], 60, "the first row")
+    wait_for(lambda: ready("DatabaseReady"), 60, "DatabaseReady", operator_process)
+    old_password = credentials(cluster, namespace)
+
+    # The Secret is lost, then the database restarts (a node drain, an OOM kill): the
+    # point where a regenerated password used to lock everyone out.
+    cluster.kubectl("delete", "secret", "ledger-db", "-n", namespace)
+    cluster.kubectl("delete", "pod", "-n", namespace, "-l", DATABASE, "--wait=false")
+
+    def regenerated() -> bool:
+        found = credentials(cluster, namespace)
+        return found is not None and found != old_password
+
+    wait_for(regenerated, 60, "Secret ledger-db generated again", operator_process)
+
+    def warned() -> bool:
+        events = json.loads(
+            cluster.kubectl(
+                "get",
+                "events",
+                "-n",
+                namespace,
+                "--field-selector",
+                "reason=CredentialsRegenerated",
+                "-o",
+                "json",
+            )
+        )["items"]
+        return any(event["type"] == "Warning" for event in events)
+
+    wait_for(warned, 30, "a CredentialsRegenerated Warning", operator_process)
+    # The rows are there, under the new password.
+    wait_for(
+        lambda: (ledger_addresses(cluster, namespace) or []) == [first],
+        120,
+        "the old row, read with the new password",
+        operator_process,
+    )
+    wait_for(lambda: ready("Ready"), 120, "Ready again", operator_process)
+
+    # The service (its pods restarted onto the new Secret) still writes to the ledger.
+    wait_for(lambda: hit_blacklisted(cluster, namespace, second), 60, "a second 444")
+    wait_for(
+        lambda: ledger_addresses(cluster, namespace) == [first, second],
+        60,
+        "the second row",
+        operator_process,
+    )
+
+    # The operator still reads it: both addresses reach the ban list.
+    def banned() -> bool:
+        body = get_json(cluster, "bls", "ledger", "-n", namespace)
+        status = (body or {}).get("status") or {}
+        return ready("DatabaseReady") and status.get("bannedCount") == 2
+
+    wait_for(banned, 60, "DatabaseReady and bannedCount 2", operator_process)
+
+
+def test_retain_on_delete_set_later_keeps_the_secret(
+    operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster = operator_process.cluster
+    apply_manifest(cluster, blacklist_service("later", namespace))
+    wait_for(
+        lambda: get_json(cluster, "secret", "later-db", "-n", namespace) is not None,
+        30,
+        "Secret later-db",
+        operator_process,
+    )
+    secret = get_json(cluster, "secret", "later-db", "-n", namespace)
+    assert secret is not None
+    assert secret["metadata"]["ownerReferences"]
+    storage = {"retainOnDelete": True}
+    apply_manifest(cluster, blacklist_service("later", namespace, database={"storage": storage}))
+
+    def released() -> bool:
+        found = get_json(cluster, "secret", "later-db", "-n", namespace)
+        return found is not None and not found["metadata"].get("ownerReferences")
+
+    wait_for(released, 30, "the Secret's owner reference removed", operator_process)
+    cluster.kubectl("delete", "bls", "later", "-n", namespace, "--wait=true", "--timeout=60s")
+    wait_for(
+        lambda: get_json(cluster, "deployment", "later-postgres", "-n", namespace) is None,
+        60,
+        "the Deployment collected",
+    )
+    kept = get_json(cluster, "secret", "later-db", "-n", namespace)
+    assert kept is not None
+    assert kept["data"] == secret["data"]
+    assert get_json(cluster, "pvc", "later-postgres", "-n", namespace) is not None
