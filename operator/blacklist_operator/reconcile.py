@@ -26,13 +26,15 @@ from blacklist_operator.builders.database import (
     secret_owner_references,
 )
 from blacklist_operator.builders.naming import (
+    VOLUME_OWNER_ANNOTATION,
     database_name,
     database_settings_name,
     persistent_volume_name,
     service_name,
+    volume_belongs_to,
 )
 from blacklist_operator.builders.status import READY, condition_changed, now
-from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
 from blacklist_operator.runtime import Logger, Runtime
 
 
@@ -192,6 +194,31 @@ def ensure_secret(
     return existing
 
 
+def static_volume_name(api: KubernetesApi, bls: BlacklistService) -> str | None:
+    """The static PV of a hostPath resource: the one its claim is bound to, else the default.
+
+    A claim's volumeName is immutable: one bound under an earlier naming keeps its volume.
+    """
+    if bls.spec.database.storage.host_path is None:
+        return None
+    claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
+    bound = ((claim or {}).get("spec") or {}).get("volumeName")
+    return str(bound) if bound else persistent_volume_name(bls)
+
+
+def check_volume_owner(api: KubernetesApi, bls: BlacklistService, name: str) -> None:
+    """Refuse (ApiError 409) a PersistentVolume of that name that is not this resource's.
+
+    PVs are cluster-scoped: a forced apply would take over another's volume and claim.
+    """
+    existing = api.get("v1", "PersistentVolume", None, name)
+    if existing is not None and not volume_belongs_to(existing, bls):
+        owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(
+            VOLUME_OWNER_ANNOTATION, "someone else"
+        )
+        raise ApiError(409, f"it exists and belongs to {owner}: left alone")
+
+
 def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     """Apply every child of the BlacklistService ``body`` and write its Ready status.
 
@@ -201,6 +228,7 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
     api = runtime.api
     try:
         bls = parse(body)
+        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError as error:
         report_invalid_spec(api, body, error)
         raise
@@ -211,10 +239,17 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
         credentials = (secret.get("metadata") or {}).get("uid")
     except ApiError as error:
         outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
-    children = build_children(bls, runtime.config.operator_namespace, credentials)
+    try:
+        volume_name = static_volume_name(api, bls)
+    except ApiError as error:
+        outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
+        volume_name = None
+    children = build_children(bls, runtime.config.operator_namespace, credentials, volume_name)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in children:
         try:
+            if manifest["kind"] == "PersistentVolume":
+                check_volume_owner(api, bls, manifest["metadata"]["name"])
             applied = api.apply(manifest)
         except ApiError as error:
             outcome.failures.append(f"{_describe(manifest)}: {error}")
@@ -257,8 +292,9 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     """
     try:
         bls = parse(body)
+        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError:
-        return False
+        return False  # Ready=False InvalidSpec stays as the reconcile reported it.
     status = body.get("status") or {}
     if status.get("observedGeneration") != bls.generation:
         # The reconcile of this generation has not written its status yet; it will.
@@ -283,6 +319,21 @@ def release_storage(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -
     storage = bls.spec.database.storage
     if storage.host_path is None or storage.retain_on_delete:
         return
-    name = persistent_volume_name(bls)
+    name = static_volume_name(runtime.api, bls)
+    if name is None:
+        return
+    try:
+        volume = runtime.api.get("v1", "PersistentVolume", None, name)
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        # Without rights on PersistentVolumes (rbac.persistentVolumes=false) none was created.
+        logger.warning(f"Cannot read PersistentVolume {name}: {error}; nothing released")
+        return
+    if volume is None:
+        return
+    if not volume_belongs_to(volume, bls):
+        logger.warning(f"PersistentVolume {name} is not this resource's: left alone")
+        return
     if runtime.api.delete("v1", "PersistentVolume", None, name):
         logger.info(f"Released PersistentVolume {name}")

@@ -229,14 +229,20 @@ def test_host_path_storage(retain: bool) -> None:
     bls = make(database={"storage": {"hostPath": "/data/pg", "retainOnDelete": retain}})
     volume = build_persistent_volume(bls)
     assert volume is not None
-    assert volume["metadata"]["name"] == "team-demo-postgres"
+    name = volume["metadata"]["name"]
+    assert name.startswith("team-demo-")
+    assert len(name) <= 63
+    assert volume["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
+    assert volume["metadata"]["labels"]["blacklist.dev/namespace"] == "team"
+    assert volume["metadata"]["annotations"]["blacklist.dev/owner"] == "team/demo"
+    assert volume["spec"]["hostPath"]["type"] == "DirectoryOrCreate"
     assert "ownerReferences" not in volume["metadata"]
     assert volume["spec"]["hostPath"]["path"] == "/data/pg"
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert volume["spec"]["claimRef"]["name"] == "demo-postgres"
     assert volume["spec"]["claimRef"]["namespace"] == "team"
     claim = build_persistent_volume_claim(bls)
-    assert claim["spec"]["volumeName"] == "team-demo-postgres"
+    assert claim["spec"]["volumeName"] == name
     assert claim["spec"]["storageClassName"] == ""
     assert ("ownerReferences" in claim["metadata"]) is not retain
 

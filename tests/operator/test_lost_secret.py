@@ -6,82 +6,30 @@ process, reaches it through its Service's cluster address, as the service pods d
 
 from __future__ import annotations
 
-import base64
 import json
 import zlib
-from typing import Any
 
-import psycopg2
 import pytest
 
-from blacklist_devtools import http, network
+from blacklist_devtools import network
 from blacklist_devtools.kube import Cluster
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,
     blacklist_service,
     condition,
+    database_credentials,
     get_json,
+    hit_blacklisted,
+    ledger_addresses,
     wait_for,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-SERVICE = "app.kubernetes.io/instance=ledger,app.kubernetes.io/component=service"
-DATABASE = "app.kubernetes.io/instance=ledger,app.kubernetes.io/component=database"
-
-
-def running_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
-    pods = (get_json(cluster, "pods", "-n", namespace, "-l", selector) or {}).get("items", [])
-    return [
-        pod
-        for pod in pods
-        if pod["status"].get("phase") == "Running"
-        and not pod["metadata"].get("deletionTimestamp")
-        and all(status.get("ready") for status in pod["status"].get("containerStatuses", []))
-    ]
 
 
 def credentials(cluster: Cluster, namespace: str) -> tuple[str, str] | None:
-    secret = get_json(cluster, "secret", "ledger-db", "-n", namespace)
-    if secret is None:
-        return None
-    data = secret["data"]
-    return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
-
-
-def ledger_addresses(cluster: Cluster, namespace: str) -> list[str] | None:
-    """The ledger's addresses, read from the database pod with Secret N-db's password."""
-    pods = running_pods(cluster, namespace, DATABASE)
-    found = credentials(cluster, namespace)
-    if len(pods) != 1 or found is None:
-        return None
-    user, password = found
-    try:
-        with (
-            psycopg2.connect(
-                host=pods[0]["status"]["podIP"],
-                user=user,
-                password=password,
-                dbname="denied_access",
-                connect_timeout=3,
-            ) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute("SELECT ip_address FROM denied_access_ledger ORDER BY id")
-            return [str(row[0]) for row in cursor.fetchall()]
-    except psycopg2.Error:
-        return None
-
-
-def hit_blacklisted(cluster: Cluster, namespace: str, source: str) -> bool:
-    pods = running_pods(cluster, namespace, SERVICE)
-    if not pods:
-        return False
-    url = f"http://{pods[0]['status']['podIP']}:5004/blacklisted"
-    try:
-        return http.get(url, source=source, timeout=5).status == 444
-    except OSError:
-        return False
+    return database_credentials(cluster, namespace, "ledger")
 
 
 def test_deleted_secret_heals_without_losing_a_row(
@@ -107,15 +55,27 @@ def test_deleted_secret_heals_without_losing_a_row(
     wait_for(lambda: ready("Ready"), 120, "Ready", operator_process)
     offset = zlib.crc32(namespace.encode()) % 20000
     first, second = network.client_address(offset), network.client_address(offset + 1)
-    wait_for(lambda: hit_blacklisted(cluster, namespace, first), 30, "a first 444")
-    wait_for(lambda: (ledger_addresses(cluster, namespace) or []) == [first], 60, "the first row")
+    wait_for(lambda: hit_blacklisted(cluster, namespace, "ledger", first), 30, "a first 444")
+    wait_for(
+        lambda: (ledger_addresses(cluster, namespace, "ledger") or []) == [first],
+        60,
+        "the first row",
+    )
     wait_for(lambda: ready("DatabaseReady"), 60, "DatabaseReady", operator_process)
     old_password = credentials(cluster, namespace)
 
     # The Secret is lost, then the database restarts (a node drain, an OOM kill): the
     # point where a regenerated password used to lock everyone out.
     cluster.kubectl("delete", "secret", "ledger-db", "-n", namespace)
-    cluster.kubectl("delete", "pod", "-n", namespace, "-l", DATABASE, "--wait=false")
+    cluster.kubectl(
+        "delete",
+        "pod",
+        "-n",
+        namespace,
+        "-l",
+        "app.kubernetes.io/instance=ledger,app.kubernetes.io/component=database",
+        "--wait=false",
+    )
 
     def regenerated() -> bool:
         found = credentials(cluster, namespace)
@@ -141,7 +101,7 @@ def test_deleted_secret_heals_without_losing_a_row(
     wait_for(warned, 30, "a CredentialsRegenerated Warning", operator_process)
     # The rows are there, under the new password.
     wait_for(
-        lambda: (ledger_addresses(cluster, namespace) or []) == [first],
+        lambda: (ledger_addresses(cluster, namespace, "ledger") or []) == [first],
         120,
         "the old row, read with the new password",
         operator_process,
@@ -149,9 +109,9 @@ def test_deleted_secret_heals_without_losing_a_row(
     wait_for(lambda: ready("Ready"), 120, "Ready again", operator_process)
 
     # The service (its pods restarted onto the new Secret) still writes to the ledger.
-    wait_for(lambda: hit_blacklisted(cluster, namespace, second), 60, "a second 444")
+    wait_for(lambda: hit_blacklisted(cluster, namespace, "ledger", second), 60, "a second 444")
     wait_for(
-        lambda: ledger_addresses(cluster, namespace) == [first, second],
+        lambda: ledger_addresses(cluster, namespace, "ledger") == [first, second],
         60,
         "the second row",
         operator_process,

@@ -14,6 +14,8 @@ from blacklist_operator.builders.naming import (
     MANAGED_BY_LABEL,
     OPERATOR_APP_NAME,
     POSTGRES_PORT,
+    VOLUME_NAMESPACE_LABEL,
+    VOLUME_OWNER_ANNOTATION,
     database_name,
     database_settings_name,
     labels,
@@ -22,6 +24,7 @@ from blacklist_operator.builders.naming import (
     persistent_volume_name,
     pod_metadata,
     selector_labels,
+    volume_owner,
 )
 from blacklist_operator.builders.security import (
     POSTGRES_UID,
@@ -174,6 +177,40 @@ def build_set_password_container(bls: BlacklistService) -> dict[str, Any]:
     }
 
 
+# The init container "own-data", only for a hostPath volume: the kubelet creates a
+# missing hostPath directory owned by root, and fsGroup does not apply to hostPath,
+# so PostgreSQL (uid 999) could not write it. It must run as root for chown, with
+# CAP_CHOWN alone (every other capability dropped, no escalation), and touches only
+# the mount point itself, never what lies below it.
+OWN_DATA_SCRIPT = f"""\
+set -eu
+if [ "$(stat -c %u:%g {DATA_MOUNT})" != "{POSTGRES_UID}:{POSTGRES_UID}" ]; then
+    chown {POSTGRES_UID}:{POSTGRES_UID} {DATA_MOUNT}
+    echo "own-data: {DATA_MOUNT} now belongs to uid {POSTGRES_UID}"
+fi
+"""
+
+
+def build_own_data_container(bls: BlacklistService) -> dict[str, Any]:
+    """The init container that hands a hostPath data directory to PostgreSQL's uid."""
+    return {
+        "name": "own-data",
+        "image": bls.spec.database.image,
+        "imagePullPolicy": bls.spec.image_pull_policy,
+        "command": ["sh", "-c", OWN_DATA_SCRIPT],
+        "resources": resource_requirements(bls.spec.database.resources),
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+    }
+
+
 def build_database_deployment(
     bls: BlacklistService, credentials: str | None = None
 ) -> dict[str, Any]:
@@ -232,7 +269,14 @@ def build_database_deployment(
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(POSTGRES_UID),
-                    "initContainers": [build_set_password_container(bls)],
+                    "initContainers": [
+                        *(
+                            [build_own_data_container(bls)]
+                            if database.storage.host_path is not None
+                            else []
+                        ),
+                        build_set_password_container(bls),
+                    ],
                     "containers": [container],
                     "volumes": [
                         {
@@ -269,8 +313,14 @@ def build_database_service(bls: BlacklistService) -> dict[str, Any]:
     }
 
 
-def build_persistent_volume_claim(bls: BlacklistService) -> dict[str, Any]:
-    """PVC ``N-postgres``; without an owner when it must outlive the BlacklistService."""
+def build_persistent_volume_claim(
+    bls: BlacklistService, volume_name: str | None = None
+) -> dict[str, Any]:
+    """PVC ``N-postgres``; without an owner when it must outlive the BlacklistService.
+
+    ``volume_name``: the static PV to bind (default :func:`persistent_volume_name`;
+    a claim bound before that name existed keeps its volume, since it is immutable).
+    """
     storage = bls.spec.database.storage
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
@@ -279,7 +329,7 @@ def build_persistent_volume_claim(bls: BlacklistService) -> dict[str, Any]:
     if storage.host_path is not None:
         # Bind to our static volume only; "" keeps the default class's provisioner away.
         spec["storageClassName"] = ""
-        spec["volumeName"] = persistent_volume_name(bls)
+        spec["volumeName"] = volume_name or persistent_volume_name(bls)
     elif storage.storage_class_name is not None:
         spec["storageClassName"] = storage.storage_class_name
     return {
@@ -292,11 +342,14 @@ def build_persistent_volume_claim(bls: BlacklistService) -> dict[str, Any]:
     }
 
 
-def build_persistent_volume(bls: BlacklistService) -> dict[str, Any] | None:
-    """The static hostPath PV ``NS-N-postgres``, or ``None`` when no hostPath is asked for.
+def build_persistent_volume(
+    bls: BlacklistService, volume_name: str | None = None
+) -> dict[str, Any] | None:
+    """The static hostPath PV, or ``None`` when no hostPath is asked for.
 
     A cluster-scoped object cannot be owned by a namespaced one, so the PV is
-    released by the operator's finalizer instead of the garbage collector.
+    released by the operator's finalizer instead of the garbage collector; its
+    labels (instance ``N``, namespace ``NS``) and owner annotation say whose it is.
     """
     storage = bls.spec.database.storage
     if storage.host_path is None:
@@ -305,9 +358,9 @@ def build_persistent_volume(bls: BlacklistService) -> dict[str, Any] | None:
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
-            "name": persistent_volume_name(bls),
-            "labels": labels(bls, COMPONENT_DATABASE),
-            "annotations": {"blacklist.dev/owner": f"{bls.namespace}/{bls.name}"},
+            "name": volume_name or persistent_volume_name(bls),
+            "labels": {**labels(bls, COMPONENT_DATABASE), VOLUME_NAMESPACE_LABEL: bls.namespace},
+            "annotations": {VOLUME_OWNER_ANNOTATION: volume_owner(bls)},
         },
         "spec": {
             "capacity": {"storage": storage.size},
