@@ -64,18 +64,11 @@ def test_deleted_secret_heals_without_losing_a_row(
     wait_for(lambda: ready("DatabaseReady"), 60, "DatabaseReady", operator_process)
     old_password = credentials(cluster, namespace)
 
-    # The Secret is lost, then the database restarts (a node drain, an OOM kill): the
-    # point where a regenerated password used to lock everyone out.
+    # The Secret is lost, then the database restarts (a rollout, a node drain): the point
+    # where a regenerated password used to lock everyone out. A rollout (Recreate) rather
+    # than a deleted pod, whose replacement may start before it has stopped.
     cluster.kubectl("delete", "secret", "ledger-db", "-n", namespace)
-    cluster.kubectl(
-        "delete",
-        "pod",
-        "-n",
-        namespace,
-        "-l",
-        "app.kubernetes.io/instance=ledger,app.kubernetes.io/component=database",
-        "--wait=false",
-    )
+    cluster.kubectl("rollout", "restart", "deployment/ledger-postgres", "-n", namespace)
 
     def regenerated() -> bool:
         found = credentials(cluster, namespace)
