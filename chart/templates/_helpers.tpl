@@ -86,8 +86,10 @@ Renders "true" or nothing, so it can be used in an `if`.
 {{/*
 The rules of the cluster-scoped objects the operator needs in every mode:
 kopf's discovery of its CRD and of namespaces, and, when enabled, the static
-hostPath PersistentVolumes it creates for spec.database.storage.hostPath
-(and releases through a finalizer, hence patch/update).
+hostPath PersistentVolumes it creates for spec.database.storage.hostPath: it
+reads one by name to check that it is its own before it applies or deletes it,
+and never lists or watches them. Every verb below is one the code calls
+(chart/README.md#permissions lists who calls what).
 */}}
 {{- define "blacklist-operator.clusterRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
@@ -99,15 +101,20 @@ hostPath PersistentVolumes it creates for spec.database.storage.hostPath
 {{- if .Values.rbac.persistentVolumes }}
 - apiGroups: [""]
   resources: ["persistentvolumes"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
 
 {{/*
 The rules of the namespaced objects: the BlacklistServices it reconciles and
-every child it owns. It may create Roles only with rights it holds itself
+every child it owns. Children are written with server-side apply (create and
+patch), watched by label (list, watch) and read by name (get); the garbage
+collector deletes them, so only the ban-list ConfigMaps, which the ban sync
+shrinks, may be deleted. Secrets are read and written by name only (get,
+create, patch of N-db): no list or watch, so the operator cannot enumerate the
+Secrets of a namespace. It may create Roles only with rights it holds itself
 (get/list/watch on configmaps for the service's ban list), so it has neither
-escalate nor bind. Pods are read-only (readiness); Events are write-only.
+escalate nor bind. No pods: nothing reads them. Events are write-only.
 */}}
 {{- define "blacklist-operator.namespacedRules" -}}
 - apiGroups: ["blacklist.dev"]
@@ -121,19 +128,22 @@ escalate nor bind. Pods are read-only (readiness); Events are write-only.
   verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  resources: ["services", "persistentvolumeclaims", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

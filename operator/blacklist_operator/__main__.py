@@ -86,6 +86,15 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=16,
         help="reconciles that may run in parallel (default 16)",
     )
+    parser.add_argument(
+        "--allowed-host-path-prefix",
+        action="append",
+        default=[],
+        metavar="DIRECTORY",
+        help="allow spec.database.storage.hostPath in DIRECTORY and below (repeatable; "
+        "whole path components: /data allows /data/pg, not /database). Default: none, "
+        "every hostPath is refused",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
     return parser.parse_args(argv)
 
@@ -101,6 +110,9 @@ class _QuietWatchers(logging.Filter):
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the operator until it is signalled to stop."""
     arguments = parse_arguments(argv)
+    for prefix in arguments.allowed_host_path_prefix:
+        if not prefix.startswith("/") or ".." in prefix.split("/"):
+            raise SystemExit(f"--allowed-host-path-prefix {prefix}: not an absolute path")
     config = OperatorConfig(
         namespaces=tuple(arguments.namespace),
         operator_namespace=arguments.operator_namespace,
@@ -110,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ban_poll_interval=arguments.ban_poll_interval,
         ban_rescan_interval=arguments.ban_rescan_interval,
         workers=arguments.workers,
+        allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
     )
     kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)

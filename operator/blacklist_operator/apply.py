@@ -169,6 +169,19 @@ class KubernetesApi:
             raise
         return body
 
+    def merge_patch(
+        self, api_version: str, kind: str, namespace: str | None, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """JSON merge patch of an object; a ``metadata.resourceVersion`` in it guards a race."""
+        body, _ = self._call(
+            "PATCH",
+            _path(api_version, kind, namespace, name),
+            body=patch,
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
+        return body
+
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete the object (in the background); ``False`` when it was already gone."""
         try:

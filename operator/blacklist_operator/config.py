@@ -30,6 +30,8 @@ class OperatorConfig:
     ban_poll_interval: float = 5.0
     ban_rescan_interval: float = 600.0
     workers: int = 16
+    # Directories under which spec.database.storage.hostPath may lie; empty: none.
+    allowed_host_path_prefixes: tuple[str, ...] = ()
 
 
 @dataclass

@@ -42,13 +42,17 @@ from blacklist_operator.workers import follow_children, post_events, resync
 
 MANAGED = {MANAGED_BY_LABEL: "blacklist-operator"}
 # (group/version, plural) of the namespaced children whose changes we follow.
+# Not Secrets: a watch needs list/watch on every Secret of every watched namespace
+# (RBAC cannot narrow either to a label), and the operator reads exactly one Secret
+# per instance, by name. A deleted Secret N-db is recreated by the next full
+# reconcile: at once when a Deployment loses availability (a pod that restarted
+# without its Secret), otherwise within the resync period.
 WATCHED_CHILDREN = (
     ("apps/v1", "deployments"),
     ("v1", "services"),
     ("v1", "configmaps"),
     ("v1", "persistentvolumeclaims"),
     ("v1", "serviceaccounts"),
-    ("v1", "secrets"),
     ("rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "rolebindings"),
     ("networking.k8s.io/v1", "networkpolicies"),
@@ -203,7 +207,10 @@ def _deployment_changed(
     runtime.deployments[where] = progress
     if progress == previous:
         return
-    runtime.children.wake(key, "status")
+    # Availability lost may mean a child that is not watched (Secret N-db) is gone:
+    # a full reconcile checks every child; otherwise Ready is only recomputed.
+    lost = previous is not None and previous[0] and not progress[0]
+    runtime.children.wake(key, "drift" if lost else "status")
     component = (metadata.get("labels") or {}).get(COMPONENT_LABEL)
     if component == COMPONENT_DATABASE and progress[0] and not (previous and previous[0]):
         runtime.banlists.wake(key, "database")

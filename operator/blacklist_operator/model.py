@@ -9,8 +9,9 @@ object written before the schema was tightened).
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,6 +202,47 @@ def _parse_database(database: Mapping[str, Any]) -> DatabaseSpec:
                 storage, "retainOnDelete", "spec.database.storage.retainOnDelete"
             ),
         ),
+    )
+
+
+def host_path_allowed(path: str, prefixes: Sequence[str]) -> bool:
+    """Whether ``path`` is one of ``prefixes`` or below one, by whole path components.
+
+    ``/data`` allows ``/data`` and ``/data/pg``, never ``/database``; both sides are
+    normalised first (``//``, ``.`` and a trailing ``/`` do not matter).
+    """
+    if not path.startswith("/") or ".." in path.split("/"):
+        return False
+    normal = posixpath.normpath(path)
+    for prefix in prefixes:
+        allowed = posixpath.normpath(prefix)
+        if not prefix.startswith("/") or ".." in prefix.split("/"):
+            continue
+        if normal == allowed or normal.startswith(allowed.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def check_host_path(bls: BlacklistService, prefixes: Sequence[str]) -> None:
+    """Raise :class:`SpecError` when ``spec.database.storage.hostPath`` is not allowed.
+
+    A hostPath volume exposes a node's filesystem to the database pod, and the
+    PersistentVolume is created with the operator's cluster-wide rights: only the
+    cluster admin decides where (the operator's ``--allowed-host-path-prefix``).
+    """
+    host_path = bls.spec.database.storage.host_path
+    if host_path is None or host_path_allowed(host_path, prefixes):
+        return
+    if not prefixes:
+        raise SpecError(
+            "spec.database.storage.hostPath",
+            f"{host_path} is refused: this operator allows no hostPath volumes (the cluster "
+            "admin allows directories with --allowed-host-path-prefix, chart value "
+            "storage.allowedHostPathPrefixes); leave hostPath out to use a StorageClass",
+        )
+    raise SpecError(
+        "spec.database.storage.hostPath",
+        f"{host_path} is refused: not under an allowed prefix ({', '.join(prefixes)})",
     )
 
 

@@ -20,15 +20,21 @@ from blacklist_operator.builders import (
     child_key,
     merge_condition,
 )
-from blacklist_operator.builders.database import generate_password
+from blacklist_operator.builders.database import (
+    generate_password,
+    managed_secret,
+    secret_owner_references,
+)
 from blacklist_operator.builders.naming import (
+    VOLUME_OWNER_ANNOTATION,
     database_name,
     database_settings_name,
     persistent_volume_name,
     service_name,
+    volume_belongs_to,
 )
 from blacklist_operator.builders.status import READY, condition_changed, now
-from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
 from blacklist_operator.runtime import Logger, Runtime
 
 
@@ -38,6 +44,8 @@ class Outcome:
 
     created: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    # (reason, message) of Warning Events: what a user must know even when it healed.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
     ready: bool = False
     first: bool = False
 
@@ -128,20 +136,87 @@ def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: Spec
     )
 
 
-def ensure_secret(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> bool:
-    """Make sure Secret ``N-db`` exists; adopt an existing one as is. True if we created it."""
+def ensure_secret(
+    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+) -> dict[str, Any]:
+    """Make sure Secret ``N-db`` exists and return it; an existing one is adopted as is.
+
+    A missing Secret is generated. When the claim ``N-postgres`` already exists the
+    volume may hold a ledger whose role has the lost password: the new one is
+    applied by the database's init container when the new Secret's uid restarts it
+    (see ``build_set_password_container``), and a Warning Event says so. Of a Secret
+    we generated, only the owner reference is kept in line with ``retainOnDelete``.
+    """
     name = database_settings_name(bls)
     existing = api.get("v1", "Secret", bls.namespace, name)
     if existing is None:
-        if api.create(build_database_secret(bls, generate_password())) is not None:
-            logger.info(f"Created Secret {name} with a generated password")
-            return True
+        claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
+        created = api.create(build_database_secret(bls, generate_password()))
+        if created is not None:
+            outcome.created.append(f"Secret {name}")
+            if claim is None:
+                logger.info(f"Created Secret {name} with a generated password")
+            else:
+                message = (
+                    f"Secret {name} was missing while PersistentVolumeClaim {database_name(bls)} "
+                    "exists: generated a new password; the database restarts and its init "
+                    "container set-password gives it to the existing role (an image without "
+                    "psql/pg_ctl cannot: restore the old Secret instead)"
+                )
+                logger.warning(message)
+                outcome.warnings.append(("CredentialsRegenerated", message))
+            return created
         # Someone (another reconcile of ours) created it in between: adopt theirs.
         existing = api.get("v1", "Secret", bls.namespace, name)
-    data = (existing or {}).get("data") or {}
+    if existing is None:
+        raise ApiError(409, f"Secret {name} was deleted while it was being created")
+    data = existing.get("data") or {}
     if "username" not in data or "password" not in data:
         raise ApiError(422, f"Secret {name} must hold the keys username and password")
-    return False
+    if managed_secret(existing):
+        metadata = existing.get("metadata") or {}
+        current = list(metadata.get("ownerReferences") or [])
+        wanted = secret_owner_references(bls, current)
+        if wanted != current:
+            existing = api.merge_patch(
+                "v1",
+                "Secret",
+                bls.namespace,
+                name,
+                {
+                    "metadata": {
+                        "ownerReferences": wanted,
+                        "resourceVersion": metadata.get("resourceVersion"),
+                    }
+                },
+            )
+            logger.info(f"Secret {name} is now {'owned' if wanted else 'kept with the data'}")
+    return existing
+
+
+def static_volume_name(api: KubernetesApi, bls: BlacklistService) -> str | None:
+    """The static PV of a hostPath resource: the one its claim is bound to, else the default.
+
+    A claim's volumeName is immutable: one bound under an earlier naming keeps its volume.
+    """
+    if bls.spec.database.storage.host_path is None:
+        return None
+    claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
+    bound = ((claim or {}).get("spec") or {}).get("volumeName")
+    return str(bound) if bound else persistent_volume_name(bls)
+
+
+def check_volume_owner(api: KubernetesApi, bls: BlacklistService, name: str) -> None:
+    """Refuse (ApiError 409) a PersistentVolume of that name that is not this resource's.
+
+    PVs are cluster-scoped: a forced apply would take over another's volume and claim.
+    """
+    existing = api.get("v1", "PersistentVolume", None, name)
+    if existing is not None and not volume_belongs_to(existing, bls):
+        owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(
+            VOLUME_OWNER_ANNOTATION, "someone else"
+        )
+        raise ApiError(409, f"it exists and belongs to {owner}: left alone")
 
 
 def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
@@ -153,19 +228,28 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
     api = runtime.api
     try:
         bls = parse(body)
+        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError as error:
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
+    credentials: str | None = None
     try:
-        if ensure_secret(api, bls, logger):
-            outcome.created.append(f"Secret {database_settings_name(bls)}")
+        secret = ensure_secret(api, bls, logger, outcome)
+        credentials = (secret.get("metadata") or {}).get("uid")
     except ApiError as error:
         outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
-    children = build_children(bls, runtime.config.operator_namespace)
+    try:
+        volume_name = static_volume_name(api, bls)
+    except ApiError as error:
+        outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
+        volume_name = None
+    children = build_children(bls, runtime.config.operator_namespace, credentials, volume_name)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in children:
         try:
+            if manifest["kind"] == "PersistentVolume":
+                check_volume_owner(api, bls, manifest["metadata"]["name"])
             applied = api.apply(manifest)
         except ApiError as error:
             outcome.failures.append(f"{_describe(manifest)}: {error}")
@@ -208,8 +292,9 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     """
     try:
         bls = parse(body)
+        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError:
-        return False
+        return False  # Ready=False InvalidSpec stays as the reconcile reported it.
     status = body.get("status") or {}
     if status.get("observedGeneration") != bls.generation:
         # The reconcile of this generation has not written its status yet; it will.
@@ -234,6 +319,21 @@ def release_storage(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -
     storage = bls.spec.database.storage
     if storage.host_path is None or storage.retain_on_delete:
         return
-    name = persistent_volume_name(bls)
+    name = static_volume_name(runtime.api, bls)
+    if name is None:
+        return
+    try:
+        volume = runtime.api.get("v1", "PersistentVolume", None, name)
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        # Without rights on PersistentVolumes (rbac.persistentVolumes=false) none was created.
+        logger.warning(f"Cannot read PersistentVolume {name}: {error}; nothing released")
+        return
+    if volume is None:
+        return
+    if not volume_belongs_to(volume, bls):
+        logger.warning(f"PersistentVolume {name} is not this resource's: left alone")
+        return
     if runtime.api.delete("v1", "PersistentVolume", None, name):
         logger.info(f"Released PersistentVolume {name}")

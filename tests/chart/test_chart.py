@@ -168,9 +168,11 @@ def test_watching_all_namespaces_uses_one_cluster_role() -> None:
             "namespace": "blacklist-system",
         }
     ]
-    assert rules_for(role, "deployments") >= {"create", "patch", "delete"}
-    assert rules_for(role, "persistentvolumes") >= {"create", "delete"}
-    assert rules_for(role, "pods") == {"get", "list", "watch"}
+    assert rules_for(role, "deployments") == {"get", "list", "watch", "create", "patch"}
+    assert rules_for(role, "persistentvolumes") == {"get", "create", "patch", "delete"}
+    assert rules_for(role, "pods") == set()
+    # Secrets by name only: nothing that enumerates the Secrets of a namespace.
+    assert rules_for(role, "secrets") == {"get", "create", "patch"}
     assert (
         "--all-namespaces"
         in only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -183,7 +185,9 @@ def test_watched_namespaces_get_a_role_each_and_nothing_elsewhere() -> None:
     bindings = [manifest for manifest in manifests if manifest["kind"] == "RoleBinding"]
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["team-a", "team-b"]
-    assert rules_for(roles[0], "secrets") >= {"get", "create", "patch"}
+    for role in roles:
+        assert rules_for(role, "secrets") == {"get", "create", "patch"}
+        assert rules_for(role, "pods") == set()
     cluster_role = only(manifests, "ClusterRole")
     cluster_resources = {
         resource for rule in cluster_role["rules"] for resource in rule["resources"]
@@ -193,6 +197,16 @@ def test_watched_namespaces_get_a_role_each_and_nothing_elsewhere() -> None:
     assert "--namespace=team-a" in args
     assert "--namespace=team-b" in args
     assert "--all-namespaces" not in args
+
+
+def test_rbac_holds_only_what_the_operator_calls() -> None:
+    manifests = render("operator.watchNamespaces={team-a}") + render()
+    for role in (m for m in manifests if m["kind"] in {"Role", "ClusterRole"}):
+        assert rules_for(role, "pods") == set()
+        assert not {"list", "watch", "delete", "update"} & rules_for(role, "secrets")
+        # Children are collected by the garbage collector; only ban-list shards are deleted.
+        for resource in ("deployments", "services", "persistentvolumeclaims", "roles"):
+            assert not {"delete", "update"} & rules_for(role, resource), resource
 
 
 def test_no_role_grants_escalation() -> None:

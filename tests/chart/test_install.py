@@ -10,16 +10,25 @@ the CRD.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import yaml
 
 from blacklist_devtools.kube import Cluster
 from tests.chart.helm import CHART, CRD_NAME, EXAMPLES, Manifest, helm, render
+from tests.operator.helpers import (
+    OperatorProcess,
+    apply_manifest,
+    blacklist_service,
+    condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -39,18 +48,18 @@ ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
             "deployments.apps",
             "services",
             "configmaps",
-            "secrets",
             "persistentvolumeclaims",
             "serviceaccounts",
             "roles.rbac.authorization.k8s.io",
             "rolebindings.rbac.authorization.k8s.io",
             "networkpolicies.networking.k8s.io",
         )
-        for verb in ("get", "list", "watch", "create", "patch", "delete")
+        for verb in ("get", "list", "watch", "create", "patch")
     ],
-    ("get", "pods", ()),
-    ("list", "pods", ()),
-    ("watch", "pods", ()),
+    ("delete", "configmaps", ()),
+    ("get", "secrets", ()),
+    ("create", "secrets", ()),
+    ("patch", "secrets", ()),
     ("create", "events", ()),
     ("create", "events.events.k8s.io", ()),
 ]
@@ -61,7 +70,7 @@ ALLOWED_CLUSTER_WIDE: list[Check] = [
     ("watch", "namespaces", ()),
 ]
 PERSISTENT_VOLUME_RIGHTS: list[Check] = [
-    (verb, "persistentvolumes", ()) for verb in ("get", "list", "create", "patch", "delete")
+    (verb, "persistentvolumes", ()) for verb in ("get", "create", "patch", "delete")
 ]
 NEVER_ALLOWED: list[Check] = [
     ("get", "nodes", ()),
@@ -74,8 +83,17 @@ NEVER_ALLOWED: list[Check] = [
     ("bind", "clusterroles.rbac.authorization.k8s.io", ()),
     ("impersonate", "users", ()),
     ("impersonate", "serviceaccounts", ()),
+    ("get", "pods", ()),
+    ("list", "pods", ()),
+    ("watch", "pods", ()),
     ("create", "pods", ()),
     ("delete", "pods", ()),
+    # Secrets by name only: the operator cannot enumerate or watch the Secrets of a namespace.
+    ("list", "secrets", ()),
+    ("watch", "secrets", ()),
+    ("delete", "secrets", ()),
+    ("delete", "deployments.apps", ()),
+    ("list", "persistentvolumes", ()),
     ("create", "pods", ("--subresource=exec",)),
     ("create", "serviceaccounts", ("--subresource=token",)),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
@@ -201,3 +219,68 @@ def test_install_scoped_to_one_namespace(cluster: Cluster, namespace: str, relea
     )  # fmt: skip
     assert_rights(cluster, subject, "default", [], ALLOWED_IN_WATCHED_NAMESPACE)
     assert_rights(cluster, subject, "kube-system", [], ALLOWED_IN_WATCHED_NAMESPACE)
+
+
+def service_account_cluster(cluster: Cluster, namespace: str, account: str, work: Path) -> Cluster:
+    """The cluster as seen with a token of ``account``: only the rights its RBAC grants."""
+    admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip()
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [
+            {"name": account, "context": {"cluster": admin["clusters"][0]["name"], "user": account}}
+        ],
+        "current-context": account,
+    }
+    path = work / "operator.kubeconfig"
+    path.write_text(json.dumps(kubeconfig))
+    path.chmod(0o600)
+    return dataclasses.replace(cluster, kubeconfig=path)
+
+
+def test_the_operator_runs_with_exactly_the_charts_rbac(
+    cluster: Cluster, namespace: str, release: str, tmp_path: Path
+) -> None:
+    # The chart's RBAC, its operator stopped; the operator of this tree runs in its place
+    # with a token of the chart's ServiceAccount, so every call it makes meets that RBAC.
+    install(cluster, release, namespace, "replicaCount=0")
+    fullname = f"{release}-blacklist-operator"
+    # Only this namespace, so that it never acts on other tests' resources; the rights
+    # are still those of the cluster-wide ClusterRole.
+    operator = OperatorProcess(
+        service_account_cluster(cluster, namespace, fullname, tmp_path),
+        tmp_path,
+        f"--namespace={namespace}",
+    ).start()
+    try:
+        apply_manifest(cluster, blacklist_service("rbac", namespace))
+
+        def ready() -> bool:
+            body = json.loads(cluster.kubectl("get", "bls", "rbac", "-n", namespace, "-o", "json"))
+            return condition(body, "Ready").get("status") == "True"
+
+        wait_for(ready, 120, "Ready under the chart's RBAC", operator)
+        secret = get_json(cluster, "secret", "rbac-db", "-n", namespace)
+        assert set(secret["data"]) == {"username", "password"}
+        # Deleted children come back (their watches work), and no call was refused.
+        cluster.kubectl("delete", "configmap", "rbac-db", "-n", namespace)
+        wait_for(
+            lambda: bool(
+                cluster.kubectl(
+                    "get", "configmap", "rbac-db", "-n", namespace, "--ignore-not-found"
+                )
+            ),
+            30,
+            "ConfigMap rbac-db restored",
+            operator,
+        )
+        # An RBAC denial reads 'x is forbidden: User "system:serviceaccount:..." cannot ...'.
+        log = operator.log()
+        assert "cannot list" not in log, log[-3000:]
+        assert "is forbidden: User" not in log, log[-3000:]
+    finally:
+        cluster.kubectl("delete", "bls", "rbac", "-n", namespace, "--wait=true", check=False)
+        operator.stop()

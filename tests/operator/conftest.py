@@ -21,7 +21,12 @@ def crd(cluster: Cluster) -> Cluster:
 def operator_process(
     crd: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """One operator watching every namespace for the whole test module."""
-    operator = OperatorProcess(crd, tmp_path_factory.mktemp("operator")).start()
+    """One operator watching every namespace for the whole test module.
+
+    hostPath volumes are allowed only under the session's temporary directory,
+    as a cluster admin would allow one data directory of the nodes.
+    """
+    allowed = f"--allowed-host-path-prefix={tmp_path_factory.getbasetemp()}"
+    operator = OperatorProcess(crd, tmp_path_factory.mktemp("operator"), allowed).start()
     yield operator
     operator.stop()

@@ -7,6 +7,7 @@ BlacklistService at the test's PostgreSQL.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -18,9 +19,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
-from blacklist_devtools import images
+from blacklist_devtools import http, images
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.net import free_port
 
@@ -159,3 +161,64 @@ def wait_for(
     if not wait_until(predicate, timeout=timeout, interval=0.25):
         tail = operator.log()[-3000:] if operator is not None else ""
         pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+def running_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods matching ``selector`` that run with every container ready."""
+    pods = (get_json(cluster, "pods", "-n", namespace, "-l", selector) or {}).get("items", [])
+    return [
+        pod
+        for pod in pods
+        if pod["status"].get("phase") == "Running"
+        and not pod["metadata"].get("deletionTimestamp")
+        and all(status.get("ready") for status in pod["status"].get("containerStatuses", []))
+    ]
+
+
+def _selector(name: str, component: str) -> str:
+    return f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
+
+
+def database_credentials(cluster: Cluster, namespace: str, name: str) -> tuple[str, str] | None:
+    """(username, password) of Secret ``N-db``, or None when it is missing."""
+    secret = get_json(cluster, "secret", f"{name}-db", "-n", namespace)
+    if secret is None:
+        return None
+    data = secret["data"]
+    return base64.b64decode(data["username"]).decode(), base64.b64decode(data["password"]).decode()
+
+
+def ledger_addresses(cluster: Cluster, namespace: str, name: str) -> list[str] | None:
+    """The ledger's addresses, read from the database pod with Secret N-db's password."""
+    pods = running_pods(cluster, namespace, _selector(name, "database"))
+    found = database_credentials(cluster, namespace, name)
+    if len(pods) != 1 or found is None:
+        return None
+    user, password = found
+    try:
+        with (
+            psycopg2.connect(
+                host=pods[0]["status"]["podIP"],
+                user=user,
+                password=password,
+                dbname="denied_access",
+                connect_timeout=3,
+            ) as connection,
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SELECT ip_address FROM denied_access_ledger ORDER BY id")
+            return [str(row[0]) for row in cursor.fetchall()]
+    except psycopg2.Error:
+        return None
+
+
+def hit_blacklisted(cluster: Cluster, namespace: str, name: str, source: str) -> bool:
+    """Whether GET /blacklisted on a ready service pod, from ``source``, answers 444."""
+    pods = running_pods(cluster, namespace, _selector(name, "service"))
+    if not pods:
+        return False
+    url = f"http://{pods[0]['status']['podIP']}:5004/blacklisted"
+    try:
+        return http.get(url, source=source, timeout=5).status == 444
+    except OSError:
+        return False

@@ -125,9 +125,9 @@ def test_service_environment_follows_the_contract() -> None:
     assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     names = [item["name"] for item in container["env"]]
     assert names.index("DATABASE_URL") > names.index("DB_PASSWORD")
-    assert env["DATABASE_URL"]["value"] == (
-        "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
-    )
+    assert env["DATABASE_URL"]["value"] == "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)"
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "demo-db", "key": "username"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-db", "key": "password"}
     assert env["ALLOWLIST"]["value"] == "10.0.0.0/8,127.0.0.1/32"
     assert env["BAN_DURATION"]["value"] == ""
     assert env["TRUSTED_PROXIES"]["value"] == "192.168.0.0/16"
@@ -242,14 +242,20 @@ def test_host_path_storage(retain: bool) -> None:
     bls = make(database={"storage": {"hostPath": "/data/pg", "retainOnDelete": retain}})
     volume = build_persistent_volume(bls)
     assert volume is not None
-    assert volume["metadata"]["name"] == "team-demo-postgres"
+    name = volume["metadata"]["name"]
+    assert name.startswith("team-demo-")
+    assert len(name) <= 63
+    assert volume["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
+    assert volume["metadata"]["labels"]["blacklist.dev/namespace"] == "team"
+    assert volume["metadata"]["annotations"]["blacklist.dev/owner"] == "team/demo"
+    assert volume["spec"]["hostPath"]["type"] == "DirectoryOrCreate"
     assert "ownerReferences" not in volume["metadata"]
     assert volume["spec"]["hostPath"]["path"] == "/data/pg"
     assert volume["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert volume["spec"]["claimRef"]["name"] == "demo-postgres"
     assert volume["spec"]["claimRef"]["namespace"] == "team"
     claim = build_persistent_volume_claim(bls)
-    assert claim["spec"]["volumeName"] == "team-demo-postgres"
+    assert claim["spec"]["volumeName"] == name
     assert claim["spec"]["storageClassName"] == ""
     assert ("ownerReferences" in claim["metadata"]) is not retain
 

@@ -176,20 +176,21 @@ def test_deletion_collects_children_and_releases_the_volume(
     operator_process: OperatorProcess, namespace: str, tmp_path: Any
 ) -> None:
     cluster = operator_process.cluster
-    # PostgreSQL runs as uid 999 and the kubelet would create a missing hostPath directory
-    # owned by root: like an admin preparing a node's disk, make it writable first.
+    # A directory the kubelet creates (root-owned): the init container hands it to uid 999.
     data = tmp_path / "pg"
-    data.mkdir()
-    data.chmod(0o777)
     storage = {"hostPath": str(data), "size": "256Mi"}
     apply_manifest(cluster, blacklist_service("gone", namespace, database={"storage": storage}))
     wait_for(lambda: ready(cluster, namespace, "gone"), 90, "Ready", operator_process)
     assert get(cluster, "bls", "gone", "-n", namespace)["metadata"]["finalizers"] == [
         "blacklist.dev/finalizer"
     ]
-    volume = get(cluster, "pv", f"{namespace}-gone-postgres")
+    claim = get(cluster, "pvc", "gone-postgres", "-n", namespace)
+    assert claim["status"]["phase"] == "Bound"
+    volume_name = claim["spec"]["volumeName"]
+    volume = get(cluster, "pv", volume_name)
     assert volume["spec"]["hostPath"]["path"] == storage["hostPath"]
-    assert get(cluster, "pvc", "gone-postgres", "-n", namespace)["status"]["phase"] == "Bound"
+    assert volume["metadata"]["labels"]["app.kubernetes.io/instance"] == "gone"
+    assert volume["metadata"]["labels"]["blacklist.dev/namespace"] == namespace
 
     cluster.kubectl("delete", "bls", "gone", "-n", namespace, "--wait=true", "--timeout=30s")
 
@@ -204,9 +205,7 @@ def test_deletion_collects_children_and_releases_the_volume(
             "-o",
             "name",
         )
-        return (
-            not remaining.strip() and get_json(cluster, "pv", f"{namespace}-gone-postgres") is None
-        )
+        return not remaining.strip() and get_json(cluster, "pv", volume_name) is None
 
     wait_for(collected, 60, "children collected and the PV released", operator_process)
 

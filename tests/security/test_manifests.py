@@ -53,7 +53,15 @@ def test_every_container_is_unprivileged(spec: dict[str, Any]) -> None:
             assert context["allowPrivilegeEscalation"] is False
             assert context.get("privileged", False) is False
             assert context["capabilities"]["drop"] == ["ALL"]
+            if container["name"] == "own-data":
+                # The one exception: chown of a hostPath mount point, root with CAP_CHOWN only.
+                assert "hostPath" in spec.get("database", {}).get("storage", {})
+                assert context["capabilities"]["add"] == ["CHOWN"]
+                assert context["readOnlyRootFilesystem"] is True
+                assert [mount["name"] for mount in container["volumeMounts"]] == ["data"]
+                continue
             assert not context["capabilities"].get("add")
+            assert context.get("runAsUser", pod_context["runAsUser"]) != 0
 
 
 def test_every_root_filesystem_is_read_only() -> None:

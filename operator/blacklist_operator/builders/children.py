@@ -22,25 +22,31 @@ from blacklist_operator.model import BlacklistService
 
 
 def build_children(
-    bls: BlacklistService, operator_namespace: str | None = None
+    bls: BlacklistService,
+    operator_namespace: str | None = None,
+    credentials: str | None = None,
+    volume_name: str | None = None,
 ) -> list[dict[str, Any]]:
     """The manifests to apply; volumes and settings before the pods that use them.
 
-    ``operator_namespace`` is where the operator's own pods run (None outside the cluster).
+    ``operator_namespace`` is where the operator's own pods run (None outside the cluster);
+    ``credentials`` is the uid of Secret ``N-db``, which marks both pod templates (None
+    leaves the mark out, as the drift check does, which does not read the Secret);
+    ``volume_name`` is the static PV the claim is bound to, if not the default name.
     """
-    volume = build_persistent_volume(bls)
+    volume = build_persistent_volume(bls, volume_name)
     return [
         *([volume] if volume is not None else []),
-        build_persistent_volume_claim(bls),
+        build_persistent_volume_claim(bls, volume_name),
         build_database_configmap(bls),
         build_database_service(bls),
         build_database_network_policy(bls, operator_namespace),
-        build_database_deployment(bls),
+        build_database_deployment(bls, credentials),
         build_service_account(bls),
         build_role(bls),
         build_role_binding(bls),
         build_service(bls),
-        build_service_deployment(bls),
+        build_service_deployment(bls, credentials),
     ]
 
 

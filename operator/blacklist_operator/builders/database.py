@@ -7,17 +7,24 @@ import secrets
 import string
 from typing import Any
 
+from blacklist_operator import API_VERSION, FIELD_MANAGER, KIND
 from blacklist_operator.builders.naming import (
     COMPONENT_DATABASE,
     COMPONENT_SERVICE,
+    MANAGED_BY_LABEL,
     OPERATOR_APP_NAME,
     POSTGRES_PORT,
+    VOLUME_NAMESPACE_LABEL,
+    VOLUME_OWNER_ANNOTATION,
     database_name,
     database_settings_name,
     labels,
     metadata,
+    owner_reference,
     persistent_volume_name,
+    pod_metadata,
     selector_labels,
+    volume_owner,
 )
 from blacklist_operator.builders.security import (
     POSTGRES_UID,
@@ -30,8 +37,44 @@ from blacklist_operator.model import BlacklistService
 DATA_MOUNT = "/var/lib/postgresql/data"
 # A subfolder, because initdb refuses a mount point that holds lost+found.
 PGDATA = f"{DATA_MOUNT}/pgdata"
+SOCKET_DIR = "/var/run/postgresql"
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32
+
+# The init container "set-password": before the server takes connections, make the
+# role's password the one in Secret N-db. initdb sets it only on a new volume, so
+# without this a recreated Secret (deleted by hand, or collected with its owner
+# while the volume was retained) would lock everyone out of the existing ledger.
+# It starts the server on its socket only (no network), where the official image's
+# contract (and ours) trusts local connections, runs ALTER ROLE with the password
+# passed as a psql variable (quoted by psql, never on a command line or in a file),
+# and stops it. It never fails the pod: when it cannot do its job (a fresh volume,
+# an image without pg_ctl, a pg_hba that refuses the socket) it says why and the
+# server starts as before; the operator's DatabaseReady condition tells the rest.
+ROLE_CREDENTIALS_SCRIPT = """set -u
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    echo "set-password: no database in $PGDATA yet: initdb will set the password"; exit 0
+fi
+if ! command -v pg_ctl >/dev/null || ! command -v psql >/dev/null; then
+    echo "set-password: no pg_ctl/psql in this image: the password is left as it is"; exit 0
+fi
+chmod 0700 "$PGDATA"
+if ! pg_ctl --pgdata="$PGDATA" --wait --silent \
+    --options="-c listen_addresses='' -c unix_socket_directories=$SOCKET_DIR" start; then
+    echo "set-password: the server did not start: the password is left as it is"; exit 0
+fi
+if printf '%s\n' 'ALTER ROLE :"role" WITH PASSWORD :'"'"'password'"'"';' \
+    | PGPASSWORD="$POSTGRES_PASSWORD" psql --no-psqlrc --quiet --no-password \
+        --set ON_ERROR_STOP=1 --host "$SOCKET_DIR" --username "$POSTGRES_USER" \
+        --dbname postgres --set role="$POSTGRES_USER" --set password="$POSTGRES_PASSWORD"
+then
+    echo "set-password: the password of $POSTGRES_USER is the one of its Secret"
+else
+    echo "set-password: could not set the password of $POSTGRES_USER"
+fi
+pg_ctl --pgdata="$PGDATA" --wait --silent --mode=fast stop
+exit 0
+"""
 
 
 def database_host(bls: BlacklistService) -> str:
@@ -60,7 +103,7 @@ def build_database_configmap(bls: BlacklistService) -> dict[str, Any]:
 
 def build_database_secret(bls: BlacklistService, password: str) -> dict[str, Any]:
     """Secret ``N-db``; kept with the data (no owner) when the storage is retained."""
-    owned = not bls.spec.database.storage.retain_on_delete
+    owned = secret_owned(bls)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -73,12 +116,109 @@ def build_database_secret(bls: BlacklistService, password: str) -> dict[str, Any
     }
 
 
+def secret_owned(bls: BlacklistService) -> bool:
+    """Whether Secret ``N-db`` is collected with the BlacklistService (not when data is kept)."""
+    return not bls.spec.database.storage.retain_on_delete
+
+
+def managed_secret(secret: dict[str, Any]) -> bool:
+    """Whether the operator generated this Secret (an adopted one is never changed)."""
+    secret_labels = (secret.get("metadata") or {}).get("labels") or {}
+    return bool(secret_labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER)
+
+
+def secret_owner_references(
+    bls: BlacklistService, current: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The owner references a generated Secret ``N-db`` should have, others' kept as they are.
+
+    Ours follows ``retainOnDelete`` as it is now, not as it was at creation: a Secret
+    still owned after the flag was set would be collected with the resource and leave
+    the retained ledger without its password.
+    """
+    others = [
+        reference
+        for reference in current
+        if not (reference.get("kind") == KIND and reference.get("apiVersion") == API_VERSION)
+    ]
+    return [*others, owner_reference(bls)] if secret_owned(bls) else others
+
+
 def _secret_key(variable: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def build_database_deployment(bls: BlacklistService) -> dict[str, Any]:
-    """The PostgreSQL Deployment ``N-postgres``: one replica, recreated rather than rolled."""
+def _database_mounts() -> list[dict[str, Any]]:
+    return [
+        {"name": "data", "mountPath": DATA_MOUNT},
+        {"name": "run", "mountPath": SOCKET_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+    ]
+
+
+def build_set_password_container(bls: BlacklistService) -> dict[str, Any]:
+    """The init container that gives the role the password of Secret ``N-db`` at each start."""
+    settings = database_settings_name(bls)
+    database = bls.spec.database
+    return {
+        "name": "set-password",
+        "image": database.image,
+        "imagePullPolicy": bls.spec.image_pull_policy,
+        "command": ["sh", "-c", ROLE_CREDENTIALS_SCRIPT],
+        "env": [
+            _secret_key("POSTGRES_USER", settings, "username"),
+            _secret_key("POSTGRES_PASSWORD", settings, "password"),
+            {"name": "PGDATA", "value": PGDATA},
+            {"name": "SOCKET_DIR", "value": SOCKET_DIR},
+        ],
+        "resources": resource_requirements(database.resources),
+        "securityContext": container_security_context(read_only_root=True),
+        "volumeMounts": _database_mounts(),
+    }
+
+
+# The init container "own-data", only for a hostPath volume: the kubelet creates a
+# missing hostPath directory owned by root, and fsGroup does not apply to hostPath,
+# so PostgreSQL (uid 999) could not write it. It must run as root for chown, with
+# CAP_CHOWN alone (every other capability dropped, no escalation), and touches only
+# the mount point itself, never what lies below it.
+OWN_DATA_SCRIPT = f"""\
+set -eu
+if [ "$(stat -c %u:%g {DATA_MOUNT})" != "{POSTGRES_UID}:{POSTGRES_UID}" ]; then
+    chown {POSTGRES_UID}:{POSTGRES_UID} {DATA_MOUNT}
+    echo "own-data: {DATA_MOUNT} now belongs to uid {POSTGRES_UID}"
+fi
+"""
+
+
+def build_own_data_container(bls: BlacklistService) -> dict[str, Any]:
+    """The init container that hands a hostPath data directory to PostgreSQL's uid."""
+    return {
+        "name": "own-data",
+        "image": bls.spec.database.image,
+        "imagePullPolicy": bls.spec.image_pull_policy,
+        "command": ["sh", "-c", OWN_DATA_SCRIPT],
+        "resources": resource_requirements(bls.spec.database.resources),
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": False,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+    }
+
+
+def build_database_deployment(
+    bls: BlacklistService, credentials: str | None = None
+) -> dict[str, Any]:
+    """The PostgreSQL Deployment ``N-postgres``: one replica, recreated rather than rolled.
+
+    ``credentials`` (the uid of Secret ``N-db``) marks the pod template: a recreated
+    Secret restarts the database, whose init container then applies its password.
+    """
     settings = database_settings_name(bls)
     database = bls.spec.database
     pg_isready = ["sh", "-c", 'exec pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"']
@@ -113,11 +253,7 @@ def build_database_deployment(bls: BlacklistService) -> dict[str, Any]:
         # PostgreSQL writes only to PGDATA, its socket directory and /tmp: with those
         # on volumes the root filesystem can be read-only.
         "securityContext": container_security_context(read_only_root=True),
-        "volumeMounts": [
-            {"name": "data", "mountPath": DATA_MOUNT},
-            {"name": "run", "mountPath": "/var/run/postgresql"},
-            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-        ],
+        "volumeMounts": _database_mounts(),
     }
     return {
         "apiVersion": "apps/v1",
@@ -129,10 +265,18 @@ def build_database_deployment(bls: BlacklistService) -> dict[str, Any]:
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector_labels(bls, COMPONENT_DATABASE)},
             "template": {
-                "metadata": {"labels": selector_labels(bls, COMPONENT_DATABASE)},
+                "metadata": pod_metadata(bls, COMPONENT_DATABASE, credentials),
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(POSTGRES_UID),
+                    "initContainers": [
+                        *(
+                            [build_own_data_container(bls)]
+                            if database.storage.host_path is not None
+                            else []
+                        ),
+                        build_set_password_container(bls),
+                    ],
                     "containers": [container],
                     "volumes": [
                         {
@@ -169,8 +313,14 @@ def build_database_service(bls: BlacklistService) -> dict[str, Any]:
     }
 
 
-def build_persistent_volume_claim(bls: BlacklistService) -> dict[str, Any]:
-    """PVC ``N-postgres``; without an owner when it must outlive the BlacklistService."""
+def build_persistent_volume_claim(
+    bls: BlacklistService, volume_name: str | None = None
+) -> dict[str, Any]:
+    """PVC ``N-postgres``; without an owner when it must outlive the BlacklistService.
+
+    ``volume_name``: the static PV to bind (default :func:`persistent_volume_name`;
+    a claim bound before that name existed keeps its volume, since it is immutable).
+    """
     storage = bls.spec.database.storage
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
@@ -179,7 +329,7 @@ def build_persistent_volume_claim(bls: BlacklistService) -> dict[str, Any]:
     if storage.host_path is not None:
         # Bind to our static volume only; "" keeps the default class's provisioner away.
         spec["storageClassName"] = ""
-        spec["volumeName"] = persistent_volume_name(bls)
+        spec["volumeName"] = volume_name or persistent_volume_name(bls)
     elif storage.storage_class_name is not None:
         spec["storageClassName"] = storage.storage_class_name
     return {
@@ -192,11 +342,14 @@ def build_persistent_volume_claim(bls: BlacklistService) -> dict[str, Any]:
     }
 
 
-def build_persistent_volume(bls: BlacklistService) -> dict[str, Any] | None:
-    """The static hostPath PV ``NS-N-postgres``, or ``None`` when no hostPath is asked for.
+def build_persistent_volume(
+    bls: BlacklistService, volume_name: str | None = None
+) -> dict[str, Any] | None:
+    """The static hostPath PV, or ``None`` when no hostPath is asked for.
 
     A cluster-scoped object cannot be owned by a namespaced one, so the PV is
-    released by the operator's finalizer instead of the garbage collector.
+    released by the operator's finalizer instead of the garbage collector; its
+    labels (instance ``N``, namespace ``NS``) and owner annotation say whose it is.
     """
     storage = bls.spec.database.storage
     if storage.host_path is None:
@@ -205,9 +358,9 @@ def build_persistent_volume(bls: BlacklistService) -> dict[str, Any] | None:
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
-            "name": persistent_volume_name(bls),
-            "labels": labels(bls, COMPONENT_DATABASE),
-            "annotations": {"blacklist.dev/owner": f"{bls.namespace}/{bls.name}"},
+            "name": volume_name or persistent_volume_name(bls),
+            "labels": {**labels(bls, COMPONENT_DATABASE), VOLUME_NAMESPACE_LABEL: bls.namespace},
+            "annotations": {VOLUME_OWNER_ANNOTATION: volume_owner(bls)},
         },
         "spec": {
             "capacity": {"storage": storage.size},

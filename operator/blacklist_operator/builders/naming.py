@@ -6,6 +6,7 @@ the same objects again and never creates duplicates.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from blacklist_operator import API_VERSION, FIELD_MANAGER, KIND
@@ -19,6 +20,8 @@ COMPONENT_BANLIST = "banlist"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
+# On a pod template: the uid of the Secret N-db its pods take their credentials from.
+CREDENTIALS_ANNOTATION = "blacklist.dev/database-secret-uid"
 
 # The ban list spreads over at most this many ConfigMaps (docs/CONTRACTS.md).
 MAX_BANLIST_SHARDS = 16
@@ -40,9 +43,41 @@ def database_settings_name(bls: BlacklistService) -> str:
     return f"{bls.name}-db"
 
 
+# On a static PersistentVolume: who it belongs to, "NS/N" (a PV has no namespace or owner).
+VOLUME_OWNER_ANNOTATION = "blacklist.dev/owner"
+VOLUME_NAMESPACE_LABEL = "blacklist.dev/namespace"
+# The readable head of a PV name; with "-" and the digest a name stays within 63 characters.
+_VOLUME_NAME_HEAD = 46
+_VOLUME_NAME_DIGEST = 16
+
+
 def persistent_volume_name(bls: BlacklistService) -> str:
-    """Name of the static hostPath PersistentVolume (cluster-scoped, hence the namespace)."""
-    return f"{bls.namespace}-{bls.name}-postgres"
+    """Name of the static hostPath PersistentVolume: unique per namespace and name.
+
+    A PV is cluster-scoped, so ``NS-N-postgres`` alone would let ``team-a``/``db``
+    and ``team``/``a-db`` collide: a digest of ``NS/N`` ("/" occurs in neither)
+    makes it unique, behind a readable head. It depends on the namespace and name
+    only, not the uid, so a resource recreated over its retained volume finds it.
+    """
+    digest = hashlib.sha256(f"{bls.namespace}/{bls.name}".encode()).hexdigest()
+    head = f"{bls.namespace}-{bls.name}"[:_VOLUME_NAME_HEAD].rstrip("-.")
+    return f"{head}-{digest[:_VOLUME_NAME_DIGEST]}"
+
+
+def volume_owner(bls: BlacklistService) -> str:
+    """The owner annotation value of the resource's static PersistentVolume."""
+    return f"{bls.namespace}/{bls.name}"
+
+
+def volume_belongs_to(volume: dict[str, Any], bls: BlacklistService) -> bool:
+    """Whether an existing PersistentVolume is this resource's (so it may apply or delete it)."""
+    metadata = volume.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    volume_labels = metadata.get("labels") or {}
+    return (
+        annotations.get(VOLUME_OWNER_ANNOTATION) == volume_owner(bls)
+        and volume_labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER
+    )
 
 
 def banlist_reader_name(bls: BlacklistService) -> str:
@@ -96,4 +131,18 @@ def metadata(
     }
     if owned:
         result["ownerReferences"] = [owner_reference(bls)]
+    return result
+
+
+def pod_metadata(
+    bls: BlacklistService, component: str, credentials: str | None = None
+) -> dict[str, Any]:
+    """Metadata of a pod template: its selector labels and the Secret uid it was built for.
+
+    Environment taken from a Secret is read once, when a container starts: a new
+    uid in the template restarts the pods onto a Secret that was recreated.
+    """
+    result: dict[str, Any] = {"labels": selector_labels(bls, component)}
+    if credentials is not None:
+        result["annotations"] = {CREDENTIALS_ANNOTATION: credentials}
     return result

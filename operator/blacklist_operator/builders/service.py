@@ -9,6 +9,7 @@ from blacklist_operator.builders.naming import (
     banlist_shard_name,
     database_settings_name,
     metadata,
+    pod_metadata,
     selector_labels,
     service_name,
 )
@@ -71,10 +72,16 @@ def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
         _config_map_key("DB_NAME", settings, "database"),
         _secret_key("DB_USER", settings, "username"),
         _secret_key("DB_PASSWORD", settings, "password"),
+        # The credentials stay out of the URL: libpq reads them from PGUSER/PGPASSWORD,
+        # so a password holding "@", "%", "/" or ":" (an adopted Secret's) needs no
+        # escaping and never shows in a logged URL. Host, port and database come from
+        # the ConfigMap (a DNS name, digits, an SQL identifier): nothing to escape.
+        _secret_key("PGUSER", settings, "username"),
+        _secret_key("PGPASSWORD", settings, "password"),
         # Declared after its parts: the kubelet expands $(VAR) of earlier variables only.
         {
             "name": "DATABASE_URL",
-            "value": "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
+            "value": "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
         },
         {"name": "ALLOWLIST", "value": ",".join(str(n) for n in bls.spec.allowlist)},
         {"name": "TRUSTED_PROXIES", "value": ",".join(str(n) for n in bls.spec.trusted_proxies)},
@@ -101,8 +108,14 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def build_service_deployment(bls: BlacklistService) -> dict[str, Any]:
-    """The service Deployment: ``N``, component ``service``."""
+def build_service_deployment(
+    bls: BlacklistService, credentials: str | None = None
+) -> dict[str, Any]:
+    """The service Deployment: ``N``, component ``service``.
+
+    ``credentials`` (the uid of Secret ``N-db``) marks the pod template, so pods
+    started with a Secret that was since replaced are rolled onto the new one.
+    """
     spec = bls.spec
     container = {
         "name": "service",
@@ -128,7 +141,7 @@ def build_service_deployment(bls: BlacklistService) -> dict[str, Any]:
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
             "template": {
-                "metadata": {"labels": selector_labels(bls, COMPONENT_SERVICE)},
+                "metadata": pod_metadata(bls, COMPONENT_SERVICE, credentials),
                 "spec": {
                     "serviceAccountName": service_name(bls),
                     "automountServiceAccountToken": True,
