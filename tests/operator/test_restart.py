@@ -39,20 +39,25 @@ def test_sigkill_mid_reconcile_then_restart_converges(
 ) -> None:
     operator = OperatorProcess(crd, tmp_path, "--namespace", namespace)
     operator.start()
-    for index in range(INSTANCES):
-        apply_manifest(operator.cluster, blacklist_service(f"svc{index}", namespace))
-    time.sleep(0.4)
-    operator.kill()
-    operator.start()
-    wait_for(lambda: all_ready(operator, namespace), 60, "every instance Ready", operator)
-    secrets = operator.cluster.kubectl("get", "secrets", "-n", namespace, "-o", "json")
-    passwords = {
-        item["metadata"]["name"]: item["data"]["password"] for item in json.loads(secrets)["items"]
-    }
-    operator.kill()
-    operator.start()
-    wait_for(lambda: all_ready(operator, namespace), 60, "Ready after a second restart", operator)
-    operator.stop()
+    try:
+        for index in range(INSTANCES):
+            apply_manifest(operator.cluster, blacklist_service(f"svc{index}", namespace))
+        time.sleep(0.4)
+        operator.kill()
+        operator.start()
+        wait_for(lambda: all_ready(operator, namespace), 60, "every instance Ready", operator)
+        secrets = operator.cluster.kubectl("get", "secrets", "-n", namespace, "-o", "json")
+        passwords = {
+            item["metadata"]["name"]: item["data"]["password"]
+            for item in json.loads(secrets)["items"]
+        }
+        operator.kill()
+        operator.start()
+        wait_for(
+            lambda: all_ready(operator, namespace), 60, "Ready after a second restart", operator
+        )
+    finally:
+        operator.stop()
 
     expected = sorted(
         f"{kind}/svc{index}{suffix}"
