@@ -36,9 +36,16 @@ def cluster() -> Iterator[Cluster]:
         local_cluster.down()
 
 
+# Every namespace of this test session starts with this prefix, so the operators a
+# session starts watch only its own namespaces (``SESSION_NAMESPACES``), never those of
+# another session sharing the cluster.
+SESSION_PREFIX = f"test-{uuid.uuid4().hex[:6]}"
+SESSION_NAMESPACES = f"{SESSION_PREFIX}-*"
+
+
 def fresh_namespace(cluster: Cluster) -> Iterator[str]:
     """Create a namespace, yield its name, delete it (without waiting) afterwards."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
+    name = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:10]}"
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

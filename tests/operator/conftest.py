@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from blacklist_devtools.kube import Cluster
+from tests.conftest import SESSION_NAMESPACES
 from tests.operator.helpers import OperatorProcess, install_crd
 
 
@@ -21,12 +22,14 @@ def crd(cluster: Cluster) -> Cluster:
 def operator_process(
     crd: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    """One operator watching every namespace for the whole test module.
+    """One operator watching every namespace of this test session for the whole module.
 
     hostPath volumes are allowed only under the session's temporary directory,
     as a cluster admin would allow one data directory of the nodes.
     """
     allowed = f"--allowed-host-path-prefix={tmp_path_factory.getbasetemp()}"
-    operator = OperatorProcess(crd, tmp_path_factory.mktemp("operator"), allowed).start()
+    operator = OperatorProcess(
+        crd, tmp_path_factory.mktemp("operator"), allowed, "--namespace", SESSION_NAMESPACES
+    ).start()
     yield operator
     operator.stop()

@@ -8,6 +8,7 @@ import pytest
 
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
+from tests.conftest import SESSION_NAMESPACES
 from tests.operator.helpers import OperatorProcess, wait_for
 from tests.operator.test_banlist_sync import create_table, deploy, insert, shards
 
@@ -20,8 +21,9 @@ def operator_process(
 ) -> Iterator[OperatorProcess]:
     """This module's operator rescans the ledger every 3 seconds instead of every 10 minutes."""
     operator = OperatorProcess(
-        crd, tmp_path_factory.mktemp("operator"), "--ban-rescan-interval", "3"
-    ).start()
+        crd, tmp_path_factory.mktemp("operator"), "--ban-rescan-interval", "3",
+        "--namespace", SESSION_NAMESPACES,
+    ).start()  # fmt: skip
     yield operator
     operator.stop()
 
