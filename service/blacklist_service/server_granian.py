@@ -4,7 +4,7 @@ Each worker process runs granian's HTTP/1.1 server (hyper, on a Tokio
 runtime) and ``WORKER_THREADS`` Python threads that call the app; parsing,
 keep-alive and writing happen outside the interpreter. HTTP/1.1 only, as with
 gunicorn (no cleartext HTTP/2 upgrade). Its limits on a request: the request
-line and headers together within :data:`MAX_HEAD_BYTES`, at most 100 header
+line and headers together within :data:`MAX_HEAD_BYTES` (16 KiB), at most 100 header
 fields (hyper's), anything larger answered 431 or the connection closed.
 
 Lifecycle, matching what gunicorn's hooks did:
@@ -45,7 +45,7 @@ from blacklist_service.server import (
 
 TARGET = "blacklist_service.app:create_app"  # for granian's log; the loader below builds it
 KEEP_ALIVE_MS = 5_000  # an idle keep-alive connection, or one slow to send its head, is closed
-MAX_HEAD_BYTES = 64 * 1024
+MAX_HEAD_BYTES = 16 * 1024
 # Worker exit finalizers run by priority, highest first; nothing else registers any.
 FINALIZER_PRIORITY = 100
 
