@@ -1,17 +1,20 @@
-"""The ceiling of the serving stack: a bare WSGI app under the service's own gunicorn settings.
+"""The ceiling of the serving stack: a bare WSGI app under the service's own server settings.
 
-Run: ``python bench/bare_wsgi.py`` with ``PORT`` (and ``STATE_DIR``) set, as
-``python -m blacklist_service`` would be; it answers every request with a fixed
-body, so what remains is the cost of gunicorn itself.
+Run: ``python bench/bare_wsgi.py`` with ``PORT`` (and ``STATE_DIR``, and
+``SERVER`` to pick granian or gunicorn) set, as ``python -m blacklist_service``
+would be; it answers every request with a fixed body, so what remains is the
+cost of the server itself.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from blacklist_service import server_granian, server_gunicorn
 from blacklist_service.config import Settings, defaults, from_environment
-from blacklist_service.server import ProductionServer, options, prepare
+from blacklist_service.server import prepare, server_name, worker_threads
 from blacklist_service.workers import worker_plan
 
 BODY = b"7744.0"
@@ -27,8 +30,13 @@ def application(
     return [BODY]
 
 
-class BareServer(ProductionServer):
-    """The production server's settings, serving :func:`application`."""
+def load_bare(_target: str) -> Any:
+    """Granian's target loader: the bare app."""
+    return application
+
+
+class BareServer(server_gunicorn.ProductionServer):
+    """The production server's gunicorn settings, serving :func:`application`."""
 
     def load(self) -> Any:
         """The bare app instead of ``create_app()``."""
@@ -41,9 +49,13 @@ def main() -> None:
     config.update(from_environment())
     settings = Settings.from_config(config)
     prepare(settings)
-    server_options = options(settings, worker_plan().count)
-    server_options.pop("worker_exit")  # there is no service state to stop
-    BareServer(server_options).run()
+    workers, threads = worker_plan().count, worker_threads()
+    if server_name(os.environ.get("SERVER")) == "granian":
+        server_granian.server(settings, workers, threads).serve(target_loader=load_bare)
+        return
+    options = server_gunicorn.options(settings, workers, threads)
+    options.pop("worker_exit")  # there is no service state to stop
+    BareServer(options).run()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ class Row:
     baseline_name: str
     baseline: float
     target: str = ""
+    spread: str = ""  # the range of ``value`` over the rounds it is the median of
 
     @property
     def ratio(self) -> float:
@@ -31,7 +32,8 @@ class Row:
         return self.value / self.baseline if self.baseline else 0.0
 
 
-def _figure(value: float) -> str:
+def format_figure(value: float) -> str:
+    """A figure with as many digits as it deserves."""
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:
@@ -48,8 +50,9 @@ def format_table(rows: Sequence[Row]) -> str:
             (
                 row.section,
                 row.metric,
-                f"{_figure(row.value)} {row.unit}",
-                f"{_figure(row.baseline)} {row.unit} ({row.baseline_name})",
+                f"{format_figure(row.value)} {row.unit}"
+                + (f" [{row.spread}]" if row.spread else ""),
+                f"{format_figure(row.baseline)} {row.unit} ({row.baseline_name})",
                 f"{row.ratio:.2f}x",
                 row.target,
             )

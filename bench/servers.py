@@ -17,7 +17,10 @@ from blacklist_devtools.net import free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 # The service's settings that must not leak in from the caller's shell.
-CLEARED = ("DATABASE_URL", "MAIL_SERVER", "BANLIST_CONFIGMAP", "STATE_DIR", "PORT")
+CLEARED = (
+    "DATABASE_URL", "MAIL_SERVER", "BANLIST_CONFIGMAP", "STATE_DIR", "PORT", "SERVER",
+    "WORKER_THREADS", "ACCESS_LOG",
+)  # fmt: skip
 
 
 def _environment(port: int, state_dir: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -43,7 +46,11 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 120
 
 @contextmanager
 def serving(kind: str, state_dir: Path | None = None, **extra: str) -> Iterator[str]:
-    """Run one server (``dev``, ``production`` or ``bare``); yield its base URL."""
+    """Run one server (``dev``, ``production`` or ``bare``); yield its base URL.
+
+    ``extra`` is added to the server's environment: ``SERVER=gunicorn`` picks
+    the production server (default granian) for ``production`` and ``bare``.
+    """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch:
         state = state_dir or Path(scratch)

@@ -4,10 +4,13 @@ Side by side in one run, over loopback, with wrk as the load generator:
 
 * ``GET /?n=88`` on (a) Flask's development server (the original deployment's
   way of serving), (b) the production server (``python -m blacklist_service``,
-  gunicorn ``gthread``), (b') the same with gunicorn's ``sync`` workers, and
-  (c) a bare WSGI app under the production server's settings (the ceiling);
-* the same request with 0, 100,000 and 1,000,000 banned addresses, and the
-  in-process cost of one membership check at those sizes;
+  granian, the default) and (b') the same with ``SERVER=gunicorn`` (gthread,
+  the server before), each with the same workers and threads, the full app
+  (ban check, metrics; access log off), at 0 and 1,000,000 bans; and (c), (c')
+  a bare WSGI app under each server's settings (the ceiling). All take turns
+  for ``--rounds`` rounds; each figure is the median of the rounds, with their
+  range;
+* the in-process cost of one ban check with 0, 100,000 and 1,000,000 bans;
 * ``/blacklisted`` latency with the SMTP server down, each call from a fresh
   loopback address (a banned one would get 403), beside ``/?n=88`` measured
   by the same client.
@@ -27,13 +30,14 @@ import timeit
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from blacklist_devtools.http import get
 from blacklist_devtools.net import free_port
 from blacklist_service.addresses import address_key
 from blacklist_service.banstore import BAN_FILE, BanStore
-from report import Row, append_json, print_table
+from report import Row, append_json, format_figure, print_table
 from servers import serving
 from wrk import Load, run
 
@@ -46,49 +50,113 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def best_loads(urls: dict[str, str], seconds: int, rounds: int) -> dict[str, Load]:
-    """Load ``/?n=88`` of each server in turn, ``rounds`` times; return each one's best run.
+@dataclass(frozen=True)
+class Rounds:
+    """Every round's figures of one server."""
+
+    loads: list[Load]
+
+    def median(self, figure: Callable[[Load], float]) -> float:
+        """The median of ``figure`` over the rounds."""
+        return statistics.median(figure(load) for load in self.loads)
+
+    def spread(self, figure: Callable[[Load], float]) -> str:
+        """The lowest and highest ``figure`` of the rounds, as text."""
+        values = [figure(load) for load in self.loads]
+        return f"{format_figure(min(values))}-{format_figure(max(values))}"
+
+
+def throughput(load: Load) -> float:
+    """Requests per second of one run."""
+    return load.requests_per_second
+
+
+def p50(load: Load) -> float:
+    """Median latency of one run, ms."""
+    return load.p50_ms
+
+
+def p99(load: Load) -> float:
+    """99th-percentile latency of one run, ms."""
+    return load.p99_ms
+
+
+def load_in_turns(urls: dict[str, str], seconds: int, rounds: int) -> dict[str, Rounds]:
+    """Load ``/?n=88`` of each server in turn, ``rounds`` times; every run of each.
 
     The servers run side by side and take turns, so a burst of other work on
-    the machine hits every one of them alike; the best run of each is the one
-    least disturbed.
+    the machine hits every one of them alike; the median over the rounds and
+    their range say how steady each figure was.
     """
-    best: dict[str, Load] = {}
+    runs: dict[str, list[Load]] = {name: [] for name in urls}
     for url in urls.values():
         run(f"{url}/?n=88", 1, CONNECTIONS)  # warm-up: imports, connection pools, caches
     for round_number in range(rounds):
         for name, url in urls.items():
             measured = run(f"{url}/?n=88", seconds, CONNECTIONS)
-            print(f"  round {round_number + 1} {name:12} {measured}", flush=True)
+            print(f"  round {round_number + 1} {name:16} {measured}", flush=True)
             if measured.errors:
                 print(f"warning: {measured.errors} errors against {name}", file=sys.stderr)
-            if name not in best or measured.requests_per_second > best[name].requests_per_second:
-                best[name] = measured
-    return best
+            runs[name].append(measured)
+    return {name: Rounds(loads) for name, loads in runs.items()}
+
+
+def compare(
+    section: str,
+    metric: str,
+    measured: Rounds,
+    baseline_name: str,
+    baseline: Rounds,
+    figure: Callable[[Load], float],
+    target: str = "",
+) -> Row:
+    """A row: the median of ``figure`` for ``measured`` beside ``baseline``'s."""
+    unit = "req/s" if figure is throughput else "ms"
+    return Row(section, metric, measured.median(figure), unit, baseline_name,
+               baseline.median(figure), target, measured.spread(figure))  # fmt: skip
 
 
 def serving_rows(seconds: int, rounds: int) -> list[Row]:
-    """(a), (b), (b') and (c) under the same load."""
-    with ExitStack() as stack:
+    """The service under granian and gunicorn, at 0 and 1,000,000 bans, beside the baselines."""
+    gunicorn = {"SERVER": "gunicorn"}
+    granian = {"SERVER": "granian"}
+    with tempfile.TemporaryDirectory(prefix="bench-bans-") as work, ExitStack() as stack:
+        million = Path(work) / "million"
+        populate(million, 1_000_000)
         urls = {
             "dev": stack.enter_context(serving("dev")),
-            "gthread": stack.enter_context(serving("production")),
-            "sync": stack.enter_context(serving("production", None, WORKER_CLASS="sync")),
-            "bare": stack.enter_context(serving("bare")),
+            "gunicorn": stack.enter_context(serving("production", None, **gunicorn)),
+            "granian": stack.enter_context(serving("production", None, **granian)),
+            "gunicorn 1M bans": stack.enter_context(serving("production", million, **gunicorn)),
+            "granian 1M bans": stack.enter_context(serving("production", million, **granian)),
+            "bare gunicorn": stack.enter_context(serving("bare", None, **gunicorn)),
+            "bare granian": stack.enter_context(serving("bare", None, **granian)),
         }
-        figures = best_loads(urls, seconds, rounds)
-    dev, prod, sync, bare = (figures[k] for k in ("dev", "gthread", "sync", "bare"))
-    section = "serving GET /?n=88"
+        figures = load_in_turns(urls, seconds, rounds)
+    dev, old, new = figures["dev"], figures["gunicorn"], figures["granian"]
+    old_million, new_million = figures["gunicorn 1M bans"], figures["granian 1M bans"]
+    section = f"serving GET /?n=88 (median of {rounds} rounds [range])"
+    bans = "ban check, GET /?n=88"
     return [
-        Row(section, "(b) production, throughput", prod.requests_per_second, "req/s",
-            "(a) Flask dev server", dev.requests_per_second, "≥ 10x"),
-        Row(section, "(b) production, throughput", prod.requests_per_second, "req/s",
-            "(c) bare WSGI, same server", bare.requests_per_second, "≥ 0.7x"),
-        Row(section, "(b') sync workers, throughput", sync.requests_per_second, "req/s",
-            "(b) gthread workers", prod.requests_per_second, "choice"),
-        Row(section, "(b) production, p50", prod.p50_ms, "ms", "(a) Flask dev server", dev.p50_ms),
-        Row(section, "(b) production, p99", prod.p99_ms, "ms", "(a) Flask dev server", dev.p99_ms),
-        Row(section, "(c) bare WSGI, p99", bare.p99_ms, "ms", "(b) production", prod.p99_ms),
+        compare(section, "(b) granian, throughput", new, "(a) Flask dev server", dev,
+                throughput, "≥ 10x"),
+        compare(section, "(b) granian, throughput", new, "(b') gunicorn gthread", old,
+                throughput, "≥ 1.4x"),
+        compare(section, "(b') gunicorn gthread, throughput", old, "(a) Flask dev server", dev,
+                throughput),
+        compare(section, "(b) granian, p50", new, "(b') gunicorn gthread", old, p50),
+        compare(section, "(b) granian, p99", new, "(b') gunicorn gthread", old, p99, "≤ 1x"),
+        compare(section, "(b) granian, throughput", new, "(c) bare WSGI on granian",
+                figures["bare granian"], throughput, "Flask's share"),
+        compare(section, "(b') gunicorn, throughput", old, "(c') bare WSGI on gunicorn",
+                figures["bare gunicorn"], throughput),
+        compare(bans, "granian, 1,000,000 bans, throughput", new_million, "0 bans", new,
+                throughput, "0.9-1.1x"),
+        compare(bans, "granian, 1,000,000 bans, p50", new_million, "0 bans", new, p50),
+        compare(bans, "granian, 1,000,000 bans, p99", new_million, "0 bans", new, p99),
+        compare(bans, "gunicorn, 1,000,000 bans, throughput", old_million, "0 bans", old,
+                throughput, "0.9-1.1x"),
+        compare(bans, "gunicorn, 1,000,000 bans, p99", old_million, "0 bans", old, p99),
     ]  # fmt: skip
 
 
@@ -112,30 +180,20 @@ def check_cost_ns(state_dir: Path) -> float:
     return best * 1e9
 
 
-def ban_rows(seconds: int, rounds: int) -> list[Row]:
-    """Throughput and check cost with 0, 100,000 and 1,000,000 bans."""
-    counts = (0, 100_000, 1_000_000)
+def check_rows() -> list[Row]:
+    """The in-process cost of one ban check with 0, 100,000 and 1,000,000 bans."""
     costs: dict[int, float] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-bans-") as work, ExitStack() as stack:
-        urls: dict[str, str] = {}
-        for count in counts:
+    with tempfile.TemporaryDirectory(prefix="bench-bans-") as work:
+        for count in (0, 100_000, 1_000_000):
             state_dir = Path(work) / str(count)
             populate(state_dir, count)
             costs[count] = check_cost_ns(state_dir)
             print(f"  {count:>9} bans: one check {costs[count]:.0f} ns", flush=True)
-            urls[str(count)] = stack.enter_context(serving("production", state_dir))
-        figures = best_loads(urls, seconds, rounds)
-    loads = {count: figures[str(count)] for count in counts}
-    section = "ban check"
-    rows: list[Row] = []
-    for count in (100_000, 1_000_000):
-        rows.append(Row(section, f"throughput, {count:,} bans", loads[count].requests_per_second,
-                        "req/s", "0 bans", loads[0].requests_per_second, "0.9-1.1x"))  # fmt: skip
-        rows.append(Row(section, f"p50, {count:,} bans", loads[count].p50_ms, "ms", "0 bans",
-                        loads[0].p50_ms, "0.9-1.1x"))  # fmt: skip
-        rows.append(Row(section, f"one check, {count:,} bans", costs[count], "ns", "0 bans",
-                        costs[0], "flat"))  # fmt: skip
-    return rows
+    return [
+        Row("ban check, in process", f"one check, {count:,} bans", costs[count], "ns", "0 bans",
+            costs[0], "flat (≤ 1.1x)")
+        for count in (100_000, 1_000_000)
+    ]  # fmt: skip
 
 
 def timed(url: str, source: str) -> tuple[int, float]:
@@ -172,12 +230,12 @@ def main() -> None:
     """Measure, print the table, add the rows to ``--json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
-    parser.add_argument("--rounds", type=int, default=3, help="wrk runs per server")
+    parser.add_argument("--rounds", type=int, default=5, help="wrk runs per server")
     parser.add_argument("--samples", type=int, default=500, help="/blacklisted calls")
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
     rows = serving_rows(arguments.seconds, arguments.rounds)
-    rows += ban_rows(arguments.seconds, arguments.rounds)
+    rows += check_rows()
     rows += blacklisted_rows(arguments.samples)
     print_table(rows)
     append_json(arguments.json, rows)

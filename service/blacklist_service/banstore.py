@@ -112,7 +112,9 @@ class BanStore:
             self._offset += len(data) - len(data) % RECORD_SIZE
 
     def __contains__(self, key: object) -> bool:
-        self.refresh()
+        # refresh()'s own first test, inlined: this runs on every request.
+        if os.fstat(self._descriptor).st_size > self._offset:
+            self.refresh()
         value = self._values.get(key)  # type: ignore[call-overload]
         # One comparison for a ban that expires (or was lifted: negative is never > now).
         return value is not None and (value == FOREVER or value > time.time())

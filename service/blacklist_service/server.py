@@ -1,15 +1,21 @@
-"""The production server: gunicorn with threaded workers, configured from the environment.
+"""The production server of ``python -m blacklist_service``: granian by default, or gunicorn.
 
-Chosen by measurement (``bench/service_bench.py``, 2 cores, wrk over loopback):
-gunicorn serves ``/?n=88`` about 5x faster than Flask's development server,
-with a quarter of its median latency, and reaches about 0.7x of a bare WSGI
-app under the same settings (the rest is Flask's own cost per request).
-``sync`` and ``gthread`` workers measured within run-to-run noise of each
-other (0.8x to 1.6x); ``gthread`` wins on behaviour: idle keep-alive
-connections wait in its poller instead of pinning a worker, which matters
-because the NodePort Service puts no buffering proxy in front. SIGTERM stops
-gracefully: workers finish their requests in flight, then the delivery
-worker finishes its current round.
+``SERVER`` chooses it (``granian`` or ``gunicorn``); both run ``WEB_CONCURRENCY``
+worker processes (else a count from the container's limits, see
+:mod:`blacklist_service.workers`), each building its own app (no preload),
+with ``WORKER_THREADS`` threads calling it (default 4) and an access log only
+with ``ACCESS_LOG=1``. Both stop gracefully on SIGTERM: the workers finish the
+requests in flight, then each stops its background work (the delivery worker
+ends its round), within :data:`GRACEFUL_TIMEOUT`.
+
+granian is the default by measurement (``bench/service_bench.py``, same run,
+side by side, 2 cores): its HTTP layer is Rust, so the interpreter spends its
+time on the app; see the README's Performance section for the figures.
+gunicorn stays selectable for a deployment that needs its behaviour.
+
+This module holds what does not depend on the server: the settings, the
+preparation of the state directory before any worker starts, and what a
+worker does when it starts and stops.
 """
 
 from __future__ import annotations
@@ -18,70 +24,52 @@ import gc
 import logging
 import os
 import shutil
-from typing import Any
-
-from flask import Flask
-from gunicorn.app.base import BaseApplication
+from typing import TYPE_CHECKING
 
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
 from blacklist_service.markers import clear_markers
 from blacklist_service.workers import worker_plan
 
+if TYPE_CHECKING:
+    from flask import Flask
+
 logger = logging.getLogger(__name__)
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 GRACEFUL_TIMEOUT = 25  # under Kubernetes' default 30 s termination grace period
+SERVERS = ("granian", "gunicorn")
+DEFAULT_SERVER = "granian"
+DEFAULT_THREADS = 4
+STOPPED_MESSAGE = "Stopped gracefully"
 
 
-def _stop_background(_server: Any, worker: Any) -> None:
-    """Gunicorn ``worker_exit`` hook: let the delivery worker finish its round."""
-    from blacklist_service.state import service_state
-
-    app = getattr(worker, "wsgi", None)
-    if isinstance(app, Flask):
-        service_state(app).background.stop()
-
-
-def _freeze_startup_objects(_worker: Any) -> None:
-    """Gunicorn ``post_worker_init`` hook: exempt what start-up built from garbage collection.
-
-    Flask, SQLAlchemy and friends leave hundreds of thousands of long-lived
-    objects; full collections would walk them all for nothing.
-    """
-    gc.freeze()
+def server_name(configured: str | None) -> str:
+    """The server ``SERVER`` names (default granian); ConfigError for any other value."""
+    name = (configured or "").strip().lower() or DEFAULT_SERVER
+    if name not in SERVERS:
+        raise ConfigError(f"SERVER must be one of {', '.join(SERVERS)}, not {configured!r}")
+    return name
 
 
-def _forget_worker(_server: Any, worker: Any) -> None:
-    """Gunicorn ``child_exit`` hook: drop a dead worker's live metric files."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
-
-
-class ProductionServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn running ``create_app()`` in each worker (no preload: each worker owns its state)."""
-
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        """Hand our options to gunicorn."""
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        """Build the app, in the worker process."""
-        from blacklist_service.app import create_app
-
-        return create_app()
+def worker_threads() -> int:
+    """Threads per worker calling the app (``WORKER_THREADS``, default 4)."""
+    configured = os.environ.get("WORKER_THREADS", "").strip()
+    try:
+        threads = int(configured) if configured else DEFAULT_THREADS
+    except ValueError:
+        raise ConfigError(f"WORKER_THREADS must be an integer, not {configured!r}") from None
+    if threads < 1:
+        raise ConfigError(f"WORKER_THREADS must be at least 1, not {configured!r}")
+    return threads
 
 
-def bind_address(settings: Settings) -> str:
-    """Gunicorn's bind string (IPv6 addresses in brackets)."""
-    host = settings.bind_address
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{settings.port}"
+def access_log() -> bool:
+    """Whether every request is logged (``ACCESS_LOG=1``)."""
+    return os.environ.get("ACCESS_LOG", "") in {"1", "true"}
+
+
+def bind_host(settings: Settings) -> str:
+    """The address to bind, without brackets."""
+    return settings.bind_address.strip("[]")
 
 
 def prepare(settings: Settings) -> None:
@@ -98,28 +86,32 @@ def prepare(settings: Settings) -> None:
     clear_markers(settings.state_dir)
 
 
-def options(settings: Settings, workers: int) -> dict[str, Any]:
-    """Gunicorn settings."""
-    return {
-        "bind": [bind_address(settings)],
-        "workers": workers,
-        # WORKER_CLASS=sync exists for the benchmark's comparison; gthread is the choice.
-        "worker_class": os.environ.get("WORKER_CLASS", "gthread"),
-        "threads": int(os.environ.get("WORKER_THREADS", "4")),
-        "graceful_timeout": GRACEFUL_TIMEOUT,
-        "timeout": 30,
-        "keepalive": 5,
-        "accesslog": "-" if os.environ.get("ACCESS_LOG", "") in {"1", "true"} else None,
-        "errorlog": "-",
-        "loglevel": "info",
-        "proc_name": "blacklist-service",
-        # gunicorn's runtime control socket would need a writable home directory and
-        # offers nothing Kubernetes does not; the root filesystem is read-only anyway.
-        "control_socket_disable": True,
-        "worker_exit": _stop_background,
-        "post_worker_init": _freeze_startup_objects,
-        "child_exit": _forget_worker,
-    }
+def start_worker() -> Flask:
+    """Build the app in a worker process; exempt what start-up built from garbage collection.
+
+    Flask, SQLAlchemy and friends leave hundreds of thousands of long-lived
+    objects; full collections would walk them all for nothing.
+    """
+    from blacklist_service.app import create_app
+
+    app = create_app()
+    gc.freeze()
+    return app
+
+
+def stop_worker(app: Flask) -> None:
+    """At a worker's exit, after its last request: let the delivery worker finish its round."""
+    from blacklist_service.state import service_state
+
+    service_state(app).background.stop()
+    logger.info("Worker %d stopped its background work", os.getpid())
+
+
+def forget_worker(pid: int) -> None:
+    """Drop a finished worker's live metric files (its counters stay and keep counting)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def main() -> None:
@@ -129,9 +121,20 @@ def main() -> None:
     try:
         config.update(from_environment())
         settings = Settings.from_config(config)
+        server = server_name(os.environ.get("SERVER"))
+        threads = worker_threads()
+        plan = worker_plan()
     except ConfigError as error:
         raise SystemExit(f"blacklist-service: bad configuration: {error}") from None
     prepare(settings)
-    plan = worker_plan()
-    logger.info("Starting %d worker(s): %s", plan.count, plan.reason)
-    ProductionServer(options(settings, plan.count)).run()
+    logger.info("Starting %s with %d worker(s): %s", server, plan.count, plan.reason)
+    if server == "granian":
+        from blacklist_service.server_granian import serve
+    else:
+        from blacklist_service.server_gunicorn import serve
+    try:
+        serve(settings, plan.count, threads)
+    except SystemExit as stop:  # gunicorn's master exits through sys.exit, 0 when graceful
+        if stop.code not in (0, None):
+            raise
+    logger.info(STOPPED_MESSAGE)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+import threading
 import time
 
 import pytest
 
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
+from blacklist_service.server import STOPPED_MESSAGE
 from tests.service.processes import ServiceFactory
 
 pytestmark = pytest.mark.slow
@@ -91,7 +95,35 @@ def test_sigterm_stops_gracefully_and_bans_survive(service_factory: ServiceFacto
     started = time.monotonic()
     assert service.stop() == 0
     assert time.monotonic() - started < 30
-    assert "Shutting down: Master" in service.log()
+    log = service.log()
+    assert STOPPED_MESSAGE in log
+    # Each worker stopped its background work (the delivery worker ended its round).
+    assert log.count("stopped its background work") == 2
     service.start()
     assert get(f"{service.url}/?n=2", source="127.0.7.1").status == 403
     assert get(f"{service.url}/?n=2", source="127.0.7.2").status == 200
+
+
+def test_sigterm_lets_a_request_in_flight_finish(service_factory: ServiceFactory) -> None:
+    service = service_factory()
+    assert wait_until(lambda: get(f"{service.url}/readyz").status == 200, timeout=15)
+    # A held outbox lock keeps /blacklisted busy for its 2 s wait: a request in flight.
+    descriptor = os.open(service.state_dir / "outbox.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    statuses: list[int] = []
+    caller = threading.Thread(
+        target=lambda: statuses.append(
+            get(f"{service.url}/blacklisted", source="127.0.7.3", timeout=20).status
+        )
+    )
+    try:
+        caller.start()
+        time.sleep(0.5)
+        assert service.stop() == 0
+        caller.join(20)
+    finally:
+        os.close(descriptor)
+    assert statuses == [444]
+    assert STOPPED_MESSAGE in service.log()
+    service.start()  # the ban it made survives
+    assert get(f"{service.url}/?n=2", source="127.0.7.3").status == 403

@@ -87,3 +87,22 @@ def test_alert_mail_names_address_path_time_and_event(tmp_path: Path) -> None:
         assert b"Message-ID: <0f8c1d5e-1111-2222-3333-444455556666@blacklist-service>" in (
             message.as_bytes()
         )
+
+
+def test_the_server_setting_defaults_to_granian_and_refuses_others() -> None:
+    from blacklist_service.server import server_name
+
+    assert server_name(None) == "granian"
+    assert server_name("") == "granian"
+    assert server_name(" Gunicorn ") == "gunicorn"
+    with pytest.raises(ConfigError, match="SERVER"):
+        server_name("uwsgi")
+
+
+def test_request_counting_binds_each_child_once() -> None:
+    from blacklist_service.metrics import REQUESTS, count_request
+
+    before = REQUESTS.labels("/readyz", "503")._value.get()
+    count_request("/readyz", "503 SERVICE UNAVAILABLE")
+    count_request("/readyz", "503 SERVICE UNAVAILABLE")
+    assert REQUESTS.labels("/readyz", "503")._value.get() == before + 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from blacklist_service.addresses import address_key, client_address
+from blacklist_service.addresses import address_key, client_address, normalise
 from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings
 from blacklist_service.metrics import REFUSED, StartResponse, WsgiApp
@@ -38,11 +38,13 @@ class BanGuard:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Refuse a banned client; otherwise pass the request on with its client address."""
-        address = client_address(
-            environ.get("REMOTE_ADDR") or "",
-            environ.get("HTTP_X_FORWARDED_FOR"),
-            self.trusted_proxies,
-        )
+        peer = environ.get("REMOTE_ADDR") or ""
+        if self.trusted_proxies:
+            address = client_address(
+                peer, environ.get("HTTP_X_FORWARDED_FOR"), self.trusted_proxies
+            )
+        else:  # what client_address answers without proxies, for one cached lookup
+            address = normalise(peer) or peer
         environ[CLIENT_ADDRESS] = address
         if environ.get("PATH_INFO") not in EXEMPT_PATHS:
             key = address_key(address)
