@@ -37,8 +37,9 @@ from blacklist_operator.builders.status import READY, find_condition
 from blacklist_operator.config import AddressMap, OperatorConfig
 from blacklist_operator.model import SpecError, parse
 from blacklist_operator.reconcile import deployment_progress, reconcile, release_storage
-from blacklist_operator.runtime import InstanceKey, Runtime, runtime_of
+from blacklist_operator.runtime import Runtime, runtime_of
 from blacklist_operator.workers import follow_children, post_events, resync
+from blacklist_operator.workqueue import InstanceKey, Reason
 
 MANAGED = {MANAGED_BY_LABEL: "blacklist-operator"}
 # (group/version, plural) of the namespaced children whose changes we follow.
@@ -171,19 +172,19 @@ def _instance_changed(runtime: Runtime, event_type: str | None, raw: Mapping[str
     if event_type == "DELETED":
         runtime.instances.remove(key)
         runtime.children.discard(key)
-        runtime.banlists.wake(key, "removed")
+        runtime.banlists.wake(key, Reason.REMOVED)
         runtime.forget_deployments(key)
         return
     previous = runtime.instances.get(key)
     runtime.instances.update(raw)
     generation = metadata.get("generation")
     if previous is None or (previous.get("metadata") or {}).get("generation") != generation:
-        runtime.banlists.wake(key, "spec")
+        runtime.banlists.wake(key, Reason.SPEC)
     status = raw.get("status") or {}
     ready = find_condition(status.get("conditions"), READY) or {}
     if status.get("observedGeneration") == generation and ready.get("status") != "True":
         # The reconcile wrote Ready from what it applied; the watch may know better by now.
-        runtime.children.wake(key, "status")
+        runtime.children.wake(key, Reason.STATUS)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track-instances")
@@ -210,10 +211,10 @@ def _deployment_changed(
     # Availability lost may mean a child that is not watched (Secret N-db) is gone:
     # a full reconcile checks every child; otherwise Ready is only recomputed.
     lost = previous is not None and previous[0] and not progress[0]
-    runtime.children.wake(key, "drift" if lost else "status")
+    runtime.children.wake(key, Reason.DRIFT if lost else Reason.STATUS)
     component = (metadata.get("labels") or {}).get(COMPONENT_LABEL)
     if component == COMPONENT_DATABASE and progress[0] and not (previous and previous[0]):
-        runtime.banlists.wake(key, "database")
+        runtime.banlists.wake(key, Reason.DATABASE)
 
 
 def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: kopf.Body) -> bool:
@@ -246,14 +247,14 @@ def _child_changed(runtime: Runtime, event_type: str | None, body: kopf.Body) ->
     if labels.get(COMPONENT_LABEL) == COMPONENT_BANLIST:
         text = (body.get("data") or {}).get("addresses")
         if event_type == "DELETED" or runtime.written_shards.differs(key[0], name, text):
-            runtime.banlists.wake(key, "drift")
+            runtime.banlists.wake(key, Reason.DRIFT)
         return
     if body.get("kind") == "Deployment":
         _deployment_changed(runtime, key, event_type, body)
     # The initial listing (no event type) is checked too: after a watch is re-listed
     # it is the only news of a change made while the watch was down.
     if _drifted(runtime, key, event_type, body):
-        runtime.children.wake(key, "drift")
+        runtime.children.wake(key, Reason.DRIFT)
 
 
 def _watch(group_version: str, plural: str) -> None:

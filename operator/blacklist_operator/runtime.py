@@ -23,53 +23,10 @@ from typing import Any
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS, banlist_shard_name
 from blacklist_operator.config import AddressMap, OperatorConfig
+from blacklist_operator.workqueue import InstanceKey, WorkQueue
 
-InstanceKey = tuple[str, str]
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-
-class WorkQueue:
-    """Instances with pending work and why; an instance is handed to one worker at a time.
-
-    Wake-ups of the same instance merge (their reasons are united), so a burst of
-    watch events costs one pass. An instance woken while a worker holds it is
-    handed out again once that worker calls :meth:`done`.
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[InstanceKey, set[str]] = {}
-        self._active: set[InstanceKey] = set()
-        self._ready = asyncio.Event()
-
-    def wake(self, key: InstanceKey, reason: str) -> None:
-        """Ask for a pass over ``key`` because of ``reason``."""
-        self._pending.setdefault(key, set()).add(reason)
-        if key not in self._active:
-            self._ready.set()
-
-    def discard(self, key: InstanceKey) -> None:
-        """Forget pending work of ``key`` (the instance is gone)."""
-        self._pending.pop(key, None)
-
-    async def take(self) -> tuple[InstanceKey, set[str]]:
-        """The oldest pending instance that no worker holds, and its reasons."""
-        while True:
-            for key in self._pending:
-                if key not in self._active:
-                    self._active.add(key)
-                    return key, self._pending.pop(key)
-            self._ready.clear()
-            await self._ready.wait()
-
-    def done(self, key: InstanceKey) -> None:
-        """The worker finished ``key``; hand it out again if it was woken meanwhile."""
-        self._active.discard(key)
-        if key in self._pending:
-            self._ready.set()
-
-    def __len__(self) -> int:
-        return len(self._pending)
 
 
 class Instances:
@@ -158,10 +115,9 @@ class Runtime:
     # Blocking work (API calls, database I/O) of the shared workers runs here.
     executor: ThreadPoolExecutor
     instances: Instances = field(default_factory=Instances)
-    # Full reconciles ("drift", "resync") and status refreshes ("status") of instances.
+    # Full reconciles (DRIFT, RESYNC) and status refreshes (STATUS) of instances.
     children: WorkQueue = field(default_factory=WorkQueue)
-    # Ban-sync passes: "ledger" (NOTIFY), "drift" (a shard edited), "database" (its
-    # Deployment became available), "spec" (the instance changed).
+    # Ban-sync passes (LEDGER, DRIFT, DATABASE, SPEC, ...: see workqueue.Reason).
     banlists: WorkQueue = field(default_factory=WorkQueue)
     # (namespace, Deployment name) -> (all replicas available, why not): from the watch.
     deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)

@@ -50,7 +50,8 @@ from blacklist_operator.builders.status import (
     now,
 )
 from blacklist_operator.model import BlacklistService, SpecError, parse
-from blacklist_operator.runtime import InstanceKey, Logger, Runtime
+from blacklist_operator.runtime import Logger, Runtime
+from blacklist_operator.workqueue import InstanceKey, Reason
 
 # A second field manager, so the ban sync's status fields and the reconcile's
 # (Ready, observedGeneration) never remove each other under server-side apply.
@@ -65,7 +66,7 @@ ADDRESS_MAP_CHECK_SECONDS = 2.0
 # Connection attempts in flight at most (each may wait seconds for DNS or a silent host).
 CONNECT_THREADS = 8
 # Reasons that may open a connection before the back-off has elapsed.
-CONNECT_NOW = frozenset({"retry", "database", "addresses", "broken"})
+CONNECT_NOW = frozenset({Reason.RETRY, Reason.DATABASE, Reason.ADDRESSES, Reason.BROKEN})
 
 
 class DatabaseUnavailableError(Exception):
@@ -193,7 +194,7 @@ class BanSyncSupervisor:
                 state = self._states.get((namespace, name))
                 # Only the instances whose address changed retry at once, not every one waiting.
                 if state is not None and state.connection is None:
-                    self._runtime.banlists.wake((namespace, name), "addresses")
+                    self._runtime.banlists.wake((namespace, name), Reason.ADDRESSES)
 
     async def _work(self) -> None:
         queue = self._runtime.banlists
@@ -203,7 +204,7 @@ class BanSyncSupervisor:
                 await self._pass(key, reasons)
             except Exception as error:  # one instance must never stop the others
                 self._logger.exception(f"Ban sync of {key[0]}/{key[1]} failed: {error}")
-                self._schedule(key, MAX_BACKOFF_SECONDS, "retry")
+                self._schedule(key, MAX_BACKOFF_SECONDS, Reason.RETRY)
             finally:
                 queue.done(key)
 
@@ -227,7 +228,7 @@ class BanSyncSupervisor:
             asyncio.get_running_loop().remove_reader(state.watched_fd)
             state.watched_fd = None
 
-    def _schedule(self, key: InstanceKey, delay: float, reason: str) -> None:
+    def _schedule(self, key: InstanceKey, delay: float, reason: Reason) -> None:
         """The next pass of ``key`` in ``delay`` seconds (replacing the one planned)."""
         state = self._states.get(key)
         if state is None:
@@ -238,7 +239,7 @@ class BanSyncSupervisor:
             delay, self._runtime.banlists.wake, key, reason
         )
 
-    async def _pass(self, key: InstanceKey, reasons: set[str]) -> None:
+    async def _pass(self, key: InstanceKey, reasons: set[Reason]) -> None:
         body = self._runtime.instances.get(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             self._forget(key)
@@ -276,7 +277,7 @@ class BanSyncSupervisor:
             if connection.notifies:
                 # Rows announced during the pass may have committed after its read.
                 connection.notifies.clear()
-                self._runtime.banlists.wake(key, "ledger")
+                self._runtime.banlists.wake(key, Reason.LEDGER)
             state.watched_fd = connection.fileno()
             loop.add_reader(state.watched_fd, self._on_readable, key)
         self._schedule(key, delay, reason)
@@ -287,15 +288,15 @@ class BanSyncSupervisor:
             return
         try:
             if ledger.drain_notifications(state.connection):
-                self._runtime.banlists.wake(key, "ledger")
+                self._runtime.banlists.wake(key, Reason.LEDGER)
         except psycopg2.Error:
             self._unwatch(state)
-            self._runtime.banlists.wake(key, "broken")
+            self._runtime.banlists.wake(key, Reason.BROKEN)
 
     def _opened(self, key: InstanceKey, state: InstanceState, attempt: asyncio.Future[Any]) -> None:
         """A connection attempt ended: its instance's next pass takes the result."""
         if self._states.get(key) is state:
-            self._runtime.banlists.wake(key, "connected")
+            self._runtime.banlists.wake(key, Reason.CONNECTED)
         elif not attempt.cancelled() and attempt.exception() is None:
             attempt.result().close()  # The instance went away meanwhile.
 
@@ -318,39 +319,41 @@ class BanSyncSupervisor:
         self,
         key: InstanceKey,
         state: InstanceState,
-        reasons: set[str],
+        reasons: set[Reason],
         connect_error: BaseException | None,
-    ) -> tuple[float, str, bool]:
+    ) -> tuple[float, Reason, bool]:
         """One blocking pass (in a worker thread); returns when and why to pass again.
 
         The third value asks the caller to open a connection (outside this thread).
         """
         body = self._runtime.instances.get(key)
         if body is None:
-            return MAX_BACKOFF_SECONDS, "retry", False
+            return MAX_BACKOFF_SECONDS, Reason.RETRY, False
         try:
             bls = parse(body)
         except SpecError:
-            return MAX_BACKOFF_SECONDS, "retry", False
+            return MAX_BACKOFF_SECONDS, Reason.RETRY, False
         poll = self._runtime.config.ban_poll_interval
         try:
             if not state.loaded:
                 state.sync.load(bls)
                 state.sync.ensure_exists(bls)
                 state.loaded = True
-            if "drift" in reasons:
+            if Reason.DRIFT in reasons:
                 # Restore an edited or deleted shard, even while the database is away.
                 state.sync.rewrite(bls)
-            if state.connection is not None and ("broken" in reasons or state.connection.closed):
+            if state.connection is not None and (
+                Reason.BROKEN in reasons or state.connection.closed
+            ):
                 state.connection.close()
                 state.connection = None
             if connect_error is not None:
                 raise connect_error
             if state.connection is None:
                 if time.monotonic() < state.retry_at and not reasons & CONNECT_NOW:
-                    return state.retry_at - time.monotonic(), "retry", False
+                    return state.retry_at - time.monotonic(), Reason.RETRY, False
                 # The attempt wakes this instance when it ends; the timer is a fallback.
-                return MAX_BACKOFF_SECONDS, "retry", True
+                return MAX_BACKOFF_SECONDS, Reason.RETRY, True
             if not state.ever_connected:
                 self._logger.info(f"Ban sync of {bls.namespace}/{bls.name} connected")
                 state.ever_connected = True
@@ -370,7 +373,7 @@ class BanSyncSupervisor:
             )
             report_status(self._runtime, bls, body, database, _synced(report), report.count)
             state.backoff, state.last_error = 1.0, None
-            return poll, "poll", False
+            return poll, Reason.POLL, False
         except (
             DatabaseUnavailableError,
             psycopg2.Error,
@@ -386,7 +389,7 @@ class BanSyncSupervisor:
         body: Mapping[str, Any],
         state: InstanceState,
         error: BaseException,
-    ) -> tuple[float, str]:
+    ) -> tuple[float, Reason]:
         if state.connection is not None:
             # Closed from the worker thread: the loop re-adds no reader for a missing connection.
             state.connection.close()
@@ -423,4 +426,4 @@ class BanSyncSupervisor:
             )
         except (ApiError, OSError) as status_error:
             self._logger.warning(f"Could not report the ban sync status: {status_error}")
-        return delay, "retry"
+        return delay, Reason.RETRY
