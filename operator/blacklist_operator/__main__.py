@@ -12,6 +12,7 @@ import kopf
 
 from blacklist_operator import handlers  # noqa: F401  (registers the handlers with kopf)
 from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
+from blacklist_operator.memo import OperatorMemo
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             standalone=config.peering is None,
             peering_name=config.peering,
             liveness_endpoint=config.liveness,
-            memo=kopf.Memo(config=config),
+            memo=OperatorMemo(config),
         )
     )
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from typing import Any
 
 import kopf
@@ -70,7 +69,7 @@ async def follow_children(runtime: Runtime, logger: Logger) -> None:
             if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
                 continue
             # A copy of a kopf handler's context carries kopf's Event queue to the thread.
-            context = (runtime.handler_context or contextvars.copy_context()).copy()
+            context = runtime.handler_context.fresh()
             await loop.run_in_executor(
                 runtime.executor, context.run, _follow, runtime, body, reasons, logger
             )

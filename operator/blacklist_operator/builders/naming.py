@@ -30,12 +30,22 @@ POSTGRES_PORT = 5432
 
 def service_name(bls: BlacklistService) -> str:
     """Name of the service Deployment, its Service and its ServiceAccount."""
-    return bls.name
+    return service_name_of(bls.name)
+
+
+def service_name_of(instance: str) -> str:
+    """:func:`service_name` of the instance named ``instance`` (for callers without a spec)."""
+    return instance
 
 
 def database_name(bls: BlacklistService) -> str:
     """Name of the PostgreSQL Deployment, Service, PVC and NetworkPolicy."""
-    return f"{bls.name}-postgres"
+    return database_name_of(bls.name)
+
+
+def database_name_of(instance: str) -> str:
+    """:func:`database_name` of the instance named ``instance`` (for callers without a spec)."""
+    return f"{instance}-postgres"
 
 
 def database_settings_name(bls: BlacklistService) -> str:
