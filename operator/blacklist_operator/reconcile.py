@@ -20,7 +20,7 @@ from blacklist_operator.builders import (
     child_key,
     merge_condition,
 )
-from blacklist_operator.builders.database import (
+from blacklist_operator.builders.credentials import (
     generate_password,
     managed_secret,
     secret_owner_references,
