@@ -27,8 +27,9 @@ from blacklist_operator.builders.naming import MANAGED_BY_LABEL
 from blacklist_operator.config import AddressMap
 from blacklist_operator.memo import OperatorMemo
 from blacklist_operator.model import SpecError
-from blacklist_operator.reconcile import reconcile, release_storage
+from blacklist_operator.reconcile import reconcile
 from blacklist_operator.runtime import Runtime
+from blacklist_operator.volumes import release_storage
 from blacklist_operator.watchers import MANAGED, WATCHED_CHILDREN
 from blacklist_operator.workers import follow_children, post_events, resync
 

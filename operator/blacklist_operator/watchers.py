@@ -33,7 +33,7 @@ from blacklist_operator.builders.naming import (
 from blacklist_operator.builders.status import READY, find_condition
 from blacklist_operator.memo import OperatorMemo
 from blacklist_operator.model import SpecError, parse
-from blacklist_operator.reconcile import deployment_progress
+from blacklist_operator.readiness import deployment_progress
 from blacklist_operator.runtime import Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
