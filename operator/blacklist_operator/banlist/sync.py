@@ -1,4 +1,4 @@
-"""One instance's ban sync, step by step (blocking): load, read the ledger, write shards.
+"""One instance's ban list in memory, mirrored into ConfigMaps (blocking): load, read, write.
 
 An address is banned when the ledger holds a row for it later than its latest
 lift (``denied_access_lifts``) and, with ``spec.banDuration`` set, that row is
