@@ -62,8 +62,8 @@ test: setup images ## Run the whole test suite (starts what it needs)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
-test-unit: venv ## Only the tests that need no cluster, database or mail server
-	$(VENV)/bin/pytest -m "not cluster and not postgres"
+test-unit: venv ## Only the tests that need no cluster, database, mail server or helm
+	$(VENV)/bin/pytest -m "not cluster and not postgres and not helm"
 
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from blacklist_devtools import controlplane, network, node, nodeconfig, processes
 from blacklist_devtools.controlplane import SIMULATED_NODE_NAME
+from blacklist_devtools.kube import KubectlError, run_kubectl
 from blacklist_devtools.net import free_port, wait_for_port
 from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.pki import create_pki
@@ -169,17 +169,8 @@ def kwok_stages(path: Path) -> None:
 
 
 def kubectl(*arguments: str, input_text: str | None = None) -> str:
-    """Run kubectl against the local cluster and return its stdout."""
-    completed = subprocess.run(
-        [binary("kubectl"), "--kubeconfig", str(KUBECONFIG), *arguments],
-        input=input_text,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(arguments)} failed: {completed.stderr.strip()}")
-    return completed.stdout
+    """Run kubectl against the local cluster and return its stdout (:class:`KubectlError`)."""
+    return run_kubectl(binary("kubectl"), KUBECONFIG, *arguments, input=input_text)
 
 
 def _start_control_plane(with_node: bool) -> ClusterState:
@@ -274,7 +265,7 @@ def wait_node_ready(name: str, timeout: float) -> None:
                 "get", "node", name,
                 "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
             )  # fmt: skip
-        except RuntimeError:
+        except KubectlError:
             status = ""
         if status == "True":
             return
@@ -289,7 +280,7 @@ def wait_default_service_account(timeout: float) -> None:
         try:
             kubectl("get", "serviceaccount", "default", "-n", "default")
             return
-        except RuntimeError:
+        except KubectlError:
             time.sleep(0.2)
     raise SystemExit("the controller manager did not create ServiceAccount default/default")
 

@@ -24,6 +24,8 @@ from blacklist_devtools.kube import Cluster
 from blacklist_devtools.net import free_port, port_is_open, wait_for_port
 from blacklist_devtools.network import CLIENT_ADDRESSES, CLIENT_NETNS, NODE_ADDRESS
 from blacklist_devtools.processes import ProcessRecord
+from blacklist_operator.banlist.ledger import LEDGER_TABLE
+from blacklist_operator.builders.naming import banlist_shard_name
 
 DEMO_DIR = cluster.LOCAL_DIR / "demo"
 STATE_FILE = DEMO_DIR / "state.json"
@@ -139,8 +141,8 @@ Try it (clients with their own addresses live in network namespace {summary["cli
   {kubectl} -n {namespace} port-forward svc/{name} 5004 &  curl 'http://127.0.0.1:5004/?n=88'
   {kubectl} get bls -n {namespace}
   {kubectl} -n {namespace} logs deploy/{name}
-  {kubectl} get configmap {name}-banlist -n {namespace} -o yaml
-  psql '{summary["database_url"]}' -c 'table denied_access_ledger'
+  {kubectl} get configmap {banlist_shard_name(name, 0)} -n {namespace} -o yaml
+  psql '{summary["database_url"]}' -c 'table {LEDGER_TABLE}'
   ls {summary["mailbox"]}
 
 Stop everything with: make demo-down

@@ -15,6 +15,34 @@ from kubernetes import client, config
 from blacklist_devtools.net import free_port, wait_for_port
 
 
+class KubectlError(subprocess.CalledProcessError):
+    """kubectl exited with an error; the message names the command and carries its stderr."""
+
+    def __str__(self) -> str:
+        command = " ".join(str(part) for part in self.cmd[3:])  # without the path and kubeconfig
+        return f"kubectl {command} failed: {str(self.stderr or '').strip()}"
+
+
+def run_kubectl(
+    kubectl_path: str,
+    kubeconfig: Path,
+    *arguments: str,
+    input: str | None = None,
+    check: bool = True,
+) -> str:
+    """Run kubectl with ``kubeconfig``; return its stdout, raise :class:`KubectlError` if asked."""
+    completed = subprocess.run(
+        [kubectl_path, "--kubeconfig", str(kubeconfig), *arguments],
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and completed.returncode != 0:
+        raise KubectlError(completed.returncode, completed.args, completed.stdout, completed.stderr)
+    return completed.stdout
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Where a cluster is and how to talk to it as its admin."""
@@ -30,18 +58,7 @@ class Cluster:
 
     def kubectl(self, *arguments: str, input: str | None = None, check: bool = True) -> str:
         """Run kubectl and return its stdout; raise (with stderr) when it fails and ``check``."""
-        completed = subprocess.run(
-            [self.kubectl_path, "--kubeconfig", str(self.kubeconfig), *arguments],
-            input=input,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and completed.returncode != 0:
-            raise subprocess.CalledProcessError(
-                completed.returncode, completed.args, completed.stdout, completed.stderr
-            )
-        return completed.stdout
+        return run_kubectl(self.kubectl_path, self.kubeconfig, *arguments, input=input, check=check)
 
     def api_client(self) -> client.ApiClient:
         """A Kubernetes Python client for this cluster."""

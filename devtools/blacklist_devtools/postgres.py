@@ -22,6 +22,7 @@ import psycopg2
 import psycopg2.extensions
 
 from blacklist_devtools.net import free_port
+from blacklist_operator.model import DEFAULT_DATABASE_NAME, DEFAULT_DATABASE_USER
 
 
 def postgres_bindir() -> Path:
@@ -46,8 +47,8 @@ class PostgresServer:
         base_dir: Path | None = None,
         port: int | None = None,
         host: str = "127.0.0.1",
-        database: str = "denied_access",
-        user: str = "blacklist",
+        database: str = DEFAULT_DATABASE_NAME,
+        user: str = DEFAULT_DATABASE_USER,
     ) -> None:
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="blacklist-pg-"))
         self.host = host

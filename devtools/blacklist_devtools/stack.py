@@ -26,6 +26,9 @@ from blacklist_devtools.http import answers, get
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.smtp import SmtpServer
+from blacklist_operator.banlist.ledger import LEDGER_TABLE
+from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
+from blacklist_operator.model import parse
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "chart"
@@ -134,21 +137,21 @@ def ledger_rows(found: Instance) -> list[tuple[str, str]]:
     with (
         psycopg2.connect(
             host=found.database_address,
-            port=5432,
+            port=POSTGRES_PORT,
             user=found.database_user,
             password=found.database_password,
             dbname=found.database_name,
         ) as connection,
         connection.cursor() as cursor,
     ):
-        cursor.execute("SELECT path, ip_address FROM denied_access_ledger ORDER BY id")
+        cursor.execute(f"SELECT path, ip_address FROM {LEDGER_TABLE} ORDER BY id")  # noqa: S608
         return [(str(path), str(address)) for path, address in cursor.fetchall()]
 
 
 def instance(cluster: Cluster, namespace: str, name: str) -> Instance:
     """Describe a ready BlacklistService: its replicas' URLs and its database."""
-    resource = get_json(cluster, "blacklistservice", name, "-n", namespace)
-    port = int(resource["spec"].get("port", 5004))
+    bls = parse(get_json(cluster, "blacklistservice", name, "-n", namespace))
+    port = bls.spec.port
     service_selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=service"
     database_selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=database"
     urls = [
@@ -156,14 +159,14 @@ def instance(cluster: Cluster, namespace: str, name: str) -> Instance:
         for address in pod_addresses(cluster, namespace, service_selector)
     ]
     database = pod_addresses(cluster, namespace, database_selector)[0]
-    user = secret_value(cluster, namespace, f"{name}-db", "username")
-    password = secret_value(cluster, namespace, f"{name}-db", "password")
-    database_name = str(resource["spec"].get("database", {}).get("name", "denied_access"))
+    user = secret_value(cluster, namespace, database_settings_name(bls), "username")
+    password = secret_value(cluster, namespace, database_settings_name(bls), "password")
+    database_name = bls.spec.database.name
     return Instance(
         namespace=namespace,
         name=name,
         service_urls=urls,
-        database_url=f"postgresql://{user}:{password}@{database}:5432/{database_name}",
+        database_url=f"postgresql://{user}:{password}@{database}:{POSTGRES_PORT}/{database_name}",
         database_address=database,
         database_user=user,
         database_password=password,

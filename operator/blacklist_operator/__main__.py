@@ -12,6 +12,10 @@ import kopf
 
 from blacklist_operator import handlers  # noqa: F401  (registers the handlers with kopf)
 from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
+from blacklist_operator.memo import OperatorMemo
+
+LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -95,8 +99,21 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "whole path components: /data allows /data/pg, not /database). Default: none, "
         "every hostPath is refused",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default=os.environ.get(LOG_LEVEL_ENV) or "info",
+        help=f"log messages of this level and above (default: env {LOG_LEVEL_ENV}, set by the "
+        "chart's operator.logLevel; else info)",
+    )
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="log debug messages (--log-level debug)"
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.log_level not in LOG_LEVELS:  # argparse does not check a default
+        parser.error(f"{LOG_LEVEL_ENV}={arguments.log_level}: not one of {', '.join(LOG_LEVELS)}")
+    return arguments
 
 
 class _QuietWatchers(logging.Filter):
@@ -124,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=arguments.workers,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
     )
-    kopf.configure(verbose=arguments.verbose, log_format=kopf.LogFormat.PLAIN)
+    level = "debug" if arguments.verbose else arguments.log_level
+    kopf.configure(verbose=level == "debug", log_format=kopf.LogFormat.PLAIN)
+    logging.getLogger().setLevel(level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietWatchers())
@@ -135,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             standalone=config.peering is None,
             peering_name=config.peering,
             liveness_endpoint=config.liveness,
-            memo=kopf.Memo(config=config),
+            memo=OperatorMemo(config),
         )
     )
 

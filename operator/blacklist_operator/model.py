@@ -8,22 +8,16 @@ object written before the schema was tightened).
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+from blacklist_operator import model_fields as fields
 
-_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SQL_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-_DURATION = re.compile(r"^([0-9]{1,7}[smhd])+$")
-_DURATION_PART = re.compile(r"([0-9]+)([smhd])")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_BAN_DURATION_SECONDS = 3650 * 86400
+# Re-exported: callers know SpecError and IPNetwork as parts of the model.
+from blacklist_operator.model_fields import IPNetwork as IPNetwork
+from blacklist_operator.model_fields import SpecError as SpecError
 
 DEFAULT_IMAGE = "flask-blacklist-svc:v1"
 DEFAULT_DATABASE_IMAGE = "postgres:16"
@@ -39,14 +33,6 @@ DEFAULT_DATABASE_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
 }
-
-
-class SpecError(ValueError):
-    """A spec the operator cannot act on; ``field`` names the offending path."""
-
-    def __init__(self, field_path: str, message: str) -> None:
-        super().__init__(f"{field_path}: {message}")
-        self.field_path = field_path
 
 
 @dataclass(frozen=True)
@@ -133,39 +119,40 @@ def parse(body: Mapping[str, Any]) -> BlacklistService:
 
 def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
     """Parse ``spec`` with the CRD's defaults for anything absent."""
-    mail = _mapping(spec, "mail", "spec.mail")
-    database = _mapping(spec, "database", "spec.database")
+    mail = fields.mapping(spec, "mail", "spec.mail")
+    database = fields.mapping(spec, "database", "spec.database")
     return BlacklistServiceSpec(
-        image=_string(spec, "image", "spec.image", DEFAULT_IMAGE),
-        image_pull_policy=_choice(
+        image=fields.string(spec, "image", "spec.image", DEFAULT_IMAGE),
+        image_pull_policy=fields.choice(
             spec, "imagePullPolicy", "spec.imagePullPolicy", ("Always", "IfNotPresent", "Never")
         ),
-        replicas=_integer(spec, "replicas", "spec.replicas", 1, 0, 1000),
-        port=_integer(spec, "port", "spec.port", DEFAULT_PORT, 1, 65535),
-        node_port=_optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767),
-        resources=_resources(spec, "spec.resources", DEFAULT_SERVICE_RESOURCES),
-        trusted_proxies=_networks(spec, "trustedProxies", "spec.trustedProxies"),
-        allowlist=_networks(spec, "allowlist", "spec.allowlist"),
-        ban_duration=_duration(spec, "banDuration", "spec.banDuration"),
-        workers=_optional_integer(spec, "workers", "spec.workers", 1, 64),
+        replicas=fields.integer(spec, "replicas", "spec.replicas", 1, 0, 1000),
+        port=fields.integer(spec, "port", "spec.port", DEFAULT_PORT, 1, 65535),
+        node_port=fields.optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767),
+        resources=fields.resources(spec, "spec.resources", DEFAULT_SERVICE_RESOURCES),
+        trusted_proxies=fields.networks(spec, "trustedProxies", "spec.trustedProxies"),
+        allowlist=fields.networks(spec, "allowlist", "spec.allowlist"),
+        ban_duration=fields.duration(spec, "banDuration", "spec.banDuration"),
+        workers=fields.optional_integer(spec, "workers", "spec.workers", 1, 64),
         mail=_parse_mail(mail),
         database=_parse_database(database),
     )
 
 
 def _parse_mail(mail: Mapping[str, Any]) -> MailSpec:
-    secret_ref = _mapping(mail, "secretRef", "spec.mail.secretRef")
+    secret_ref = fields.mapping(mail, "secretRef", "spec.mail.secretRef")
     secret_name = secret_ref.get("name")
-    if secret_ref and not (isinstance(secret_name, str) and _DNS_SUBDOMAIN.match(secret_name)):
+    named = isinstance(secret_name, str) and fields.DNS_SUBDOMAIN.match(secret_name)
+    if secret_ref and not named:
         raise SpecError("spec.mail.secretRef.name", "must name a Secret")
     parsed = MailSpec(
-        recipient=_string(mail, "recipient", "spec.mail.recipient", DEFAULT_RECIPIENT),
-        sender=_optional_string(mail, "sender", "spec.mail.sender"),
-        host=_optional_string(mail, "host", "spec.mail.host"),
-        port=_optional_integer(mail, "port", "spec.mail.port", 1, 65535),
+        recipient=fields.string(mail, "recipient", "spec.mail.recipient", DEFAULT_RECIPIENT),
+        sender=fields.optional_string(mail, "sender", "spec.mail.sender"),
+        host=fields.optional_string(mail, "host", "spec.mail.host"),
+        port=fields.optional_integer(mail, "port", "spec.mail.port", 1, 65535),
         secret_name=secret_name if secret_ref else None,
-        tls=_boolean(mail, "tls", "spec.mail.tls"),
-        ssl=_boolean(mail, "ssl", "spec.mail.ssl"),
+        tls=fields.boolean(mail, "tls", "spec.mail.tls"),
+        ssl=fields.boolean(mail, "ssl", "spec.mail.ssl"),
     )
     if "@" not in parsed.recipient:
         raise SpecError("spec.mail.recipient", "must be an e-mail address")
@@ -175,30 +162,30 @@ def _parse_mail(mail: Mapping[str, Any]) -> MailSpec:
 
 
 def _parse_database(database: Mapping[str, Any]) -> DatabaseSpec:
-    storage = _mapping(database, "storage", "spec.database.storage")
-    name = _string(database, "name", "spec.database.name", DEFAULT_DATABASE_NAME)
-    user = _string(database, "user", "spec.database.user", DEFAULT_DATABASE_USER)
+    storage = fields.mapping(database, "storage", "spec.database.storage")
+    name = fields.string(database, "name", "spec.database.name", DEFAULT_DATABASE_NAME)
+    user = fields.string(database, "user", "spec.database.user", DEFAULT_DATABASE_USER)
     for path, identifier in (("spec.database.name", name), ("spec.database.user", user)):
-        if not _SQL_IDENTIFIER.match(identifier):
+        if not fields.SQL_IDENTIFIER.match(identifier):
             raise SpecError(path, "must be a PostgreSQL identifier (letters, digits, _)")
-    size = _string(storage, "size", "spec.database.storage.size", "1Gi")
-    if not _QUANTITY.match(size) or size.endswith("m"):
+    size = fields.string(storage, "size", "spec.database.storage.size", "1Gi")
+    if not fields.QUANTITY.match(size) or size.endswith("m"):
         raise SpecError("spec.database.storage.size", "must be a quantity such as 1Gi")
-    host_path = _optional_string(storage, "hostPath", "spec.database.storage.hostPath")
+    host_path = fields.optional_string(storage, "hostPath", "spec.database.storage.hostPath")
     if host_path is not None and (not host_path.startswith("/") or ".." in host_path.split("/")):
         raise SpecError("spec.database.storage.hostPath", "must be an absolute path without '..'")
     return DatabaseSpec(
-        image=_string(database, "image", "spec.database.image", DEFAULT_DATABASE_IMAGE),
+        image=fields.string(database, "image", "spec.database.image", DEFAULT_DATABASE_IMAGE),
         name=name,
         user=user,
-        resources=_resources(database, "spec.database.resources", DEFAULT_DATABASE_RESOURCES),
+        resources=fields.resources(database, "spec.database.resources", DEFAULT_DATABASE_RESOURCES),
         storage=StorageSpec(
             size=size,
-            storage_class_name=_optional_string(
+            storage_class_name=fields.optional_string(
                 storage, "storageClassName", "spec.database.storage.storageClassName"
             ),
             host_path=host_path,
-            retain_on_delete=_boolean(
+            retain_on_delete=fields.boolean(
                 storage, "retainOnDelete", "spec.database.storage.retainOnDelete"
             ),
         ),
@@ -244,110 +231,3 @@ def check_host_path(bls: BlacklistService, prefixes: Sequence[str]) -> None:
         "spec.database.storage.hostPath",
         f"{host_path} is refused: not under an allowed prefix ({', '.join(prefixes)})",
     )
-
-
-def _mapping(parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
-    value = parent.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise SpecError(path, "must be an object")
-    return value
-
-
-def _string(parent: Mapping[str, Any], key: str, path: str, default: str) -> str:
-    value = parent.get(key, default)
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise SpecError(path, "must be a non-empty string without spaces")
-    return value
-
-
-def _optional_string(parent: Mapping[str, Any], key: str, path: str) -> str | None:
-    if parent.get(key) is None:
-        return None
-    return _string(parent, key, path, "")
-
-
-def _choice(parent: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...]) -> str:
-    value = parent.get(key, choices[1])
-    if value not in choices:
-        raise SpecError(path, f"must be one of {', '.join(choices)}")
-    return str(value)
-
-
-def _boolean(parent: Mapping[str, Any], key: str, path: str) -> bool:
-    value = parent.get(key, False)
-    if not isinstance(value, bool):
-        raise SpecError(path, "must be true or false")
-    return value
-
-
-def _integer(
-    parent: Mapping[str, Any], key: str, path: str, default: int, low: int, high: int
-) -> int:
-    value = parent.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SpecError(path, f"must be an integer from {low} to {high}")
-    return value
-
-
-def _optional_integer(
-    parent: Mapping[str, Any], key: str, path: str, low: int, high: int
-) -> int | None:
-    if parent.get(key) is None:
-        return None
-    return _integer(parent, key, path, low, low, high)
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in a duration such as ``30m``, ``24h``, ``7d`` or ``1d12h`` (ValueError if not)."""
-    if not _DURATION.match(text):
-        raise ValueError(f"{text!r} is not a duration such as 30m, 24h or 7d")
-    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
-
-
-def _duration(parent: Mapping[str, Any], key: str, path: str) -> int | None:
-    value = parent.get(key)
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(str(value))
-    except ValueError as error:
-        raise SpecError(path, str(error)) from None
-    if not 1 <= seconds <= MAX_BAN_DURATION_SECONDS:
-        raise SpecError(path, "must be from 1s to 3650d")
-    return seconds
-
-
-def _networks(parent: Mapping[str, Any], key: str, path: str) -> tuple[IPNetwork, ...]:
-    values = parent.get(key) or []
-    if not isinstance(values, list):
-        raise SpecError(path, "must be a list of addresses or CIDRs")
-    networks: list[IPNetwork] = []
-    for index, value in enumerate(values):
-        try:
-            # strict=False: "10.0.0.1/8" means the network 10.0.0.0/8, as the CEL rule allows.
-            networks.append(ipaddress.ip_network(str(value), strict=False))
-        except ValueError as error:
-            raise SpecError(f"{path}[{index}]", f"is not an address or CIDR: {error}") from None
-    return tuple(networks)
-
-
-def _resources(
-    parent: Mapping[str, Any], path: str, default: Mapping[str, Mapping[str, str]]
-) -> Mapping[str, Mapping[str, str]]:
-    value = parent.get("resources")
-    if value is None:
-        return default
-    if not isinstance(value, Mapping):
-        raise SpecError(path, "must be an object")
-    parsed: dict[str, dict[str, str]] = {}
-    for group in ("requests", "limits"):
-        quantities = value.get(group) or {}
-        if not isinstance(quantities, Mapping):
-            raise SpecError(f"{path}.{group}", "must be an object")
-        for resource, quantity in quantities.items():
-            if resource not in ("cpu", "memory") or not _QUANTITY.match(str(quantity)):
-                raise SpecError(f"{path}.{group}.{resource}", "must be a cpu or memory quantity")
-            parsed.setdefault(group, {})[str(resource)] = str(quantity)
-    return parsed

@@ -1,17 +1,16 @@
 """State shared by every handler and worker of one operator process, kept in kopf's memo.
 
-kopf gives each object a shallow copy of the operator's memo, so the one
-:class:`Runtime` instance in it is shared by the handlers of every object. It
-holds what the shared workers need instead of one kopf daemon per
-BlacklistService: the latest body of every instance (from the watch stream),
-the availability of every child Deployment (from its watch stream, so a status
-refresh needs no read), and the work queues the watchers feed.
+The one :class:`Runtime` (in :class:`memo.OperatorMemo`) is shared by the
+handlers of every object and the shared workers. It holds what the shared
+workers need instead of one kopf daemon per BlacklistService: the latest body
+of every instance (from the watch stream), the availability of every child
+Deployment (from its watch stream, so a status refresh needs no read), and the
+work queues the watchers feed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import logging
 import threading
@@ -21,55 +20,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blacklist_operator.apply import KubernetesApi
-from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS, banlist_shard_name
+from blacklist_operator.builders.naming import (
+    MAX_BANLIST_SHARDS,
+    banlist_shard_name,
+    database_name_of,
+    service_name_of,
+)
 from blacklist_operator.config import AddressMap, OperatorConfig
+from blacklist_operator.handler_context import HandlerContext
+from blacklist_operator.workqueue import InstanceKey, WorkQueue
 
-InstanceKey = tuple[str, str]
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
-
-
-class WorkQueue:
-    """Instances with pending work and why; an instance is handed to one worker at a time.
-
-    Wake-ups of the same instance merge (their reasons are united), so a burst of
-    watch events costs one pass. An instance woken while a worker holds it is
-    handed out again once that worker calls :meth:`done`.
-    """
-
-    def __init__(self) -> None:
-        self._pending: dict[InstanceKey, set[str]] = {}
-        self._active: set[InstanceKey] = set()
-        self._ready = asyncio.Event()
-
-    def wake(self, key: InstanceKey, reason: str) -> None:
-        """Ask for a pass over ``key`` because of ``reason``."""
-        self._pending.setdefault(key, set()).add(reason)
-        if key not in self._active:
-            self._ready.set()
-
-    def discard(self, key: InstanceKey) -> None:
-        """Forget pending work of ``key`` (the instance is gone)."""
-        self._pending.pop(key, None)
-
-    async def take(self) -> tuple[InstanceKey, set[str]]:
-        """The oldest pending instance that no worker holds, and its reasons."""
-        while True:
-            for key in self._pending:
-                if key not in self._active:
-                    self._active.add(key)
-                    return key, self._pending.pop(key)
-            self._ready.clear()
-            await self._ready.wait()
-
-    def done(self, key: InstanceKey) -> None:
-        """The worker finished ``key``; hand it out again if it was woken meanwhile."""
-        self._active.discard(key)
-        if key in self._pending:
-            self._ready.set()
-
-    def __len__(self) -> int:
-        return len(self._pending)
 
 
 class Instances:
@@ -158,31 +120,27 @@ class Runtime:
     # Blocking work (API calls, database I/O) of the shared workers runs here.
     executor: ThreadPoolExecutor
     instances: Instances = field(default_factory=Instances)
-    # Full reconciles ("drift", "resync") and status refreshes ("status") of instances.
+    # Full reconciles (DRIFT, RESYNC) and status refreshes (STATUS) of instances.
     children: WorkQueue = field(default_factory=WorkQueue)
-    # Ban-sync passes: "ledger" (NOTIFY), "drift" (a shard edited), "database" (its
-    # Deployment became available), "spec" (the instance changed).
+    # Ban-sync passes (LEDGER, DRIFT, DATABASE, SPEC, ...: see workqueue.Reason).
     banlists: WorkQueue = field(default_factory=WorkQueue)
     # (namespace, Deployment name) -> (all replicas available, why not): from the watch.
     deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)
     # What the ban sync last wrote into each ban-list ConfigMap.
     written_shards: WrittenShards = field(default_factory=lambda: WrittenShards())
     # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.
-    handler_context: contextvars.Context | None = None
+    handler_context: HandlerContext = field(default_factory=HandlerContext)
     # The shared worker tasks, cancelled by the cleanup handler.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def forget_deployments(self, key: InstanceKey) -> None:
         """Drop the watched progress of the Deployments of a deleted instance."""
         namespace, instance = key
-        # The service Deployment is named N and the database's N-postgres (builders.naming).
-        self.deployments.pop((namespace, instance), None)
-        self.deployments.pop((namespace, f"{instance}-postgres"), None)
+        self.deployments.pop((namespace, service_name_of(instance)), None)
+        self.deployments.pop((namespace, database_name_of(instance)), None)
 
-
-def runtime_of(memo: Any) -> Runtime:
-    """The :class:`Runtime` stored in kopf's memo by the startup handler."""
-    runtime = memo.get("runtime") if hasattr(memo, "get") else None
-    if not isinstance(runtime, Runtime):
-        raise RuntimeError("the startup handler has not stored the runtime in the memo")
-    return runtime
+    def database_available(self, key: InstanceKey) -> bool:
+        """Whether the instance's database Deployment is available, as its watch last said."""
+        namespace, instance = key
+        progress = self.deployments.get((namespace, database_name_of(instance)))
+        return bool(progress and progress[0])

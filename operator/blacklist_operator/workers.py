@@ -4,8 +4,9 @@ Instead of a kopf daemon and a kopf timer per instance (two tasks, their
 memory and a burst of reconciles every period), a few worker tasks take
 instances from one queue that the watchers feed:
 
-* "drift" (a child was deleted or edited) and "resync" → the full reconcile;
-* "status" (a Deployment's availability changed, or a status write came back
+* ``Reason.DRIFT`` (a child was deleted or edited) and ``Reason.RESYNC`` → the
+  full reconcile;
+* ``Reason.STATUS`` (a Deployment's availability changed, or a status write came back
   not ready) → Ready recomputed from the watched Deployments: no reads, at
   most one status write.
 
@@ -17,19 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from typing import Any
 
 import kopf
 
 from blacklist_operator.apply import ApiError
 from blacklist_operator.model import SpecError
-from blacklist_operator.reconcile import Outcome, reconcile, refresh_status
+from blacklist_operator.readiness import refresh_status
+from blacklist_operator.reconcile import Outcome, reconcile
 from blacklist_operator.runtime import Logger, Runtime
+from blacklist_operator.workqueue import Reason
 
 # Every instance gets a full reconcile this often even when no event reported a change.
 RESYNC_SECONDS = 300.0
-FULL_RECONCILE = frozenset({"drift", "resync"})
+FULL_RECONCILE = frozenset({Reason.DRIFT, Reason.RESYNC})
 
 
 def post_events(body: Any, outcome: Outcome) -> None:
@@ -47,7 +49,7 @@ def post_events(body: Any, outcome: Outcome) -> None:
         kopf.warn(body, reason="ApplyFailed", message="; ".join(outcome.failures)[:1000])
 
 
-def _follow(runtime: Runtime, body: dict[str, Any], reasons: set[str], logger: Logger) -> None:
+def _follow(runtime: Runtime, body: dict[str, Any], reasons: set[Reason], logger: Logger) -> None:
     """One pass over an instance (blocking, in the shared executor)."""
     if reasons & FULL_RECONCILE:
         # A SpecError is reported by the reconcile itself, as Ready=False InvalidSpec.
@@ -68,7 +70,7 @@ async def follow_children(runtime: Runtime, logger: Logger) -> None:
             if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
                 continue
             # A copy of a kopf handler's context carries kopf's Event queue to the thread.
-            context = (runtime.handler_context or contextvars.copy_context()).copy()
+            context = runtime.handler_context.fresh()
             await loop.run_in_executor(
                 runtime.executor, context.run, _follow, runtime, body, reasons, logger
             )
@@ -90,4 +92,4 @@ async def resync(runtime: Runtime, period: float = RESYNC_SECONDS) -> None:
         for key in keys:
             await asyncio.sleep(period / len(keys))
             if key in runtime.instances:
-                runtime.children.wake(key, "resync")
+                runtime.children.wake(key, Reason.RESYNC)

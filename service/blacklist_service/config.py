@@ -1,4 +1,6 @@
-"""The service's settings: defaults, then the environment (SPEC §6 names), then test overrides.
+"""The service's settings: defaults, then the environment, then test overrides.
+
+The environment's names are listed in the README ("The service environment").
 
 Flask keeps configuration in ``app.config`` (Flask-Mail reads its ``MAIL_*``
 keys from there); :class:`Settings` is the typed view the rest of the code

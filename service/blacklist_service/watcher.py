@@ -29,6 +29,8 @@ from blacklist_service.banstore import BanStore
 from blacklist_service.config import Settings
 
 logger = logging.getLogger(__name__)
+# The ban list spans at most this many ConfigMaps (docs/CONTRACTS.md, "Ban list ConfigMaps"; the
+# operator defines the same limit as builders.naming.MAX_BANLIST_SHARDS).
 MAX_SHARDS = 16
 WATCH_SECONDS = 240  # the server ends a watch after this; we list and watch again
 CONNECT_TIMEOUT = 5.0

@@ -1,6 +1,7 @@
 """Tests of the Helm chart in ``chart/`` that need no cluster: lint, rendering, values schema.
 
-They run ``helm lint`` and ``helm template`` and assert on the parsed manifests:
+Those marked ``helm`` run ``helm lint`` and ``helm template`` (the binary that
+``make setup`` builds) and assert on the parsed manifests:
 the security context the README documents, least-privilege RBAC in both watch
 modes, the BlacklistService that reproduces the original deployment, a values
 schema that names the key it rejects, and values.yaml documented key by key.
@@ -19,6 +20,7 @@ import yaml
 from tests.chart.helm import CHART, RELEASE, REPO_ROOT, helm, only, render, rules_for
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize("set_values", [[], ["blacklistService.enabled=true"]])
 def test_chart_lints_clean(set_values: list[str]) -> None:
     arguments = ["lint", str(CHART), "--strict"]
@@ -47,6 +49,7 @@ def test_chart_crd_matches_crds_dir() -> None:
     )
 
 
+@pytest.mark.helm
 def test_operator_deployment_renders_the_documented_security_context() -> None:
     deployment = only(render(), "Deployment")
     assert deployment["spec"]["replicas"] == 1
@@ -76,6 +79,7 @@ def test_operator_deployment_renders_the_documented_security_context() -> None:
     assert env["BLACKLIST_OPERATOR_LOG_LEVEL"]["value"] == "info"
 
 
+@pytest.mark.helm
 def test_probes_target_the_operators_liveness_endpoint() -> None:
     container = only(render("operator.healthPort=9090"), "Deployment")["spec"]["template"]["spec"][
         "containers"
@@ -86,6 +90,7 @@ def test_probes_target_the_operators_liveness_endpoint() -> None:
     assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize(
     ("set_values", "namespaces"),
     [
@@ -109,6 +114,7 @@ def test_operator_accepts_the_arguments_the_chart_passes(
     assert arguments.liveness == "http://0.0.0.0:8080/healthz"
 
 
+@pytest.mark.helm
 def test_deployment_takes_its_scheduling_and_image_values() -> None:
     deployment = only(
         render(
@@ -138,6 +144,7 @@ def test_deployment_takes_its_scheduling_and_image_values() -> None:
     assert "--verbose" in container["args"]
 
 
+@pytest.mark.helm
 def test_every_object_carries_the_standard_labels() -> None:
     manifests = render(
         "blacklistService.enabled=true", "operator.watchNamespaces={blacklist-system}"
@@ -155,6 +162,7 @@ def test_every_object_carries_the_standard_labels() -> None:
     }
 
 
+@pytest.mark.helm
 def test_watching_all_namespaces_uses_one_cluster_role() -> None:
     manifests = render()
     assert not [manifest for manifest in manifests if manifest["kind"] in {"Role", "RoleBinding"}]
@@ -179,6 +187,7 @@ def test_watching_all_namespaces_uses_one_cluster_role() -> None:
     )
 
 
+@pytest.mark.helm
 def test_watched_namespaces_get_a_role_each_and_nothing_elsewhere() -> None:
     manifests = render("operator.watchNamespaces={team-a,team-b}", "rbac.persistentVolumes=false")
     roles = [manifest for manifest in manifests if manifest["kind"] == "Role"]
@@ -199,6 +208,7 @@ def test_watched_namespaces_get_a_role_each_and_nothing_elsewhere() -> None:
     assert "--all-namespaces" not in args
 
 
+@pytest.mark.helm
 def test_rbac_holds_only_what_the_operator_calls() -> None:
     manifests = render("operator.watchNamespaces={team-a}") + render()
     for role in (m for m in manifests if m["kind"] in {"Role", "ClusterRole"}):
@@ -209,6 +219,7 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
             assert not {"delete", "update"} & rules_for(role, resource), resource
 
 
+@pytest.mark.helm
 def test_no_role_grants_escalation() -> None:
     manifests = render("operator.watchNamespaces={team-a}") + render()
     for role in (m for m in manifests if m["kind"] in {"Role", "ClusterRole"}):
@@ -221,10 +232,12 @@ def test_no_role_grants_escalation() -> None:
             )
 
 
+@pytest.mark.helm
 def test_blacklist_service_is_off_by_default() -> None:
     assert not [manifest for manifest in render() if manifest["kind"] == "BlacklistService"]
 
 
+@pytest.mark.helm
 def test_blacklist_service_reproduces_the_original_deployment() -> None:
     manifests = render("blacklistService.enabled=true", namespace="microservices")
     resource = only(manifests, "BlacklistService")
@@ -240,6 +253,7 @@ def test_blacklist_service_reproduces_the_original_deployment() -> None:
     assert spec["mail"]["recipient"] == "test@domain.com"
 
 
+@pytest.mark.helm
 def test_blacklist_service_fields_are_overridable() -> None:
     resource = only(
         render(
@@ -257,6 +271,7 @@ def test_blacklist_service_fields_are_overridable() -> None:
     assert resource["spec"]["database"] == {"name": "denied_access", "storage": {"size": "5Gi"}}
 
 
+@pytest.mark.helm
 def test_blacklist_service_outside_the_watched_namespaces_is_refused() -> None:
     result = helm(
         "template", RELEASE, str(CHART), "--namespace", "elsewhere",
@@ -291,6 +306,7 @@ BAD_VALUES = [
 ]
 
 
+@pytest.mark.helm
 @pytest.mark.parametrize(("set_value", "key"), BAD_VALUES)
 def test_schema_rejects_bad_values(set_value: str, key: str) -> None:
     result = helm("template", RELEASE, str(CHART), "--set", set_value, check=False)

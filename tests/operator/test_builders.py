@@ -24,7 +24,7 @@ from blacklist_operator.builders import (
     build_service_deployment,
 )
 from blacklist_operator.builders.banlist import ShardState
-from blacklist_operator.builders.database import PASSWORD_ALPHABET, generate_password
+from blacklist_operator.builders.credentials import PASSWORD_ALPHABET, generate_password
 from blacklist_operator.model import BlacklistService, parse
 
 STANDARD_LABELS = {

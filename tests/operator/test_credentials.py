@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from blacklist_operator.builders import build_children, build_database_deployment
-from blacklist_operator.builders.database import (
-    ROLE_CREDENTIALS_SCRIPT,
+from blacklist_operator.builders.credentials import (
     build_database_secret,
     managed_secret,
     secret_owner_references,
 )
+from blacklist_operator.builders.database import ROLE_CREDENTIALS_SCRIPT
 from blacklist_operator.builders.naming import CREDENTIALS_ANNOTATION
 from blacklist_operator.builders.service import build_service_deployment
 from blacklist_operator.model import BlacklistService, parse

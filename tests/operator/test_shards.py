@@ -9,14 +9,9 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blacklist_operator.banlist.shards import (
-    SHARD_BUDGET_BYTES,
-    ShardedBanList,
-    address_key,
-    key_text,
-    parse_text,
-)
-from blacklist_operator.banlist.sync import allowed, filter_key, key_ranges
+from blacklist_operator.banlist.addresses import address_key, key_text, parse_text
+from blacklist_operator.banlist.filters import allowed, filter_key, key_ranges
+from blacklist_operator.banlist.shards import SHARD_BUDGET_BYTES, ShardedBanList
 
 addresses = st.ip_addresses().map(str)
 expiries = st.sampled_from([0, 0, 1_767_225_600, 1_767_229_200])

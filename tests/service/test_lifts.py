@@ -30,7 +30,7 @@ from blacklist_service.lifts import LiftFollower
 from blacklist_service.outbox import Hit, Outbox
 from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
 
-LIFT_BOUND = 5.0  # SPEC §6: a lifted or expired ban stops within 5 seconds
+LIFT_BOUND = 5.0  # README "Lifting a ban": a lifted or expired ban stops within 5 seconds
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ its cursor can never skip a row. When the lock cannot be had within
 ``INSERT``), the read goes ahead without it and says so; the caller keeps its
 exact cursor and reads from there again once the lock is free.
 
-Times are Unix milliseconds; addresses are keys of :mod:`.shards`.
+Times are Unix milliseconds; addresses are keys of :mod:`.addresses`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
-from blacklist_operator.banlist.shards import IPV6_FLAG, address_key, key_text
+from blacklist_operator.banlist.addresses import IPV6_FLAG, address_key, key_text
 
 LEDGER_TABLE = "denied_access_ledger"
 LIFTS_TABLE = "denied_access_lifts"

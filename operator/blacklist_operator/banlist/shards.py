@@ -18,53 +18,27 @@ the ConfigMap size limit.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import socket
 from array import array
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 
+from blacklist_operator.banlist.addresses import (
+    IPV6_FLAG,
+    Ban,
+    combine,
+    line,
+    line_size,
+    parse_text,
+)
 from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS
 
 # A ConfigMap must stay under 1 MiB (1,048,576 bytes) including its metadata
 # and managedFields; this leaves room for both.
 SHARD_BUDGET_BYTES = 1_000_000
-MAX_SHARDS = MAX_BANLIST_SHARDS
-# Keys: an IPv4 address is its 32-bit number; an IPv6 address has this bit set on top.
-IPV6_FLAG = 1 << 128
 _LOW32 = 0xFFFFFFFF
-# " 1767225600": the expiry column of a line (10 digits until the year 2286).
-_EXPIRY_WIDTH = 11
 # Past this many new bans in one shard, merging by sort beats inserting one by one.
 _MERGE_THRESHOLD = 32
-
-Ban = tuple[int, int]  # (key, expiry: Unix seconds, 0 = never)
-
-
-def address_key(text: str) -> int | None:
-    """The key of an address in canonical form (``::ffff:1.2.3.4`` is ``1.2.3.4``), or None."""
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return int(address.ipv4_mapped)
-        return IPV6_FLAG | int(address)
-    return int(address)
-
-
-def key_text(key: int) -> str:
-    """The canonical text of a key."""
-    if key & IPV6_FLAG:
-        return str(ipaddress.IPv6Address(key & (IPV6_FLAG - 1)))
-    return socket.inet_ntoa(key.to_bytes(4, "big"))
-
-
-def combine(first: int, second: int) -> int:
-    """The expiry of two bans of one address: never (0) wins, else the later one."""
-    return 0 if first == 0 or second == 0 else max(first, second)
 
 
 def _shard_of(key: int, shard_count: int) -> int:
@@ -72,18 +46,12 @@ def _shard_of(key: int, shard_count: int) -> int:
     return ((folded * 0x9E3779B1) & _LOW32) % shard_count
 
 
-def _line_size(key: int, expiry: int) -> int:
-    return len(key_text(key)) + 1 + (_EXPIRY_WIDTH if expiry else 0)
-
-
-def _line(key: int, expiry: int) -> str:
-    return f"{key_text(key)} {expiry}\n" if expiry else f"{key_text(key)}\n"
-
-
 class ShardedBanList:
     """A set of bans, split into shards whose texts stay under a budget."""
 
-    def __init__(self, budget: int = SHARD_BUDGET_BYTES, max_shards: int = MAX_SHARDS) -> None:
+    def __init__(
+        self, budget: int = SHARD_BUDGET_BYTES, max_shards: int = MAX_BANLIST_SHARDS
+    ) -> None:
         self.budget = budget
         self.max_shards = max_shards
         self._v4: list[array[int]] = [array("Q")]
@@ -96,7 +64,7 @@ class ShardedBanList:
         cls,
         bans: Iterable[Ban],
         budget: int = SHARD_BUDGET_BYTES,
-        max_shards: int = MAX_SHARDS,
+        max_shards: int = MAX_BANLIST_SHARDS,
     ) -> ShardedBanList:
         """A ban list holding ``bans`` (streamed), with the fewest shards that fit them."""
         banlist = cls(budget, max_shards)
@@ -108,7 +76,7 @@ class ShardedBanList:
                 wide[key] = combine(wide.get(key, expiry), expiry)
             else:
                 packed.append(key << 32 | expiry)
-            total += _line_size(key, expiry)
+            total += line_size(key, expiry)
         banlist._redistribute(packed, wide, max(1, math.ceil(total / budget)))
         return banlist
 
@@ -179,7 +147,7 @@ class ShardedBanList:
                 if key in self._overflowed:
                     continue
                 fresh.append(key)
-                grown += _line_size(key, expiry)
+                grown += line_size(key, expiry)
             elif combine(current, expiry) != current:
                 self._set_expiry(index, key, combine(current, expiry))
                 changed = True
@@ -204,7 +172,7 @@ class ShardedBanList:
         """At the shard limit: add the bans that fit, count the others as overflow."""
         changed = False
         for key in sorted(group):
-            size = _line_size(key, group[key])
+            size = line_size(key, group[key])
             if self._sizes[index] + size > self.budget:
                 self._overflowed.add(key)
                 continue
@@ -219,7 +187,7 @@ class ShardedBanList:
     def _set_expiry(self, index: int, key: int, expiry: int) -> None:
         old = self.expiry(key)
         assert old is not None
-        self._sizes[index] += _line_size(key, expiry) - _line_size(key, old)
+        self._sizes[index] += line_size(key, expiry) - line_size(key, old)
         if key & IPV6_FLAG:
             self._v6[index][key] = expiry
             return
@@ -235,7 +203,7 @@ class ShardedBanList:
             if expiry is None:
                 continue
             index = _shard_of(key, self.shard_count)
-            self._sizes[index] -= _line_size(key, expiry)
+            self._sizes[index] -= line_size(key, expiry)
             if key & IPV6_FLAG:
                 del self._v6[index][key]
             else:
@@ -250,8 +218,8 @@ class ShardedBanList:
 
     def text(self, index: int) -> str:
         """The ``addresses`` text of shard ``index``: sorted, one ban per line."""
-        lines = [_line(value >> 32, value & _LOW32) for value in self._v4[index]]
-        lines += [_line(key, expiry) for key, expiry in sorted(self._v6[index].items())]
+        lines = [line(value >> 32, value & _LOW32) for value in self._v4[index]]
+        lines += [line(key, expiry) for key, expiry in sorted(self._v6[index].items())]
         return "".join(lines)
 
     def texts(self) -> list[str]:
@@ -275,19 +243,19 @@ class ShardedBanList:
             for value in packed:
                 index = _shard_of(value >> 32, count)
                 v4[index].append(value)
-                sizes[index] += _line_size(value >> 32, value & _LOW32)
+                sizes[index] += line_size(value >> 32, value & _LOW32)
             for key, expiry in wide.items():
                 index = _shard_of(key, count)
                 v6[index][key] = expiry
-                sizes[index] += _line_size(key, expiry)
+                sizes[index] += line_size(key, expiry)
             if max(sizes) <= self.budget or count >= self.max_shards:
                 break
             count += 1
         for index in range(count):
             unique = _deduplicated(sorted(v4[index]))
             if len(unique) != len(v4[index]):
-                sizes[index] = sum(_line_size(v >> 32, v & _LOW32) for v in unique) + sum(
-                    _line_size(k, e) for k, e in v6[index].items()
+                sizes[index] = sum(line_size(v >> 32, v & _LOW32) for v in unique) + sum(
+                    line_size(k, e) for k, e in v6[index].items()
                 )
             v4[index] = array("Q", unique)
         self._v4, self._v6, self._sizes = v4, v6, sizes
@@ -303,7 +271,7 @@ class ShardedBanList:
         for key, expiry in sorted(
             [*((v >> 32, v & _LOW32) for v in self._v4[index]), *self._v6[index].items()]
         ):
-            line = _line_size(key, expiry)
+            line = line_size(key, expiry)
             if size + line > self.budget:
                 self._overflowed.add(key)
                 continue
@@ -324,18 +292,3 @@ def _deduplicated(values: list[int]) -> list[int]:
         else:
             result.append(value)
     return result
-
-
-def parse_text(text: str) -> Iterator[Ban]:
-    """The bans in a shard's ``addresses`` text; lines that are not one are skipped."""
-    for line in text.splitlines():
-        fields = line.split()
-        if not fields or len(fields) > 2:
-            continue
-        key = address_key(fields[0])
-        if key is None:
-            continue
-        expiry = int(fields[1]) if len(fields) == 2 and fields[1].isdigit() else 0
-        if len(fields) == 2 and not fields[1].isdigit():
-            continue
-        yield key, expiry

@@ -1,4 +1,4 @@
-"""One instance's ban sync, step by step (blocking): load, read the ledger, write shards.
+"""One instance's ban list in memory, mirrored into ConfigMaps (blocking): load, read, write.
 
 An address is banned when the ledger holds a row for it later than its latest
 lift (``denied_access_lifts``) and, with ``spec.banDuration`` set, that row is
@@ -13,21 +13,15 @@ hit that reaches the ledger late, after a lift of its address, stays lifted.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.banlist import ledger
-from blacklist_operator.banlist.shards import (
-    IPV6_FLAG,
-    MAX_SHARDS,
-    ShardedBanList,
-    parse_text,
-)
+from blacklist_operator.banlist.addresses import parse_text
+from blacklist_operator.banlist.filters import KeyRange, allowed, expiry_of, filter_key, key_ranges
+from blacklist_operator.banlist.shards import ShardedBanList
 from blacklist_operator.builders.banlist import (
     ALLOWLIST_ANNOTATION,
     CURSOR_ANNOTATION,
@@ -37,8 +31,8 @@ from blacklist_operator.builders.banlist import (
     ShardState,
     build_banlist_shard,
 )
-from blacklist_operator.builders.naming import banlist_shard_name
-from blacklist_operator.model import BlacklistService, IPNetwork
+from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS, banlist_shard_name
+from blacklist_operator.model import BlacklistService
 from blacklist_operator.runtime import WrittenShards
 
 # One cycle reads at most this many rows, so a huge backlog cannot starve the others.
@@ -51,8 +45,6 @@ EXPIRY_CHECK_SECONDS = 5.0
 # After the ledger's lock was not free, read without it for this long before asking again.
 LOCK_RETRY_SECONDS = 1.0
 
-KeyRange = tuple[int, int]
-
 
 @dataclass(frozen=True)
 class SyncReport:
@@ -62,39 +54,6 @@ class SyncReport:
     overflow: int
     cursor: int
     table_exists: bool
-
-
-def filter_key(networks: tuple[IPNetwork, ...], ban_duration: int | None = None) -> str:
-    """A short digest of the allowlist and ban duration the stored list was built with."""
-    text = ",".join(sorted(str(network) for network in networks))
-    if ban_duration is not None:
-        text += f";{ban_duration}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def key_ranges(networks: tuple[IPNetwork, ...]) -> tuple[KeyRange, ...]:
-    """The allowlist as ranges of address keys; ``::ffff:a.b.c.d/n`` covers IPv4 addresses too."""
-    ranges: list[KeyRange] = []
-    mapped = ipaddress.ip_network("::ffff:0:0/96")
-    for network in networks:
-        first, last = int(network.network_address), int(network.broadcast_address)
-        if isinstance(network, ipaddress.IPv6Network):
-            if network.subnet_of(mapped):  # type: ignore[arg-type]
-                ranges.append((first & 0xFFFFFFFF, last & 0xFFFFFFFF))
-            ranges.append((IPV6_FLAG | first, IPV6_FLAG | last))
-        else:
-            ranges.append((first, last))
-    return tuple(ranges)
-
-
-def allowed(key: int, ranges: tuple[KeyRange, ...]) -> bool:
-    """Whether the address ``key`` is in the allowlist (and so never banned)."""
-    return any(first <= key <= last for first, last in ranges)
-
-
-def expiry_of(hit_ms: int, ban_duration: int | None) -> int:
-    """When a ban from a hit at ``hit_ms`` ends, in Unix seconds (0: never)."""
-    return 0 if ban_duration is None else math.ceil(hit_ms / 1000) + ban_duration
 
 
 class BanListSync:
@@ -130,7 +89,7 @@ class BanListSync:
             return
         annotations = (first.get("metadata") or {}).get("annotations") or {}
         data = first.get("data") or {}
-        shard_count = min(int(data.get("shards", "1") or 1), MAX_SHARDS)
+        shard_count = min(int(data.get("shards", "1") or 1), MAX_BANLIST_SHARDS)
         texts = [data.get("addresses") or ""]
         for index in range(1, shard_count):
             shard = self._api.get(

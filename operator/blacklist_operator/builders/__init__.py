@@ -7,19 +7,21 @@ applied as is.
 
 from blacklist_operator.builders.banlist import build_banlist_shard
 from blacklist_operator.builders.children import build_children, child_key
+from blacklist_operator.builders.credentials import build_database_secret
 from blacklist_operator.builders.database import (
     build_database_configmap,
     build_database_deployment,
     build_database_network_policy,
-    build_database_secret,
     build_database_service,
-    build_persistent_volume,
-    build_persistent_volume_claim,
 )
 from blacklist_operator.builders.drift import contains
 from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
 from blacklist_operator.builders.service import build_service, build_service_deployment
 from blacklist_operator.builders.status import build_condition, merge_condition
+from blacklist_operator.builders.storage import (
+    build_persistent_volume,
+    build_persistent_volume_claim,
+)
 
 __all__ = [
     "build_banlist_shard",

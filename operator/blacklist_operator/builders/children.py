@@ -13,11 +13,13 @@ from blacklist_operator.builders.database import (
     build_database_deployment,
     build_database_network_policy,
     build_database_service,
-    build_persistent_volume,
-    build_persistent_volume_claim,
 )
 from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
 from blacklist_operator.builders.service import build_service, build_service_deployment
+from blacklist_operator.builders.storage import (
+    build_persistent_volume,
+    build_persistent_volume_claim,
+)
 from blacklist_operator.model import BlacklistService
 
 

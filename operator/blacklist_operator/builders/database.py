@@ -1,30 +1,22 @@
-"""The PostgreSQL child: Deployment, Service, storage, settings and the policy guarding it."""
+"""The PostgreSQL child: Deployment (with its init containers), Service, settings and policy.
+
+Its Secret is built in ``credentials``, its volume and claim in ``storage``.
+"""
 
 from __future__ import annotations
 
-import base64
-import secrets
-import string
 from typing import Any
 
-from blacklist_operator import API_VERSION, FIELD_MANAGER, KIND
 from blacklist_operator.builders.naming import (
     COMPONENT_DATABASE,
     COMPONENT_SERVICE,
-    MANAGED_BY_LABEL,
     OPERATOR_APP_NAME,
     POSTGRES_PORT,
-    VOLUME_NAMESPACE_LABEL,
-    VOLUME_OWNER_ANNOTATION,
     database_name,
     database_settings_name,
-    labels,
     metadata,
-    owner_reference,
-    persistent_volume_name,
     pod_metadata,
     selector_labels,
-    volume_owner,
 )
 from blacklist_operator.builders.security import (
     POSTGRES_UID,
@@ -38,8 +30,6 @@ DATA_MOUNT = "/var/lib/postgresql/data"
 # A subfolder, because initdb refuses a mount point that holds lost+found.
 PGDATA = f"{DATA_MOUNT}/pgdata"
 SOCKET_DIR = "/var/run/postgresql"
-PASSWORD_ALPHABET = string.ascii_letters + string.digits
-PASSWORD_LENGTH = 32
 
 # The init container "set-password": before the server takes connections, make the
 # role's password the one in Secret N-db. initdb sets it only on a new volume, so
@@ -82,11 +72,6 @@ def database_host(bls: BlacklistService) -> str:
     return f"{database_name(bls)}.{bls.namespace}.svc"
 
 
-def generate_password() -> str:
-    """A random password of letters and digits, so a URL needs no escaping."""
-    return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
-
-
 def build_database_configmap(bls: BlacklistService) -> dict[str, Any]:
     """ConfigMap ``N-db``: where the database is, never its credentials."""
     return {
@@ -99,49 +84,6 @@ def build_database_configmap(bls: BlacklistService) -> dict[str, Any]:
             "database": bls.spec.database.name,
         },
     }
-
-
-def build_database_secret(bls: BlacklistService, password: str) -> dict[str, Any]:
-    """Secret ``N-db``; kept with the data (no owner) when the storage is retained."""
-    owned = secret_owned(bls)
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": metadata(bls, database_settings_name(bls), COMPONENT_DATABASE, owned=owned),
-        "data": {
-            "username": base64.b64encode(bls.spec.database.user.encode()).decode(),
-            "password": base64.b64encode(password.encode()).decode(),
-        },
-    }
-
-
-def secret_owned(bls: BlacklistService) -> bool:
-    """Whether Secret ``N-db`` is collected with the BlacklistService (not when data is kept)."""
-    return not bls.spec.database.storage.retain_on_delete
-
-
-def managed_secret(secret: dict[str, Any]) -> bool:
-    """Whether the operator generated this Secret (an adopted one is never changed)."""
-    secret_labels = (secret.get("metadata") or {}).get("labels") or {}
-    return bool(secret_labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER)
-
-
-def secret_owner_references(
-    bls: BlacklistService, current: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The owner references a generated Secret ``N-db`` should have, others' kept as they are.
-
-    Ours follows ``retainOnDelete`` as it is now, not as it was at creation: a Secret
-    still owned after the flag was set would be collected with the resource and leave
-    the retained ledger without its password.
-    """
-    others = [
-        reference
-        for reference in current
-        if not (reference.get("kind") == KIND and reference.get("apiVersion") == API_VERSION)
-    ]
-    return [*others, owner_reference(bls)] if secret_owned(bls) else others
 
 
 def _secret_key(variable: str, secret: str, key: str) -> dict[str, Any]:
@@ -309,72 +251,6 @@ def build_database_service(bls: BlacklistService) -> dict[str, Any]:
                     "protocol": "TCP",
                 }
             ],
-        },
-    }
-
-
-def build_persistent_volume_claim(
-    bls: BlacklistService, volume_name: str | None = None
-) -> dict[str, Any]:
-    """PVC ``N-postgres``; without an owner when it must outlive the BlacklistService.
-
-    ``volume_name``: the static PV to bind (default :func:`persistent_volume_name`;
-    a claim bound before that name existed keeps its volume, since it is immutable).
-    """
-    storage = bls.spec.database.storage
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": storage.size}},
-    }
-    if storage.host_path is not None:
-        # Bind to our static volume only; "" keeps the default class's provisioner away.
-        spec["storageClassName"] = ""
-        spec["volumeName"] = volume_name or persistent_volume_name(bls)
-    elif storage.storage_class_name is not None:
-        spec["storageClassName"] = storage.storage_class_name
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": metadata(
-            bls, database_name(bls), COMPONENT_DATABASE, owned=not storage.retain_on_delete
-        ),
-        "spec": spec,
-    }
-
-
-def build_persistent_volume(
-    bls: BlacklistService, volume_name: str | None = None
-) -> dict[str, Any] | None:
-    """The static hostPath PV, or ``None`` when no hostPath is asked for.
-
-    A cluster-scoped object cannot be owned by a namespaced one, so the PV is
-    released by the operator's finalizer instead of the garbage collector; its
-    labels (instance ``N``, namespace ``NS``) and owner annotation say whose it is.
-    """
-    storage = bls.spec.database.storage
-    if storage.host_path is None:
-        return None
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {
-            "name": volume_name or persistent_volume_name(bls),
-            "labels": {**labels(bls, COMPONENT_DATABASE), VOLUME_NAMESPACE_LABEL: bls.namespace},
-            "annotations": {VOLUME_OWNER_ANNOTATION: volume_owner(bls)},
-        },
-        "spec": {
-            "capacity": {"storage": storage.size},
-            "accessModes": ["ReadWriteOnce"],
-            # Deleting the PV object never deletes the ledger on the node.
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": storage.host_path, "type": "DirectoryOrCreate"},
-            "claimRef": {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "namespace": bls.namespace,
-                "name": database_name(bls),
-            },
         },
     }
 

@@ -1,7 +1,7 @@
 """Names, labels and owner references shared by every child of a BlacklistService.
 
-Names are derived from the parent only (SPEC §5), so a restarted operator finds
-the same objects again and never creates duplicates.
+Names are derived from the parent only (README, "What the operator creates"), so
+a restarted operator finds the same objects again and never creates duplicates.
 """
 
 from __future__ import annotations
@@ -30,12 +30,22 @@ POSTGRES_PORT = 5432
 
 def service_name(bls: BlacklistService) -> str:
     """Name of the service Deployment, its Service and its ServiceAccount."""
-    return bls.name
+    return service_name_of(bls.name)
+
+
+def service_name_of(instance: str) -> str:
+    """:func:`service_name` of the instance named ``instance`` (for callers without a spec)."""
+    return instance
 
 
 def database_name(bls: BlacklistService) -> str:
     """Name of the PostgreSQL Deployment, Service, PVC and NetworkPolicy."""
-    return f"{bls.name}-postgres"
+    return database_name_of(bls.name)
+
+
+def database_name_of(instance: str) -> str:
+    """:func:`database_name` of the instance named ``instance`` (for callers without a spec)."""
+    return f"{instance}-postgres"
 
 
 def database_settings_name(bls: BlacklistService) -> str:
@@ -100,7 +110,7 @@ def selector_labels(bls: BlacklistService, component: str) -> dict[str, str]:
 
 
 def labels(bls: BlacklistService, component: str) -> dict[str, str]:
-    """Every label of a child (SPEC §5), including the ones the operator watches by."""
+    """Every label of a child (README, "What the operator creates"), our watch filter's too."""
     return {
         **selector_labels(bls, component),
         MANAGED_BY_LABEL: FIELD_MANAGER,

@@ -59,7 +59,7 @@ def _mail_environment(bls: BlacklistService) -> list[dict[str, Any]]:
 
 
 def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
-    """The service container's environment (SPEC §6 and docs/CONTRACTS.md)."""
+    """The service container's environment (README "The service environment", docs/CONTRACTS.md)."""
     settings = database_settings_name(bls)
     return [
         {"name": "PORT", "value": str(bls.spec.port)},

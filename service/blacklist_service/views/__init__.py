@@ -1,1 +1,1 @@
-"""The HTTP interface, one blueprint per concern (SPEC §6)."""
+"""The HTTP interface, one blueprint per concern (README, the first section; docs/service.md)."""

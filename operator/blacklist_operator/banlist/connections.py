@@ -1,0 +1,220 @@
+"""The ban sync's database connections: finding, opening, LISTENing, watching, closing, back-off.
+
+One connection per instance, opened lazily: the first attempt waits until the
+instance's PostgreSQL Deployment is available (or ``FIRST_ATTEMPT_SECONDS`` at
+the latest). Opening one can block for seconds (a DNS lookup that times out, a
+host that does not answer), so it runs in threads of its own (:class:`Connector`)
+and never holds up the passes of connected instances. The connection LISTENs
+for the service's ``NOTIFY`` after each ledger insert, and the event loop
+watches its descriptor between passes.
+
+While the database is unreachable the instance retries with exponential
+back-off: up to ``MAX_BACKOFF_SECONDS`` after a lost connection, up to
+``MAX_BACKOFF_NEVER_CONNECTED_SECONDS`` (from 5 s) for a database never
+reached; the reasons in ``CONNECT_NOW`` retry at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+
+from blacklist_operator.banlist import ledger
+from blacklist_operator.builders.database import database_host
+from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
+from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.runtime import Runtime
+from blacklist_operator.workqueue import InstanceKey, Reason
+
+MAX_BACKOFF_SECONDS = 30.0
+FIRST_BACKOFF_NEVER_CONNECTED_SECONDS = 5.0
+MAX_BACKOFF_NEVER_CONNECTED_SECONDS = 300.0
+# The first connection waits for the database Deployment, but not longer than this.
+FIRST_ATTEMPT_SECONDS = 10.0
+# Connection attempts in flight at most (each may wait seconds for DNS or a silent host).
+CONNECT_THREADS = 8
+# Reasons that may open a connection before the back-off has elapsed.
+CONNECT_NOW = frozenset({Reason.RETRY, Reason.DATABASE, Reason.ADDRESSES, Reason.BROKEN})
+
+
+class DatabaseUnavailableError(Exception):
+    """The operator cannot reach or log in to the instance's database."""
+
+
+def database_address(runtime: Runtime, bls: BlacklistService) -> ledger.DatabaseAddress:
+    """Host and port (from the address map or cluster DNS) and credentials (Secret ``N-db``)."""
+    host, port = runtime.addresses.lookup(
+        bls.namespace, bls.name, database_host(bls), POSTGRES_PORT
+    )
+    secret = runtime.api.get("v1", "Secret", bls.namespace, database_settings_name(bls))
+    data = (secret or {}).get("data") or {}
+    if "username" not in data or "password" not in data:
+        raise DatabaseUnavailableError(
+            f"Secret {database_settings_name(bls)} has no credentials yet"
+        )
+    return ledger.DatabaseAddress(
+        host=host,
+        port=port,
+        database=bls.spec.database.name,
+        user=base64.b64decode(data["username"]).decode(),
+        password=base64.b64decode(data["password"]).decode(),
+    )
+
+
+def open_listening(runtime: Runtime, key: InstanceKey) -> Any:
+    """A new connection to the instance's ledger, LISTENing (blocking, connect threads)."""
+    body = runtime.instances.get(key)
+    if body is None:
+        raise DatabaseUnavailableError("the instance is gone")
+    address = database_address(runtime, parse(body))
+    connection = ledger.connect(address)
+    try:
+        ledger.listen(connection)
+    except psycopg2.Error:
+        connection.close()
+        raise
+    return connection
+
+
+class Connector:
+    """Opens connections in threads of their own, so a slow attempt delays no pass."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._executor = ThreadPoolExecutor(CONNECT_THREADS, thread_name_prefix="ban-sync-connect")
+
+    def start(
+        self, key: InstanceKey, done: Callable[[asyncio.Future[Any]], None]
+    ) -> asyncio.Future[Any]:
+        """Begin opening a connection for ``key``; ``done`` is called when the attempt ends."""
+        attempt = asyncio.get_running_loop().run_in_executor(
+            self._executor, open_listening, self._runtime, key
+        )
+        attempt.add_done_callback(done)
+        return attempt
+
+    def shutdown(self) -> None:
+        """Stop the threads, dropping attempts not yet begun (at operator exit)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def close_unclaimed(attempt: asyncio.Future[Any]) -> None:
+    """Close the connection of a successful attempt whose instance went away meanwhile."""
+    if not attempt.cancelled() and attempt.exception() is None:
+        attempt.result().close()
+
+
+@dataclass
+class DatabaseLink:
+    """One instance's connection, the attempt under way and the back-off between attempts.
+
+    The loop-side methods (:meth:`take_attempt`, :meth:`watch`, :meth:`unwatch`,
+    :meth:`close`, :meth:`poll`) run on the event loop; the others in the pass's
+    worker thread, while the loop does not watch the connection.
+    """
+
+    connection: Any = None
+    # The descriptor the event loop watches for NOTIFY (kept: a broken connection forgets it).
+    watched_fd: int | None = None
+    # The connection attempt under way, in the connect threads.
+    connecting: asyncio.Future[Any] | None = None
+    ever_connected: bool = False
+    backoff: float = 1.0
+    last_error: str | None = None
+    # monotonic time before which no new connection is attempted (unless woken for it).
+    retry_at: float = 0.0
+
+    @classmethod
+    def first(cls, database_available: bool) -> DatabaseLink:
+        """A new instance's link: connect lazily, once its database Deployment is available."""
+        link = cls()
+        if not database_available:
+            # Wait for the database Deployment (its watch wakes us) or the limit.
+            link.retry_at = time.monotonic() + FIRST_ATTEMPT_SECONDS
+        return link
+
+    def take_attempt(self) -> BaseException | None:
+        """Take the result of an ended attempt: its connection, or the error it ended with."""
+        if self.connecting is None or not self.connecting.done():
+            return None
+        attempt, self.connecting = self.connecting, None
+        error = attempt.exception()
+        if error is None:
+            self.connection = attempt.result()
+        return error
+
+    def watch(self, on_readable: Callable[[], None]) -> bool:
+        """Have the loop call ``on_readable`` on NOTIFY; True when some came during the pass."""
+        connection = self.connection
+        if connection is None or connection.closed:
+            return False
+        notified = bool(connection.notifies)
+        # Rows announced during the pass may have committed after its read.
+        connection.notifies.clear()
+        self.watched_fd = connection.fileno()
+        asyncio.get_running_loop().add_reader(self.watched_fd, on_readable)
+        return notified
+
+    def unwatch(self) -> None:
+        """Stop watching the connection (a pass's thread is about to use it)."""
+        if self.watched_fd is not None:
+            asyncio.get_running_loop().remove_reader(self.watched_fd)
+            self.watched_fd = None
+
+    def poll(self) -> Reason | None:
+        """What a readable connection says: LEDGER for notifications, BROKEN when it failed."""
+        if self.connection is None:
+            return None
+        try:
+            return Reason.LEDGER if ledger.drain_notifications(self.connection) else None
+        except psycopg2.Error:
+            self.unwatch()
+            return Reason.BROKEN
+
+    def close(self) -> None:
+        """Stop watching and close the connection (on the loop, when the instance is gone)."""
+        self.unwatch()
+        self.drop()
+
+    def drop(self) -> None:
+        """Close the connection (from the pass's thread: the loop then re-adds no reader)."""
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+    def wait_before_connecting(self, reasons: set[Reason]) -> float:
+        """Seconds of back-off left before a new attempt; 0 when one may start now."""
+        remaining = self.retry_at - time.monotonic()
+        if remaining > 0 and not reasons & CONNECT_NOW:
+            return remaining
+        return 0.0
+
+    def back_off(self) -> float:
+        """After a failure: the seconds to wait before the next attempt (and double it)."""
+        if self.ever_connected:
+            delay, limit = self.backoff, MAX_BACKOFF_SECONDS
+        else:
+            # A database never reached is most likely still starting, or not reachable
+            # from here at all: hundreds of those must not keep the operator busy.
+            delay = max(self.backoff, FIRST_BACKOFF_NEVER_CONNECTED_SECONDS)
+            limit = MAX_BACKOFF_NEVER_CONNECTED_SECONDS
+        self.backoff = min(delay * 2, limit)
+        self.retry_at = time.monotonic() + delay
+        return delay
+
+    def new_error(self, message: str) -> bool:
+        """Record the failure ``message``; True unless it is the one the last failure had."""
+        new = message != self.last_error
+        self.last_error = message
+        return new
+
+    def succeeded(self) -> None:
+        """A pass read the ledger: the next failure backs off from the start again."""
+        self.backoff, self.last_error = 1.0, None

@@ -1,0 +1,85 @@
+"""The ban sync's part of an instance's status: DatabaseReady, BanListSynced and bannedCount."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from blacklist_operator.banlist.sync import SyncReport
+from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS
+from blacklist_operator.builders.status import (
+    BANLIST_SYNCED,
+    DATABASE_READY,
+    build_condition,
+    condition_changed,
+    merge_condition,
+    now,
+)
+from blacklist_operator.model import BlacklistService
+from blacklist_operator.runtime import Runtime
+
+# A second field manager, so the ban sync's status fields and the reconcile's
+# (Ready, observedGeneration) never remove each other under server-side apply.
+STATUS_MANAGER = "blacklist-operator-banlist"
+
+# (status, reason, message) of one condition.
+ConditionState = tuple[bool, str, str]
+
+
+def report_status(
+    runtime: Runtime,
+    bls: BlacklistService,
+    body: Mapping[str, Any],
+    database: ConditionState,
+    synced: ConditionState,
+    count: int,
+) -> None:
+    """Apply DatabaseReady, BanListSynced and bannedCount if any of them changed."""
+    status = body.get("status") or {}
+    current = status.get("conditions")
+    at = now()
+    conditions = [
+        merge_condition(current, build_condition(DATABASE_READY, *database, bls.generation, at)),
+        merge_condition(current, build_condition(BANLIST_SYNCED, *synced, bls.generation, at)),
+    ]
+    if status.get("bannedCount") == count and not any(
+        condition_changed(current, condition) for condition in conditions
+    ):
+        return
+    fields = {"bannedCount": count, "conditions": conditions}
+    runtime.api.apply_status(bls.namespace, bls.name, fields, STATUS_MANAGER)
+
+
+def one_line(error: BaseException) -> str:
+    """An error as one line of at most 300 characters, for a condition message and the log."""
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
+def connected(connection: Any) -> ConditionState:
+    """DatabaseReady of an open connection: where it is connected to."""
+    address = connection.info
+    return True, "Connected", f"connected to {address.host}:{address.port}/{address.dbname}"
+
+
+def unreachable(message: str) -> ConditionState:
+    """DatabaseReady while the database cannot be reached."""
+    return False, "Unreachable", message
+
+
+def synced(report: SyncReport) -> ConditionState:
+    """BanListSynced after a pass that read the ledger."""
+    if report.overflow:
+        return (
+            False,
+            "BanListFull",
+            f"{report.overflow} addresses left out: the ban list is limited to "
+            f"{MAX_BANLIST_SHARDS} ConfigMaps",
+        )
+    if not report.table_exists:
+        return True, "LedgerNotCreated", "the ledger table does not exist yet; nothing is banned"
+    return True, "Synced", f"{report.count} addresses, ledger read up to row {report.cursor}"
+
+
+def kept(count: int) -> ConditionState:
+    """BanListSynced while the database is away: the last synced list stays."""
+    return False, "DatabaseUnreachable", f"keeping the last synced list of {count} addresses"

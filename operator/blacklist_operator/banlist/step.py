@@ -1,0 +1,145 @@
+"""One ban-sync pass of one instance (blocking, in a worker thread), and when to pass again.
+
+A pass loads the instance's ban list the first time (and makes sure
+``N-banlist`` exists), rewrites every shard after one was edited, then reads
+the ledger over the instance's connection: incrementally, or as a full rescan
+every ``--ban-rescan-interval`` seconds, so addresses whose ledger rows were
+deleted leave the list. Without a connection it asks the supervisor to open
+one; when the database cannot be reached it keeps the last synced list,
+reports ``DatabaseReady=False`` and backs off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+import urllib3
+
+from blacklist_operator.apply import ApiError
+from blacklist_operator.banlist import status
+from blacklist_operator.banlist.connections import (
+    MAX_BACKOFF_SECONDS,
+    DatabaseLink,
+    DatabaseUnavailableError,
+)
+from blacklist_operator.banlist.sync import BanListSync, SyncReport
+from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.runtime import Logger, Runtime
+from blacklist_operator.workqueue import InstanceKey, Reason
+
+# What a pass survives: it reports the database unreachable and retries later.
+PASS_FAILURES = (
+    DatabaseUnavailableError,
+    psycopg2.Error,
+    OSError,
+    ApiError,
+    urllib3.exceptions.HTTPError,  # the API server unreachable (restarting)
+)
+
+
+@dataclass(frozen=True)
+class Next:
+    """When and why the instance's next pass runs, and whether to open a connection first."""
+
+    delay: float
+    reason: Reason
+    # Open a connection (in the connect threads; the attempt wakes the instance when it ends).
+    connect: bool = False
+
+
+@dataclass
+class InstanceState:
+    """What the ban sync keeps of one instance between passes."""
+
+    sync: BanListSync
+    link: DatabaseLink
+    loaded: bool = False
+    # monotonic time of the last full rescan of the ledger.
+    rescanned_at: float = field(default_factory=time.monotonic)
+
+
+def run_pass(
+    runtime: Runtime,
+    logger: Logger,
+    key: InstanceKey,
+    state: InstanceState,
+    reasons: set[Reason],
+    connect_error: BaseException | None,
+) -> Next:
+    """One blocking pass over the instance ``key``, woken for ``reasons``."""
+    body = runtime.instances.get(key)
+    if body is None:
+        return Next(MAX_BACKOFF_SECONDS, Reason.RETRY)
+    try:
+        bls = parse(body)
+    except SpecError:
+        return Next(MAX_BACKOFF_SECONDS, Reason.RETRY)
+    link = state.link
+    try:
+        if not state.loaded:
+            state.sync.load(bls)
+            state.sync.ensure_exists(bls)
+            state.loaded = True
+        if Reason.DRIFT in reasons:
+            # Restore an edited or deleted shard, even while the database is away.
+            state.sync.rewrite(bls)
+        if link.connection is not None and (Reason.BROKEN in reasons or link.connection.closed):
+            link.drop()
+        if connect_error is not None:
+            raise connect_error
+        if link.connection is None:
+            wait = link.wait_before_connecting(reasons)
+            if wait > 0:
+                return Next(wait, Reason.RETRY)
+            # The attempt wakes this instance when it ends; the timer is a fallback.
+            return Next(MAX_BACKOFF_SECONDS, Reason.RETRY, connect=True)
+        if not link.ever_connected:
+            logger.info(f"Ban sync of {bls.namespace}/{bls.name} connected")
+            link.ever_connected = True
+        report = _read_ledger(runtime, bls, state)
+        database = status.connected(link.connection)
+        status.report_status(runtime, bls, body, database, status.synced(report), report.count)
+        link.succeeded()
+        return Next(runtime.config.ban_poll_interval, Reason.POLL)
+    except PASS_FAILURES as error:
+        return _failed(runtime, logger, bls, body, state, error)
+
+
+def _read_ledger(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> SyncReport:
+    """Sync past the cursors, or rescan the whole ledger when the rescan interval has passed."""
+    connection = state.link.connection
+    if time.monotonic() - state.rescanned_at >= runtime.config.ban_rescan_interval:
+        report = state.sync.rescan(bls, connection)
+        state.rescanned_at = time.monotonic()
+        return report
+    return state.sync.sync(bls, connection)
+
+
+def _failed(
+    runtime: Runtime,
+    logger: Logger,
+    bls: BlacklistService,
+    body: Mapping[str, Any],
+    state: InstanceState,
+    error: BaseException,
+) -> Next:
+    """Close the connection, back off, and report the database unreachable."""
+    link = state.link
+    link.drop()
+    message = status.one_line(error)
+    delay = link.back_off()
+    # One line per new reason, not one per retry.
+    log = logger.warning if link.new_error(message) else logger.debug
+    log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
+    count = len(state.sync.banlist)
+    try:
+        status.report_status(
+            runtime, bls, body, status.unreachable(message), status.kept(count), count
+        )
+    except (ApiError, OSError) as status_error:
+        logger.warning(f"Could not report the ban sync status: {status_error}")
+    return Next(delay, Reason.RETRY)

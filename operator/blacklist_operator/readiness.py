@@ -1,0 +1,136 @@
+"""Ready: computed from the progress of the two Deployments and written to the status.
+
+The reconcile computes it from what it applied; :func:`refresh_status` recomputes
+it from the Deployments' watched progress, with no reads, when only that changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from blacklist_operator import FIELD_MANAGER
+from blacklist_operator.apply import KubernetesApi
+from blacklist_operator.builders import build_condition, merge_condition
+from blacklist_operator.builders.naming import database_name, service_name
+from blacklist_operator.builders.status import READY, condition_changed, now
+from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
+from blacklist_operator.runtime import Runtime
+
+
+def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """Whether a Deployment has all its replicas updated and available, and why not."""
+    if deployment is None:
+        return False, "is missing"
+    metadata = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    wanted = int(spec.get("replicas", 1))
+    if int(status.get("observedGeneration", 0)) < int(metadata.get("generation", 0)):
+        return False, "is rolling out"
+    available = int(status.get("availableReplicas", 0))
+    updated = int(status.get("updatedReplicas", 0))
+    total = int(status.get("replicas", 0))
+    if available >= wanted and updated >= wanted and total <= wanted:
+        return True, f"has {available}/{wanted} replicas available"
+    return False, f"has {available}/{wanted} replicas available"
+
+
+def ready_condition(
+    bls: BlacklistService,
+    service: tuple[bool, str],
+    database: tuple[bool, str],
+    failures: list[str],
+    current: Any,
+) -> dict[str, Any]:
+    """The Ready condition from the progress of the two Deployments and the apply failures."""
+    if failures:
+        reason, ok, message = "ApplyFailed", False, "; ".join(failures)
+    else:
+        service_ok, service_text = service
+        database_ok, database_text = database
+        ok = service_ok and database_ok
+        message = f"Deployment {service_name(bls)} {service_text}; "
+        message += f"Deployment {database_name(bls)} {database_text}"
+        reason = (
+            "AllReplicasAvailable"
+            if ok
+            else ("DatabaseUnavailable" if service_ok else "ServiceUnavailable")
+        )
+    condition = build_condition(READY, ok, reason, message, bls.generation, now())
+    return merge_condition(current, condition)
+
+
+def write_status(
+    api: KubernetesApi,
+    bls: BlacklistService,
+    body: Mapping[str, Any],
+    ready: dict[str, Any],
+    node_port: int | None,
+) -> None:
+    """Apply our part of the status (Ready, observedGeneration, nodePort) if it changed."""
+    status = body.get("status") or {}
+    current = status.get("conditions")
+    unchanged = (
+        not condition_changed(current, ready)
+        and status.get("observedGeneration") == bls.generation
+        and status.get("nodePort") == node_port
+    )
+    if unchanged:
+        return
+    fields: dict[str, Any] = {"observedGeneration": bls.generation, "conditions": [ready]}
+    if node_port is not None:
+        fields["nodePort"] = node_port
+    api.apply_status(bls.namespace, bls.name, fields, FIELD_MANAGER)
+
+
+def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: SpecError) -> None:
+    """Ready=False with reason InvalidSpec, for a spec the schema let through."""
+    metadata = body.get("metadata") or {}
+    generation = int(metadata.get("generation") or 0)
+    current = (body.get("status") or {}).get("conditions")
+    condition = merge_condition(
+        current, build_condition(READY, False, "InvalidSpec", str(error), generation, now())
+    )
+    api.apply_status(
+        metadata["namespace"],
+        metadata["name"],
+        {"observedGeneration": generation, "conditions": [condition]},
+        FIELD_MANAGER,
+    )
+
+
+def _progress(runtime: Runtime, namespace: str, deployment: str) -> tuple[bool, str]:
+    """A Deployment's progress as its watch last reported it, else as read now."""
+    known = runtime.deployments.get((namespace, deployment))
+    if known is None:
+        read = deployment_progress(runtime.api.get("apps/v1", "Deployment", namespace, deployment))
+        # Only the watch overwrites: what it delivered meanwhile is newer than this read.
+        known = runtime.deployments.setdefault((namespace, deployment), read)
+    return known
+
+
+def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
+    """Update Ready from the Deployments' watched progress (no reads); True when ready.
+
+    ``status.nodePort`` is kept as the last reconcile wrote it: it is ours under
+    server-side apply, so it must be sent again or it would be removed.
+    """
+    try:
+        bls = parse(body)
+        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
+    except SpecError:
+        return False  # Ready=False InvalidSpec stays as the reconcile reported it.
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != bls.generation:
+        # The reconcile of this generation has not written its status yet; it will.
+        return False
+    ready = ready_condition(
+        bls,
+        _progress(runtime, bls.namespace, service_name(bls)),
+        _progress(runtime, bls.namespace, database_name(bls)),
+        [],
+        status.get("conditions"),
+    )
+    write_status(runtime.api, bls, body, ready, status.get("nodePort"))
+    return bool(ready["status"] == "True")

@@ -1,0 +1,74 @@
+"""The static hostPath PersistentVolume: which one a resource uses, whose it is, releasing it.
+
+A PV is cluster-scoped, so before it applies or deletes one the operator checks
+that its owner annotation and managed-by label are this resource's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from blacklist_operator.apply import ApiError, KubernetesApi
+from blacklist_operator.builders.naming import (
+    VOLUME_OWNER_ANNOTATION,
+    database_name,
+    persistent_volume_name,
+    volume_belongs_to,
+)
+from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.runtime import Logger, Runtime
+
+
+def static_volume_name(api: KubernetesApi, bls: BlacklistService) -> str | None:
+    """The static PV of a hostPath resource: the one its claim is bound to, else the default.
+
+    A claim's volumeName is immutable: one bound under an earlier naming keeps its volume.
+    """
+    if bls.spec.database.storage.host_path is None:
+        return None
+    claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
+    bound = ((claim or {}).get("spec") or {}).get("volumeName")
+    return str(bound) if bound else persistent_volume_name(bls)
+
+
+def check_volume_owner(api: KubernetesApi, bls: BlacklistService, name: str) -> None:
+    """Refuse (ApiError 409) a PersistentVolume of that name that is not this resource's.
+
+    PVs are cluster-scoped: a forced apply would take over another's volume and claim.
+    """
+    existing = api.get("v1", "PersistentVolume", None, name)
+    if existing is not None and not volume_belongs_to(existing, bls):
+        owner = ((existing.get("metadata") or {}).get("annotations") or {}).get(
+            VOLUME_OWNER_ANNOTATION, "someone else"
+        )
+        raise ApiError(409, f"it exists and belongs to {owner}: left alone")
+
+
+def release_storage(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> None:
+    """On deletion: delete our static PersistentVolume unless the data is to be retained."""
+    try:
+        bls = parse(body)
+    except SpecError:
+        return
+    storage = bls.spec.database.storage
+    if storage.host_path is None or storage.retain_on_delete:
+        return
+    name = static_volume_name(runtime.api, bls)
+    if name is None:
+        return
+    try:
+        volume = runtime.api.get("v1", "PersistentVolume", None, name)
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        # Without rights on PersistentVolumes (rbac.persistentVolumes=false) none was created.
+        logger.warning(f"Cannot read PersistentVolume {name}: {error}; nothing released")
+        return
+    if volume is None:
+        return
+    if not volume_belongs_to(volume, bls):
+        logger.warning(f"PersistentVolume {name} is not this resource's: left alone")
+        return
+    if runtime.api.delete("v1", "PersistentVolume", None, name):
+        logger.info(f"Released PersistentVolume {name}")
