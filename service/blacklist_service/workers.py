@@ -1,7 +1,8 @@
 """How many server workers a replica runs: an explicit setting, else its cgroup's limits.
 
 Each worker is a process holding its own copy of Flask, SQLAlchemy and the
-ban list (about 61 MB resident), so a count taken from the node's CPUs gets a
+ban list (about 69 MB resident under granian, 56 MB under gunicorn, more with a
+big ban list), so a count taken from the node's CPUs gets a
 pod with a 256 MiB limit OOM-killed in a loop on any node with 4 CPUs or more.
 The count is therefore derived from what the container may use:
 
@@ -30,7 +31,7 @@ from blacklist_service.config import ConfigError, parse_integer
 
 MIB = 1024 * 1024
 BASE_MEMORY = 64 * MIB
-WORKER_MEMORY = 64 * MIB
+WORKER_MEMORY = 80 * MIB
 MINIMUM_CPU_WORKERS = 2
 # cgroup v1 reports "no limit" as the largest page-aligned 64-bit value; anything
 # this large is no limit in practice.

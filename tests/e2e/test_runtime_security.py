@@ -173,17 +173,17 @@ def test_workers_follow_the_container_limits_and_spec_workers(deployed: Deployed
             for pod in pods
         )  # fmt: skip
 
-    # A CPU limit of 1 gives 2 workers (the floor), but 160Mi holds only one of ~61 MB
+    # A CPU limit of 1 gives 2 workers (the floor), but 160Mi holds only one of 80 MiB
     # above the base: the memory limit wins, whatever the node's CPU count.
     limits = {"requests": {"cpu": "50m", "memory": "64Mi"},
               "limits": {"cpu": "1", "memory": "160Mi"}}  # fmt: skip
     patch({"resources": limits})
     try:
-        assert wait_until(lambda: started_with("Starting 1 worker(s): CPU limit 1"), timeout=180)
+        assert wait_until(lambda: started_with("with 1 worker(s): CPU limit 1"), timeout=180)
         stack.wait_ready(deployed.cluster, deployed.namespace, deployed.name, 240)
         # An explicit spec.workers wins.
         patch({"workers": 3})
-        assert wait_until(lambda: started_with("Starting 3 worker(s): WEB_CONCURRENCY=3"), 180)
+        assert wait_until(lambda: started_with("with 3 worker(s): WEB_CONCURRENCY=3"), 180)
     finally:
         defaults = {"requests": {"cpu": "50m", "memory": "64Mi"},
                     "limits": {"cpu": None, "memory": "256Mi"}}  # fmt: skip

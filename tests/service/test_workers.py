@@ -70,8 +70,8 @@ def test_no_cgroup_files_means_no_limits(tmp_path: Path) -> None:
         (CgroupLimits(cpus=None, memory=None), 1, 2),  # at least two when memory allows
         (CgroupLimits(cpus=1.5, memory=None), 64, 2),  # the quota, rounded up
         (CgroupLimits(cpus=4.0, memory=None), 64, 4),
-        (CgroupLimits(cpus=None, memory=256 * MIB), 16, 3),  # 64 MiB base + 3 x 64 MiB
-        (CgroupLimits(cpus=8.0, memory=512 * MIB), 64, 7),
+        (CgroupLimits(cpus=None, memory=256 * MIB), 16, 2),  # 64 MiB base + 2 x 80 MiB
+        (CgroupLimits(cpus=8.0, memory=512 * MIB), 64, 5),
         (CgroupLimits(cpus=4.0, memory=100 * MIB), 64, 1),  # a tiny limit: still one
         (CgroupLimits(cpus=0.5, memory=16 * MIB), 1, 1),
     ],
