@@ -78,6 +78,7 @@ class Outbox:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._threads_lock = threading.Lock()
         self._lock_path = path.with_suffix(".lock")
         # Where this process set a corrupt outbox aside, if it did (for the metric).
         self.set_aside: Path | None = None
@@ -133,14 +134,22 @@ class Outbox:
             # One open file per thread: flock excludes other threads' descriptors too.
             descriptor = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._local.lock = descriptor
-        if wait is None:
-            fcntl.flock(descriptor, fcntl.LOCK_EX)
-        else:
-            _lock_within(descriptor, wait)
+        # The threads of this process queue on a thread lock first (woken in turn, at
+        # once), so only one of them at a time polls the flock other processes hold.
+        deadline = None if wait is None else time.monotonic() + wait
+        if not self._threads_lock.acquire(timeout=-1 if wait is None else wait):
+            raise TimeoutError(f"the outbox lock was held for more than {wait:g} s")
         try:
-            yield
+            if deadline is None:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+            else:
+                _lock_within(descriptor, max(0.0, deadline - time.monotonic()))
+            try:
+                yield
+            finally:
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
         finally:
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            self._threads_lock.release()
 
     def _connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
@@ -250,10 +259,10 @@ class Outbox:
 def _lock_within(descriptor: int, wait: float) -> None:
     """Take the exclusive ``flock`` on ``descriptor`` within ``wait`` seconds, or raise.
 
-    Polls in steps of at most 5 ms: a blocking ``flock`` cannot be given a timeout.
+    Polls in steps of at most 1 ms: a blocking ``flock`` cannot be given a timeout.
     """
     deadline = time.monotonic() + wait
-    pause = 0.0005
+    pause = 0.0001
     while True:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,6 +270,6 @@ def _lock_within(descriptor: int, wait: float) -> None:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"the outbox lock was held for more than {wait:g} s") from None
             time.sleep(pause)
-            pause = min(pause * 2, 0.005)
+            pause = min(pause * 2, 0.001)
         else:
             return
