@@ -26,7 +26,7 @@ from blacklist_operator.banlist.connections import (
     DatabaseLink,
     DatabaseUnavailableError,
 )
-from blacklist_operator.banlist.sync import BanListSync, SyncReport
+from blacklist_operator.banlist.sync import LOCK_RETRY_SECONDS, BanListSync, SyncReport
 from blacklist_operator.model import BlacklistService, SpecError, parse
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
@@ -104,6 +104,10 @@ def run_pass(
         database = status.connected(link.connection)
         status.report_status(runtime, bls, body, database, status.synced(report), report.count)
         link.succeeded()
+        if report.behind:
+            # An insert was held open: read exactly again as soon as the lock may be free,
+            # so a row it commits with a low id is not left to the next poll.
+            return Next(min(runtime.config.ban_poll_interval, LOCK_RETRY_SECONDS), Reason.POLL)
         return Next(runtime.config.ban_poll_interval, Reason.POLL)
     except PASS_FAILURES as error:
         return _failed(runtime, logger, bls, body, state, error)

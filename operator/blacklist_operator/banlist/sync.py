@@ -54,6 +54,8 @@ class SyncReport:
     overflow: int
     cursor: int
     table_exists: bool
+    # Rows past the exact cursor were read without the ledger's lock: read again soon.
+    behind: bool = False
 
 
 class BanListSync:
@@ -143,7 +145,13 @@ class BanListSync:
         changed |= self._apply_lifts(connection)
         changed |= self._expire(spec.ban_duration)
         self.write(bls, changed)
-        return SyncReport(len(self.banlist), self.banlist.overflow, self.cursor, table_exists)
+        return SyncReport(
+            len(self.banlist),
+            self.banlist.overflow,
+            self.cursor,
+            table_exists,
+            behind=self.seen > self.cursor,
+        )
 
     def _recreated(self, read: ledger.TableRead) -> bool:
         """Whether the ledger is not the one the cursor counts in (table recreated, new volume)."""
