@@ -218,6 +218,17 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
         # Children are collected by the garbage collector; only ban-list shards are deleted.
         for resource in ("deployments", "services", "persistentvolumeclaims", "roles"):
             assert not {"delete", "update"} & rules_for(role, resource), resource
+        # The optional children are deleted when the spec no longer asks for them.
+        namespaced = bool(rules_for(role, "deployments"))
+        for resource in ("ingresses", "poddisruptionbudgets", "horizontalpodautoscalers"):
+            assert not namespaced or rules_for(role, resource) == {
+                "get",
+                "list",
+                "watch",
+                "create",
+                "patch",
+                "delete",
+            }, resource
 
 
 @pytest.mark.helm
