@@ -10,7 +10,7 @@ BIN := $(LOCAL)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup packages venv toolchain images cluster-up cluster-down cluster-status demo demo-down \
-        test test-unit lint bench lock clean
+        test test-unit lint values-table bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ lint: venv ## ruff, mypy --strict and the import layering contract
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) -m blacklist_devtools.values_table --check
+
+values-table: venv ## Regenerate chart/README.md's values table from chart/values.yaml
+	$(PY) -m blacklist_devtools.values_table
 
 test: setup images ## Run the whole test suite (starts what it needs)
 	$(MAKE) --no-print-directory lint
@@ -68,11 +72,11 @@ test-unit: venv ## Only the tests that need no cluster, database, mail server or
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py
 
-lock: ## Re-resolve requirements.in into requirements.lock
+lock: ## Re-resolve the extras of pyproject.toml into requirements.lock
 	$(PYTHON) -m venv $(LOCAL)/lock-venv
 	$(LOCAL)/lock-venv/bin/pip install --quiet --upgrade pip
-	$(LOCAL)/lock-venv/bin/pip install --quiet -r requirements.in
-	$(LOCAL)/lock-venv/bin/pip freeze > requirements.lock
+	$(LOCAL)/lock-venv/bin/pip install --quiet '.[service,operator,test,dev]'
+	$(LOCAL)/lock-venv/bin/pip freeze --exclude blacklist-operator > requirements.lock
 	rm -rf $(LOCAL)/lock-venv
 
 clean: demo-down cluster-down ## Stop everything and remove .venv/ and .local/

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from blacklist_devtools.http import get
 from blacklist_devtools.net import free_port
+from blacklist_devtools.processes import stop_process
 
 BENCH_DIR = Path(__file__).resolve().parent
 # The service's settings that must not leak in from the caller's shell.
@@ -76,10 +76,5 @@ def serving(kind: str, state_dir: Path | None = None, **extra: str) -> Iterator[
             _wait_ready(url, process)
             yield url
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            stop_process(process, 30)
             log.close()

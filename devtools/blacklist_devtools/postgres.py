@@ -16,12 +16,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import psycopg2
 import psycopg2.extensions
 
+from blacklist_devtools.lifecycle import Server
 from blacklist_devtools.net import free_port
+from blacklist_devtools.processes import stop_process
 from blacklist_operator.model import DEFAULT_DATABASE_NAME, DEFAULT_DATABASE_USER
 
 
@@ -39,7 +40,7 @@ def postgres_bindir() -> Path:
     )
 
 
-class PostgresServer:
+class PostgresServer(Server):
     """One PostgreSQL cluster in its own directory, with one database and one password user."""
 
     def __init__(
@@ -210,13 +211,8 @@ class PostgresServer:
         process = self._process
         if process is None or process.poll() is not None:
             return
-        # runuser forwards SIGINT to postgres: "fast" shutdown, open sessions are ended.
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        # SIGINT is PostgreSQL's "fast" shutdown: open sessions are ended.
+        stop_process(process, timeout, signal.SIGINT, whole_group=True)
         self._process = None
 
     def destroy(self) -> None:
@@ -224,14 +220,6 @@ class PostgresServer:
         self.stop()
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Leaving a ``with`` block destroys the server: it was made for that block."""
         self.destroy()

@@ -1,5 +1,7 @@
 """Start and stop long-running local processes by PID, with their logs in files.
 
+Also :func:`stop_process`, for a server started as a child in a session of its own.
+
 A process is recorded with its PID and the executable it runs, so that a later
 ``stop`` never signals a recycled PID that now belongs to something else.
 """
@@ -83,3 +85,30 @@ def stop(record: ProcessRecord, grace: float = 10.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(record.pid, signal.SIGKILL)
+
+
+def stop_process(
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    stop_signal: int = signal.SIGTERM,
+    *,
+    whole_group: bool = False,
+) -> int:
+    """Send ``stop_signal`` to ``process`` (or its group); SIGKILL the group after ``timeout``.
+
+    Returns the exit status. The process must lead its own group
+    (``start_new_session=True``), so its children go with it when it is killed.
+    A server that stops its own workers gets the signal alone (``whole_group``
+    False), as a service manager would send it.
+    """
+    if process.poll() is None:
+        if whole_group:
+            os.killpg(process.pid, stop_signal)
+        else:
+            process.send_signal(stop_signal)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode

@@ -22,9 +22,9 @@ import time
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+from blacklist_devtools.lifecycle import Server
 from blacklist_devtools.net import free_port, wait_for_port
 
 
@@ -57,7 +57,7 @@ def read_mailbox(mailbox: Path) -> list[EmailMessage]:
     return messages
 
 
-class SmtpServer:
+class SmtpServer(Server):
     """Controls one SMTP server process on a fixed loopback port."""
 
     def __init__(
@@ -115,18 +115,6 @@ class SmtpServer:
             if len(messages) >= count or time.monotonic() >= deadline:
                 return messages
             time.sleep(0.05)
-
-    def __enter__(self) -> SmtpServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 async def _serve(host: str, port: int, mailbox: Path) -> None:

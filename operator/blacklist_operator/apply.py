@@ -21,9 +21,12 @@ from blacklist_operator import API_VERSION, FIELD_MANAGER, PLURAL
 _RESOURCES: dict[str, tuple[str, bool]] = {
     "ConfigMap": ("configmaps", True),
     "Deployment": ("deployments", True),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
+    "Ingress": ("ingresses", True),
     "NetworkPolicy": ("networkpolicies", True),
     "PersistentVolume": ("persistentvolumes", False),
     "PersistentVolumeClaim": ("persistentvolumeclaims", True),
+    "PodDisruptionBudget": ("poddisruptionbudgets", True),
     "Role": ("roles", True),
     "RoleBinding": ("rolebindings", True),
     "Secret": ("secrets", True),

@@ -14,10 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blacklist_operator import model_fields as fields
+from blacklist_operator import model_knobs as knobs
 
 # Re-exported: callers know SpecError and IPNetwork as parts of the model.
 from blacklist_operator.model_fields import IPNetwork as IPNetwork
 from blacklist_operator.model_fields import SpecError as SpecError
+from blacklist_operator.model_knobs import (
+    AutoscalingSpec,
+    DisruptionSpec,
+    ExternalDatabaseSpec,
+    IngressSpec,
+    MetricsSpec,
+)
 
 DEFAULT_IMAGE = "flask-blacklist-svc:v1"
 DEFAULT_DATABASE_IMAGE = "postgres:16"
@@ -69,6 +77,8 @@ class DatabaseSpec:
         default_factory=lambda: DEFAULT_DATABASE_RESOURCES
     )
     storage: StorageSpec = field(default_factory=StorageSpec)
+    # A PostgreSQL run elsewhere; None: the bundled one.
+    external: ExternalDatabaseSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,10 @@ class BlacklistServiceSpec:
     workers: int | None = None
     mail: MailSpec = field(default_factory=MailSpec)
     database: DatabaseSpec = field(default_factory=DatabaseSpec)
+    disruption: DisruptionSpec = field(default_factory=DisruptionSpec)
+    autoscaling: AutoscalingSpec | None = None
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+    ingress: IngressSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,10 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
         workers=fields.optional_integer(spec, "workers", "spec.workers", 1, 64),
         mail=_parse_mail(mail),
         database=_parse_database(database),
+        disruption=knobs.parse_disruption(spec),
+        autoscaling=knobs.parse_autoscaling(spec),
+        metrics=knobs.parse_metrics(spec),
+        ingress=knobs.parse_ingress(spec),
     )
 
 
@@ -189,6 +207,7 @@ def _parse_database(database: Mapping[str, Any]) -> DatabaseSpec:
                 storage, "retainOnDelete", "spec.database.storage.retainOnDelete"
             ),
         ),
+        external=knobs.parse_external(database),
     )
 
 

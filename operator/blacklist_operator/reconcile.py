@@ -11,8 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.apply import ApiError, KubernetesApi
-from blacklist_operator.builders import build_children, build_database_secret, child_key
+from blacklist_operator.builders import (
+    absent_children,
+    build_children,
+    build_database_secret,
+    child_key,
+)
+from blacklist_operator.builders.availability import applies_replicas, build_replicas_hand_over
 from blacklist_operator.builders.credentials import (
     generate_password,
     managed_secret,
@@ -28,6 +35,9 @@ from blacklist_operator.readiness import (
 )
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.volumes import check_volume_owner, static_volume_name
+
+# The second owner of Deployment N's spec.replicas while an autoscaler is set.
+REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
 
 
 @dataclass
@@ -104,6 +114,48 @@ def ensure_secret(
     return existing
 
 
+def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> None:
+    """With ``spec.autoscaling``, keep Deployment N's ``spec.replicas`` when we stop applying it.
+
+    See :func:`~blacklist_operator.builders.availability.build_replicas_hand_over`:
+    applied under :data:`REPLICAS_MANAGER` at its current value, the field outlives
+    our ownership; the autoscaler's next write through the scale subresource takes it.
+    """
+    if bls.spec.autoscaling is None:
+        return
+    name = service_name(bls)
+    live = api.get("apps/v1", "Deployment", bls.namespace, name)
+    if live is None or not applies_replicas(live, FIELD_MANAGER):
+        return
+    replicas = int((live.get("spec") or {}).get("replicas", 1))
+    api.apply(build_replicas_hand_over(bls, replicas), REPLICAS_MANAGER)
+    logger.info(f"Handed spec.replicas ({replicas}) of Deployment {name} over to the autoscaler")
+
+
+def delete_absent_children(
+    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+) -> None:
+    """Delete the optional children (Ingress, budget, autoscaler) the spec no longer asks for.
+
+    Only ours: an object of that name that this resource does not own is left alone.
+    """
+    for api_version, kind, name in absent_children(bls):
+        try:
+            existing = api.get(api_version, kind, bls.namespace, name)
+            if existing is None or not owned_by(existing, bls):
+                continue
+            if api.delete(api_version, kind, bls.namespace, name):
+                logger.info(f"Deleted {kind} {name}")
+        except ApiError as error:
+            outcome.failures.append(f"{kind} {name}: {error}")
+
+
+def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
+    """Whether ``child`` has this BlacklistService as its controller."""
+    references = (child.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == bls.uid and ref.get("controller") for ref in references)
+
+
 def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     """Apply every child of the BlacklistService ``body`` and write its Ready status.
 
@@ -129,6 +181,10 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
     except ApiError as error:
         outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
         volume_name = None
+    try:
+        hand_over_replicas(api, bls, logger)
+    except ApiError as error:
+        outcome.failures.append(f"Deployment {service_name(bls)} replicas: {error}")
     children = build_children(bls, runtime.config.operator_namespace, credentials, volume_name)
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in children:
@@ -143,6 +199,7 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
         if applied.created:
             outcome.created.append(_describe(manifest))
             logger.info(f"Created {_describe(manifest)}")
+    delete_absent_children(api, bls, logger, outcome)
     service = live.get(("Service", service_name(bls)), {})
     ports = (service.get("spec") or {}).get("ports") or [{}]
     # The applied Deployments may already be older than what their watch delivered;

@@ -23,6 +23,7 @@ import kopf
 
 from blacklist_operator import GROUP, PLURAL, VERSION
 from blacklist_operator.builders import build_children, child_key, contains
+from blacklist_operator.builders.children import OPTIONAL_KINDS
 from blacklist_operator.builders.naming import (
     COMPONENT_BANLIST,
     COMPONENT_DATABASE,
@@ -53,6 +54,9 @@ WATCHED_CHILDREN = (
     ("rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "rolebindings"),
     ("networking.k8s.io/v1", "networkpolicies"),
+    ("networking.k8s.io/v1", "ingresses"),
+    ("policy/v1", "poddisruptionbudgets"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
 )
 
 
@@ -114,14 +118,15 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     generation = (instance.get("metadata") or {}).get("generation")
     if (instance.get("status") or {}).get("observedGeneration") != generation:
         return False  # The reconcile of this generation is under way; it applies everything.
-    if event_type == "DELETED":
-        return True
     try:
         children = build_children(parse(instance), runtime.config.operator_namespace)
     except SpecError:
-        return False
+        return event_type == "DELETED"
     wanted = (str(body.get("kind")), str((body.get("metadata") or {}).get("name")))
     desired = next((child for child in children if child_key(child) == wanted), None)
+    if event_type == "DELETED":
+        # An optional child the spec no longer asks for was deleted by the reconcile itself.
+        return desired is not None or body.get("kind") not in OPTIONAL_KINDS
     return desired is not None and not contains(body, desired)
 
 

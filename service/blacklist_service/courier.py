@@ -108,6 +108,24 @@ class Channel:
         """Release this thread's outbox connection."""
         self.outbox.close()
 
+    def failed(self, what: str, error: object) -> None:
+        """Count a failed round and log when the next one comes."""
+        delay = self.backoff.failed()
+        DELIVERIES.labels(self.name, "failed").inc()
+        logger.warning(
+            "%s unavailable (attempt %d, next in %.1f s): %s",
+            what,
+            self.backoff.failures,
+            delay,
+            str(error).splitlines()[0] if str(error) else type(error).__name__,
+        )
+
+    def delivered(self, count: int, what: str) -> None:
+        """Count a successful round: the next one may come at once."""
+        self.backoff.succeeded()
+        DELIVERIES.labels(self.name, "delivered").inc(count)
+        logger.info("%s: %d", what, count)
+
 
 class LedgerChannel(Channel):
     """Creates the ledger, loads its bans once, then moves outbox hits into it."""
@@ -151,19 +169,10 @@ class LedgerChannel(Channel):
             ledger.insert_hits(self.engine, hits)
         except SQLAlchemyError as error:
             ledger_marker(state_dir).unlink(missing_ok=True)
-            delay = self.backoff.failed()
-            DELIVERIES.labels("ledger", "failed").inc()
-            logger.warning(
-                "Ledger unavailable (attempt %d, next in %.1f s): %s",
-                self.backoff.failures,
-                delay,
-                str(error).splitlines()[0],
-            )
+            self.failed("Ledger", error)
             return False
         self.outbox.mark_ledger_delivered([hit.event_id for hit in hits])
-        self.backoff.succeeded()
-        DELIVERIES.labels("ledger", "delivered").inc(len(hits))
-        logger.info("Delivered %d hit(s) to the ledger", len(hits))
+        self.delivered(len(hits), "Hits delivered to the ledger")
         return True
 
     def _load_bans(self) -> None:
@@ -215,19 +224,10 @@ class MailChannel(Channel):
         except (OSError, smtplib.SMTPException) as error:
             if self.interrupter.interrupted:
                 return False  # stopping: the mails stay in the outbox for the next run
-            delay = self.backoff.failed()
-            DELIVERIES.labels("mail", "failed").inc()
-            logger.warning(
-                "SMTP unavailable (attempt %d, next in %.1f s): %s",
-                self.backoff.failures,
-                delay,
-                error,
-            )
+            self.failed("SMTP", error)
             return False
         self.outbox.mark_mail_delivered(sent)
-        self.backoff.succeeded()
-        DELIVERIES.labels("mail", "delivered").inc(len(sent))
-        logger.info("Sent %d alert mail(s)", len(sent))
+        self.delivered(len(sent), "Alert mails sent")
         return True
 
     def interrupt(self) -> None:

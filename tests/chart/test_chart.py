@@ -41,12 +41,13 @@ def test_chart_metadata() -> None:
     assert chart["kubeVersion"].startswith(">=")
 
 
-def test_chart_crd_matches_crds_dir() -> None:
+def test_chart_crd_is_the_crds_dir_file() -> None:
+    # One source: chart/crds/ links to crds/ (helm follows the link when it installs or
+    # packages the chart), so the two can never differ.
     chart_crd = CHART / "crds" / "blacklistservices.yaml"
-    assert chart_crd.read_bytes() == (REPO_ROOT / "crds" / "blacklistservices.yaml").read_bytes(), (
-        "chart/crds/blacklistservices.yaml differs from crds/blacklistservices.yaml: "
-        "copy crds/blacklistservices.yaml into chart/crds/"
-    )
+    assert chart_crd.is_symlink()
+    assert chart_crd.resolve() == (REPO_ROOT / "crds" / "blacklistservices.yaml").resolve()
+    assert chart_crd.read_bytes() == (REPO_ROOT / "crds" / "blacklistservices.yaml").read_bytes()
 
 
 @pytest.mark.helm
@@ -217,6 +218,17 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
         # Children are collected by the garbage collector; only ban-list shards are deleted.
         for resource in ("deployments", "services", "persistentvolumeclaims", "roles"):
             assert not {"delete", "update"} & rules_for(role, resource), resource
+        # The optional children are deleted when the spec no longer asks for them.
+        namespaced = bool(rules_for(role, "deployments"))
+        for resource in ("ingresses", "poddisruptionbudgets", "horizontalpodautoscalers"):
+            assert not namespaced or rules_for(role, resource) == {
+                "get",
+                "list",
+                "watch",
+                "create",
+                "patch",
+                "delete",
+            }, resource
 
 
 @pytest.mark.helm

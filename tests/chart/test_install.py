@@ -57,6 +57,15 @@ ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
         for verb in ("get", "list", "watch", "create", "patch")
     ],
     ("delete", "configmaps", ()),
+    *[
+        (verb, resource, ())
+        for resource in (
+            "ingresses.networking.k8s.io",
+            "poddisruptionbudgets.policy",
+            "horizontalpodautoscalers.autoscaling",
+        )
+        for verb in ("get", "list", "watch", "create", "patch", "delete")
+    ],
     ("get", "secrets", ()),
     ("create", "secrets", ()),
     ("patch", "secrets", ()),

@@ -42,6 +42,14 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"banDuration": "24 hours"}, "spec.banDuration"),
     ({"banDuration": "-1h"}, "spec.banDuration"),
     ({"workers": 0}, "spec.workers"),
+    ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.autoscaling"),
+    ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas"),
+    ({"ingress": {"host": "Not A Host"}}, "spec.ingress.host"),
+    ({"disruption": {"maxUnavailable": -1}}, "spec.disruption.maxUnavailable"),
+    (
+        {"database": {"external": {"secretRef": {"name": "pg"}, "sslmode": "x"}}},
+        "spec.database.external.sslmode",
+    ),
 ]
 
 

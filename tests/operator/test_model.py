@@ -78,3 +78,48 @@ def test_what_the_schema_should_have_caught_is_a_spec_error(
 def test_ban_durations_are_parsed_in_seconds(text: str, seconds: int) -> None:
     assert parse_spec({"banDuration": text}).ban_duration == seconds
     assert parse_spec({}).ban_duration is None
+
+
+def test_production_knobs_are_parsed_with_their_defaults() -> None:
+    plain = parse_spec({})
+    assert plain.disruption.max_unavailable == 1
+    assert plain.autoscaling is None
+    assert plain.ingress is None
+    assert plain.metrics.service_monitor is False
+    assert plain.database.external is None
+    spec = parse_spec(
+        {
+            "disruption": {"maxUnavailable": 0},
+            "autoscaling": {"maxReplicas": 5},
+            "metrics": {"serviceMonitor": True},
+            "ingress": {"host": "bans.example.com", "tlsSecretName": "bans-tls"},
+            "database": {"external": {"secretRef": {"name": "pg"}, "sslmode": "require"}},
+        }
+    )
+    assert spec.disruption.max_unavailable == 0
+    assert spec.autoscaling is not None
+    assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 5)
+    assert spec.autoscaling.target_cpu_percent == 80
+    assert spec.metrics.service_monitor
+    assert spec.ingress is not None
+    assert spec.ingress.path == "/"
+    assert spec.ingress.tls_secret_name == "bans-tls"
+    assert spec.database.external is not None
+    assert (spec.database.external.secret_name, spec.database.external.sslmode) == ("pg", "require")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field_path"),
+    [
+        ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.autoscaling.minReplicas"),
+        ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas"),
+        ({"ingress": {"host": "Not A Host"}}, "spec.ingress.host"),
+        ({"database": {"external": {"secretRef": {}}}}, "spec.database.external.secretRef.name"),
+        ({"database": {"external": {"secretRef": {"name": "pg"}, "sslmode": "x"}}},
+         "spec.database.external.sslmode"),
+    ],
+)  # fmt: skip
+def test_bad_knobs_are_spec_errors(spec: dict[str, Any], field_path: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec)
+    assert caught.value.field_path == field_path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from blacklist_devtools.http import get
 from blacklist_devtools.net import free_port
+from blacklist_devtools.processes import stop_process
 from blacklist_service.config import ENVIRONMENT_KEYS
 
 # Settings a developer's shell might hold; each test says what it wants instead.
@@ -65,15 +65,9 @@ class ServiceProcess:
         process = self.process
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        status = stop_process(process, timeout)
         self.process = None
-        return process.returncode
+        return status
 
     def log(self) -> str:
         """Everything the server wrote so far."""

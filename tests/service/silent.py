@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-from types import TracebackType
 
+from blacklist_devtools.lifecycle import Server
 from blacklist_devtools.net import free_port
 
 
-class SilentServer:
+class SilentServer(Server):
     """Listens on a loopback port; the kernel completes every handshake, nobody ever answers."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
@@ -29,15 +29,3 @@ class SilentServer:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-
-    def __enter__(self) -> SilentServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

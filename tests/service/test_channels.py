@@ -20,6 +20,7 @@ from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_devtools.smtp import SmtpServer
+from tests.service.conftest import ledger_addresses
 from tests.service.processes import ServiceFactory
 from tests.service.silent import SilentServer
 
@@ -35,19 +36,6 @@ def empty_ledger(postgres: PostgresServer) -> PostgresServer:
         cursor.execute("DROP TABLE IF EXISTS denied_access_ledger")
     connection.close()
     return postgres
-
-
-def ledger_addresses(postgres: PostgresServer) -> set[str]:
-    connection = postgres.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass('denied_access_ledger') IS NOT NULL")
-            if not cursor.fetchone()[0]:
-                return set()
-            cursor.execute("SELECT ip_address FROM denied_access_ledger")
-            return {str(row[0]) for row in cursor.fetchall()}
-    finally:
-        connection.close()
 
 
 def in_ledger(postgres: PostgresServer, address: str) -> bool:

@@ -8,7 +8,6 @@ ban made by one test never touches another.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -38,18 +37,6 @@ def ledger_rows(postgres: PostgresServer) -> list[tuple[str, str, str]]:
             return [(str(a), str(b), str(c)) for a, b, c in cursor.fetchall()]
     finally:
         connection.close()
-
-
-@pytest.fixture
-def empty_ledger(postgres: PostgresServer) -> Iterator[PostgresServer]:
-    """The module's PostgreSQL with an empty ledger, running again after the test."""
-    connection = postgres.connect()
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS denied_access_ledger")
-    connection.close()
-    yield postgres
-    postgres.start()
 
 
 def start_service(

@@ -20,6 +20,7 @@ from kubernetes import client
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.postgres import PostgresServer
+from tests.service.conftest import ledger_addresses
 from tests.service.processes import ServiceFactory, ServiceProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
@@ -88,19 +89,6 @@ def write_shard(core: client.CoreV1Api, namespace: str, name: str, data: dict[st
         if error.status != 404:
             raise
         core.create_namespaced_config_map(namespace, body)
-
-
-def ledger_addresses(postgres: PostgresServer) -> set[str]:
-    connection = postgres.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass('denied_access_ledger') IS NOT NULL")
-            if not cursor.fetchone()[0]:
-                return set()
-            cursor.execute("SELECT ip_address FROM denied_access_ledger")
-            return {str(row[0]) for row in cursor.fetchall()}
-    finally:
-        connection.close()
 
 
 def ready(service: ServiceProcess) -> bool:

@@ -10,7 +10,6 @@ ledger connection the new run has not made.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,18 +20,6 @@ from tests.service.processes import ServiceFactory, ServiceProcess
 from tests.service.silent import SilentServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture
-def empty_ledger(postgres: PostgresServer) -> Iterator[PostgresServer]:
-    """The module's PostgreSQL with an empty ledger, running again after the test."""
-    connection = postgres.connect()
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS denied_access_ledger")
-    connection.close()
-    yield postgres
-    postgres.start()
 
 
 def ledger_addresses(postgres: PostgresServer) -> list[str]:

@@ -6,7 +6,7 @@ applied as is.
 """
 
 from blacklist_operator.builders.banlist import build_banlist_shard
-from blacklist_operator.builders.children import build_children, child_key
+from blacklist_operator.builders.children import absent_children, build_children, child_key
 from blacklist_operator.builders.credentials import build_database_secret
 from blacklist_operator.builders.database import (
     build_database_configmap,
@@ -24,6 +24,7 @@ from blacklist_operator.builders.storage import (
 )
 
 __all__ = [
+    "absent_children",
     "build_banlist_shard",
     "build_children",
     "build_condition",

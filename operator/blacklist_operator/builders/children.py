@@ -1,19 +1,28 @@
 """Every applied child of a BlacklistService, in the order they are applied.
 
 The Secret (created once, never applied) and the ban-list ConfigMaps (written by
-the ban sync) are not in this list.
+the ban sync) are not in this list. The optional children (PodDisruptionBudget,
+HorizontalPodAutoscaler, Ingress) are in it when the spec asks for them, and in
+:func:`absent_children`, to be deleted, when it does not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from blacklist_operator.builders.availability import (
+    build_horizontal_pod_autoscaler,
+    build_pod_disruption_budget,
+)
 from blacklist_operator.builders.database import (
     build_database_configmap,
     build_database_deployment,
     build_database_network_policy,
     build_database_service,
 )
+from blacklist_operator.builders.ingress import build_ingress
+from blacklist_operator.builders.naming import service_name
 from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
 from blacklist_operator.builders.service import build_service, build_service_deployment
 from blacklist_operator.builders.storage import (
@@ -21,6 +30,15 @@ from blacklist_operator.builders.storage import (
     build_persistent_volume_claim,
 )
 from blacklist_operator.model import BlacklistService
+
+# (apiVersion, kind, builder) of each optional child, all named N; a builder returns
+# None when the spec does not ask for its child.
+_OPTIONAL: tuple[tuple[str, str, Callable[[BlacklistService], dict[str, Any] | None]], ...] = (
+    ("networking.k8s.io/v1", "Ingress", build_ingress),
+    ("policy/v1", "PodDisruptionBudget", build_pod_disruption_budget),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", build_horizontal_pod_autoscaler),
+)
+OPTIONAL_KINDS = frozenset(kind for _, kind, _ in _OPTIONAL)
 
 
 def build_children(
@@ -49,6 +67,16 @@ def build_children(
         build_role_binding(bls),
         build_service(bls),
         build_service_deployment(bls, credentials),
+        *(child for _, _, build in _OPTIONAL if (child := build(bls)) is not None),
+    ]
+
+
+def absent_children(bls: BlacklistService) -> list[tuple[str, str, str]]:
+    """(apiVersion, kind, name) of the optional children the spec does not ask for."""
+    return [
+        (api_version, kind, service_name(bls))
+        for api_version, kind, build in _OPTIONAL
+        if build(bls) is None
     ]
 
 

@@ -26,6 +26,17 @@ STATE_DIR = "/var/lib/blacklist"
 # million) and the metrics files. Bounded so that an outbox growing through a long
 # outage gets the pod evicted and rescheduled, not the node's disk filled.
 STATE_SIZE_LIMIT = "256Mi"
+# On termination the pod leaves the Service's endpoints while its preStop hook
+# sleeps, so that kube-proxies and ingress controllers stop sending it requests
+# before the server stops accepting them.
+PRE_STOP_SECONDS = 5
+# The server's graceful shutdown (blacklist_service.server.GRACEFUL_TIMEOUT): in-flight
+# requests and the outbox's last round finish within it.
+SERVER_GRACEFUL_SECONDS = 25
+# The kubelet kills the pod after this: the hook, the graceful shutdown and a margin.
+TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + SERVER_GRACEFUL_SECONDS + 5
+# Spread the replicas over nodes and zones; soft, so a small cluster still runs them all.
+SPREAD_TOPOLOGY_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
 
 
 def _config_map_key(variable: str, config_map: str, key: str) -> dict[str, Any]:
@@ -108,6 +119,18 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
+def _spread(bls: BlacklistService) -> list[dict[str, Any]]:
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
+        }
+        for key in SPREAD_TOPOLOGY_KEYS
+    ]
+
+
 def build_service_deployment(
     bls: BlacklistService, credentials: str | None = None
 ) -> dict[str, Any]:
@@ -115,6 +138,7 @@ def build_service_deployment(
 
     ``credentials`` (the uid of Secret ``N-db``) marks the pod template, so pods
     started with a Secret that was since replaced are rolled onto the new one.
+    With ``spec.autoscaling`` the manifest has no ``replicas``: the autoscaler owns it.
     """
     spec = bls.spec
     container = {
@@ -126,6 +150,7 @@ def build_service_deployment(
         "readinessProbe": _probe("/readyz", period=5, failures=3),
         "livenessProbe": _probe("/healthz", period=10, failures=6),
         "resources": resource_requirements(spec.resources),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_SECONDS)]}}},
         "securityContext": container_security_context(read_only_root=True),
         "volumeMounts": [
             {"name": "state", "mountPath": STATE_DIR},
@@ -133,12 +158,13 @@ def build_service_deployment(
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
         ],
     }
+    replicas = {} if spec.autoscaling is not None else {"replicas": spec.replicas}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
         "spec": {
-            "replicas": spec.replicas,
+            **replicas,
             "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
             "template": {
                 "metadata": pod_metadata(bls, COMPONENT_SERVICE, credentials),
@@ -146,6 +172,8 @@ def build_service_deployment(
                     "serviceAccountName": service_name(bls),
                     "automountServiceAccountToken": True,
                     "securityContext": pod_security_context(SERVICE_UID),
+                    "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+                    "topologySpreadConstraints": _spread(bls),
                     "containers": [container],
                     "volumes": [
                         {"name": "state", "emptyDir": {"sizeLimit": STATE_SIZE_LIMIT}},

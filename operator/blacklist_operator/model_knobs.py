@@ -1,0 +1,137 @@
+"""The production knobs of a BlacklistService, typed: disruptions, autoscaling, scraping, ingress.
+
+Also the external database a resource may use instead of the bundled one. Each
+parser reads one object of the raw spec with the CRD's defaults, as
+:mod:`blacklist_operator.model_fields` does for single fields.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blacklist_operator import model_fields as fields
+from blacklist_operator.model_fields import SpecError
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class DisruptionSpec:
+    """How many replicas a voluntary disruption (a drain) may take down at once."""
+
+    max_unavailable: int = 1
+
+
+@dataclass(frozen=True)
+class AutoscalingSpec:
+    """A HorizontalPodAutoscaler for the service Deployment."""
+
+    min_replicas: int
+    max_replicas: int
+    target_cpu_percent: int = 80
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """How Prometheus finds the service's metrics."""
+
+    service_monitor: bool = False
+
+
+@dataclass(frozen=True)
+class IngressSpec:
+    """An Ingress in front of the service."""
+
+    host: str
+    path: str = "/"
+    class_name: str | None = None
+    tls_secret_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ExternalDatabaseSpec:
+    """A PostgreSQL run elsewhere, reached with the credentials of a Secret."""
+
+    secret_name: str
+    sslmode: str = "prefer"
+
+
+def parse_disruption(spec: Mapping[str, Any]) -> DisruptionSpec:
+    """``spec.disruption``."""
+    disruption = fields.mapping(spec, "disruption", "spec.disruption")
+    return DisruptionSpec(
+        fields.integer(disruption, "maxUnavailable", "spec.disruption.maxUnavailable", 1, 0, 1000)
+    )
+
+
+def parse_autoscaling(spec: Mapping[str, Any]) -> AutoscalingSpec | None:
+    """``spec.autoscaling``, or None when absent."""
+    if spec.get("autoscaling") is None:
+        return None
+    autoscaling = fields.mapping(spec, "autoscaling", "spec.autoscaling")
+    if "maxReplicas" not in autoscaling:
+        raise SpecError("spec.autoscaling.maxReplicas", "is required")
+    parsed = AutoscalingSpec(
+        min_replicas=fields.integer(
+            autoscaling, "minReplicas", "spec.autoscaling.minReplicas", 1, 1, 1000
+        ),
+        max_replicas=fields.integer(
+            autoscaling, "maxReplicas", "spec.autoscaling.maxReplicas", 1, 1, 1000
+        ),
+        target_cpu_percent=fields.integer(
+            autoscaling,
+            "targetCPUUtilizationPercentage",
+            "spec.autoscaling.targetCPUUtilizationPercentage",
+            80,
+            1,
+            100,
+        ),
+    )
+    if parsed.min_replicas > parsed.max_replicas:
+        raise SpecError("spec.autoscaling.minReplicas", "must not exceed maxReplicas")
+    return parsed
+
+
+def parse_metrics(spec: Mapping[str, Any]) -> MetricsSpec:
+    """``spec.metrics``."""
+    metrics = fields.mapping(spec, "metrics", "spec.metrics")
+    return MetricsSpec(fields.boolean(metrics, "serviceMonitor", "spec.metrics.serviceMonitor"))
+
+
+def parse_ingress(spec: Mapping[str, Any]) -> IngressSpec | None:
+    """``spec.ingress``, or None when absent."""
+    if spec.get("ingress") is None:
+        return None
+    ingress = fields.mapping(spec, "ingress", "spec.ingress")
+    host = fields.string(ingress, "host", "spec.ingress.host", "")
+    if not _HOST.match(host):
+        raise SpecError("spec.ingress.host", "must be a DNS name")
+    path = fields.string(ingress, "path", "spec.ingress.path", "/")
+    if not path.startswith("/"):
+        raise SpecError("spec.ingress.path", "must start with /")
+    names = {}
+    for key in ("className", "tlsSecretName"):
+        value = fields.optional_string(ingress, key, f"spec.ingress.{key}")
+        if value is not None and not fields.DNS_SUBDOMAIN.match(value):
+            raise SpecError(f"spec.ingress.{key}", "must be a DNS subdomain")
+        names[key] = value
+    return IngressSpec(host, path, names["className"], names["tlsSecretName"])
+
+
+def parse_external(database: Mapping[str, Any]) -> ExternalDatabaseSpec | None:
+    """``spec.database.external``, or None when the bundled database is used."""
+    if database.get("external") is None:
+        return None
+    external = fields.mapping(database, "external", "spec.database.external")
+    secret_ref = fields.mapping(external, "secretRef", "spec.database.external.secretRef")
+    name = secret_ref.get("name")
+    if not (isinstance(name, str) and fields.DNS_SUBDOMAIN.match(name)):
+        raise SpecError("spec.database.external.secretRef.name", "must name a Secret")
+    sslmode = external.get("sslmode", "prefer")
+    if sslmode not in SSL_MODES:
+        raise SpecError("spec.database.external.sslmode", f"must be one of {', '.join(SSL_MODES)}")
+    return ExternalDatabaseSpec(name, str(sslmode))
