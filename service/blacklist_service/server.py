@@ -96,6 +96,7 @@ def start_worker() -> Flask:
 
     app = create_app()
     gc.freeze()
+    logger.info("Worker %d serves", os.getpid())
     return app
 
 

@@ -8,7 +8,7 @@ import psycopg2.extras
 import pytest
 
 from blacklist_devtools.postgres import PostgresServer
-from tests.operator.helpers import OperatorProcess, get_json, wait_for
+from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
 from tests.operator.test_banlist_sync import create_table, deploy, insert, shards, status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
@@ -156,15 +156,24 @@ def test_ban_duration_writes_expiries_and_drops_expired_bans(
             "INSERT INTO denied_access_ledger (event_id, path, ip_address, time) VALUES %s",
             [("old", "/blacklisted", "192.0.2.30", "2020-01-01T00:00:00Z")],
         )
-    insert(ledger, ["192.0.2.31"])
     deploy(operator_process, ledger, namespace, banDuration="8s")
+
+    def connected() -> bool:
+        body = status(operator_process, namespace)
+        return condition(body, "BanListSynced").get("status") == "True"
+
+    # The hit comes once the operator reads the ledger: an 8 s ban must not expire
+    # while the database Deployment is still starting.
+    wait_for(connected, 60, "the first sync (the expired row left out)", operator_process)
+    assert lines(operator_process, namespace) == []
+    insert(ledger, ["192.0.2.31"])
     seen: list[str] = []
 
     def synced() -> bool:
         seen[:] = lines(operator_process, namespace)
         return len(seen) == 1
 
-    wait_for(synced, 30, "first sync")
+    wait_for(synced, 5, "the new ban with its expiry", operator_process)
     address, expiry = seen[0].split()
     assert address == "192.0.2.31"
     assert int(expiry) <= time.time() + 9

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +66,13 @@ def test_the_image_installs_only_locked_packages() -> None:
         for line in (REPO_ROOT / "requirements.lock").read_text().splitlines()
         if "==" in line
     }
+    # The image installs the extra "service" of pyproject.toml, the lock as constraints.
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
     wanted = [
-        line.strip().lower().replace("_", "-")
-        for line in (REPO_ROOT / "service" / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+        re.split(r"[<>=!~ ]", requirement)[0].lower().replace("_", "-")
+        for requirement in extras["service"]
     ]
     assert wanted
     assert set(wanted) <= locked

@@ -91,6 +91,8 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(
 
 def test_sigterm_stops_gracefully_and_bans_survive(service_factory: ServiceFactory) -> None:
     service = service_factory()
+    # Both workers up (a worker still loading when the stop comes has nothing to stop).
+    assert wait_until(lambda: service.log().count(" serves") == 2, timeout=30)
     assert get(f"{service.url}/blacklisted", source="127.0.7.1").status == 444
     started = time.monotonic()
     assert service.stop() == 0
