@@ -11,6 +11,7 @@ the replica at once while a mail is stuck.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -28,14 +29,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture
-def empty_ledger(postgres: PostgresServer) -> PostgresServer:
-    """The module's PostgreSQL with an empty ledger."""
-    connection = postgres.connect()
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS denied_access_ledger")
-    connection.close()
-    return postgres
+def hung() -> Iterator[SilentServer]:
+    """An SMTP port that accepts connections and never answers (stopped at the end)."""
+    with SilentServer() as server:
+        yield server
 
 
 def in_ledger(postgres: PostgresServer, address: str) -> bool:
@@ -43,10 +40,11 @@ def in_ledger(postgres: PostgresServer, address: str) -> bool:
 
 
 def test_a_hung_smtp_server_does_not_delay_the_ledger(
-    empty_ledger: PostgresServer, service_factory: ServiceFactory, tmp_path: Path
+    empty_ledger: PostgresServer,
+    service_factory: ServiceFactory,
+    tmp_path: Path,
+    hung: SilentServer,
 ) -> None:
-    hung = SilentServer()
-    hung.start()
     try:
         service = service_factory(
             DATABASE_URL=empty_ledger.url, MAIL_SERVER=hung.host, MAIL_PORT=str(hung.port)
@@ -79,10 +77,11 @@ def test_a_hung_smtp_server_does_not_delay_the_ledger(
 
 
 def test_sigterm_stops_promptly_while_a_mail_is_stuck_and_the_mail_is_kept(
-    empty_ledger: PostgresServer, service_factory: ServiceFactory, tmp_path: Path
+    empty_ledger: PostgresServer,
+    service_factory: ServiceFactory,
+    tmp_path: Path,
+    hung: SilentServer,
 ) -> None:
-    hung = SilentServer()
-    hung.start()
     try:
         service = service_factory(
             DATABASE_URL=empty_ledger.url, MAIL_SERVER=hung.host, MAIL_PORT=str(hung.port)

@@ -16,23 +16,22 @@ import pytest
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.postgres import PostgresServer
+from tests.service.conftest import ledger_addresses
 from tests.service.processes import ServiceFactory, ServiceProcess
 from tests.service.silent import SilentServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-def ledger_addresses(postgres: PostgresServer) -> list[str]:
-    connection = postgres.connect()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT to_regclass('denied_access_ledger') IS NOT NULL")
-            if not cursor.fetchone()[0]:
-                return []
-            cursor.execute("SELECT ip_address FROM denied_access_ledger")
-            return sorted(str(row[0]) for row in cursor.fetchall())
-    finally:
-        connection.close()
+def ban_then_stop(
+    ledger: PostgresServer, service_factory: ServiceFactory, address: str
+) -> ServiceProcess:
+    """A replica on ``ledger`` that bans ``address``, waits for its ledger row, and stops."""
+    first = service_factory(DATABASE_URL=ledger.url)
+    assert get(f"{first.url}/blacklisted", source=address).status == 444
+    assert wait_until(lambda: ledger_addresses(ledger) == {address}, timeout=15)
+    assert first.stop() == 0
+    return first
 
 
 def first_ready(service: ServiceProcess, timeout: float) -> bool:
@@ -48,10 +47,7 @@ def first_ready(service: ServiceProcess, timeout: float) -> bool:
 def test_a_restarted_replica_with_a_fresh_state_dir_refuses_ledger_bans_once_ready(
     empty_ledger: PostgresServer, service_factory: ServiceFactory
 ) -> None:
-    first = service_factory(DATABASE_URL=empty_ledger.url)
-    assert get(f"{first.url}/blacklisted", source="127.0.0.21").status == 444
-    assert wait_until(lambda: ledger_addresses(empty_ledger) == ["127.0.0.21"], timeout=15)
-    assert first.stop() == 0
+    first = ban_then_stop(empty_ledger, service_factory, "127.0.0.21")
 
     # Same database, new empty state directory, another port: a new replica.
     second = service_factory(DATABASE_URL=empty_ledger.url)
@@ -67,10 +63,7 @@ def test_a_restarted_replica_with_a_fresh_state_dir_refuses_ledger_bans_once_rea
 def test_a_lone_replica_is_not_ready_until_the_database_answers_at_start(
     empty_ledger: PostgresServer, service_factory: ServiceFactory
 ) -> None:
-    first = service_factory(DATABASE_URL=empty_ledger.url)
-    assert get(f"{first.url}/blacklisted", source="127.0.0.23").status == 444
-    assert wait_until(lambda: ledger_addresses(empty_ledger) == ["127.0.0.23"], timeout=15)
-    assert first.stop() == 0
+    ban_then_stop(empty_ledger, service_factory, "127.0.0.23")
     empty_ledger.stop()
 
     second = service_factory(DATABASE_URL=empty_ledger.url)
