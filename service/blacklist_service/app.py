@@ -17,6 +17,7 @@ from blacklist_service.outbox import Outbox
 from blacklist_service.state import EXTENSION_KEY, ServiceState
 from blacklist_service.views import blacklisted, health, metrics, square
 from blacklist_service.views.guard import BanGuard
+from blacklist_service.views.square import SquareFastPath
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -39,8 +40,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     for module in (square, blacklisted, health, metrics):
         app.register_blueprint(module.blueprint)
-    # Outermost first: count every answer, then refuse banned clients, then Flask.
-    guarded = BanGuard(app.wsgi_app, settings, bans)
+    # Outermost first: count every answer, refuse banned clients, answer plain squares, then Flask.
+    guarded = BanGuard(SquareFastPath(app.wsgi_app), settings, bans)
     app.wsgi_app = RequestCounter(guarded)  # type: ignore[method-assign]
 
     if settings.background:

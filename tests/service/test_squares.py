@@ -6,13 +6,16 @@ import math
 from collections.abc import Iterator
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from blacklist_devtools.http import get
 from blacklist_service import create_app
 from blacklist_service.squares import BadNumberError, square
+from blacklist_service.views.square import SquareFastPath
 from tests.service.processes import ServiceFactory
 
 SQUARES = [
@@ -104,3 +107,62 @@ def test_the_server_answers_squares_and_bad_inputs(service_factory: ServiceFacto
         assert answer.status == 400, url
         assert answer.body.endswith("\n")
         assert answer.body.count("\n") == 1
+
+
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+def _answer(app: object, query: str, method: str = "GET") -> Answer:
+    """Status line, headers and body of ``app`` (a WSGI callable) for ``method /?query``."""
+    environ = EnvironBuilder(path="/", query_string=query, method=method).get_environ()
+    body, status, headers = run_wsgi_app(app, environ)  # type: ignore[arg-type]
+    return status, list(headers.items()), b"".join(body)
+
+
+@pytest.fixture(scope="module")
+def flask_only(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    """An app whose requests reach Flask alone (no middleware in front)."""
+    state_dir = tmp_path_factory.mktemp("state")
+    return create_app({"STATE_DIR": str(state_dir), "BACKGROUND": False, "TESTING": True})
+
+
+QUERIES = [
+    *(f"n={raw}" for raw, _ in SQUARES if "+" not in raw),
+    *(f"n={raw}" for raw in BAD_INPUTS if raw.isascii() and " " not in raw),
+    "n=8%38",
+    "n=%2B2",
+    "n=+2",
+    "n=88&n=99",
+    "m=1&n=88",
+    "n=88&",
+    "n=",
+    "",
+    "n=" + "9" * 200,
+    "n=" + "9" * 201,
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+def test_the_fast_path_answers_exactly_as_flask(flask_only: Flask, query: str, method: str) -> None:
+    flask_app = Flask.wsgi_app.__get__(flask_only)  # Flask's own dispatch, nothing in front
+    fast = SquareFastPath(flask_app)
+    assert _answer(fast, query, method) == _answer(flask_app, query, method)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.eE+-%&n=x ", max_size=24))
+def test_any_query_gets_the_same_answer_from_the_fast_path(flask_only: Flask, query: str) -> None:
+    flask_app = Flask.wsgi_app.__get__(flask_only)
+    assert _answer(SquareFastPath(flask_app), query) == _answer(flask_app, query)
+
+
+def test_the_fast_path_answers_plain_squares_without_flask() -> None:
+    def flask_stand_in(environ: dict[str, object], start_response: object) -> list[bytes]:
+        raise AssertionError(f"reached Flask: {environ['QUERY_STRING']}")
+
+    assert _answer(SquareFastPath(flask_stand_in), "n=88") == (
+        "200 OK",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "6")],
+        b"7744.0",
+    )
