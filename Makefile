@@ -72,12 +72,8 @@ test-unit: venv ## Only the tests that need no cluster, database, mail server or
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py
 
-lock: ## Re-resolve the extras of pyproject.toml into requirements.lock
-	$(PYTHON) -m venv $(LOCAL)/lock-venv
-	$(LOCAL)/lock-venv/bin/pip install --quiet --upgrade pip
-	$(LOCAL)/lock-venv/bin/pip install --quiet '.[service,operator,test,dev]'
-	$(LOCAL)/lock-venv/bin/pip freeze --exclude blacklist-operator > requirements.lock
-	rm -rf $(LOCAL)/lock-venv
+lock: ## Re-resolve the extras of pyproject.toml into the hashed lock files (UPGRADE=1: newest versions)
+	bash hack/lock.sh
 
 clean: demo-down cluster-down ## Stop everything and remove .venv/ and .local/
 	rm -rf $(VENV) $(LOCAL)

@@ -30,3 +30,9 @@ def test_multi_stage_non_root_python_m() -> None:
     assert user_lines
     assert user_lines[-1].split()[1].split(":")[0] not in {"0", "root"}
     assert 'ENTRYPOINT ["python", "-m", "blacklist_operator"]' in text
+
+
+def test_the_image_installs_only_its_hashed_lock() -> None:
+    text = " ".join(DOCKERFILE.read_text().replace("\\\n", " ").split())
+    assert text.count("pip install") == 1
+    assert "pip install --require-hashes --no-deps -r /src/requirements-operator.lock" in text
