@@ -229,6 +229,13 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
                 "patch",
                 "delete",
             }, resource
+        # The ServiceMonitor is applied, read and deleted by name, never watched.
+        assert not namespaced or rules_for(role, "servicemonitors") == {
+            "get",
+            "create",
+            "patch",
+            "delete",
+        }
 
 
 @pytest.mark.helm

@@ -66,6 +66,10 @@ ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
+    *[
+        (verb, "servicemonitors.monitoring.coreos.com", ())
+        for verb in ("get", "create", "patch", "delete")
+    ],
     ("get", "secrets", ()),
     ("create", "secrets", ()),
     ("patch", "secrets", ()),
@@ -103,6 +107,7 @@ NEVER_ALLOWED: list[Check] = [
     ("delete", "secrets", ()),
     ("delete", "deployments.apps", ()),
     ("list", "persistentvolumes", ()),
+    ("list", "servicemonitors.monitoring.coreos.com", ()),
     ("create", "pods", ("--subresource=exec",)),
     ("create", "serviceaccounts", ("--subresource=token",)),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
