@@ -1,12 +1,19 @@
-"""The builder of the ServiceMonitor of ``spec.metrics.serviceMonitor``: pure, no cluster."""
+"""The ServiceMonitor of ``spec.metrics.serviceMonitor``: its builder, and its CRD's discovery.
+
+No cluster: the reconcile's choice with and without the Prometheus Operator's
+CRD is checked against a stand-in for API discovery.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, cast
 
+from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import absent_children, build_children, build_service
 from blacklist_operator.builders.monitoring import build_service_monitor
 from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.reconcile import Outcome, served_children
 
 
 def make(**spec: Any) -> BlacklistService:
@@ -53,3 +60,38 @@ def test_service_monitor_is_an_optional_child_applied_last() -> None:
     children = build_children(bls)
     assert children[-1]["kind"] == "ServiceMonitor"
     assert all(kind != "ServiceMonitor" for _, kind, _ in absent_children(bls))
+
+
+class Discovery:
+    """Stands in for the API's discovery: which (apiVersion, kind) it serves."""
+
+    def __init__(self, *served: tuple[str, str]) -> None:
+        self.served = set(served)
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        return (api_version, kind) in self.served
+
+
+def test_without_the_crd_the_service_monitor_is_a_warning_not_a_failure() -> None:
+    children = build_children(make(metrics={"serviceMonitor": True}))
+    outcome = Outcome()
+    served = served_children(
+        cast(KubernetesApi, Discovery()), children, logging.getLogger("test"), outcome
+    )
+    assert [child["kind"] for child in served] == [child["kind"] for child in children[:-1]]
+    assert outcome.failures == []
+    ((reason, message),) = outcome.warnings
+    assert reason == "ServiceMonitorUnavailable"
+    assert "ServiceMonitor demo was not created" in message
+    assert "monitoring.coreos.com/v1" in message
+
+
+def test_with_the_crd_the_service_monitor_is_applied() -> None:
+    children = build_children(make(metrics={"serviceMonitor": True}))
+    outcome = Outcome()
+    discovery = Discovery(("monitoring.coreos.com/v1", "ServiceMonitor"))
+    served = served_children(
+        cast(KubernetesApi, discovery), children, logging.getLogger("test"), outcome
+    )
+    assert served == children
+    assert outcome.warnings == []
