@@ -1,4 +1,4 @@
-"""Fixtures of the operator tests: the CRDs installed, and one operator per test module."""
+"""Fixtures of the operator tests: the CRD installed, and one operator per test module."""
 
 from __future__ import annotations
 
@@ -8,26 +8,13 @@ import pytest
 
 from blacklist_devtools.kube import Cluster
 from tests.conftest import SESSION_NAMESPACES
-from tests.operator.helpers import OperatorProcess, install_crd, install_service_monitor_crd
+from tests.operator.helpers import OperatorProcess, install_crd
 
 
 @pytest.fixture(scope="session")
 def crd(cluster: Cluster) -> Cluster:
     """The cluster with the BlacklistService CRD installed."""
     install_crd(cluster)
-    return cluster
-
-
-@pytest.fixture(scope="session")
-def service_monitor_crd(cluster: Cluster) -> Cluster:
-    """The cluster with the Prometheus Operator's real ServiceMonitor CRD installed.
-
-    Fetched through the Go module proxy into a cache outside the repository
-    (``blacklist_devtools.prometheus_crds``). It is left installed: a CRD is
-    cluster-wide, and removing it would delete the ServiceMonitors of test
-    sessions running in parallel; installing it again is a no-op.
-    """
-    install_service_monitor_crd(cluster)
     return cluster
 
 

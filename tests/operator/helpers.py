@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from blacklist_devtools import http, images, prometheus_crds
+from blacklist_devtools import http, images
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.net import free_port
 
@@ -115,18 +115,6 @@ def install_crd(cluster: Cluster) -> None:
         "wait",
         "--for=condition=Established",
         "crd/blacklistservices.blacklist.dev",
-        "--timeout=60s",
-    )
-
-
-def install_service_monitor_crd(cluster: Cluster) -> None:
-    """Apply the Prometheus Operator's ServiceMonitor CRD (pinned release) and wait for it."""
-    path = prometheus_crds.crd_path(prometheus_crds.SERVICE_MONITORS)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "crd/servicemonitors.monitoring.coreos.com",
         "--timeout=60s",
     )
 
