@@ -116,9 +116,14 @@ class KubernetesApi:
         except ApiException as error:
             raise ApiError(int(error.status or 0), _message(error)) from None
         data = response.read()
-        parsed: dict[str, Any] = json.loads(data) if data else {}
         if not 200 <= response.status < 300:
-            raise ApiError(response.status, str(parsed.get("message", response.reason)))
+            # Not always a Status object: a group the API lacks answers "404 page not found".
+            try:
+                message = str(json.loads(data).get("message", response.reason))
+            except (AttributeError, ValueError):
+                message = str(response.reason)
+            raise ApiError(response.status, message)
+        parsed: dict[str, Any] = json.loads(data) if data else {}
         return parsed, int(response.status)
 
     def apply(self, manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> Applied:

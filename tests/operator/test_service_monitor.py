@@ -12,6 +12,7 @@ import json
 import pytest
 
 from blacklist_devtools.kube import Cluster
+from blacklist_operator.apply import KubernetesApi
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,
@@ -82,3 +83,13 @@ def test_service_monitor_follows_the_spec(
         operator_process,
     )
     assert get_json(cluster, "service", "demo", "-n", namespace) is not None
+
+
+def test_discovery_tells_a_served_kind_from_a_missing_one(service_monitor_crd: Cluster) -> None:
+    with service_monitor_crd.api_client() as api_client:
+        api = KubernetesApi(api_client)
+        assert api.serves("monitoring.coreos.com/v1", "ServiceMonitor")
+        assert api.serves("v1", "Service")
+        # A group the API does not have answers 404: not served, no error.
+        assert not api.serves("monitoring.example.com/v1", "ServiceMonitor")
+        assert not api.serves("monitoring.coreos.com/v1alpha9", "ServiceMonitor")
