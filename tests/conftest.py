@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from blacklist_devtools import cluster as local_cluster
+from blacklist_devtools import prometheus_crds
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_devtools.smtp import SmtpServer
@@ -34,6 +35,26 @@ def cluster() -> Iterator[Cluster]:
     )
     if not was_running and os.environ.get("BLACKLIST_KEEP_CLUSTER") != "1":
         local_cluster.down()
+
+
+@pytest.fixture(scope="session")
+def service_monitor_crd(cluster: Cluster) -> Cluster:
+    """The cluster with the Prometheus Operator's real ServiceMonitor CRD installed.
+
+    The pinned release's CRD, fetched through the Go module proxy into a cache
+    outside the repository (``blacklist_devtools.prometheus_crds``). It is left
+    installed: a CRD is cluster-wide, and removing it would delete the
+    ServiceMonitors of test sessions running in parallel; applying it again is a no-op.
+    """
+    path = prometheus_crds.crd_path(prometheus_crds.SERVICE_MONITORS)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "--timeout=60s",
+    )
+    return cluster
 
 
 # Every namespace of this test session starts with this prefix, so the operators a

@@ -112,7 +112,9 @@ patch), watched by label (list, watch) and read by name (get); the garbage
 collector deletes them, so only the ban-list ConfigMaps, which the ban sync
 shrinks, may be deleted. Secrets are read and written by name only (get,
 create, patch of N-db): no list or watch, so the operator cannot enumerate the
-Secrets of a namespace. It may create Roles only with rights it holds itself
+Secrets of a namespace. ServiceMonitors (spec.metrics.serviceMonitor) are
+applied, read and deleted by name, not watched (the periodic resync restores
+them), so they get no list or watch. It may create Roles only with rights it holds itself
 (get/list/watch on configmaps for the service's ban list), so it has neither
 escalate nor bind. No pods: nothing reads them. Events are write-only.
 */}}
@@ -153,6 +155,9 @@ escalate nor bind. No pods: nothing reads them. Events are write-only.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["servicemonitors"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

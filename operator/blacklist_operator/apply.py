@@ -9,6 +9,8 @@ client); callers run them in kopf's executor or in a worker thread.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +34,13 @@ _RESOURCES: dict[str, tuple[str, bool]] = {
     "Secret": ("secrets", True),
     "Service": ("services", True),
     "ServiceAccount": ("serviceaccounts", True),
+    "ServiceMonitor": ("servicemonitors", True),
     "BlacklistService": (PLURAL, True),
 }
 _TIMEOUT = (5.0, 30.0)
+# How long an answer of API discovery is trusted: a CRD installed (or removed) later
+# is seen by the first reconcile after this.
+DISCOVERY_SECONDS = 60.0
 
 
 class ApiError(Exception):
@@ -84,6 +90,9 @@ class KubernetesApi:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._client = api_client
+        # (apiVersion, kind) -> (when asked, served): shared by the reconcile threads.
+        self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._discovery_lock = threading.Lock()
 
     def _call(
         self,
@@ -107,9 +116,14 @@ class KubernetesApi:
         except ApiException as error:
             raise ApiError(int(error.status or 0), _message(error)) from None
         data = response.read()
-        parsed: dict[str, Any] = json.loads(data) if data else {}
         if not 200 <= response.status < 300:
-            raise ApiError(response.status, str(parsed.get("message", response.reason)))
+            # Not always a Status object: a group the API lacks answers "404 page not found".
+            try:
+                message = str(json.loads(data).get("message", response.reason))
+            except (AttributeError, ValueError):
+                message = str(response.reason)
+            raise ApiError(response.status, message)
+        parsed: dict[str, Any] = json.loads(data) if data else {}
         return parsed, int(response.status)
 
     def apply(self, manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> Applied:
@@ -145,6 +159,31 @@ class KubernetesApi:
             query=[("fieldManager", field_manager), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API serves ``kind`` in ``api_version`` (discovery, cached briefly).
+
+        For the kinds of CRDs a cluster may lack (the Prometheus Operator's): asked
+        again after :data:`DISCOVERY_SECONDS`, so a CRD installed later is picked up.
+        """
+        key = (api_version, kind)
+        now = time.monotonic()
+        with self._discovery_lock:
+            known = self._discovered.get(key)
+        if known is not None and now - known[0] < DISCOVERY_SECONDS:
+            return known[1]
+        plural, _ = _RESOURCES[kind]
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            body, _ = self._call("GET", prefix)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            body = {}
+        served = any(resource.get("name") == plural for resource in body.get("resources") or [])
+        with self._discovery_lock:
+            self._discovered[key] = (now, served)
+        return served
 
     def get(
         self, api_version: str, kind: str, namespace: str | None, name: str

@@ -39,7 +39,7 @@ class AutoscalingSpec:
 
 @dataclass(frozen=True)
 class MetricsSpec:
-    """How Prometheus finds the service's metrics."""
+    """How Prometheus finds the service's metrics: a ServiceMonitor when its CRD is served."""
 
     service_monitor: bool = False
 
@@ -99,12 +99,9 @@ def parse_autoscaling(spec: Mapping[str, Any]) -> AutoscalingSpec | None:
 
 
 def parse_metrics(spec: Mapping[str, Any]) -> MetricsSpec:
-    """``spec.metrics``; a ServiceMonitor is refused until this version can make one."""
+    """``spec.metrics``."""
     metrics = fields.mapping(spec, "metrics", "spec.metrics")
-    parsed = MetricsSpec(fields.boolean(metrics, "serviceMonitor", "spec.metrics.serviceMonitor"))
-    if parsed.service_monitor:
-        raise SpecError("spec.metrics.serviceMonitor", NOT_YET)
-    return parsed
+    return MetricsSpec(fields.boolean(metrics, "serviceMonitor", "spec.metrics.serviceMonitor"))
 
 
 def parse_ingress(spec: Mapping[str, Any]) -> IngressSpec | None:

@@ -20,6 +20,7 @@ from blacklist_operator.builders import (
     child_key,
 )
 from blacklist_operator.builders.availability import applies_replicas, build_replicas_hand_over
+from blacklist_operator.builders.children import CUSTOM_KINDS
 from blacklist_operator.builders.credentials import (
     generate_password,
     managed_secret,
@@ -132,15 +133,49 @@ def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger
     logger.info(f"Handed spec.replicas ({replicas}) of Deployment {name} over to the autoscaler")
 
 
+def served_children(
+    api: KubernetesApi, children: list[dict[str, Any]], logger: Logger, outcome: Outcome
+) -> list[dict[str, Any]]:
+    """``children`` without those whose CRD the API does not serve, each with a Warning.
+
+    A ServiceMonitor asked for in a cluster without the Prometheus Operator's CRD is
+    not an error of the service: Ready still says how the service is, and a Warning
+    Event ``ServiceMonitorUnavailable`` (at every full reconcile) says what is missing.
+    """
+    served = []
+    for manifest in children:
+        kind = manifest["kind"]
+        if kind in CUSTOM_KINDS:
+            try:
+                available = api.serves(manifest["apiVersion"], kind)
+            except ApiError as error:
+                outcome.failures.append(f"{_describe(manifest)}: API discovery: {error}")
+                continue
+            if not available:
+                message = (
+                    f"{_describe(manifest)} was not created: the API does not serve "
+                    f"{manifest['apiVersion']} {kind} (install the Prometheus Operator's "
+                    "CRDs; it is created at the next reconcile after they appear)"
+                )
+                logger.warning(message)
+                outcome.warnings.append((f"{kind}Unavailable", message))
+                continue
+        served.append(manifest)
+    return served
+
+
 def delete_absent_children(
     api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
 ) -> None:
-    """Delete the optional children (Ingress, budget, autoscaler) the spec no longer asks for.
+    """Delete the optional children (Ingress, budget, autoscaler, ServiceMonitor) not asked for.
 
     Only ours: an object of that name that this resource does not own is left alone.
+    A kind whose CRD the API does not serve has no object to delete.
     """
     for api_version, kind, name in absent_children(bls):
         try:
+            if kind in CUSTOM_KINDS and not api.serves(api_version, kind):
+                continue
             existing = api.get(api_version, kind, bls.namespace, name)
             if existing is None or not owned_by(existing, bls):
                 continue
@@ -185,7 +220,12 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
         hand_over_replicas(api, bls, logger)
     except ApiError as error:
         outcome.failures.append(f"Deployment {service_name(bls)} replicas: {error}")
-    children = build_children(bls, runtime.config.operator_namespace, credentials, volume_name)
+    children = served_children(
+        api,
+        build_children(bls, runtime.config.operator_namespace, credentials, volume_name),
+        logger,
+        outcome,
+    )
     live: dict[tuple[str, str], dict[str, Any]] = {}
     for manifest in children:
         try:

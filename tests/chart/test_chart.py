@@ -229,6 +229,13 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
                 "patch",
                 "delete",
             }, resource
+        # The ServiceMonitor is applied, read and deleted by name, never watched.
+        assert not namespaced or rules_for(role, "servicemonitors") == {
+            "get",
+            "create",
+            "patch",
+            "delete",
+        }
 
 
 @pytest.mark.helm
@@ -360,3 +367,14 @@ def test_schema_describes_every_top_level_value() -> None:
     assert schema["additionalProperties"] is False
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) == set(schema["properties"]) - {"global"}
+
+
+@pytest.mark.helm
+def test_dashboards_configmap_is_off_by_default_and_carries_the_sidecar_label() -> None:
+    assert not [m for m in render() if m["kind"] == "ConfigMap"]
+    manifests = render("dashboards.enabled=true", "dashboards.namespace=monitoring")
+    config_map = only(manifests, "ConfigMap")
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = CHART / "dashboards" / "blacklist.json"
+    assert json.loads(config_map["data"]["blacklist.json"]) == json.loads(shipped.read_text())

@@ -66,6 +66,10 @@ ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
+    *[
+        (verb, "servicemonitors.monitoring.coreos.com", ())
+        for verb in ("get", "create", "patch", "delete")
+    ],
     ("get", "secrets", ()),
     ("create", "secrets", ()),
     ("patch", "secrets", ()),
@@ -103,6 +107,7 @@ NEVER_ALLOWED: list[Check] = [
     ("delete", "secrets", ()),
     ("delete", "deployments.apps", ()),
     ("list", "persistentvolumes", ()),
+    ("list", "servicemonitors.monitoring.coreos.com", ()),
     ("create", "pods", ("--subresource=exec",)),
     ("create", "serviceaccounts", ("--subresource=token",)),
     ("create", "customresourcedefinitions.apiextensions.k8s.io", ()),
@@ -251,8 +256,9 @@ def service_account_cluster(cluster: Cluster, namespace: str, account: str, work
 
 
 def test_the_operator_runs_with_exactly_the_charts_rbac(
-    cluster: Cluster, namespace: str, release: str, tmp_path: Path
+    service_monitor_crd: Cluster, namespace: str, release: str, tmp_path: Path
 ) -> None:
+    cluster = service_monitor_crd
     # The chart's RBAC, its operator stopped; the operator of this tree runs in its place
     # with a token of the chart's ServiceAccount, so every call it makes meets that RBAC.
     install(cluster, release, namespace, "replicaCount=0")
@@ -265,7 +271,10 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
         f"--namespace={namespace}",
     ).start()
     try:
-        apply_manifest(cluster, blacklist_service("rbac", namespace))
+        # With every optional child whose rights are the chart's: the ServiceMonitor too.
+        apply_manifest(
+            cluster, blacklist_service("rbac", namespace, metrics={"serviceMonitor": True})
+        )
 
         def ready() -> bool:
             body = json.loads(cluster.kubectl("get", "bls", "rbac", "-n", namespace, "-o", "json"))
@@ -284,6 +293,21 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
             ),
             30,
             "ConfigMap rbac-db restored",
+            operator,
+        )
+        assert get_json(cluster, "servicemonitor", "rbac", "-n", namespace)
+        cluster.kubectl(
+            "patch", "bls", "rbac", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"metrics": {"serviceMonitor": False}}}),
+        )  # fmt: skip
+        wait_for(
+            lambda: (
+                not cluster.kubectl(
+                    "get", "servicemonitor", "rbac", "-n", namespace, "--ignore-not-found"
+                )
+            ),
+            30,
+            "ServiceMonitor rbac deleted",
             operator,
         )
         # An RBAC denial reads 'x is forbidden: User "system:serviceaccount:..." cannot ...'.

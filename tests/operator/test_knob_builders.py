@@ -40,11 +40,17 @@ def test_one_replica_has_no_budget_and_the_optional_children_are_absent() -> Non
     assert build_pod_disruption_budget(bls) is None
     assert build_horizontal_pod_autoscaler(bls) is None
     assert build_ingress(bls) is None
-    assert not kinds(bls) & {"PodDisruptionBudget", "HorizontalPodAutoscaler", "Ingress"}
+    assert not kinds(bls) & {
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "ServiceMonitor",
+    }
     assert absent_children(bls) == [
         ("networking.k8s.io/v1", "Ingress", "demo"),
         ("policy/v1", "PodDisruptionBudget", "demo"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "demo"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor", "demo"),
     ]
 
 

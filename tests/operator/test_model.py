@@ -92,8 +92,10 @@ def test_production_knobs_are_parsed_with_their_defaults() -> None:
             "disruption": {"maxUnavailable": 0},
             "autoscaling": {"maxReplicas": 5},
             "ingress": {"host": "bans.example.com", "tlsSecretName": "bans-tls"},
+            "metrics": {"serviceMonitor": True},
         }
     )
+    assert spec.metrics.service_monitor is True
     assert spec.disruption.max_unavailable == 0
     assert spec.autoscaling is not None
     assert (spec.autoscaling.min_replicas, spec.autoscaling.max_replicas) == (1, 5)
@@ -111,7 +113,6 @@ def test_production_knobs_are_parsed_with_their_defaults() -> None:
         ({"ingress": {"host": "Not A Host"}}, "spec.ingress.host"),
         ({"database": {"external": {"secretRef": {}}}}, "spec.database.external.secretRef.name"),
         # Not acted on yet: refused (Ready=False, InvalidSpec), never silently ignored.
-        ({"metrics": {"serviceMonitor": True}}, "spec.metrics.serviceMonitor"),
         ({"database": {"external": {"secretRef": {"name": "pg"}}}}, "spec.database.external"),
         ({"database": {"external": {"secretRef": {"name": "pg"}, "sslmode": "x"}}},
          "spec.database.external.sslmode"),

@@ -2,7 +2,7 @@
 
 The Secret (created once, never applied) and the ban-list ConfigMaps (written by
 the ban sync) are not in this list. The optional children (PodDisruptionBudget,
-HorizontalPodAutoscaler, Ingress) are in it when the spec asks for them, and in
+HorizontalPodAutoscaler, Ingress, ServiceMonitor) are in it when the spec asks for them, and in
 :func:`absent_children`, to be deleted, when it does not.
 """
 
@@ -22,6 +22,10 @@ from blacklist_operator.builders.database import (
     build_database_service,
 )
 from blacklist_operator.builders.ingress import build_ingress
+from blacklist_operator.builders.monitoring import (
+    SERVICE_MONITOR_API_VERSION,
+    build_service_monitor,
+)
 from blacklist_operator.builders.naming import service_name
 from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
 from blacklist_operator.builders.service import build_service, build_service_deployment
@@ -37,8 +41,12 @@ _OPTIONAL: tuple[tuple[str, str, Callable[[BlacklistService], dict[str, Any] | N
     ("networking.k8s.io/v1", "Ingress", build_ingress),
     ("policy/v1", "PodDisruptionBudget", build_pod_disruption_budget),
     ("autoscaling/v2", "HorizontalPodAutoscaler", build_horizontal_pod_autoscaler),
+    # A CRD's kind: applied only while the API serves it (reconcile.served_children).
+    (SERVICE_MONITOR_API_VERSION, "ServiceMonitor", build_service_monitor),
 )
 OPTIONAL_KINDS = frozenset(kind for _, kind, _ in _OPTIONAL)
+# Kinds of CRDs a cluster may lack: applied (and looked for) only while the API serves them.
+CUSTOM_KINDS = frozenset({"ServiceMonitor"})
 
 
 def build_children(

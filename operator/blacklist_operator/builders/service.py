@@ -188,6 +188,7 @@ def build_service_deployment(
 def build_service(bls: BlacklistService) -> dict[str, Any]:
     """The NodePort Service ``N``; ``Local`` traffic policy keeps client addresses intact."""
     port: dict[str, Any] = {
+        # builders.monitoring.METRICS_PORT_NAME: the ServiceMonitor scrapes this port.
         "name": "http",
         "port": bls.spec.port,
         "targetPort": "http",
