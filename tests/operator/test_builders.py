@@ -129,7 +129,7 @@ def test_service_environment_follows_the_contract() -> None:
     assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "demo-db", "key": "username"}
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "demo-db", "key": "password"}
     assert env["ALLOWLIST"]["value"] == "10.0.0.0/8,127.0.0.1/32"
-    assert env["BAN_DURATION"]["value"] == ""
+    assert env["BAN_DURATION"] == {"name": "BAN_DURATION"}  # empty: no "value" (see _text)
     assert env["TRUSTED_PROXIES"]["value"] == "192.168.0.0/16"
     assert env["ALERT_RECIPIENT"]["value"] == "test@domain.com"
     assert env["MAIL_SERVER"]["value"] == "smtp.example"

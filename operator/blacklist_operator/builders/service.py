@@ -94,13 +94,19 @@ def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
             "name": "DATABASE_URL",
             "value": "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
         },
-        {"name": "ALLOWLIST", "value": ",".join(str(n) for n in bls.spec.allowlist)},
-        {"name": "TRUSTED_PROXIES", "value": ",".join(str(n) for n in bls.spec.trusted_proxies)},
+        _text("ALLOWLIST", ",".join(str(n) for n in bls.spec.allowlist)),
+        _text("TRUSTED_PROXIES", ",".join(str(n) for n in bls.spec.trusted_proxies)),
         # Seconds; empty: bans last until lifted.
-        {"name": "BAN_DURATION", "value": str(bls.spec.ban_duration or "")},
+        _text("BAN_DURATION", str(bls.spec.ban_duration or "")),
         *_mail_environment(bls),
         *_workers_environment(bls),
     ]
+
+
+def _text(name: str, value: str) -> dict[str, Any]:
+    # Set even when empty, so no default of the image applies; but without "value": the
+    # API server drops an empty one, and the child would read back as drifted.
+    return {"name": name, "value": value} if value else {"name": name}
 
 
 def _workers_environment(bls: BlacklistService) -> list[dict[str, Any]]:
