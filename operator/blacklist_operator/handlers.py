@@ -31,7 +31,12 @@ from blacklist_operator.reconcile import reconcile
 from blacklist_operator.runtime import Runtime
 from blacklist_operator.volumes import release_storage
 from blacklist_operator.watchers import MANAGED, WATCHED_CHILDREN
-from blacklist_operator.workers import follow_children, post_events, resync
+from blacklist_operator.workers import (
+    SECRET_RETRY_SECONDS,
+    follow_children,
+    post_events,
+    resync,
+)
 
 # Status refreshes and drift reconciles of all instances run on this many tasks.
 FOLLOW_WORKERS = 4
@@ -106,6 +111,9 @@ def _reconcile(body: kopf.Body, memo: OperatorMemo, logger: kopf.Logger) -> None
     except ApiError as error:
         raise kopf.TemporaryError(f"the API refused: {error}", delay=5) from error
     post_events(body, outcome)
+    if outcome.database_secret_problem is not None:
+        # Reported as Ready=False DatabaseSecretInvalid; the Secret is not watched, so retry.
+        raise kopf.TemporaryError(outcome.database_secret_problem, delay=SECRET_RETRY_SECONDS)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -126,7 +134,10 @@ def _holds_a_static_volume(spec: kopf.Spec, **_: Any) -> bool:
     namespace) for good once the operator is gone, as ``helm uninstall`` of a
     release that holds both the operator and a BlacklistService does.
     """
-    storage = (spec.get("database") or {}).get("storage") or {}
+    database = spec.get("database") or {}
+    storage = database.get("storage") or {}
+    if database.get("external") is not None:
+        return False  # No volume of ours: the ledger lives in the external database.
     return bool(storage.get("hostPath")) and not storage.get("retainOnDelete", False)
 
 

@@ -28,6 +28,7 @@ from blacklist_operator.builders.naming import (
 )
 from blacklist_operator.config import AddressMap, OperatorConfig
 from blacklist_operator.handler_context import HandlerContext
+from blacklist_operator.model_external import ExternalDatabase
 from blacklist_operator.workqueue import InstanceKey, WorkQueue
 
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
@@ -132,15 +133,34 @@ class Runtime:
     handler_context: HandlerContext = field(default_factory=HandlerContext)
     # The shared worker tasks, cancelled by the cleanup handler.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The external database each instance's last reconcile built its children for, so the
+    # drift check (which reads no Secret) rebuilds the same ConfigMap N-db and Deployment N.
+    external_databases: dict[InstanceKey, ExternalDatabase] = field(default_factory=dict)
+
+    def remember_external(
+        self, namespace: str, instance: str, external: ExternalDatabase | None
+    ) -> None:
+        """Keep the external database the reconcile applied (None: none, or its Secret unusable)."""
+        if external is None:
+            self.external_databases.pop((namespace, instance), None)
+        else:
+            self.external_databases[(namespace, instance)] = external
 
     def forget_deployments(self, key: InstanceKey) -> None:
         """Drop the watched progress of the Deployments of a deleted instance."""
         namespace, instance = key
         self.deployments.pop((namespace, service_name_of(instance)), None)
         self.deployments.pop((namespace, database_name_of(instance)), None)
+        self.external_databases.pop(key, None)
 
     def database_available(self, key: InstanceKey) -> bool:
-        """Whether the instance's database Deployment is available, as its watch last said."""
+        """Whether the instance's database Deployment is available, as its watch last said.
+
+        An external database has no Deployment to wait for: always True.
+        """
+        body = self.instances.get(key) or {}
+        if ((body.get("spec") or {}).get("database") or {}).get("external") is not None:
+            return True
         namespace, instance = key
         progress = self.deployments.get((namespace, database_name_of(instance)))
         return bool(progress and progress[0])

@@ -24,6 +24,7 @@ from blacklist_operator.banlist import status
 from blacklist_operator.banlist.connections import (
     MAX_BACKOFF_SECONDS,
     DatabaseLink,
+    DatabaseSecretInvalidError,
     DatabaseUnavailableError,
 )
 from blacklist_operator.banlist.sync import LOCK_RETRY_SECONDS, BanListSync, SyncReport
@@ -140,10 +141,10 @@ def _failed(
     log = logger.warning if link.new_error(message) else logger.debug
     log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
     count = len(state.sync.banlist)
+    invalid = isinstance(error, DatabaseSecretInvalidError)
+    database = status.unreachable(message, "DatabaseSecretInvalid" if invalid else "Unreachable")
     try:
-        status.report_status(
-            runtime, bls, body, status.unreachable(message), status.kept(count), count
-        )
+        status.report_status(runtime, bls, body, database, status.kept(count), count)
     except (ApiError, OSError) as status_error:
         logger.warning(f"Could not report the ban sync status: {status_error}")
     return Next(delay, Reason.RETRY)
