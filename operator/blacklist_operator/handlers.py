@@ -31,12 +31,7 @@ from blacklist_operator.reconcile import reconcile
 from blacklist_operator.runtime import Runtime
 from blacklist_operator.volumes import release_storage
 from blacklist_operator.watchers import MANAGED, WATCHED_CHILDREN
-from blacklist_operator.workers import (
-    SECRET_RETRY_SECONDS,
-    follow_children,
-    post_events,
-    resync,
-)
+from blacklist_operator.workers import follow_children, post_events, resync
 
 # Status refreshes and drift reconciles of all instances run on this many tasks.
 FOLLOW_WORKERS = 4
@@ -78,6 +73,7 @@ async def configure(
         api=KubernetesApi(load_client(pool_size=config.workers + 4)),
         addresses=AddressMap(config.database_address_map),
         executor=executor,
+        loop=asyncio.get_running_loop(),
     )
     supervisor = BanSyncSupervisor(runtime, logger)
     loop = asyncio.get_running_loop()
@@ -111,9 +107,6 @@ def _reconcile(body: kopf.Body, memo: OperatorMemo, logger: kopf.Logger) -> None
     except ApiError as error:
         raise kopf.TemporaryError(f"the API refused: {error}", delay=5) from error
     post_events(body, outcome)
-    if outcome.database_secret_problem is not None:
-        # Reported as Ready=False DatabaseSecretInvalid; the Secret is not watched, so retry.
-        raise kopf.TemporaryError(outcome.database_secret_problem, delay=SECRET_RETRY_SECONDS)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

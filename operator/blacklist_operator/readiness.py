@@ -13,7 +13,7 @@ from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import build_condition, merge_condition
 from blacklist_operator.builders.naming import database_name, service_name
-from blacklist_operator.builders.status import READY, condition_changed, find_condition, now
+from blacklist_operator.builders.status import READY, condition_changed, now
 from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
 from blacklist_operator.runtime import Runtime
 
@@ -152,9 +152,11 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     if status.get("observedGeneration") != bls.generation:
         # The reconcile of this generation has not written its status yet; it will.
         return False
-    if (find_condition(status.get("conditions"), READY) or {}).get("reason") == SECRET_INVALID:
-        return False  # Only the reconcile, which reads the Secret again, can clear it.
     external = bls.spec.database.external is not None
+    if external and (bls.namespace, bls.name) not in runtime.external_databases:
+        # The last reconcile found the Secret unusable (or has not read it yet): only a
+        # reconcile, which reads it again, may clear DatabaseSecretInvalid.
+        return False
     ready = ready_condition(
         bls,
         _progress(runtime, bls.namespace, service_name(bls)),

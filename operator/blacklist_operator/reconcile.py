@@ -42,6 +42,9 @@ from blacklist_operator.readiness import (
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.volumes import check_volume_owner, static_volume_name
 
+# A reconcile that found the external database's Secret unusable runs again this soon:
+# the Secret is read by name, not watched.
+SECRET_RETRY_SECONDS = 10.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
 
@@ -254,4 +257,6 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
     )
     outcome.ready = ready["status"] == "True"
     write_status(api, bls, body, ready, ports[0].get("nodePort"))
+    if outcome.database_secret_problem is not None:
+        runtime.reconcile_later((bls.namespace, bls.name), SECRET_RETRY_SECONDS)
     return outcome

@@ -29,7 +29,7 @@ from blacklist_operator.builders.naming import (
 from blacklist_operator.config import AddressMap, OperatorConfig
 from blacklist_operator.handler_context import HandlerContext
 from blacklist_operator.model_external import ExternalDatabase
-from blacklist_operator.workqueue import InstanceKey, WorkQueue
+from blacklist_operator.workqueue import InstanceKey, Reason, WorkQueue
 
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -120,6 +120,8 @@ class Runtime:
     addresses: AddressMap
     # Blocking work (API calls, database I/O) of the shared workers runs here.
     executor: ThreadPoolExecutor
+    # The operator's event loop, where the work queues live (reconciles run in threads).
+    loop: asyncio.AbstractEventLoop | None = None
     instances: Instances = field(default_factory=Instances)
     # Full reconciles (DRIFT, RESYNC) and status refreshes (STATUS) of instances.
     children: WorkQueue = field(default_factory=WorkQueue)
@@ -136,6 +138,28 @@ class Runtime:
     # The external database each instance's last reconcile built its children for, so the
     # drift check (which reads no Secret) rebuilds the same ConfigMap N-db and Deployment N.
     external_databases: dict[InstanceKey, ExternalDatabase] = field(default_factory=dict)
+    # Instances with a full reconcile scheduled by reconcile_later.
+    _reconciling_later: set[InstanceKey] = field(default_factory=set)
+
+    def reconcile_later(self, key: InstanceKey, delay: float) -> None:
+        """Queue a full reconcile of ``key`` in ``delay`` seconds (from any thread; once).
+
+        For what no watch reports, such as a fixed Secret of an external database.
+        """
+        if self.loop is None:
+            return
+        self.loop.call_soon_threadsafe(self._schedule_reconcile, key, delay)
+
+    def _schedule_reconcile(self, key: InstanceKey, delay: float) -> None:
+        if key in self._reconciling_later or self.loop is None:
+            return
+        self._reconciling_later.add(key)
+        self.loop.call_later(delay, self._reconcile_now, key)
+
+    def _reconcile_now(self, key: InstanceKey) -> None:
+        self._reconciling_later.discard(key)
+        if key in self.instances:
+            self.children.wake(key, Reason.RESYNC)
 
     def remember_external(
         self, namespace: str, instance: str, external: ExternalDatabase | None

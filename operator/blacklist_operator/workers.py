@@ -31,9 +31,6 @@ from blacklist_operator.workqueue import Reason
 
 # Every instance gets a full reconcile this often even when no event reported a change.
 RESYNC_SECONDS = 300.0
-# A reconcile that found the external database's Secret unusable runs again this soon
-# (the Secret is read by name, not watched).
-SECRET_RETRY_SECONDS = 10.0
 FULL_RECONCILE = frozenset({Reason.DRIFT, Reason.RESYNC})
 
 
@@ -54,17 +51,14 @@ def post_events(body: Any, outcome: Outcome) -> None:
         kopf.warn(body, reason="DatabaseSecretInvalid", message=outcome.database_secret_problem)
 
 
-def _follow(runtime: Runtime, body: dict[str, Any], reasons: set[Reason], logger: Logger) -> bool:
-    """One pass over an instance (blocking, in the shared executor); True: retry it soon."""
+def _follow(runtime: Runtime, body: dict[str, Any], reasons: set[Reason], logger: Logger) -> None:
+    """One pass over an instance (blocking, in the shared executor)."""
     if reasons & FULL_RECONCILE:
         # A SpecError is reported by the reconcile itself, as Ready=False InvalidSpec.
         with contextlib.suppress(SpecError):
-            outcome = reconcile(runtime, body, logger)
-            post_events(body, outcome)
-            return outcome.database_secret_problem is not None
+            post_events(body, reconcile(runtime, body, logger))
     else:
         refresh_status(runtime, body)
-    return False
 
 
 async def follow_children(runtime: Runtime, logger: Logger) -> None:
@@ -79,11 +73,9 @@ async def follow_children(runtime: Runtime, logger: Logger) -> None:
                 continue
             # A copy of a kopf handler's context carries kopf's Event queue to the thread.
             context = runtime.handler_context.fresh()
-            retry = await loop.run_in_executor(
+            await loop.run_in_executor(
                 runtime.executor, context.run, _follow, runtime, body, reasons, logger
             )
-            if retry:
-                loop.call_later(SECRET_RETRY_SECONDS, queue.wake, key, Reason.RESYNC)
         except ApiError as error:
             logger.warning(f"Could not follow a change of {key[0]}/{key[1]}: {error}")
         except Exception as error:  # one instance must never stop the others

@@ -95,6 +95,26 @@ def test_immutable_fields_cannot_change(
     assert field_path in rejected.value.stderr
 
 
+EXTERNAL = {"secretRef": {"name": "pg"}}
+
+
+@pytest.mark.parametrize(
+    ("created", "changed"),
+    [({}, {"external": EXTERNAL}), ({"external": EXTERNAL}, {})],
+    ids=["bundled-to-external", "external-to-bundled"],
+)
+def test_switching_between_bundled_and_external_database_is_refused(
+    crd: Cluster, namespace: str, created: dict[str, Any], changed: dict[str, Any]
+) -> None:
+    apply_manifest(crd, blacklist_service("ledger", namespace, database=created))
+    with pytest.raises(subprocess.CalledProcessError) as rejected:
+        apply_manifest(crd, blacklist_service("ledger", namespace, database=changed))
+    assert "spec.database.external cannot be added or removed" in rejected.value.stderr
+    stored = get_json(crd, "bls", "ledger", "-n", namespace)
+    assert stored is not None
+    assert ("external" in stored["spec"]["database"]) == ("external" in created)
+
+
 def test_printer_columns(crd: Cluster, namespace: str) -> None:
     apply_manifest(crd, blacklist_service("columns", namespace, replicas=2))
     header = crd.kubectl("get", "bls", "-n", namespace).splitlines()[0].split()

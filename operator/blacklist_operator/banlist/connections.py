@@ -42,6 +42,9 @@ MAX_BACKOFF_NEVER_CONNECTED_SECONDS = 300.0
 FIRST_ATTEMPT_SECONDS = 10.0
 # Connection attempts in flight at most (each may wait seconds for DNS or a silent host).
 CONNECT_THREADS = 8
+# An external database's Secret missing or incomplete is read again this often (it is not
+# watched), whatever the back-off: fixing it must not wait minutes.
+SECRET_RETRY_SECONDS = 10.0
 # Reasons that may open a connection before the back-off has elapsed.
 CONNECT_NOW = frozenset({Reason.RETRY, Reason.DATABASE, Reason.ADDRESSES, Reason.BROKEN})
 
@@ -240,6 +243,11 @@ class DatabaseLink:
         self.backoff = min(delay * 2, limit)
         self.retry_at = time.monotonic() + delay
         return delay
+
+    def retry_in(self, seconds: float) -> float:
+        """The next attempt in ``seconds``, whatever the back-off says."""
+        self.retry_at = time.monotonic() + seconds
+        return seconds
 
     def new_error(self, message: str) -> bool:
         """Record the failure ``message``; True unless it is the one the last failure had."""

@@ -23,6 +23,7 @@ from blacklist_operator.apply import ApiError
 from blacklist_operator.banlist import status
 from blacklist_operator.banlist.connections import (
     MAX_BACKOFF_SECONDS,
+    SECRET_RETRY_SECONDS,
     DatabaseLink,
     DatabaseSecretInvalidError,
     DatabaseUnavailableError,
@@ -136,12 +137,14 @@ def _failed(
     link = state.link
     link.drop()
     message = status.one_line(error)
+    invalid = isinstance(error, DatabaseSecretInvalidError)
     delay = link.back_off()
+    if invalid:
+        delay = link.retry_in(SECRET_RETRY_SECONDS)
     # One line per new reason, not one per retry.
     log = logger.warning if link.new_error(message) else logger.debug
     log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
     count = len(state.sync.banlist)
-    invalid = isinstance(error, DatabaseSecretInvalidError)
     database = status.unreachable(message, "DatabaseSecretInvalid" if invalid else "Unreachable")
     try:
         status.report_status(runtime, bls, body, database, status.kept(count), count)
