@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from blacklist_devtools.kube import Cluster
+from blacklist_devtools.kube import Cluster, wait_until
 from tests.operator.helpers import apply_manifest, blacklist_service, get_json
 
 pytestmark = pytest.mark.cluster
@@ -113,6 +113,22 @@ def test_switching_between_bundled_and_external_database_is_refused(
     stored = get_json(crd, "bls", "ledger", "-n", namespace)
     assert stored is not None
     assert ("external" in stored["spec"]["database"]) == ("external" in created)
+
+
+def test_explain_describes_the_external_database(crd: Cluster) -> None:
+    def explained() -> str:
+        return crd.kubectl("explain", "blacklistservices.spec.database.external")
+
+    # The API server publishes a new CRD's schema to kubectl explain within seconds.
+    assert wait_until(lambda: "DatabaseSecretInvalid" in explained(), timeout=30)
+    text = " ".join(explained().split())
+    assert "Not supported" not in text
+    assert "switching between bundled and external is refused" in text
+    secret_ref = " ".join(
+        crd.kubectl("explain", "blacklistservices.spec.database.external.secretRef").split()
+    )
+    assert '"url"' in secret_ref
+    assert '"username", "password"' in secret_ref
 
 
 def test_printer_columns(crd: Cluster, namespace: str) -> None:

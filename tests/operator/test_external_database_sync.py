@@ -59,9 +59,12 @@ def keys_of(postgres: PostgresServer) -> dict[str, str]:
     }
 
 
-def deploy_external(operator: OperatorProcess, namespace: str, **external: Any) -> None:
+def deploy_external(
+    operator: OperatorProcess, namespace: str, replicas: int = 1, **external: Any
+) -> None:
     database = {"external": {"secretRef": {"name": "pg"}, **external}}
-    apply_manifest(operator.cluster, blacklist_service("bl", namespace, database=database))
+    manifest = blacklist_service("bl", namespace, replicas=replicas, database=database)
+    apply_manifest(operator.cluster, manifest)
 
 
 def status(operator: OperatorProcess, namespace: str) -> dict[str, Any]:
@@ -206,3 +209,32 @@ def test_an_unusable_secret_is_reported_and_retried(
     )
     wait_for_condition(operator_process, namespace, "DatabaseReady", "Connected")
     assert get_json(cluster, "secret", "bl-db", "-n", namespace) is None
+
+
+def test_an_edited_secret_rolls_the_service_pods(
+    operator_process: OperatorProcess, ledger: PostgresServer, namespace: str
+) -> None:
+    put_secret(operator_process, namespace, **keys_of(ledger))
+    # No pods: nothing else (a pod's availability changing) wakes a reconcile meanwhile.
+    deploy_external(operator_process, namespace, replicas=0, sslmode="disable")
+    wait_for_condition(operator_process, namespace, "DatabaseReady", "Connected")
+
+    def checksum() -> str | None:
+        deployment = get_json(operator_process.cluster, "deployment", "bl", "-n", namespace)
+        template = ((deployment or {}).get("spec") or {}).get("template") or {}
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        value = annotations.get("blacklist.dev/database-secret-checksum")
+        return str(value) if value is not None else None
+
+    wait_for(lambda: checksum() is not None, 30, "the Secret's checksum", operator_process)
+    before = checksum()
+    # An edit in place (same Secret, new data), with no change of the resource.
+    encoded = base64.b64encode(b"5432").decode()
+    operator_process.cluster.kubectl(
+        "patch", "secret", "pg", "-n", namespace, "--type=merge",
+        "-p", f'{{"data": {{"port": "{encoded}", "rotated": "{encoded}"}}}}',
+    )  # fmt: skip
+    edited = time.monotonic()
+    wait_for(lambda: checksum() not in (None, before), 60, "the pods rolled", operator_process)
+    # The ban sync looks at the Secret every 30 s; the resync would take 5 minutes.
+    assert time.monotonic() - edited < 45
