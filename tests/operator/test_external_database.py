@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from blacklist_operator.builders import build_children
 from blacklist_operator.builders.children import child_key
@@ -183,3 +185,14 @@ def test_ready_needs_no_database_deployment_but_a_usable_secret() -> None:
     )
     assert (invalid["status"], invalid["reason"]) == ("False", "DatabaseSecretInvalid")
     assert "Secret pg" in invalid["message"]
+
+
+def test_the_example_builds_no_bundled_database() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "external-database.yaml"
+    example_secret, resource = yaml.safe_load_all(path.read_text())
+    bls = parse({**resource, "metadata": {**resource["metadata"], "namespace": "team"}})
+    database = resolve(bls, secret(**example_secret["stringData"]))
+    assert (database.port, database.sslmode) == (5432, "require")
+    names = [child["metadata"]["name"] for child in build_children(bls, None, None, None, database)]
+    assert "team-ledger" in names
+    assert not [name for name in names if name.endswith("-postgres")]
