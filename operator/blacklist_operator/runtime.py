@@ -171,7 +171,7 @@ class Runtime:
             self.external_databases[(namespace, instance)] = external
 
     def forget_deployments(self, key: InstanceKey) -> None:
-        """Drop the watched progress of the Deployments of a deleted instance."""
+        """Drop what is kept of a deleted instance: Deployment progress, external database."""
         namespace, instance = key
         self.deployments.pop((namespace, service_name_of(instance)), None)
         self.deployments.pop((namespace, database_name_of(instance)), None)
