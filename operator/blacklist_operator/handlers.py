@@ -73,6 +73,7 @@ async def configure(
         api=KubernetesApi(load_client(pool_size=config.workers + 4)),
         addresses=AddressMap(config.database_address_map),
         executor=executor,
+        loop=asyncio.get_running_loop(),
     )
     supervisor = BanSyncSupervisor(runtime, logger)
     loop = asyncio.get_running_loop()
@@ -126,7 +127,10 @@ def _holds_a_static_volume(spec: kopf.Spec, **_: Any) -> bool:
     namespace) for good once the operator is gone, as ``helm uninstall`` of a
     release that holds both the operator and a BlacklistService does.
     """
-    storage = (spec.get("database") or {}).get("storage") or {}
+    database = spec.get("database") or {}
+    storage = database.get("storage") or {}
+    if database.get("external") is not None:
+        return False  # No volume of ours: the ledger lives in the external database.
     return bool(storage.get("hostPath")) and not storage.get("retainOnDelete", False)
 
 

@@ -16,7 +16,7 @@ from blacklist_operator import model_fields as fields
 from blacklist_operator.model_fields import SpecError
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-# The schema already holds these fields; this version refuses them rather than ignore them.
+# The schema already holds this field; this version refuses it rather than ignore it.
 NOT_YET = "is not supported by this version of the operator yet"
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
@@ -56,7 +56,7 @@ class IngressSpec:
 
 @dataclass(frozen=True)
 class ExternalDatabaseSpec:
-    """A PostgreSQL run elsewhere, reached with the credentials of a Secret."""
+    """A PostgreSQL run elsewhere, reached with the credentials of a Secret (model_external)."""
 
     secret_name: str
     sslmode: str = "prefer"
@@ -136,5 +136,4 @@ def parse_external(database: Mapping[str, Any]) -> ExternalDatabaseSpec | None:
     sslmode = external.get("sslmode", "prefer")
     if sslmode not in SSL_MODES:
         raise SpecError("spec.database.external.sslmode", f"must be one of {', '.join(SSL_MODES)}")
-    # Refused rather than ignored: a silently bundled database would be a different ledger.
-    raise SpecError("spec.database.external", NOT_YET)
+    return ExternalDatabaseSpec(secret_name=name, sslmode=sslmode)

@@ -17,6 +17,9 @@ from blacklist_operator.builders.status import READY, condition_changed, now
 from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
 from blacklist_operator.runtime import Runtime
 
+# Ready's reason while the Secret of spec.database.external is missing or incomplete.
+SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
+
 
 def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
     """Whether a Deployment has all its replicas updated and available, and why not."""
@@ -36,22 +39,46 @@ def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str
     return False, f"has {available}/{wanted} replicas available"
 
 
+def database_progress(
+    bls: BlacklistService, deployment: Mapping[str, Any] | None
+) -> tuple[bool, str]:
+    """:func:`deployment_progress` of ``N-postgres``; an external database has none to wait for.
+
+    Whether the external database answers is the ban sync's DatabaseReady condition,
+    kept apart from Ready as for the bundled one.
+    """
+    external = bls.spec.database.external
+    if external is not None:
+        return True, f"uses the external database of Secret {external.secret_name}"
+    return deployment_progress(deployment)
+
+
 def ready_condition(
     bls: BlacklistService,
     service: tuple[bool, str],
     database: tuple[bool, str],
     failures: list[str],
     current: Any,
+    database_secret_problem: str | None = None,
 ) -> dict[str, Any]:
-    """The Ready condition from the progress of the two Deployments and the apply failures."""
-    if failures:
+    """The Ready condition from the progress of the two Deployments and the apply failures.
+
+    ``database_secret_problem`` says why the Secret of an external database cannot be
+    used: Ready=False with reason DatabaseSecretInvalid, retried by the reconcile.
+    """
+    if database_secret_problem is not None:
+        reason, ok, message = SECRET_INVALID, False, database_secret_problem
+    elif failures:
         reason, ok, message = "ApplyFailed", False, "; ".join(failures)
     else:
         service_ok, service_text = service
         database_ok, database_text = database
         ok = service_ok and database_ok
         message = f"Deployment {service_name(bls)} {service_text}; "
-        message += f"Deployment {database_name(bls)} {database_text}"
+        if bls.spec.database.external is None:
+            message += f"Deployment {database_name(bls)} {database_text}"
+        else:
+            message += f"the service {database_text}"
         reason = (
             "AllReplicasAvailable"
             if ok
@@ -125,10 +152,17 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     if status.get("observedGeneration") != bls.generation:
         # The reconcile of this generation has not written its status yet; it will.
         return False
+    external = bls.spec.database.external is not None
+    if external and (bls.namespace, bls.name) not in runtime.external_databases:
+        # The last reconcile found the Secret unusable (or has not read it yet): only a
+        # reconcile, which reads it again, may clear DatabaseSecretInvalid.
+        return False
     ready = ready_condition(
         bls,
         _progress(runtime, bls.namespace, service_name(bls)),
-        _progress(runtime, bls.namespace, database_name(bls)),
+        database_progress(bls, None)
+        if external
+        else _progress(runtime, bls.namespace, database_name(bls)),
         [],
         status.get("conditions"),
     )

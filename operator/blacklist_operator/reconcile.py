@@ -28,7 +28,13 @@ from blacklist_operator.builders.credentials import (
 )
 from blacklist_operator.builders.naming import database_name, database_settings_name, service_name
 from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
+from blacklist_operator.model_external import (
+    DatabaseSecretError,
+    ExternalDatabase,
+    parse_database_secret,
+)
 from blacklist_operator.readiness import (
+    database_progress,
     deployment_progress,
     ready_condition,
     report_invalid_spec,
@@ -37,6 +43,9 @@ from blacklist_operator.readiness import (
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.volumes import check_volume_owner, static_volume_name
 
+# A reconcile that found the external database's Secret unusable runs again this soon:
+# the Secret is read by name, not watched.
+SECRET_RETRY_SECONDS = 10.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
 
@@ -51,6 +60,8 @@ class Outcome:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     ready: bool = False
     first: bool = False
+    # Why the Secret of spec.database.external cannot be used (Ready=False DatabaseSecretInvalid).
+    database_secret_problem: str | None = None
 
 
 def _describe(manifest: Mapping[str, Any]) -> str:
@@ -113,6 +124,39 @@ def ensure_secret(
             )
             logger.info(f"Secret {name} is now {'owned' if wanted else 'kept with the data'}")
     return existing
+
+
+def read_external_database(api: KubernetesApi, bls: BlacklistService) -> ExternalDatabase:
+    """The external database's Secret, read by name and parsed (DatabaseSecretError if unusable).
+
+    The Secret is not watched (RBAC would need list/watch on every Secret of the
+    namespace): it is read at each reconcile, and by the ban sync when it connects.
+    """
+    external = bls.spec.database.external
+    if external is None:
+        raise DatabaseSecretError("spec.database.external is not set")
+    secret = api.get("v1", "Secret", bls.namespace, external.secret_name)
+    return parse_database_secret(external, bls.spec.database.name, secret)
+
+
+def _database_credentials(
+    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+) -> tuple[str | None, ExternalDatabase | None]:
+    """The uid of Secret ``N-db`` (bundled database), or the parsed external Secret."""
+    if bls.spec.database.external is not None:
+        try:
+            return None, read_external_database(api, bls)
+        except DatabaseSecretError as error:
+            outcome.database_secret_problem = str(error)
+        except ApiError as error:
+            outcome.failures.append(f"Secret {bls.spec.database.external.secret_name}: {error}")
+        return None, None
+    try:
+        secret = ensure_secret(api, bls, logger, outcome)
+        return (secret.get("metadata") or {}).get("uid"), None
+    except ApiError as error:
+        outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
+    return None, None
 
 
 def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> None:
@@ -205,24 +249,21 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
-    credentials: str | None = None
-    try:
-        secret = ensure_secret(api, bls, logger, outcome)
-        credentials = (secret.get("metadata") or {}).get("uid")
-    except ApiError as error:
-        outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
-    try:
-        volume_name = static_volume_name(api, bls)
-    except ApiError as error:
-        outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
-        volume_name = None
+    credentials, external = _database_credentials(api, bls, logger, outcome)
+    runtime.remember_external(bls.namespace, bls.name, external)
+    volume_name = None
+    if bls.spec.database.external is None:
+        try:
+            volume_name = static_volume_name(api, bls)
+        except ApiError as error:
+            outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
     try:
         hand_over_replicas(api, bls, logger)
     except ApiError as error:
         outcome.failures.append(f"Deployment {service_name(bls)} replicas: {error}")
     children = served_children(
         api,
-        build_children(bls, runtime.config.operator_namespace, credentials, volume_name),
+        build_children(bls, runtime.config.operator_namespace, credentials, volume_name, external),
         logger,
         outcome,
     )
@@ -247,10 +288,13 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
     ready = ready_condition(
         bls,
         deployment_progress(live.get(("Deployment", service_name(bls)))),
-        deployment_progress(live.get(("Deployment", database_name(bls)))),
+        database_progress(bls, live.get(("Deployment", database_name(bls)))),
         outcome.failures,
         (body.get("status") or {}).get("conditions"),
+        outcome.database_secret_problem,
     )
     outcome.ready = ready["status"] == "True"
     write_status(api, bls, body, ready, ports[0].get("nodePort"))
+    if outcome.database_secret_problem is not None:
+        runtime.reconcile_later((bls.namespace, bls.name), SECRET_RETRY_SECONDS)
     return outcome

@@ -28,7 +28,8 @@ from blacklist_operator.builders.naming import (
 )
 from blacklist_operator.config import AddressMap, OperatorConfig
 from blacklist_operator.handler_context import HandlerContext
-from blacklist_operator.workqueue import InstanceKey, WorkQueue
+from blacklist_operator.model_external import ExternalDatabase
+from blacklist_operator.workqueue import InstanceKey, Reason, WorkQueue
 
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -119,6 +120,8 @@ class Runtime:
     addresses: AddressMap
     # Blocking work (API calls, database I/O) of the shared workers runs here.
     executor: ThreadPoolExecutor
+    # The operator's event loop, where the work queues live (reconciles run in threads).
+    loop: asyncio.AbstractEventLoop | None = None
     instances: Instances = field(default_factory=Instances)
     # Full reconciles (DRIFT, RESYNC) and status refreshes (STATUS) of instances.
     children: WorkQueue = field(default_factory=WorkQueue)
@@ -132,15 +135,56 @@ class Runtime:
     handler_context: HandlerContext = field(default_factory=HandlerContext)
     # The shared worker tasks, cancelled by the cleanup handler.
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # The external database each instance's last reconcile built its children for, so the
+    # drift check (which reads no Secret) rebuilds the same ConfigMap N-db and Deployment N.
+    external_databases: dict[InstanceKey, ExternalDatabase] = field(default_factory=dict)
+    # Instances with a full reconcile scheduled by reconcile_later.
+    _reconciling_later: set[InstanceKey] = field(default_factory=set)
+
+    def reconcile_later(self, key: InstanceKey, delay: float) -> None:
+        """Queue a full reconcile of ``key`` in ``delay`` seconds (from any thread; once).
+
+        For what no watch reports, such as a fixed Secret of an external database.
+        """
+        if self.loop is None:
+            return
+        self.loop.call_soon_threadsafe(self._schedule_reconcile, key, delay)
+
+    def _schedule_reconcile(self, key: InstanceKey, delay: float) -> None:
+        if key in self._reconciling_later or self.loop is None:
+            return
+        self._reconciling_later.add(key)
+        self.loop.call_later(delay, self._reconcile_now, key)
+
+    def _reconcile_now(self, key: InstanceKey) -> None:
+        self._reconciling_later.discard(key)
+        if key in self.instances:
+            self.children.wake(key, Reason.RESYNC)
+
+    def remember_external(
+        self, namespace: str, instance: str, external: ExternalDatabase | None
+    ) -> None:
+        """Keep the external database the reconcile applied (None: none, or its Secret unusable)."""
+        if external is None:
+            self.external_databases.pop((namespace, instance), None)
+        else:
+            self.external_databases[(namespace, instance)] = external
 
     def forget_deployments(self, key: InstanceKey) -> None:
-        """Drop the watched progress of the Deployments of a deleted instance."""
+        """Drop what is kept of a deleted instance: Deployment progress, external database."""
         namespace, instance = key
         self.deployments.pop((namespace, service_name_of(instance)), None)
         self.deployments.pop((namespace, database_name_of(instance)), None)
+        self.external_databases.pop(key, None)
 
     def database_available(self, key: InstanceKey) -> bool:
-        """Whether the instance's database Deployment is available, as its watch last said."""
+        """Whether the instance's database Deployment is available, as its watch last said.
+
+        An external database has no Deployment to wait for: always True.
+        """
+        body = self.instances.get(key) or {}
+        if ((body.get("spec") or {}).get("database") or {}).get("external") is not None:
+            return True
         namespace, instance = key
         progress = self.deployments.get((namespace, database_name_of(instance)))
         return bool(progress and progress[0])

@@ -119,7 +119,11 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     if (instance.get("status") or {}).get("observedGeneration") != generation:
         return False  # The reconcile of this generation is under way; it applies everything.
     try:
-        children = build_children(parse(instance), runtime.config.operator_namespace)
+        children = build_children(
+            parse(instance),
+            runtime.config.operator_namespace,
+            external=runtime.external_databases.get(key),
+        )
     except SpecError:
         return event_type == "DELETED"
     wanted = (str(body.get("kind")), str((body.get("metadata") or {}).get("name")))

@@ -47,6 +47,8 @@ def post_events(body: Any, outcome: Outcome) -> None:
         kopf.warn(body, reason=reason, message=message[:1000])
     if outcome.failures:
         kopf.warn(body, reason="ApplyFailed", message="; ".join(outcome.failures)[:1000])
+    if outcome.database_secret_problem is not None:
+        kopf.warn(body, reason="DatabaseSecretInvalid", message=outcome.database_secret_problem)
 
 
 def _follow(runtime: Runtime, body: dict[str, Any], reasons: set[Reason], logger: Logger) -> None:

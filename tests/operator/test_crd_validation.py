@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from blacklist_devtools.kube import Cluster
-from tests.operator.helpers import apply_manifest, blacklist_service, get_json
+from blacklist_devtools.kube import Cluster, wait_until
+from tests.operator.helpers import apply_manifest, blacklist_service, get_json, install_crd
 
 pytestmark = pytest.mark.cluster
 
@@ -93,6 +93,48 @@ def test_immutable_fields_cannot_change(
     with pytest.raises(subprocess.CalledProcessError) as rejected:
         apply_manifest(crd, blacklist_service("fixed", namespace, **change))
     assert field_path in rejected.value.stderr
+
+
+EXTERNAL = {"secretRef": {"name": "pg"}}
+
+
+@pytest.mark.parametrize(
+    ("created", "changed"),
+    [({}, {"external": EXTERNAL}), ({"external": EXTERNAL}, {})],
+    ids=["bundled-to-external", "external-to-bundled"],
+)
+def test_switching_between_bundled_and_external_database_is_refused(
+    crd: Cluster, namespace: str, created: dict[str, Any], changed: dict[str, Any]
+) -> None:
+    apply_manifest(crd, blacklist_service("ledger", namespace, database=created))
+    with pytest.raises(subprocess.CalledProcessError) as rejected:
+        apply_manifest(crd, blacklist_service("ledger", namespace, database=changed))
+    assert "spec.database.external cannot be added or removed" in rejected.value.stderr
+    stored = get_json(crd, "bls", "ledger", "-n", namespace)
+    assert stored is not None
+    assert ("external" in stored["spec"]["database"]) == ("external" in created)
+
+
+def test_explain_describes_the_external_database(crd: Cluster) -> None:
+    texts: list[str] = []
+
+    def published() -> bool:
+        # The CRD is cluster-wide: another session sharing the cluster may have applied its
+        # own copy meanwhile, so apply ours again; the API server publishes it to kubectl
+        # explain within seconds.
+        install_crd(crd)
+        texts[:] = [
+            " ".join(crd.kubectl("explain", f"blacklistservices.spec.database.{path}").split())
+            for path in ("external", "external.secretRef")
+        ]
+        return "DatabaseSecretInvalid" in texts[0]
+
+    assert wait_until(published, timeout=60, interval=2)
+    external, secret_ref = texts
+    assert "Not supported" not in external
+    assert "switching between bundled and external is refused" in external
+    assert '"url"' in secret_ref
+    assert '"username", "password"' in secret_ref
 
 
 def test_printer_columns(crd: Cluster, namespace: str) -> None:

@@ -105,6 +105,16 @@ def test_production_knobs_are_parsed_with_their_defaults() -> None:
     assert spec.ingress.tls_secret_name == "bans-tls"
 
 
+def test_an_external_database_is_parsed() -> None:
+    database = parse_spec({"database": {"external": {"secretRef": {"name": "pg"}}}}).database
+    assert database.external is not None
+    assert (database.external.secret_name, database.external.sslmode) == ("pg", "prefer")
+    external = {"secretRef": {"name": "pg"}, "sslmode": "verify-full"}
+    parsed = parse_spec({"database": {"external": external}}).database.external
+    assert parsed is not None
+    assert parsed.sslmode == "verify-full"
+
+
 @pytest.mark.parametrize(
     ("spec", "field_path"),
     [
@@ -112,8 +122,6 @@ def test_production_knobs_are_parsed_with_their_defaults() -> None:
         ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas"),
         ({"ingress": {"host": "Not A Host"}}, "spec.ingress.host"),
         ({"database": {"external": {"secretRef": {}}}}, "spec.database.external.secretRef.name"),
-        # Not acted on yet: refused (Ready=False, InvalidSpec), never silently ignored.
-        ({"database": {"external": {"secretRef": {"name": "pg"}}}}, "spec.database.external"),
         ({"database": {"external": {"secretRef": {"name": "pg"}, "sslmode": "x"}}},
          "spec.database.external.sslmode"),
     ],

@@ -11,6 +11,7 @@ server-side dry-run apply, and what the server answers must still contain it.
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from blacklist_devtools.kube import Cluster
 from blacklist_operator.builders import build_children, child_key, contains
 from blacklist_operator.model import parse
+from blacklist_operator.model_external import ExternalDatabase, parse_database_secret
 
 pytestmark = [pytest.mark.cluster]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -42,7 +44,18 @@ SPECS = {
         "banDuration": "1d12h",
         "workers": 3,
     },
+    "external database": {"database": {"external": {"secretRef": {"name": "pg"}}}},
 }
+
+
+def external_database(body: dict[str, Any]) -> ExternalDatabase | None:
+    """The parsed Secret of an external database, as the reconcile reads it (None: bundled)."""
+    bls = parse(body)
+    if bls.spec.database.external is None:
+        return None
+    fields = {"host": "pg.db.svc", "port": "5432", "username": "u", "password": "p@ss:/%"}
+    data = {key: base64.b64encode(value.encode()).decode() for key, value in fields.items()}
+    return parse_database_secret(bls.spec.database.external, "denied_access", {"data": data})
 
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
@@ -56,7 +69,11 @@ def test_every_child_reads_back_as_it_was_built(
         "spec": spec,
     }
     drifted = []
-    for child in build_children(parse(body), "blacklist-system"):
+    children = build_children(
+        parse(body), "blacklist-system", "uid-of-the-secret", None, external_database(body)
+    )
+    assert {child_key(child)[0] for child in children} >= {"Deployment", "Service", "ConfigMap"}
+    for child in children:
         if child["kind"] == "PersistentVolume":
             continue  # cluster-scoped, and built only for hostPath storage
         answer = cluster.kubectl(

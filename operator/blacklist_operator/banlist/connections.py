@@ -30,6 +30,8 @@ from blacklist_operator.banlist import ledger
 from blacklist_operator.builders.database import database_host
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
 from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.model_external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model_knobs import ExternalDatabaseSpec
 from blacklist_operator.runtime import Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
@@ -40,6 +42,9 @@ MAX_BACKOFF_NEVER_CONNECTED_SECONDS = 300.0
 FIRST_ATTEMPT_SECONDS = 10.0
 # Connection attempts in flight at most (each may wait seconds for DNS or a silent host).
 CONNECT_THREADS = 8
+# An external database's Secret missing or incomplete is read again this often (it is not
+# watched), whatever the back-off: fixing it must not wait minutes.
+SECRET_RETRY_SECONDS = 10.0
 # Reasons that may open a connection before the back-off has elapsed.
 CONNECT_NOW = frozenset({Reason.RETRY, Reason.DATABASE, Reason.ADDRESSES, Reason.BROKEN})
 
@@ -48,8 +53,19 @@ class DatabaseUnavailableError(Exception):
     """The operator cannot reach or log in to the instance's database."""
 
 
+class DatabaseSecretInvalidError(DatabaseUnavailableError):
+    """The Secret of the instance's external database is missing or incomplete."""
+
+
 def database_address(runtime: Runtime, bls: BlacklistService) -> ledger.DatabaseAddress:
-    """Host and port (from the address map or cluster DNS) and credentials (Secret ``N-db``)."""
+    """Host and port (from the address map or cluster DNS) and credentials (Secret ``N-db``).
+
+    With ``spec.database.external``: all of it from that database's Secret (the
+    address map may still override host and port, as for an operator run outside
+    the cluster); a missing or incomplete Secret raises :class:`DatabaseSecretInvalidError`.
+    """
+    if bls.spec.database.external is not None:
+        return _external_address(runtime, bls, bls.spec.database.external)
     host, port = runtime.addresses.lookup(
         bls.namespace, bls.name, database_host(bls), POSTGRES_PORT
     )
@@ -65,6 +81,25 @@ def database_address(runtime: Runtime, bls: BlacklistService) -> ledger.Database
         database=bls.spec.database.name,
         user=base64.b64decode(data["username"]).decode(),
         password=base64.b64decode(data["password"]).decode(),
+    )
+
+
+def _external_address(
+    runtime: Runtime, bls: BlacklistService, external: ExternalDatabaseSpec
+) -> ledger.DatabaseAddress:
+    secret = runtime.api.get("v1", "Secret", bls.namespace, external.secret_name)
+    try:
+        database = parse_database_secret(external, bls.spec.database.name, secret)
+    except DatabaseSecretError as error:
+        raise DatabaseSecretInvalidError(str(error)) from None
+    host, port = runtime.addresses.lookup(bls.namespace, bls.name, database.host, database.port)
+    return ledger.DatabaseAddress(
+        host=host,
+        port=port,
+        database=database.database,
+        user=database.user,
+        password=database.password,
+        sslmode=database.sslmode,
     )
 
 
@@ -208,6 +243,11 @@ class DatabaseLink:
         self.backoff = min(delay * 2, limit)
         self.retry_at = time.monotonic() + delay
         return delay
+
+    def retry_in(self, seconds: float) -> float:
+        """The next attempt in ``seconds``, whatever the back-off says."""
+        self.retry_at = time.monotonic() + seconds
+        return seconds
 
     def new_error(self, message: str) -> bool:
         """Record the failure ``message``; True unless it is the one the last failure had."""

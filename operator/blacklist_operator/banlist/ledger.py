@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -47,7 +47,9 @@ class DatabaseAddress:
     port: int
     database: str
     user: str
-    password: str
+    password: str = field(repr=False)
+    # libpq's sslmode; the bundled database is reached inside the cluster without TLS.
+    sslmode: str = "prefer"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def connect(address: DatabaseAddress, *, autocommit: bool = True) -> Any:
         dbname=address.database,
         user=address.user,
         password=address.password,
+        sslmode=address.sslmode,
         connect_timeout=3,
         application_name="blacklist-operator",
     )

@@ -61,9 +61,9 @@ def connected(connection: Any) -> ConditionState:
     return True, "Connected", f"connected to {address.host}:{address.port}/{address.dbname}"
 
 
-def unreachable(message: str) -> ConditionState:
-    """DatabaseReady while the database cannot be reached."""
-    return False, "Unreachable", message
+def unreachable(message: str, reason: str = "Unreachable") -> ConditionState:
+    """DatabaseReady while the database cannot be reached (or, for an external one, found)."""
+    return False, reason, message
 
 
 def synced(report: SyncReport) -> ConditionState:

@@ -23,14 +23,19 @@ from blacklist_operator.apply import ApiError
 from blacklist_operator.banlist import status
 from blacklist_operator.banlist.connections import (
     MAX_BACKOFF_SECONDS,
+    SECRET_RETRY_SECONDS,
     DatabaseLink,
+    DatabaseSecretInvalidError,
     DatabaseUnavailableError,
 )
 from blacklist_operator.banlist.sync import LOCK_RETRY_SECONDS, BanListSync, SyncReport
 from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.model_external import secret_checksum
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
+# How often a connected pass looks whether an external database's Secret was edited.
+SECRET_CHECK_SECONDS = 30.0
 # What a pass survives: it reports the database unreachable and retries later.
 PASS_FAILURES = (
     DatabaseUnavailableError,
@@ -60,6 +65,8 @@ class InstanceState:
     loaded: bool = False
     # monotonic time of the last full rescan of the ledger.
     rescanned_at: float = field(default_factory=time.monotonic)
+    # monotonic time of the last look at an external database's Secret.
+    secret_checked_at: float = field(default_factory=time.monotonic)
 
 
 def run_pass(
@@ -101,6 +108,7 @@ def run_pass(
             logger.info(f"Ban sync of {bls.namespace}/{bls.name} connected")
             link.ever_connected = True
         report = _read_ledger(runtime, bls, state)
+        _check_external_secret(runtime, bls, state)
         database = status.connected(link.connection)
         status.report_status(runtime, bls, body, database, status.synced(report), report.count)
         link.succeeded()
@@ -111,6 +119,24 @@ def run_pass(
         return Next(runtime.config.ban_poll_interval, Reason.POLL)
     except PASS_FAILURES as error:
         return _failed(runtime, logger, bls, body, state, error)
+
+
+def _check_external_secret(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> None:
+    """Every ``SECRET_CHECK_SECONDS``, reconcile again if an external database's Secret changed.
+
+    Secrets are not watched; this read by name is what rolls the service pods onto an
+    edited Secret within a minute instead of at the next resync.
+    """
+    if bls.spec.database.external is None:
+        return
+    if time.monotonic() - state.secret_checked_at < SECRET_CHECK_SECONDS:
+        return
+    state.secret_checked_at = time.monotonic()
+    secret = runtime.api.get("v1", "Secret", bls.namespace, bls.spec.database.external.secret_name)
+    applied = runtime.external_databases.get((bls.namespace, bls.name))
+    checksum = secret_checksum((secret or {}).get("data") or {}) if secret is not None else None
+    if applied is not None and applied.checksum != checksum:
+        runtime.reconcile_later((bls.namespace, bls.name), 0.0)
 
 
 def _read_ledger(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> SyncReport:
@@ -135,15 +161,17 @@ def _failed(
     link = state.link
     link.drop()
     message = status.one_line(error)
+    invalid = isinstance(error, DatabaseSecretInvalidError)
     delay = link.back_off()
+    if invalid:
+        delay = link.retry_in(SECRET_RETRY_SECONDS)
     # One line per new reason, not one per retry.
     log = logger.warning if link.new_error(message) else logger.debug
     log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
     count = len(state.sync.banlist)
+    database = status.unreachable(message, "DatabaseSecretInvalid" if invalid else "Unreachable")
     try:
-        status.report_status(
-            runtime, bls, body, status.unreachable(message), status.kept(count), count
-        )
+        status.report_status(runtime, bls, body, database, status.kept(count), count)
     except (ApiError, OSError) as status_error:
         logger.warning(f"Could not report the ban sync status: {status_error}")
     return Next(delay, Reason.RETRY)

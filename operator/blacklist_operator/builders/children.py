@@ -3,7 +3,9 @@
 The Secret (created once, never applied) and the ban-list ConfigMaps (written by
 the ban sync) are not in this list. The optional children (PodDisruptionBudget,
 HorizontalPodAutoscaler, Ingress, ServiceMonitor) are in it when the spec asks for them, and in
-:func:`absent_children`, to be deleted, when it does not.
+:func:`absent_children`, to be deleted, when it does not. With an external
+database (``spec.database.external``) there is no database Deployment, Service,
+claim, volume or NetworkPolicy at all: ConfigMap ``N-db`` points at that database.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from blacklist_operator.builders.storage import (
     build_persistent_volume_claim,
 )
 from blacklist_operator.model import BlacklistService
+from blacklist_operator.model_external import ExternalDatabase
 
 # (apiVersion, kind, builder) of each optional child, all named N; a builder returns
 # None when the spec does not ask for its child.
@@ -54,6 +57,7 @@ def build_children(
     operator_namespace: str | None = None,
     credentials: str | None = None,
     volume_name: str | None = None,
+    external: ExternalDatabase | None = None,
 ) -> list[dict[str, Any]]:
     """The manifests to apply; volumes and settings before the pods that use them.
 
@@ -61,20 +65,31 @@ def build_children(
     ``credentials`` is the uid of Secret ``N-db``, which marks both pod templates (None
     leaves the mark out, as the drift check does, which does not read the Secret);
     ``volume_name`` is the static PV the claim is bound to, if not the default name.
+    ``external`` is the parsed Secret of ``spec.database.external``; while it is None
+    (the Secret missing or invalid) ConfigMap ``N-db`` and the service Deployment,
+    which depend on it, are left out and stay as they are.
     """
-    volume = build_persistent_volume(bls, volume_name)
+    if bls.spec.database.external is not None:
+        database = [] if external is None else [build_database_configmap(bls, external)]
+        service = [] if external is None else [build_service_deployment(bls, None, external)]
+    else:
+        volume = build_persistent_volume(bls, volume_name)
+        database = [
+            *([volume] if volume is not None else []),
+            build_persistent_volume_claim(bls, volume_name),
+            build_database_configmap(bls),
+            build_database_service(bls),
+            build_database_network_policy(bls, operator_namespace),
+            build_database_deployment(bls, credentials),
+        ]
+        service = [build_service_deployment(bls, credentials)]
     return [
-        *([volume] if volume is not None else []),
-        build_persistent_volume_claim(bls, volume_name),
-        build_database_configmap(bls),
-        build_database_service(bls),
-        build_database_network_policy(bls, operator_namespace),
-        build_database_deployment(bls, credentials),
+        *database,
         build_service_account(bls),
         build_role(bls),
         build_role_binding(bls),
         build_service(bls),
-        build_service_deployment(bls, credentials),
+        *service,
         *(child for _, _, build in _OPTIONAL if (child := build(bls)) is not None),
     ]
 

@@ -25,6 +25,7 @@ from blacklist_operator.builders.security import (
     resource_requirements,
 )
 from blacklist_operator.model import BlacklistService
+from blacklist_operator.model_external import ExternalDatabase
 
 DATA_MOUNT = "/var/lib/postgresql/data"
 # A subfolder, because initdb refuses a mount point that holds lost+found.
@@ -72,17 +73,31 @@ def database_host(bls: BlacklistService) -> str:
     return f"{database_name(bls)}.{bls.namespace}.svc"
 
 
-def build_database_configmap(bls: BlacklistService) -> dict[str, Any]:
-    """ConfigMap ``N-db``: where the database is, never its credentials."""
+def build_database_configmap(
+    bls: BlacklistService, external: ExternalDatabase | None = None
+) -> dict[str, Any]:
+    """ConfigMap ``N-db``: where the database is, never its credentials.
+
+    With ``external`` (the parsed Secret of ``spec.database.external``) it points at
+    that database, and also says its ``sslmode``.
+    """
+    data = {
+        "host": database_host(bls),
+        "port": str(POSTGRES_PORT),
+        "database": bls.spec.database.name,
+    }
+    if external is not None:
+        data = {
+            "host": external.host,
+            "port": str(external.port),
+            "database": external.database,
+            "sslmode": external.sslmode,
+        }
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(bls, database_settings_name(bls), COMPONENT_DATABASE),
-        "data": {
-            "host": database_host(bls),
-            "port": str(POSTGRES_PORT),
-            "database": bls.spec.database.name,
-        },
+        "data": data,
     }
 
 

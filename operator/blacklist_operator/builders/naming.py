@@ -22,6 +22,9 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 # On a pod template: the uid of the Secret N-db its pods take their credentials from.
 CREDENTIALS_ANNOTATION = "blacklist.dev/database-secret-uid"
+# On the service's pod template with an external database: a digest of its Secret's data,
+# so an edited Secret (same uid, new values) rolls the pods too.
+EXTERNAL_SECRET_ANNOTATION = "blacklist.dev/database-secret-checksum"  # noqa: S105
 
 # The ban list spreads over at most this many ConfigMaps (docs/CONTRACTS.md).
 MAX_BANLIST_SHARDS = 16
@@ -145,14 +148,18 @@ def metadata(
 
 
 def pod_metadata(
-    bls: BlacklistService, component: str, credentials: str | None = None
+    bls: BlacklistService,
+    component: str,
+    credentials: str | None = None,
+    annotation: str = CREDENTIALS_ANNOTATION,
 ) -> dict[str, Any]:
-    """Metadata of a pod template: its selector labels and the Secret uid it was built for.
+    """Metadata of a pod template: its selector labels and the Secret it was built for.
 
     Environment taken from a Secret is read once, when a container starts: a new
-    uid in the template restarts the pods onto a Secret that was recreated.
+    mark (``annotation``: the uid of Secret ``N-db``, or the digest of an external
+    database's Secret) in the template restarts the pods onto the Secret as it is now.
     """
     result: dict[str, Any] = {"labels": selector_labels(bls, component)}
     if credentials is not None:
-        result["annotations"] = {CREDENTIALS_ANNOTATION: credentials}
+        result["annotations"] = {annotation: credentials}
     return result

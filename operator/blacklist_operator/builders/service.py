@@ -6,6 +6,7 @@ from typing import Any
 
 from blacklist_operator.builders.naming import (
     COMPONENT_SERVICE,
+    EXTERNAL_SECRET_ANNOTATION,
     banlist_shard_name,
     database_settings_name,
     metadata,
@@ -20,6 +21,7 @@ from blacklist_operator.builders.security import (
     resource_requirements,
 )
 from blacklist_operator.model import BlacklistService
+from blacklist_operator.model_external import URL_KEY, ExternalDatabase
 
 STATE_DIR = "/var/lib/blacklist"
 # The state volume holds the outbox, the ban list file (16 bytes per ban: 16 MB at a
@@ -69,31 +71,61 @@ def _mail_environment(bls: BlacklistService) -> list[dict[str, Any]]:
     return environment
 
 
-def service_environment(bls: BlacklistService) -> list[dict[str, Any]]:
-    """The service container's environment (README "The service environment", docs/CONTRACTS.md)."""
+def _database_environment(
+    bls: BlacklistService, external: ExternalDatabase | None
+) -> list[dict[str, Any]]:
     settings = database_settings_name(bls)
+    # Where: ConfigMap N-db (the bundled database's Service, or the external host).
+    where = [
+        _config_map_key("DB_HOST", settings, "host"),
+        _config_map_key("DB_PORT", settings, "port"),
+        _config_map_key("DB_NAME", settings, "database"),
+    ]
+    url = {
+        # Declared after its parts: the kubelet expands $(VAR) of earlier variables only.
+        "name": "DATABASE_URL",
+        "value": "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
+    }
+    if bls.spec.database.external is None:
+        secret = settings
+    else:
+        secret = bls.spec.database.external.secret_name
+        # libpq reads it whatever the URL's form; a sslmode in a Secret's url wins.
+        sslmode = external.sslmode if external is not None else bls.spec.database.external.sslmode
+        where.append({"name": "PGSSLMODE", "value": sslmode})
+        if external is not None and external.from_url:
+            # The Secret's url as is, by reference: it holds the credentials.
+            return [*where, _secret_key("DATABASE_URL", secret, URL_KEY)]
+    return [
+        *where,
+        _secret_key("DB_USER", secret, "username"),
+        _secret_key("DB_PASSWORD", secret, "password"),
+        # The credentials stay out of the URL: libpq reads them from PGUSER/PGPASSWORD,
+        # so a password holding "@", "%", "/" or ":" (an adopted Secret's) needs no
+        # escaping and never shows in a logged URL. Host, port and database come from
+        # the ConfigMap (a DNS name, digits, an SQL identifier): nothing to escape.
+        _secret_key("PGUSER", secret, "username"),
+        _secret_key("PGPASSWORD", secret, "password"),
+        url,
+    ]
+
+
+def service_environment(
+    bls: BlacklistService, external: ExternalDatabase | None = None
+) -> list[dict[str, Any]]:
+    """The service container's environment (README "The service environment", docs/CONTRACTS.md).
+
+    ``external`` is the parsed Secret of ``spec.database.external``: the database
+    variables then refer to that Secret (its ``url``, or its ``username`` and
+    ``password``), never to a generated ``N-db``.
+    """
     return [
         {"name": "PORT", "value": str(bls.spec.port)},
         {"name": "STATE_DIR", "value": STATE_DIR},
         {"name": "BANLIST_CONFIGMAP", "value": banlist_shard_name(bls.name, 0)},
         _field("POD_NAMESPACE", "metadata.namespace"),
         _field("POD_NAME", "metadata.name"),
-        _config_map_key("DB_HOST", settings, "host"),
-        _config_map_key("DB_PORT", settings, "port"),
-        _config_map_key("DB_NAME", settings, "database"),
-        _secret_key("DB_USER", settings, "username"),
-        _secret_key("DB_PASSWORD", settings, "password"),
-        # The credentials stay out of the URL: libpq reads them from PGUSER/PGPASSWORD,
-        # so a password holding "@", "%", "/" or ":" (an adopted Secret's) needs no
-        # escaping and never shows in a logged URL. Host, port and database come from
-        # the ConfigMap (a DNS name, digits, an SQL identifier): nothing to escape.
-        _secret_key("PGUSER", settings, "username"),
-        _secret_key("PGPASSWORD", settings, "password"),
-        # Declared after its parts: the kubelet expands $(VAR) of earlier variables only.
-        {
-            "name": "DATABASE_URL",
-            "value": "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
-        },
+        *_database_environment(bls, external),
         _text("ALLOWLIST", ",".join(str(n) for n in bls.spec.allowlist)),
         _text("TRUSTED_PROXIES", ",".join(str(n) for n in bls.spec.trusted_proxies)),
         # Seconds; empty: bans last until lifted.
@@ -138,21 +170,30 @@ def _spread(bls: BlacklistService) -> list[dict[str, Any]]:
 
 
 def build_service_deployment(
-    bls: BlacklistService, credentials: str | None = None
+    bls: BlacklistService,
+    credentials: str | None = None,
+    external: ExternalDatabase | None = None,
 ) -> dict[str, Any]:
     """The service Deployment: ``N``, component ``service``.
 
     ``credentials`` (the uid of Secret ``N-db``) marks the pod template, so pods
-    started with a Secret that was since replaced are rolled onto the new one.
+    started with a Secret that was since replaced are rolled onto the new one;
+    with ``external`` (the parsed Secret of an external database) its data's digest
+    marks it instead, so an edited Secret rolls them too.
     With ``spec.autoscaling`` the manifest has no ``replicas``: the autoscaler owns it.
     """
     spec = bls.spec
+    template_metadata = (
+        pod_metadata(bls, COMPONENT_SERVICE, credentials)
+        if external is None
+        else pod_metadata(bls, COMPONENT_SERVICE, external.checksum, EXTERNAL_SECRET_ANNOTATION)
+    )
     container = {
         "name": "service",
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-        "env": service_environment(bls),
+        "env": service_environment(bls, external),
         "readinessProbe": _probe("/readyz", period=5, failures=3),
         "livenessProbe": _probe("/healthz", period=10, failures=6),
         "resources": resource_requirements(spec.resources),
@@ -173,7 +214,7 @@ def build_service_deployment(
             **replicas,
             "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
             "template": {
-                "metadata": pod_metadata(bls, COMPONENT_SERVICE, credentials),
+                "metadata": template_metadata,
                 "spec": {
                     "serviceAccountName": service_name(bls),
                     "automountServiceAccountToken": True,
