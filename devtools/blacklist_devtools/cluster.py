@@ -19,6 +19,7 @@ for a second, private cluster beside the one that owns the real node.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
 import json
@@ -133,7 +134,12 @@ def healthy(state: ClusterState) -> bool:
 
 
 def write_kubeconfig(path: Path, server: str, token: str) -> None:
-    """Write a kubeconfig for ``token``'s user that verifies the server against our CA."""
+    """Write a kubeconfig for ``token``'s user that verifies the server against our CA.
+
+    The CA is embedded rather than named by path: checkouts that share ``.local/``
+    (a worktree linking it) all write the same file, valid from anywhere.
+    """
+    authority = base64.b64encode((STATE_DIR / "pki" / "ca.crt").read_bytes()).decode()
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -142,7 +148,7 @@ def write_kubeconfig(path: Path, server: str, token: str) -> None:
                 "name": "blacklist-local",
                 "cluster": {
                     "server": server,
-                    "certificate-authority": str(STATE_DIR / "pki" / "ca.crt"),
+                    "certificate-authority-data": authority,
                 },
             }
         ],

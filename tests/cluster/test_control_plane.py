@@ -8,6 +8,7 @@ tokens and RBAC.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import subprocess
@@ -207,8 +208,8 @@ def test_token_request_and_rbac(cluster: Cluster, namespace: str) -> None:
     assert token.count(".") == 2  # a signed JWT
 
     config = json.loads(cluster.kubectl("config", "view", "--raw", "-o", "json"))
-    ca_file = config["clusters"][0]["cluster"]["certificate-authority"]
-    context = ssl.create_default_context(cafile=ca_file)
+    authority = config["clusters"][0]["cluster"]["certificate-authority-data"]
+    context = ssl.create_default_context(cadata=base64.b64decode(authority).decode())
 
     def call(path: str) -> int:
         request = urllib.request.Request(

@@ -8,6 +8,7 @@ as soon as it lands. The replicas watch the ConfigMap with the account's token.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.parse
@@ -73,9 +74,8 @@ def service_account_dir(cluster: Cluster, namespace: str, directory: Path) -> Pa
     token = cluster.kubectl("create", "token", NAME, "-n", namespace, "--duration=1h").strip()
     (directory / "token").write_text(token)
     kubeconfig = json.loads(cluster.kubeconfig.read_text())
-    (directory / "ca.crt").write_bytes(
-        Path(kubeconfig["clusters"][0]["cluster"]["certificate-authority"]).read_bytes()
-    )
+    authority = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+    (directory / "ca.crt").write_bytes(base64.b64decode(authority))
     (directory / "namespace").write_text(namespace)
     return directory
 
