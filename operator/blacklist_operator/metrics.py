@@ -1,7 +1,7 @@
 """The operator's Prometheus metrics, the small calls that record them, and the ``/metrics`` server.
 
-The reconcile, the ban sync and the watchers call the functions below; none of
-them touches a metric object. Per-instance series carry the labels
+The reconcile, the ban sync and the startup handler call the functions below;
+none of them touches a metric object. Per-instance series carry the labels
 ``namespace`` and ``name`` (of the BlacklistService) and are removed when the
 ban sync forgets a deleted instance (:func:`forget_instance`), so the label set
 never outgrows the instances that exist. Gauges of the ban sync are read at
@@ -85,7 +85,7 @@ class BanSyncCollector(Collector):
         with self._lock:
             self._instances.setdefault(key, _BanSync(taken_up=now))
 
-    def record(self, key: InstanceKey, banned: int, rows_behind: int | None, now: float) -> None:
+    def record(self, key: InstanceKey, banned: int, rows_behind: int, now: float) -> None:
         """A pass of ``key`` succeeded: the list holds ``banned`` addresses."""
         with self._lock:
             state = self._instances.setdefault(key, _BanSync(taken_up=now))
@@ -162,7 +162,7 @@ def ban_sync_started(key: InstanceKey) -> None:
 
 
 def ban_list_synced(
-    key: InstanceKey, banned: int, rows_behind: int | None, oldest_new_row_ms: int | None
+    key: InstanceKey, banned: int, rows_behind: int, oldest_new_row_ms: int | None
 ) -> None:
     """A pass of ``key`` read the ledger and wrote the ban list it changed.
 
