@@ -58,6 +58,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
+The name of the Service in front of the operator's metrics port.
+*/}}
+{{- define "blacklist-operator.metricsName" -}}
+{{- printf "%s-metrics" (include "blacklist-operator.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
 The name of the operator's ServiceAccount.
 */}}
 {{- define "blacklist-operator.serviceAccountName" -}}

@@ -10,11 +10,15 @@ from collections.abc import Sequence
 
 import kopf
 
-from blacklist_operator import handlers  # noqa: F401  (registers the handlers with kopf)
+from blacklist_operator import (
+    handlers,  # noqa: F401  (registers the handlers with kopf)
+    metrics,
+)
 from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
 from blacklist_operator.memo import OperatorMemo
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
+METRICS_ADDRESS_ENV = "BLACKLIST_OPERATOR_METRICS_ADDRESS"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -70,6 +74,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
     parser.add_argument(
+        "--metrics-address",
+        type=_address,
+        default=os.environ.get(METRICS_ADDRESS_ENV) or None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics on /metrics at HOST:PORT, e.g. 0.0.0.0:8081 (:8081 is "
+        f"every interface; default: env {METRICS_ADDRESS_ENV}, else not served)",
+    )
+    parser.add_argument(
         "--ban-poll-interval",
         type=float,
         default=5.0,
@@ -116,6 +128,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return arguments
 
 
+def _address(text: str) -> tuple[str, int]:
+    try:
+        return metrics.parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 class _QuietWatchers(logging.Filter):
     """Drop kopf's line per watch event: the watchers run for every status change."""
 
@@ -147,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietWatchers())
+    if arguments.metrics_address is not None:
+        try:
+            metrics.serve(arguments.metrics_address)
+        except OSError as error:
+            raise SystemExit(f"--metrics-address: cannot serve metrics: {error}") from error
+        host, port = arguments.metrics_address
+        logging.getLogger(__name__).info(f"Serving metrics on http://{host}:{port}/metrics")
     asyncio.run(
         kopf.operator(
             clusterwide=not config.namespaces,

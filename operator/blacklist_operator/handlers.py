@@ -20,7 +20,7 @@ from typing import Any
 
 import kopf
 
-from blacklist_operator import GROUP, PLURAL, VERSION
+from blacklist_operator import GROUP, PLURAL, VERSION, metrics
 from blacklist_operator.apply import ApiError, KubernetesApi, load_client
 from blacklist_operator.banlist.daemon import BanSyncSupervisor
 from blacklist_operator.builders.naming import MANAGED_BY_LABEL
@@ -75,6 +75,7 @@ async def configure(
         executor=executor,
         loop=asyncio.get_running_loop(),
     )
+    metrics.count_instances(lambda: len(runtime.instances))
     supervisor = BanSyncSupervisor(runtime, logger)
     loop = asyncio.get_running_loop()
     runtime.tasks = [

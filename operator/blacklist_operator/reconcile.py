@@ -7,11 +7,12 @@ running it twice, or after a crash at any point, converges to the same state.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from blacklist_operator import FIELD_MANAGER
+from blacklist_operator import FIELD_MANAGER, metrics
 from blacklist_operator.apply import ApiError, KubernetesApi
 from blacklist_operator.builders import (
     absent_children,
@@ -240,7 +241,24 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
 
     Raises :class:`SpecError` (after reporting it) for a spec that cannot be
     acted on, and :class:`ApiError` when the status itself cannot be written.
+    Each call is counted by outcome and timed (:mod:`.metrics`).
     """
+    started = time.monotonic()
+    outcome = metrics.OUTCOME_FAILED
+    try:
+        done = _reconcile(runtime, body, logger)
+    except SpecError:
+        outcome = metrics.OUTCOME_INVALID_SPEC
+        raise
+    else:
+        if not done.failures:
+            outcome = metrics.OUTCOME_OK
+        return done
+    finally:
+        metrics.reconciled(outcome, time.monotonic() - started)
+
+
+def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     api = runtime.api
     try:
         bls = parse(body)

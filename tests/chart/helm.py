@@ -29,11 +29,19 @@ def helm(*arguments: str, check: bool = True) -> subprocess.CompletedProcess[str
     return completed
 
 
-def render(*set_values: str, namespace: str = "blacklist-system") -> list[Manifest]:
-    """``helm template`` of the chart with ``--set`` values, as parsed manifests."""
+def render(
+    *set_values: str, namespace: str = "blacklist-system", api_versions: tuple[str, ...] = ()
+) -> list[Manifest]:
+    """``helm template`` of the chart with ``--set`` values, as parsed manifests.
+
+    ``api_versions`` are the ``--api-versions`` the rendering cluster is said to serve
+    beyond the built-in ones (``.Capabilities.APIVersions``).
+    """
     arguments = ["template", RELEASE, str(CHART), "--namespace", namespace]
     for value in set_values:
         arguments += ["--set", value]
+    for api_version in api_versions:
+        arguments += ["--api-versions", api_version]
     documents = yaml.safe_load_all(helm(*arguments).stdout)
     return [document for document in documents if document]
 

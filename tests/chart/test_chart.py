@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.chart.helm import CHART, RELEASE, REPO_ROOT, helm, only, render, rules_for
+from tests.chart.helm import CHART, RELEASE, REPO_ROOT, Manifest, helm, only, render, rules_for
 
 
 @pytest.mark.helm
@@ -88,7 +88,10 @@ def test_probes_target_the_operators_liveness_endpoint() -> None:
     assert "--liveness=http://0.0.0.0:9090/healthz" in container["args"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": 9090}
-    assert container["ports"] == [{"name": "health", "containerPort": 9090, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 9090, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
 
 
 @pytest.mark.helm
@@ -113,6 +116,7 @@ def test_operator_accepts_the_arguments_the_chart_passes(
     assert arguments.all_namespaces is not bool(namespaces)
     assert arguments.standalone is True
     assert arguments.liveness == "http://0.0.0.0:8080/healthz"
+    assert arguments.metrics_address == ("0.0.0.0", 8081)  # noqa: S104 (the pod's every address)
 
 
 @pytest.mark.helm
@@ -322,6 +326,10 @@ BAD_VALUES = [
     ("blacklistService.spec.replicas=-1", "/blacklistService/spec/replicas"),
     ("unknownKey=1", "unknownKey"),
     ("operator.watchAll=true", "watchAll"),
+    ("metrics.port=80", "/metrics/port"),
+    ("metrics.enabled=yes", "/metrics/enabled"),
+    ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
+    ("metrics.serviceMonitor.scrapeTimeout=5", "/metrics/serviceMonitor/scrapeTimeout"),
 ]
 
 
@@ -378,3 +386,80 @@ def test_dashboards_configmap_is_off_by_default_and_carries_the_sidecar_label() 
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = CHART / "dashboards" / "blacklist.json"
     assert json.loads(config_map["data"]["blacklist.json"]) == json.loads(shipped.read_text())
+
+
+SERVICE_MONITOR_API = "monitoring.coreos.com/v1/ServiceMonitor"
+
+
+def operator_service_monitors(
+    *set_values: str, api_versions: tuple[str, ...] = ()
+) -> list[Manifest]:
+    return [
+        manifest
+        for manifest in render(*set_values, api_versions=api_versions)
+        if manifest["kind"] == "ServiceMonitor"
+    ]
+
+
+@pytest.mark.helm
+def test_metrics_port_is_named_metrics_and_served_by_a_service() -> None:
+    manifests = render("metrics.port=9102")
+    deployment = only(manifests, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert "--metrics-address=0.0.0.0:9102" in container["args"]
+    ports = {port["name"]: port for port in container["ports"]}
+    assert ports["metrics"] == {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}
+    service = only(manifests, "Service")
+    assert service["metadata"]["name"] == "ops-blacklist-operator-metrics"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9102, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    # It selects the operator's pod, by the labels of the pod template.
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "operator"
+
+
+@pytest.mark.helm
+def test_metrics_can_be_switched_off() -> None:
+    manifests = render("metrics.enabled=false")
+    (container,) = only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not [argument for argument in container["args"] if "metrics" in argument]
+    assert [port["name"] for port in container["ports"]] == ["health"]
+    assert not [manifest for manifest in manifests if manifest["kind"] == "Service"]
+    assert not operator_service_monitors(
+        "metrics.enabled=false", "metrics.serviceMonitor.enabled=true",
+        api_versions=(SERVICE_MONITOR_API,),
+    )  # fmt: skip
+
+
+@pytest.mark.helm
+def test_operator_service_monitor_needs_the_value_and_the_crd() -> None:
+    assert not operator_service_monitors()
+    assert not operator_service_monitors(api_versions=(SERVICE_MONITOR_API,))
+    # Asked for on a cluster without the Prometheus Operator's CRD: nothing that would fail.
+    assert not operator_service_monitors("metrics.serviceMonitor.enabled=true")
+    manifests = render(
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.serviceMonitor.labels.release=prometheus",
+        "metrics.serviceMonitor.interval=15s",
+        api_versions=(SERVICE_MONITOR_API,),
+    )
+    monitor = only(manifests, "ServiceMonitor")
+    service = only(manifests, "Service")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == "blacklist-system"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["blacklist-system"]}
+    # It selects the metrics Service, and only it, by labels that Service carries.
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "metrics"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "15s"
+    # The per-instance series keep their BlacklistService's namespace label.
+    assert endpoint["honorLabels"] is True

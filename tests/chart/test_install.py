@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from blacklist_devtools import http
 from blacklist_devtools.kube import Cluster
 from tests.chart.helm import CHART, CRD_NAME, EXAMPLES, Manifest, helm, render
 from tests.operator.helpers import (
@@ -191,6 +192,23 @@ def test_install_watching_all_namespaces(cluster: Cluster, namespace: str, relea
     (pod,) = pods["items"]
     ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
     assert ready == "True"
+    # The operator's metrics answer on the pod's port named metrics, the Service's endpoint.
+    (container,) = pod["spec"]["containers"]
+    port = {item["name"]: item["containerPort"] for item in container["ports"]}["metrics"]
+    scraped = http.get(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5)
+    assert scraped.status == 200
+    assert 'blacklist_operator_reconciles_total{outcome="ok"}' in scraped.body
+    slices = get_json(
+        cluster, "endpointslices", "-n", namespace,
+        "-l", f"kubernetes.io/service-name={fullname}-metrics",
+    )  # fmt: skip
+    addresses = {
+        address
+        for item in slices["items"]
+        for endpoint in item.get("endpoints") or []
+        for address in endpoint["addresses"]
+    }
+    assert addresses == {pod["status"]["podIP"]}
 
     subject = f"system:serviceaccount:{namespace}:{fullname}"
     allowed = ALLOWED_IN_WATCHED_NAMESPACE + ALLOWED_CLUSTER_WIDE + PERSISTENT_VOLUME_RIGHTS

@@ -42,9 +42,13 @@ class OperatorProcess:
         self.arguments = arguments
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness_port = free_port()
+        self.metrics_port = free_port()
 
     def start(self) -> OperatorProcess:
-        """Start the operator and wait until its liveness endpoint answers."""
+        """Start the operator and wait until its liveness endpoint answers.
+
+        Its metrics are served on ``metrics_port`` of the loopback address.
+        """
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -55,6 +59,8 @@ class OperatorProcess:
                     str(self.address_map),
                     "--liveness",
                     f"http://127.0.0.1:{self.liveness_port}/healthz",
+                    "--metrics-address",
+                    f"127.0.0.1:{self.metrics_port}",
                     "--ban-poll-interval",
                     "2",
                     *self.arguments,
@@ -78,6 +84,13 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def metrics(self) -> str:
+        """The operator's ``/metrics`` page, in Prometheus text format."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
+            return str(response.read().decode())
 
     def map_database(self, namespace: str, name: str, host: str, port: int) -> None:
         """Point ``namespace/name``'s database at ``host:port`` (the file is re-read)."""

@@ -1,10 +1,12 @@
-"""The operator's command line: the log level comes from the flag, else the chart's variable."""
+"""The operator's command line: the log level (flag, else the chart's variable), metrics address."""
 
 from __future__ import annotations
 
 import pytest
 
-from blacklist_operator.__main__ import LOG_LEVEL_ENV, parse_arguments
+from blacklist_operator.__main__ import LOG_LEVEL_ENV, METRICS_ADDRESS_ENV, parse_arguments
+
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what an address without a host means)
 
 
 def test_the_log_level_defaults_to_info(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,3 +26,24 @@ def test_an_unknown_log_level_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv(LOG_LEVEL_ENV, "verbose")
     with pytest.raises(SystemExit):
         parse_arguments([])
+
+
+def metrics_address(*arguments: str) -> tuple[str, int] | None:
+    found: tuple[str, int] | None = parse_arguments(list(arguments)).metrics_address
+    return found
+
+
+def test_metrics_are_served_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(METRICS_ADDRESS_ENV, raising=False)
+    assert metrics_address() is None
+    assert metrics_address("--metrics-address", "127.0.0.1:8081") == ("127.0.0.1", 8081)
+    assert metrics_address("--metrics-address", ":8081") == (EVERY_INTERFACE, 8081)
+    assert metrics_address("--metrics-address", "[::]:9090") == ("::", 9090)
+    monkeypatch.setenv(METRICS_ADDRESS_ENV, "127.0.0.2:9100")
+    assert metrics_address() == ("127.0.0.2", 9100)
+
+
+@pytest.mark.parametrize("address", ["8081", "host:", "host:http", "0.0.0.0:0", ":65536"])
+def test_a_metrics_address_without_a_valid_port_is_refused(address: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_arguments(["--metrics-address", address])

@@ -1,8 +1,10 @@
 """The Grafana dashboard of the chart (``chart/dashboards/blacklist.json``) reads real metrics.
 
 Every metric name in a panel's or a variable's query must be one that a real
-service process exposes on ``/metrics``: the test scrapes one after the
-requests that make each series appear (a square, a hit, its deliveries).
+process exposes on ``/metrics``: the service's names are checked here, on a
+service scraped after the requests that make each series appear (a square, a
+hit, its deliveries); the operator's (``blacklist_operator_*``) on a real
+operator process after a ban, in ``tests/operator/test_metrics.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from tests.service.processes import ServiceFactory
 DASHBOARD = Path(__file__).resolve().parents[2] / "chart" / "dashboards" / "blacklist.json"
 # A metric name in PromQL: an identifier of ours, not a label, function or variable.
 METRIC_NAME = re.compile(r"\bblacklist_[a-z0-9_]+\b")
+# The operator's metrics; every other name of ours is the service's.
+OPERATOR_METRIC = re.compile(r"blacklist_operator_")
 # What the dashboard must show (the titles of its panels).
 REQUIRED_PANELS = {
     "Hits",
@@ -29,6 +33,10 @@ REQUIRED_PANELS = {
     "Ban-list size",
     "Ban propagation",
     "Delivery backlog (outbox pending)",
+    "Operator reconciles",
+    "Operator ban list per instance",
+    "Operator sync lag",
+    "Ledger row to ban list latency",
 }
 
 
@@ -76,6 +84,7 @@ def test_dashboard_is_a_grafana_dashboard_with_the_promised_panels() -> None:
         "service",
     }
     assert used_metric_names()
+    assert any(OPERATOR_METRIC.match(name) for name in used_metric_names())
 
 
 @pytest.mark.slow
@@ -83,7 +92,7 @@ def test_every_metric_of_the_dashboard_is_exported_by_the_service(
     service_factory: ServiceFactory,
 ) -> None:
     service = service_factory()
-    wanted = used_metric_names()
+    wanted = {name for name in used_metric_names() if not OPERATOR_METRIC.match(name)}
     assert get(f"{service.url}/?n=3", source="127.0.0.3").body == "9.0"
     # A hit (and its ledger and mail deliveries) and a refusal make the labelled series appear.
     assert get(f"{service.url}/blacklisted", source="127.0.0.4").status == 444

@@ -16,6 +16,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from blacklist_operator import metrics
 from blacklist_operator.banlist.connections import (
     MAX_BACKOFF_SECONDS,
     Connector,
@@ -92,6 +93,7 @@ class BanSyncSupervisor:
             timer.cancel()
         state.link.close()
         self._runtime.written_shards.forget_instance(*key)
+        metrics.forget_instance(key)
 
     def _schedule(self, key: InstanceKey, delay: float, reason: Reason) -> None:
         """The next pass of ``key`` in ``delay`` seconds (replacing the one planned)."""
@@ -111,6 +113,7 @@ class BanSyncSupervisor:
                 BanListSync(self._runtime.api, self._runtime.written_shards),
                 DatabaseLink.first(self._runtime.database_available(key)),
             )
+            metrics.ban_sync_started(key)
         return state
 
     async def _pass(self, key: InstanceKey, reasons: set[Reason]) -> None:

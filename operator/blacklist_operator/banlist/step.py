@@ -19,6 +19,7 @@ from typing import Any
 import psycopg2
 import urllib3
 
+from blacklist_operator import metrics
 from blacklist_operator.apply import ApiError
 from blacklist_operator.banlist import status
 from blacklist_operator.banlist.connections import (
@@ -112,6 +113,7 @@ def run_pass(
         database = status.connected(link.connection)
         status.report_status(runtime, bls, body, database, status.synced(report), report.count)
         link.succeeded()
+        metrics.ban_list_synced(key, report.count, report.rows_behind, report.oldest_new_row_ms)
         if report.behind:
             # An insert was held open: read exactly again as soon as the lock may be free,
             # so a row it commits with a low id is not left to the next poll.
@@ -170,6 +172,7 @@ def _failed(
     log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
     count = len(state.sync.banlist)
     database = status.unreachable(message, "DatabaseSecretInvalid" if invalid else "Unreachable")
+    metrics.ban_sync_failed((bls.namespace, bls.name), count)
     try:
         status.report_status(runtime, bls, body, database, status.kept(count), count)
     except (ApiError, OSError) as status_error:

@@ -56,6 +56,10 @@ class SyncReport:
     table_exists: bool
     # Rows past the exact cursor were read without the ledger's lock: read again soon.
     behind: bool = False
+    # Ledger ids past the exact cursor (the table's highest id when last read, minus it).
+    rows_behind: int = 0
+    # ``time`` (Unix ms) of the oldest row this cycle read for the first time, if any.
+    oldest_new_row_ms: int | None = None
 
 
 class BanListSync:
@@ -120,8 +124,11 @@ class BanListSync:
         changed: set[int] = set()
         rows = 0
         table_exists = True
+        newest = self.cursor
+        oldest_new: int | None = None
         while rows < MAX_ROWS_PER_CYCLE:
             read = None
+            start = self.cursor
             if time.monotonic() >= self._lock_retry_at:
                 read = ledger.read_hits(connection, self.cursor, exact=True)
                 if read.exact and read.table_exists and self._recreated(read):
@@ -133,9 +140,15 @@ class BanListSync:
             if read is None or not read.exact:
                 # Somebody holds an insert open: read ahead from ``seen`` without moving the
                 # exact cursor, so the rows before it are read again once the lock is free.
-                read = ledger.read_hits(connection, max(self.seen, self.cursor), exact=False)
+                start = max(self.seen, self.cursor)
+                read = ledger.read_hits(connection, start, exact=False)
             table_exists = read.table_exists
             rows += len(read.rows)
+            newest = max(newest, read.newest_id)
+            if read.rows and start >= self.seen:
+                # Not a read again of rows already read ahead: these are new to the list.
+                oldest = min(ms for _, ms in read.rows)
+                oldest_new = oldest if oldest_new is None else min(oldest_new, oldest)
             changed |= self._add_hits(read.rows, ranges, spec.ban_duration)
             self.seen = max(self.seen, read.last_id)
             if read.exact:
@@ -151,6 +164,8 @@ class BanListSync:
             self.cursor,
             table_exists,
             behind=self.seen > self.cursor,
+            rows_behind=max(0, newest - self.cursor),
+            oldest_new_row_ms=oldest_new,
         )
 
     def _recreated(self, read: ledger.TableRead) -> bool:
