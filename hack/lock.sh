@@ -30,8 +30,7 @@ compile() {  # compile OUTPUT EXTRA... [-- pip-compile arguments]
 
 export CUSTOM_COMPILE_COMMAND="make lock"
 compile requirements.lock service operator test dev
-pins=$(mktemp)
-trap 'rm -f "$pins"' EXIT
+pins=$venv/pins.txt  # a fixed path: the locks' "via" comments name it
 grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' > "$pins"
 compile requirements-service.lock service -- --constraint "$pins"
 compile requirements-operator.lock operator -- --constraint "$pins"
