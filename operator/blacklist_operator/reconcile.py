@@ -63,6 +63,13 @@ class Outcome:
     first: bool = False
     # Why the Secret of spec.database.external cannot be used (Ready=False DatabaseSecretInvalid).
     database_secret_problem: str | None = None
+    # The namespace is being deleted: nothing can be created in it, nothing is reported.
+    namespace_terminating: bool = False
+
+
+def namespace_terminating(error: ApiError) -> bool:
+    """Whether ``error`` is the API refusing a creation in a namespace being deleted."""
+    return error.status == 403 and "because it is being terminated" in str(error)
 
 
 def _describe(manifest: Mapping[str, Any]) -> str:
@@ -156,7 +163,10 @@ def _database_credentials(
         secret = ensure_secret(api, bls, logger, outcome)
         return (secret.get("metadata") or {}).get("uid"), None
     except ApiError as error:
-        outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
+        if namespace_terminating(error):
+            outcome.namespace_terminating = True
+        else:
+            outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
     return None, None
 
 
@@ -210,21 +220,30 @@ def served_children(
 
 
 def delete_absent_children(
-    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+    runtime: Runtime, bls: BlacklistService, logger: Logger, outcome: Outcome
 ) -> None:
     """Delete the optional children (Ingress, budget, autoscaler, ServiceMonitor) not asked for.
 
     Only ours: an object of that name that this resource does not own is left alone.
-    A kind whose CRD the API does not serve has no object to delete.
+    A kind whose CRD the API does not serve has no object to delete. One already known
+    to be absent (``Runtime.absent_children``) is not read again.
     """
+    api, absent = runtime.api, runtime.absent_children
     for api_version, kind, name in absent_children(bls):
+        if absent.known(bls.namespace, kind, name):
+            continue
         try:
             if kind in CUSTOM_KINDS and not api.serves(api_version, kind):
                 continue
             existing = api.get(api_version, kind, bls.namespace, name)
-            if existing is None or not owned_by(existing, bls):
+            if existing is None:
+                absent.mark(bls.namespace, kind, name)
                 continue
-            if api.delete(api_version, kind, bls.namespace, name):
+            if not owned_by(existing, bls):
+                continue
+            deleted = api.delete(api_version, kind, bls.namespace, name)
+            absent.mark(bls.namespace, kind, name)
+            if deleted:
                 logger.info(f"Deleted {kind} {name}")
         except ApiError as error:
             outcome.failures.append(f"{kind} {name}: {error}")
@@ -269,6 +288,8 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
     credentials, external = _database_credentials(api, bls, logger, outcome)
     runtime.remember_external(bls.namespace, bls.name, external)
+    if outcome.namespace_terminating:
+        return outcome
     volume_name = None
     if bls.spec.database.external is None:
         try:
@@ -291,14 +312,20 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
             if manifest["kind"] == "PersistentVolume":
                 check_volume_owner(api, bls, manifest["metadata"]["name"])
             applied = api.apply(manifest)
+            runtime.absent_children.forget(bls.namespace, *child_key(manifest))
         except ApiError as error:
+            if namespace_terminating(error):
+                # Its children are going with it; recreating them one by one (and posting
+                # an Event, which is refused too) would only load the API server.
+                outcome.namespace_terminating = True
+                return outcome
             outcome.failures.append(f"{_describe(manifest)}: {error}")
             continue
         live[child_key(manifest)] = applied.body
         if applied.created:
             outcome.created.append(_describe(manifest))
             logger.info(f"Created {_describe(manifest)}")
-    delete_absent_children(api, bls, logger, outcome)
+    delete_absent_children(runtime, bls, logger, outcome)
     service = live.get(("Service", service_name(bls)), {})
     ports = (service.get("spec") or {}).get("ports") or [{}]
     # The applied Deployments may already be older than what their watch delivered;

@@ -68,6 +68,40 @@ class Instances:
         return len(self._bodies)
 
 
+class AbsentChildren:
+    """Optional children (Ingress, budget, autoscaler, ServiceMonitor) known not to exist.
+
+    The reconcile deletes the optional children the spec does not ask for; without
+    this, every reconcile of every instance would read each of them by name to find
+    it missing. One is known absent once a read found nothing or our delete
+    succeeded, and is forgotten when we apply it or a watch event shows it exists.
+    A restarted operator knows nothing and reads each once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._absent: set[tuple[str, str, str]] = set()
+
+    def known(self, namespace: str, kind: str, name: str) -> bool:
+        """Whether the child is known not to exist."""
+        with self._lock:
+            return (namespace, kind, name) in self._absent
+
+    def mark(self, namespace: str, kind: str, name: str) -> None:
+        """The child does not exist (a read found nothing, or we deleted it)."""
+        with self._lock:
+            self._absent.add((namespace, kind, name))
+
+    def forget(self, namespace: str, kind: str, name: str) -> None:
+        """The child may exist again: it was applied, or a watch event showed it."""
+        with self._lock:
+            self._absent.discard((namespace, kind, name))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._absent)
+
+
 class WrittenShards:
     """Digests of the ban-list texts the sync last wrote, shared by its threads and the loop.
 
@@ -129,6 +163,8 @@ class Runtime:
     banlists: WorkQueue = field(default_factory=WorkQueue)
     # (namespace, Deployment name) -> (all replicas available, why not): from the watch.
     deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)
+    # Optional children known not to exist, so the reconcile does not read them.
+    absent_children: AbsentChildren = field(default_factory=AbsentChildren)
     # What the ban sync last wrote into each ban-list ConfigMap.
     written_shards: WrittenShards = field(default_factory=lambda: WrittenShards())
     # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.

@@ -36,6 +36,8 @@ FULL_RECONCILE = frozenset({Reason.DRIFT, Reason.RESYNC})
 
 def post_events(body: Any, outcome: Outcome) -> None:
     """Kubernetes Events for what a reconcile created or could not apply."""
+    if outcome.namespace_terminating:
+        return
     if outcome.created:
         reason, text = ("Created", "Created") if outcome.first else ("ChildRestored", "Restored")
         message = f"{text} {', '.join(outcome.created)}"

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from blacklist_devtools import images
 from blacklist_devtools.kube import Cluster
+from blacklist_operator.apply import KubernetesApi
+from blacklist_operator.config import AddressMap, OperatorConfig
+from blacklist_operator.reconcile import reconcile
+from blacklist_operator.runtime import Runtime
+from tests.conftest import SESSION_PREFIX
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,
@@ -229,3 +237,32 @@ def test_retain_on_delete_keeps_the_claim_and_the_secret(
     apply_manifest(cluster, blacklist_service("kept", namespace, database={"storage": storage}))
     wait_for(lambda: ready(cluster, namespace, "kept"), 90, "Ready again", operator_process)
     assert get(cluster, "secret", "kept-db", "-n", namespace)["data"]["password"] == password
+
+
+def test_a_namespace_being_deleted_is_left_to_go(cluster: Cluster) -> None:
+    # Its own namespace, held in Terminating by a finalizer on a ConfigMap.
+    namespace = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("create", "configmap", "hold", "-n", namespace, "--from-literal=a=b")
+    hold = '{"metadata":{"finalizers":["blacklist.dev/test-hold"]}}'
+    cluster.kubectl("patch", "configmap", "hold", "-n", namespace, "--type=merge", "-p", hold)
+    try:
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false")
+        body = blacklist_service("demo", namespace)
+        body["metadata"].update(uid=str(uuid.uuid4()), generation=1)
+        with cluster.api_client() as api_client:
+            runtime = Runtime(
+                config=OperatorConfig(), api=KubernetesApi(api_client), addresses=AddressMap(None),
+                executor=ThreadPoolExecutor(1),
+            )  # fmt: skip
+            outcome = reconcile(runtime, body, logging.getLogger("test"))
+        # Nothing can be created there: the reconcile stops at the first refusal, with no
+        # failure to report (an Event would be refused too) and no status to write.
+        assert outcome.namespace_terminating
+        assert outcome.failures == []
+        assert outcome.created == []
+    finally:
+        cluster.kubectl(
+            "patch", "configmap", "hold", "-n", namespace, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}', check=False,
+        )  # fmt: skip
