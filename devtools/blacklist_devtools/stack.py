@@ -220,6 +220,47 @@ def example_resource(
     return resource
 
 
+@dataclass(frozen=True)
+class InstalledOperator:
+    """The operator as the chart installed it: a release in a namespace of its own."""
+
+    cluster: Cluster
+    helm_path: str
+    release: str
+    namespace: str
+
+    def log(self) -> str:
+        """Everything the operator's pods logged so far."""
+        return self.cluster.kubectl(
+            "logs", "-n", self.namespace, "--tail=-1", "--prefix",
+            "-l", f"app.kubernetes.io/instance={self.release}", check=False,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def installed_operator(
+    cluster: Cluster, helm_path: str, suffix: str
+) -> Iterator[InstalledOperator]:
+    """``helm install`` the chart with the image ``make images`` built; uninstall on exit."""
+    installed = InstalledOperator(
+        cluster, helm_path, f"blacklist-{suffix}", f"blacklist-operator-{suffix}"
+    )
+    try:
+        helm(
+            cluster, helm_path, "install", installed.release, str(CHART),
+            "--namespace", installed.namespace, "--create-namespace",
+            "--wait", "--timeout", "120s", *operator_image_values(),
+        )  # fmt: skip
+        yield installed
+    finally:
+        subprocess.run(
+            [helm_path, "--kubeconfig", str(cluster.kubeconfig), "uninstall", installed.release,
+             "--namespace", installed.namespace, "--wait", "--timeout", "60s"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        cluster.kubectl("delete", "namespace", installed.namespace, "--wait=false", check=False)
+
+
 @contextlib.contextmanager
 def deploy(
     cluster: Cluster, helm_path: str, work: Path, replicas: int | None = None
@@ -242,12 +283,9 @@ def deploy(
         name="",
         smtp=smtp,
     )
+    operator = contextlib.ExitStack()
     try:
-        helm(
-            cluster, helm_path, "install", deployment.release, str(CHART),
-            "--namespace", deployment.operator_namespace, "--create-namespace",
-            "--wait", "--timeout", "120s", *operator_image_values(),
-        )  # fmt: skip
+        operator.enter_context(installed_operator(cluster, helm_path, suffix))
         cluster.kubectl("create", "namespace", deployment.namespace)
         resource = example_resource(deployment.namespace, smtp.host, smtp.port, replicas)
         deployment.name = resource["metadata"]["name"]
@@ -256,12 +294,5 @@ def deploy(
         yield deployment
     finally:
         cluster.kubectl("delete", "namespace", deployment.namespace, "--wait=false", check=False)
-        subprocess.run(
-            [helm_path, "--kubeconfig", str(cluster.kubeconfig), "uninstall", deployment.release,
-             "--namespace", deployment.operator_namespace, "--wait", "--timeout", "60s"],
-            capture_output=True, check=False,
-        )  # fmt: skip
-        cluster.kubectl(
-            "delete", "namespace", deployment.operator_namespace, "--wait=false", check=False
-        )
+        operator.close()  # after its resources: it removes their finalizers
         smtp.stop()

@@ -4,9 +4,8 @@ The test deploys a plain PostgreSQL itself (the project's PostgreSQL image, a
 Deployment with its data on a PersistentVolumeClaim, and a ClusterIP Service),
 not through the operator, then a BlacklistService with two replicas that uses
 it through a Secret. The service pods run on the local node from the service
-image; the operator runs beside the cluster (as in ``tests/operator``), reaching
-that database through its Service's cluster IP, because the operator image on
-the node is shared with other work and is not rebuilt by tests.
+image, and the operator is the chart's, from the operator image: it reaches that
+database by the Secret's host name through cluster DNS, as in production.
 
 Then the external database is restarted (a new pod on the same claim and Service)
 while clients hit ``/blacklisted``:
@@ -20,24 +19,23 @@ import base64
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
 import pytest
 
-from blacklist_devtools import images
+from blacklist_devtools import cluster as local_cluster
+from blacklist_devtools import images, stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.network import client_address
-from tests.conftest import SESSION_NAMESPACES
 from tests.operator.helpers import (
-    OperatorProcess,
     apply_manifest,
     blacklist_service,
     condition,
     get_json,
-    install_crd,
     running_pods,
 )
 
@@ -55,16 +53,12 @@ figures = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
-def operator(
-    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """The operator of this worktree, as a process watching this session's namespaces."""
-    install_crd(cluster)
-    process = OperatorProcess(
-        cluster, tmp_path_factory.mktemp("operator"), "--namespace", SESSION_NAMESPACES
-    ).start()
-    yield process
-    process.stop()
+def operator(cluster: Cluster) -> Iterator[stack.InstalledOperator]:
+    """The operator as the chart installs it, from the image ``make images`` built."""
+    with stack.installed_operator(
+        cluster, local_cluster.binary("helm"), uuid.uuid4().hex[:6]
+    ) as installed:
+        yield installed
 
 
 def team_postgres(namespace: str) -> list[dict[str, Any]]:
@@ -230,7 +224,7 @@ class Hitter(threading.Thread):
 
 
 def test_external_database_serves_bans_and_survives_its_restart(
-    operator: OperatorProcess, namespace: str
+    operator: stack.InstalledOperator, namespace: str
 ) -> None:
     cluster = operator.cluster
     apply_manifest(cluster, secret(namespace))
@@ -238,8 +232,6 @@ def test_external_database_serves_bans_and_survives_its_restart(
         apply_manifest(cluster, manifest)
     assert wait_until(lambda: len(TeamDatabase(cluster, namespace).pods()) == 1, timeout=120)
     team = TeamDatabase(cluster, namespace)
-    # The operator runs outside the cluster: it reaches the Secret's host through the map.
-    operator.map_database(namespace, NAME, team.host, 5432)
     database = {"external": {"secretRef": {"name": "pg"}}}
     apply_manifest(cluster, blacklist_service(NAME, namespace, replicas=2, database=database))
     if not wait_until(lambda: fully_up(cluster, namespace, 2), timeout=READY_TIMEOUT, interval=1):

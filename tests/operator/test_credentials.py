@@ -61,6 +61,9 @@ def kubelet_environment(
                 item["value"],
             )
             continue
+        if "valueFrom" not in item:
+            resolved[item["name"]] = ""  # declared empty: no value, as the API server keeps it
+            continue
         source = item["valueFrom"]
         if "secretKeyRef" in source:
             resolved[item["name"]] = secret[source["secretKeyRef"]["key"]]
