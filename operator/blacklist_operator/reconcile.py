@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from blacklist_operator import FIELD_MANAGER, metrics
@@ -17,23 +16,14 @@ from blacklist_operator.apply import ApiError, KubernetesApi
 from blacklist_operator.builders import (
     absent_children,
     build_children,
-    build_database_secret,
     child_key,
 )
 from blacklist_operator.builders.availability import applies_replicas, build_replicas_hand_over
 from blacklist_operator.builders.children import CUSTOM_KINDS
-from blacklist_operator.builders.credentials import (
-    generate_password,
-    managed_secret,
-    secret_owner_references,
-)
-from blacklist_operator.builders.naming import database_name, database_settings_name, service_name
+from blacklist_operator.builders.naming import database_name, service_name
+from blacklist_operator.database_access import database_credentials
 from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
-from blacklist_operator.model_external import (
-    DatabaseSecretError,
-    ExternalDatabase,
-    parse_database_secret,
-)
+from blacklist_operator.outcome import Outcome, describe, namespace_terminating
 from blacklist_operator.readiness import (
     database_progress,
     deployment_progress,
@@ -49,125 +39,6 @@ from blacklist_operator.volumes import check_volume_owner, static_volume_name
 SECRET_RETRY_SECONDS = 10.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
-
-
-@dataclass
-class Outcome:
-    """What a reconcile did, for the handler's Events."""
-
-    created: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    # (reason, message) of Warning Events: what a user must know even when it healed.
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    ready: bool = False
-    first: bool = False
-    # Why the Secret of spec.database.external cannot be used (Ready=False DatabaseSecretInvalid).
-    database_secret_problem: str | None = None
-    # The namespace is being deleted: nothing can be created in it, nothing is reported.
-    namespace_terminating: bool = False
-
-
-def namespace_terminating(error: ApiError) -> bool:
-    """Whether ``error`` is the API refusing a creation in a namespace being deleted."""
-    return error.status == 403 and "because it is being terminated" in str(error)
-
-
-def _describe(manifest: Mapping[str, Any]) -> str:
-    return f"{manifest['kind']} {manifest['metadata']['name']}"
-
-
-def ensure_secret(
-    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
-) -> dict[str, Any]:
-    """Make sure Secret ``N-db`` exists and return it; an existing one is adopted as is.
-
-    A missing Secret is generated. When the claim ``N-postgres`` already exists the
-    volume may hold a ledger whose role has the lost password: the new one is
-    applied by the database's init container when the new Secret's uid restarts it
-    (see ``build_set_password_container``), and a Warning Event says so. Of a Secret
-    we generated, only the owner reference is kept in line with ``retainOnDelete``.
-    """
-    name = database_settings_name(bls)
-    existing = api.get("v1", "Secret", bls.namespace, name)
-    if existing is None:
-        claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
-        created = api.create(build_database_secret(bls, generate_password()))
-        if created is not None:
-            outcome.created.append(f"Secret {name}")
-            if claim is None:
-                logger.info(f"Created Secret {name} with a generated password")
-            else:
-                message = (
-                    f"Secret {name} was missing while PersistentVolumeClaim {database_name(bls)} "
-                    "exists: generated a new password; the database restarts and its init "
-                    "container set-password gives it to the existing role (an image without "
-                    "psql/pg_ctl cannot: restore the old Secret instead)"
-                )
-                logger.warning(message)
-                outcome.warnings.append(("CredentialsRegenerated", message))
-            return created
-        # Someone (another reconcile of ours) created it in between: adopt theirs.
-        existing = api.get("v1", "Secret", bls.namespace, name)
-    if existing is None:
-        raise ApiError(409, f"Secret {name} was deleted while it was being created")
-    data = existing.get("data") or {}
-    if "username" not in data or "password" not in data:
-        raise ApiError(422, f"Secret {name} must hold the keys username and password")
-    if managed_secret(existing):
-        metadata = existing.get("metadata") or {}
-        current = list(metadata.get("ownerReferences") or [])
-        wanted = secret_owner_references(bls, current)
-        if wanted != current:
-            existing = api.merge_patch(
-                "v1",
-                "Secret",
-                bls.namespace,
-                name,
-                {
-                    "metadata": {
-                        "ownerReferences": wanted,
-                        "resourceVersion": metadata.get("resourceVersion"),
-                    }
-                },
-            )
-            logger.info(f"Secret {name} is now {'owned' if wanted else 'kept with the data'}")
-    return existing
-
-
-def read_external_database(api: KubernetesApi, bls: BlacklistService) -> ExternalDatabase:
-    """The external database's Secret, read by name and parsed (DatabaseSecretError if unusable).
-
-    The Secret is not watched (RBAC would need list/watch on every Secret of the
-    namespace): it is read at each reconcile, and by the ban sync when it connects.
-    """
-    external = bls.spec.database.external
-    if external is None:
-        raise DatabaseSecretError("spec.database.external is not set")
-    secret = api.get("v1", "Secret", bls.namespace, external.secret_name)
-    return parse_database_secret(external, bls.spec.database.name, secret)
-
-
-def _database_credentials(
-    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
-) -> tuple[str | None, ExternalDatabase | None]:
-    """The uid of Secret ``N-db`` (bundled database), or the parsed external Secret."""
-    if bls.spec.database.external is not None:
-        try:
-            return None, read_external_database(api, bls)
-        except DatabaseSecretError as error:
-            outcome.database_secret_problem = str(error)
-        except ApiError as error:
-            outcome.failures.append(f"Secret {bls.spec.database.external.secret_name}: {error}")
-        return None, None
-    try:
-        secret = ensure_secret(api, bls, logger, outcome)
-        return (secret.get("metadata") or {}).get("uid"), None
-    except ApiError as error:
-        if namespace_terminating(error):
-            outcome.namespace_terminating = True
-        else:
-            outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
-    return None, None
 
 
 def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> None:
@@ -204,11 +75,11 @@ def served_children(
             try:
                 available = api.serves(manifest["apiVersion"], kind)
             except ApiError as error:
-                outcome.failures.append(f"{_describe(manifest)}: API discovery: {error}")
+                outcome.failures.append(f"{describe(manifest)}: API discovery: {error}")
                 continue
             if not available:
                 message = (
-                    f"{_describe(manifest)} was not created: the API does not serve "
+                    f"{describe(manifest)} was not created: the API does not serve "
                     f"{manifest['apiVersion']} {kind} (install the Prometheus Operator's "
                     "CRDs; it is created at the next reconcile after they appear)"
                 )
@@ -286,7 +157,7 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
-    credentials, external = _database_credentials(api, bls, logger, outcome)
+    credentials, external = database_credentials(api, bls, logger, outcome)
     runtime.remember_external(bls.namespace, bls.name, external)
     if outcome.namespace_terminating:
         return outcome
@@ -319,12 +190,12 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
                 # an Event, which is refused too) would only load the API server.
                 outcome.namespace_terminating = True
                 return outcome
-            outcome.failures.append(f"{_describe(manifest)}: {error}")
+            outcome.failures.append(f"{describe(manifest)}: {error}")
             continue
         live[child_key(manifest)] = applied.body
         if applied.created:
-            outcome.created.append(_describe(manifest))
-            logger.info(f"Created {_describe(manifest)}")
+            outcome.created.append(describe(manifest))
+            logger.info(f"Created {describe(manifest)}")
     delete_absent_children(runtime, bls, logger, outcome)
     service = live.get(("Service", service_name(bls)), {})
     ports = (service.get("spec") or {}).get("ports") or [{}]

@@ -24,8 +24,9 @@ import kopf
 
 from blacklist_operator.apply import ApiError
 from blacklist_operator.model import SpecError
+from blacklist_operator.outcome import Outcome
 from blacklist_operator.readiness import refresh_status
-from blacklist_operator.reconcile import Outcome, reconcile
+from blacklist_operator.reconcile import reconcile
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.workqueue import Reason
 

@@ -13,7 +13,8 @@ from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import absent_children, build_children, build_service
 from blacklist_operator.builders.monitoring import build_service_monitor
 from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.reconcile import Outcome, served_children
+from blacklist_operator.outcome import Outcome
+from blacklist_operator.reconcile import served_children
 
 
 def make(**spec: Any) -> BlacklistService:
