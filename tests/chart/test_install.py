@@ -180,7 +180,11 @@ def dry_run_in(cluster: Cluster, namespace: str, manifests: list[Manifest]) -> N
     cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(listed))
 
 
-def test_install_watching_all_namespaces(cluster: Cluster, namespace: str, release: str) -> None:
+# service_monitor_crd: without the CRD, `kubectl auth can-i` cannot tell the resource
+# "servicemonitors" from its group and answers no, whatever the role says.
+def test_install_watching_all_namespaces(
+    cluster: Cluster, service_monitor_crd: Cluster, namespace: str, release: str
+) -> None:
     install(cluster, release, namespace)
     fullname = f"{release}-blacklist-operator"
     get_json(cluster, "serviceaccount", fullname, "-n", namespace)
@@ -235,7 +239,9 @@ def test_install_watching_all_namespaces(cluster: Cluster, namespace: str, relea
     get_json(cluster, "crd", CRD_NAME)  # Helm never deletes a chart's CRDs.
 
 
-def test_install_scoped_to_one_namespace(cluster: Cluster, namespace: str, release: str) -> None:
+def test_install_scoped_to_one_namespace(
+    cluster: Cluster, service_monitor_crd: Cluster, namespace: str, release: str
+) -> None:
     install(
         cluster, release, namespace,
         f"operator.watchNamespaces={{{namespace}}}", "rbac.persistentVolumes=false",
