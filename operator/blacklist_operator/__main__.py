@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 from collections.abc import Sequence
 
 import kopf
@@ -13,6 +15,7 @@ import kopf
 from blacklist_operator import (
     handlers,  # noqa: F401  (registers the handlers with kopf)
     metrics,
+    namespace_watch,
 )
 from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
 from blacklist_operator.memo import OperatorMemo
@@ -160,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=arguments.workers,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
     )
+    # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:
+    # the first thing to ask of an operator that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    namespace_watch.install()
     level = "debug" if arguments.verbose else arguments.log_level
     kopf.configure(verbose=level == "debug", log_format=kopf.LogFormat.PLAIN)
     logging.getLogger().setLevel(level.upper())

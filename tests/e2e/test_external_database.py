@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg2
 import pytest
 
 from blacklist_devtools import cluster as local_cluster
@@ -36,6 +35,7 @@ from tests.operator.helpers import (
     blacklist_service,
     condition,
     get_json,
+    read_ledger_addresses,
     running_pods,
 )
 
@@ -157,17 +157,7 @@ class TeamDatabase:
 
     def ledger(self) -> list[str] | None:
         """Every ledger row's address, or None while the database cannot be read."""
-        try:
-            with (
-                psycopg2.connect(
-                    host=self.host, user=USER, password=PASSWORD, dbname=DATABASE, connect_timeout=3
-                ) as connection,
-                connection.cursor() as cursor,
-            ):
-                cursor.execute("SELECT ip_address FROM denied_access_ledger ORDER BY id")
-                return [str(row[0]) for row in cursor.fetchall()]
-        except psycopg2.Error:
-            return None
+        return read_ledger_addresses(self.host, USER, PASSWORD, DATABASE)
 
 
 def service_urls(cluster: Cluster, namespace: str) -> list[str]:

@@ -116,6 +116,17 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def stacks(self) -> str:
+        """Every thread's stack, as the operator writes them to its log on SIGUSR1."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            return ""
+        before = len(self.log())
+        self.process.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "Thread 0x" in self.log()[before:], timeout=5, interval=0.1)
+        time.sleep(0.5)  # the dump is written thread by thread
+        return self.log()[before:]
+
     def log(self) -> str:
         """Everything the operator logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -170,10 +181,13 @@ def condition(body: dict[str, Any] | None, condition_type: str) -> dict[str, Any
 def wait_for(
     predicate: Any, timeout: float, what: str, operator: OperatorProcess | None = None
 ) -> None:
-    """Wait for ``predicate``; fail naming ``what``, with the operator log tail."""
+    """Wait for ``predicate``; fail naming ``what``, with the operator's log tail and stacks."""
     if not wait_until(predicate, timeout=timeout, interval=0.25):
-        tail = operator.log()[-3000:] if operator is not None else ""
-        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}")
+        tail = stacks = ""
+        if operator is not None:
+            tail = operator.log()[-3000:]
+            stacks = operator.stacks()
+        pytest.fail(f"timed out after {timeout} s waiting for {what}\n{tail}\n{stacks}")
 
 
 def running_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -208,14 +222,15 @@ def ledger_addresses(cluster: Cluster, namespace: str, name: str) -> list[str] |
     if len(pods) != 1 or found is None:
         return None
     user, password = found
+    return read_ledger_addresses(pods[0]["status"]["podIP"], user, password, "denied_access")
+
+
+def read_ledger_addresses(host: str, user: str, password: str, database: str) -> list[str] | None:
+    """Every ledger row's address in id order, or None while the database cannot be read."""
     try:
         with (
             psycopg2.connect(
-                host=pods[0]["status"]["podIP"],
-                user=user,
-                password=password,
-                dbname="denied_access",
-                connect_timeout=3,
+                host=host, user=user, password=password, dbname=database, connect_timeout=3
             ) as connection,
             connection.cursor() as cursor,
         ):
