@@ -8,6 +8,7 @@ PostgreSQL starts once per test module, the SMTP server once per test.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -64,24 +65,34 @@ SESSION_PREFIX = f"test-{uuid.uuid4().hex[:6]}"
 SESSION_NAMESPACES = f"{SESSION_PREFIX}-*"
 
 
-def fresh_namespace(cluster: Cluster) -> Iterator[str]:
-    """Create a namespace, yield its name, delete it (without waiting) afterwards."""
-    name = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:10]}"
+def module_namespaces(module: str) -> str:
+    """The glob of the namespaces the tests of ``module`` create (within ``SESSION_NAMESPACES``).
+
+    A module's operator watches only these, so it never meets the namespaces, still
+    being deleted, of the modules before it: as an operator confined to one team's
+    namespaces would not.
+    """
+    return f"{SESSION_PREFIX}-{hashlib.sha256(module.encode()).hexdigest()[:4]}-*"
+
+
+def fresh_namespace(cluster: Cluster, module: str) -> Iterator[str]:
+    """Create a namespace of ``module``'s tests, yield its name, delete it (without waiting)."""
+    name = module_namespaces(module).replace("*", uuid.uuid4().hex[:10])
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace, deleted (without waiting) after the test."""
-    yield from fresh_namespace(cluster)
+    yield from fresh_namespace(cluster, request.module.__name__)
 
 
 @pytest.fixture
-def other_namespace(cluster: Cluster) -> Iterator[str]:
+def other_namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A second fresh namespace, for tests about what happens across namespaces."""
-    yield from fresh_namespace(cluster)
+    yield from fresh_namespace(cluster, request.module.__name__)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from blacklist_devtools.kube import Cluster
-from tests.conftest import SESSION_NAMESPACES
+from tests.conftest import module_namespaces
 from tests.operator.helpers import OperatorProcess, install_crd
 
 
@@ -20,16 +20,20 @@ def crd(cluster: Cluster) -> Cluster:
 
 @pytest.fixture(scope="module")
 def operator_process(
-    crd: Cluster, tmp_path_factory: pytest.TempPathFactory
+    crd: Cluster, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
-    """One operator watching every namespace of this test session for the whole module.
+    """One operator watching the namespaces of this module's tests, for the whole module.
 
     hostPath volumes are allowed only under the session's temporary directory,
     as a cluster admin would allow one data directory of the nodes.
     """
     allowed = f"--allowed-host-path-prefix={tmp_path_factory.getbasetemp()}"
     operator = OperatorProcess(
-        crd, tmp_path_factory.mktemp("operator"), allowed, "--namespace", SESSION_NAMESPACES
+        crd,
+        tmp_path_factory.mktemp("operator"),
+        allowed,
+        "--namespace",
+        module_namespaces(request.module.__name__),
     ).start()
     yield operator
     operator.stop()

@@ -30,11 +30,9 @@ def test_service_monitor_follows_the_spec(
 ) -> None:
     cluster = operator_process.cluster
     apply_manifest(cluster, blacklist_service("demo", namespace, metrics={"serviceMonitor": True}))
-    # The first ServiceMonitor after the API server (re)built its view of the CRDs can take
-    # a loaded 2-core machine tens of seconds (9 to 47 s measured in isolation).
     wait_for(
         lambda: get_json(cluster, "servicemonitor", "demo", "-n", namespace) is not None,
-        180,
+        90,
         "ServiceMonitor demo",
         operator_process,
     )
