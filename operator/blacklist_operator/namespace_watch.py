@@ -48,16 +48,19 @@ async def process_namespace_event(
 def install() -> None:
     """Put :func:`process_namespace_event` in place of kopf's (idempotent).
 
-    Refuses to start if kopf's function no longer takes the arguments this one
-    replaces: serving with a stale fix would be worse than failing loudly.
+    Refuses to start if kopf's observer no longer looks the function up by its
+    module name, or the function no longer takes the arguments this one
+    replaces: serving with a fix that silently does nothing would be worse than
+    failing loudly.
     """
-    expected = {"raw_event", "namespaces", "insights"}
     if observation.process_discovered_namespace_event is process_namespace_event:
         return
+    name = "process_discovered_namespace_event"
     parameters = set(inspect.signature(_KOPF_PROCESSOR).parameters)
-    if not expected <= parameters:
+    looked_up = name in observation.namespace_observer.__code__.co_names
+    if not looked_up or not {"raw_event", "namespaces", "insights"} <= parameters:
         raise RuntimeError(
-            "kopf's process_discovered_namespace_event changed "
-            f"(parameters {sorted(parameters)}); review blacklist_operator.namespace_watch"
+            f"kopf's namespace observer or its {name} changed (parameters "
+            f"{sorted(parameters)}); review blacklist_operator.namespace_watch"
         )
     observation.process_discovered_namespace_event = process_namespace_event

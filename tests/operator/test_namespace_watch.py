@@ -83,6 +83,23 @@ def test_install_is_idempotent(installed: None) -> None:
     )
 
 
+def test_install_refuses_a_kopf_whose_observer_no_longer_calls_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def observer_of_another_kopf(**_: Any) -> None:
+        """Observes namespaces without looking the processor up by name."""
+
+    monkeypatch.setattr(observation, "namespace_observer", observer_of_another_kopf)
+    monkeypatch.setattr(
+        observation, "process_discovered_namespace_event", namespace_watch._KOPF_PROCESSOR
+    )
+    with pytest.raises(RuntimeError, match=r"review blacklist_operator\.namespace_watch"):
+        namespace_watch.install()
+    assert observation.process_discovered_namespace_event is not (
+        namespace_watch.process_namespace_event
+    )
+
+
 def _answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
