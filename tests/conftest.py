@@ -75,9 +75,14 @@ def module_namespaces(module: str) -> str:
     return f"{SESSION_PREFIX}-{hashlib.sha256(module.encode()).hexdigest()[:4]}-*"
 
 
+def namespace_name(module: str) -> str:
+    """A new namespace name of ``module``'s tests (matched by ``module_namespaces``)."""
+    return module_namespaces(module).replace("*", uuid.uuid4().hex[:10])
+
+
 def fresh_namespace(cluster: Cluster, module: str) -> Iterator[str]:
     """Create a namespace of ``module``'s tests, yield its name, delete it (without waiting)."""
-    name = module_namespaces(module).replace("*", uuid.uuid4().hex[:10])
+    name = namespace_name(module)
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -21,10 +21,13 @@ from typing import Any
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 
 from blacklist_devtools import http, images
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.net import free_port
+from blacklist_operator.banlist.ledger import LEDGER_TABLE
+from blacklist_operator.model import DEFAULT_DATABASE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD = REPO_ROOT / "crds" / "blacklistservices.yaml"
@@ -222,7 +225,7 @@ def ledger_addresses(cluster: Cluster, namespace: str, name: str) -> list[str] |
     if len(pods) != 1 or found is None:
         return None
     user, password = found
-    return read_ledger_addresses(pods[0]["status"]["podIP"], user, password, "denied_access")
+    return read_ledger_addresses(pods[0]["status"]["podIP"], user, password, DEFAULT_DATABASE_NAME)
 
 
 def read_ledger_addresses(host: str, user: str, password: str, database: str) -> list[str] | None:
@@ -234,7 +237,8 @@ def read_ledger_addresses(host: str, user: str, password: str, database: str) ->
             ) as connection,
             connection.cursor() as cursor,
         ):
-            cursor.execute("SELECT ip_address FROM denied_access_ledger ORDER BY id")
+            query = sql.SQL("SELECT ip_address FROM {} ORDER BY id")
+            cursor.execute(query.format(sql.Identifier(LEDGER_TABLE)))
             return [str(row[0]) for row in cursor.fetchall()]
     except psycopg2.Error:
         return None

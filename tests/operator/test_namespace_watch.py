@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def _revised(*events: dict[str, Any], patterns: tuple[str, ...] = ("team-*",)) -
 
 
 @pytest.fixture
-def installed() -> Any:
+def installed() -> Iterator[None]:
     """Kopf with the fix in place, as ``python -m blacklist_operator`` runs it."""
     original = observation.process_discovered_namespace_event
     namespace_watch.install()
@@ -100,14 +100,6 @@ def test_install_refuses_a_kopf_whose_observer_no_longer_calls_it(
     )
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_namespaces_created_while_the_operator_starts_are_served(
@@ -115,7 +107,6 @@ def test_namespaces_created_while_the_operator_starts_are_served(
 ) -> None:
     prefix = f"{SESSION_PREFIX}-start{uuid.uuid4().hex[:4]}"
     operator = OperatorProcess(crd, tmp_path, "--namespace", f"{prefix}-*")
-    liveness = f"http://127.0.0.1:{operator.liveness_port}/healthz"
     created: list[str] = []
 
     def create_namespaces() -> None:
@@ -124,7 +115,11 @@ def test_namespaces_created_while_the_operator_starts_are_served(
         with crd.api_client() as api_client:
             core = client.CoreV1Api(api_client)
             core.list_namespace(limit=1)  # connected and authenticated before the burst
-            wait_until(lambda: _answers(liveness), timeout=60, interval=0.002)
+            wait_until(
+                lambda: operator.process is not None and operator._alive(),
+                timeout=60,
+                interval=0.002,
+            )
             for index in range(30):
                 name = f"{prefix}-{index:02d}"
                 core.create_namespace({"metadata": {"name": name}})

@@ -18,7 +18,7 @@ from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.config import AddressMap, OperatorConfig
 from blacklist_operator.reconcile import reconcile
 from blacklist_operator.runtime import Runtime
-from tests.conftest import SESSION_PREFIX
+from tests.conftest import namespace_name
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,
@@ -241,7 +241,7 @@ def test_retain_on_delete_keeps_the_claim_and_the_secret(
 
 def test_a_namespace_being_deleted_is_left_to_go(cluster: Cluster) -> None:
     # Its own namespace, held in Terminating by a finalizer on a ConfigMap.
-    namespace = f"{SESSION_PREFIX}-{uuid.uuid4().hex[:10]}"
+    namespace = namespace_name(__name__)
     cluster.kubectl("create", "namespace", namespace)
     cluster.kubectl("create", "configmap", "hold", "-n", namespace, "--from-literal=a=b")
     hold = '{"metadata":{"finalizers":["blacklist.dev/test-hold"]}}'
