@@ -218,12 +218,12 @@ build_product_images() {
         pip_build_args=(--secret "id=pip-ca,src=$ca" --build-arg PIP_CERT=/run/secrets/pip-ca)
     fi
     hash=$( (echo "$SERVICE"; image_id "$PYTHON_BASE") | inputs_hash \
-        Dockerfile.service .dockerignore service requirements-service.lock)
+        Dockerfile.service .dockerignore service contract requirements-service.lock)
     build "localhost/$SERVICE" "$hash" "$ROOT/Dockerfile.service" "$ROOT" \
         --tag "docker.io/library/$SERVICE" "${pip_build_args[@]}"
 
     hash=$( (echo "$OPERATOR $OPERATOR_CHART"; image_id "$PYTHON_BASE") | inputs_hash \
-        Dockerfile.operator .dockerignore operator requirements-operator.lock)
+        Dockerfile.operator .dockerignore operator contract requirements-operator.lock)
     build "localhost/$OPERATOR" "$hash" "$ROOT/Dockerfile.operator" "$ROOT" \
         --tag "docker.io/library/$OPERATOR" --tag "localhost/$OPERATOR_CHART" \
         --tag "docker.io/library/$OPERATOR_CHART" "${pip_build_args[@]}"
