@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from blacklist_contract.prefixes import DEFAULT_IPV4_LENGTH, DEFAULT_IPV6_LENGTH
 from blacklist_operator import model_fields as fields
 from blacklist_operator import model_knobs as knobs
 
@@ -97,6 +98,8 @@ class BlacklistServiceSpec:
     allowlist: tuple[IPNetwork, ...] = ()
     # Seconds a ban lasts after the address's latest hit; None: until lifted.
     ban_duration: int | None = None
+    # A hit bans the covering prefix of the caller's address: (IPv4 bits, IPv6 bits).
+    ban_prefix_lengths: tuple[int, int] = (DEFAULT_IPV4_LENGTH, DEFAULT_IPV6_LENGTH)
     # Server worker processes per container; None: derived from the container's limits.
     workers: int | None = None
     mail: MailSpec = field(default_factory=MailSpec)
@@ -147,6 +150,7 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
         trusted_proxies=fields.networks(spec, "trustedProxies", "spec.trustedProxies"),
         allowlist=fields.networks(spec, "allowlist", "spec.allowlist"),
         ban_duration=fields.duration(spec, "banDuration", "spec.banDuration"),
+        ban_prefix_lengths=_parse_prefix_lengths(spec),
         workers=fields.optional_integer(spec, "workers", "spec.workers", 1, 64),
         mail=_parse_mail(mail),
         database=_parse_database(database),
@@ -154,6 +158,14 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
         autoscaling=knobs.parse_autoscaling(spec),
         metrics=knobs.parse_metrics(spec),
         ingress=knobs.parse_ingress(spec),
+    )
+
+
+def _parse_prefix_lengths(spec: Mapping[str, Any]) -> tuple[int, int]:
+    lengths = fields.mapping(spec, "banPrefixLengths", "spec.banPrefixLengths")
+    return (
+        fields.integer(lengths, "ipv4", "spec.banPrefixLengths.ipv4", DEFAULT_IPV4_LENGTH, 1, 32),
+        fields.integer(lengths, "ipv6", "spec.banPrefixLengths.ipv6", DEFAULT_IPV6_LENGTH, 1, 128),
     )
 
 
