@@ -18,12 +18,12 @@ import threading
 
 from flask import Flask
 
-from blacklist_service.banstore import BanStore
+from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.watcher import BanListWatcher
 from blacklist_service.config import Settings
 from blacklist_service.courier import Courier
 from blacklist_service.markers import synced_marker
 from blacklist_service.outbox import Outbox
-from blacklist_service.watcher import BanListWatcher
 
 logger = logging.getLogger(__name__)
 LEADER_RETRY = 1.0

@@ -1,0 +1,116 @@
+"""The operator's head ConfigMap and what its lines change in the replica's ban store (pure).
+
+The head ``N-banlist`` (:mod:`blacklist_contract.wire`) names the snapshot
+generation (``data.snapshot``, ``"0"`` for none) and how many parts carry it
+(``data.parts``), and lists the bans not yet in the snapshot as text lines
+(``data.addresses``, :mod:`blacklist_contract.lines`). Its annotation
+``blacklist.dev/lifts-seen`` is the database time, in Unix milliseconds, of
+the latest lift the operator had applied when it wrote the head
+(docs/CONTRACTS.md).
+
+What a head line changes (:func:`head_records`):
+
+* a prefix this replica holds as lifted at ``t`` is banned again only if the
+  head's lifts-seen is ``>= t`` (the operator saw the lift and still bans it:
+  a later hit did); otherwise the line predates the lift and is skipped;
+* a ban this replica made itself becomes the operator's (the list has now
+  included it once, so from now on the list decides);
+* a line that has expired changes nothing; one whose expiry differs from the
+  store's replaces it.
+
+A prefix the store holds as listed by the operator that the head no longer
+lists (and that no new snapshot took over: that changes the generation) was
+dropped by the operator, a ledger row deleted or a ban ended there: it is
+removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from blacklist_contract.lines import FOREVER, Ban, parse_lines
+from blacklist_contract.prefixes import Prefix
+from blacklist_contract.wire import LIFTS_SEEN_ANNOTATION, SNAPSHOT_ANNOTATION
+from blacklist_service.bans.records import LISTED, REMOVED
+from blacklist_service.bans.store import lifted_at
+
+NO_SNAPSHOT = "0"
+
+
+@dataclass(frozen=True)
+class Head:
+    """What the head ConfigMap says: snapshot generation and parts, its bans, lifts-seen."""
+
+    snapshot: str = NO_SNAPSHOT
+    parts: int = 0
+    bans: list[Ban] = field(default_factory=list)
+    lifts_seen: int = 0
+    bad_lines: list[str] = field(default_factory=list)
+
+
+def _annotation(config_map: Mapping[str, Any], name: str) -> str:
+    annotations = (config_map.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(name) or "").strip()
+
+
+def lifts_seen(config_map: Mapping[str, Any]) -> int | None:
+    """The ``blacklist.dev/lifts-seen`` of a ConfigMap (``0`` if absent), None if unreadable."""
+    text = _annotation(config_map, LIFTS_SEEN_ANNOTATION) or "0"
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def part_generation(config_map: Mapping[str, Any]) -> str:
+    """The snapshot generation a part ConfigMap carries (its annotation)."""
+    return _annotation(config_map, SNAPSHOT_ANNOTATION)
+
+
+def parse_head(config_map: Mapping[str, Any]) -> Head:
+    """The head's generation, parts, bans and lifts-seen, and what could not be read."""
+    data = config_map.get("data") or {}
+    bans, bad = parse_lines(str(data.get("addresses") or ""))
+    seen = lifts_seen(config_map)
+    if seen is None:
+        bad.append(f"{LIFTS_SEEN_ANNOTATION}: {_annotation(config_map, LIFTS_SEEN_ANNOTATION)}")
+        seen = 0
+    generation = str(data.get("snapshot") or NO_SNAPSHOT).strip()
+    parts_text = str(data.get("parts") or "0").strip()
+    if parts_text.isascii() and parts_text.isdigit():
+        parts = int(parts_text)
+    else:
+        bad.append(f"parts: {parts_text}")
+        parts = 0
+    if generation == NO_SNAPSHOT:
+        parts = 0
+    return Head(generation, parts, bans, seen, bad)
+
+
+def head_records(
+    head: Head,
+    state: Callable[[Prefix], tuple[int | None, bool]],
+    listed: Iterable[Prefix],
+    now: float,
+) -> list[tuple[int, Prefix, int]]:
+    """The ``(kind, prefix, value)`` records the head adds to a store.
+
+    ``state`` gives a prefix's latest value in the store and whether it is a
+    ban this replica made; ``listed`` the prefixes the store's log holds as
+    listed by the operator.
+    """
+    records: dict[Prefix, tuple[int, Prefix, int]] = {}
+    for prefix, expiry in head.bans:
+        if expiry != FOREVER and expiry <= now:
+            continue
+        current, own = state(prefix)
+        lifted = lifted_at(current)
+        if lifted is not None:
+            if head.lifts_seen >= lifted:
+                records[prefix] = (LISTED, prefix, expiry)
+        elif own or current != expiry:
+            records[prefix] = (LISTED, prefix, expiry)
+    held = {prefix for prefix, _ in head.bans}
+    for prefix in listed:
+        if prefix not in held:
+            records[prefix] = (REMOVED, prefix, 0)
+    return list(records.values())
