@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import errno
 import random
 import threading
 import time
@@ -23,6 +23,7 @@ from blacklist_service.bans import store as store_module
 from blacklist_service.bans.records import LISTED, OWN, RECORD_SIZE, Record, decode, encode
 from blacklist_service.bans.snapshot import Snapshot, SnapshotWriter
 from blacklist_service.bans.store import BanStore, log_path
+from tests.service.full_disk import fill, free, small_tmpfs
 
 
 def prefix(text: str) -> Prefix:
@@ -202,29 +203,29 @@ def test_the_log_folds_into_a_new_generation_every_worker_follows(
     assert BanStore(tmp_path).counts() == (5000, 1)
 
 
-def test_a_short_write_is_cut_back_and_raised(tmp_path: Path) -> None:
-    store = BanStore(tmp_path)
-    store.ban([(prefix("1.2.3.4"), 0)])
-    size = current_log(store).stat().st_size
-    real_write = os.write
-
-    def short_write(descriptor: int, data: bytes | memoryview) -> int:
-        if len(data) > RECORD_SIZE:
-            real_write(descriptor, bytes(data)[: RECORD_SIZE + 7])
-            raise OSError(28, "No space left on device")
-        return real_write(descriptor, data)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "write", short_write)
-        with pytest.raises(OSError, match="No space"):
-            store.ban([(prefix("5.5.5.5"), 0), (prefix("6.6.6.6"), 0)])
-    assert current_log(store).stat().st_size == size
-    # Nothing torn: a later ban is read whole by every store.
-    store.ban([(prefix("7.7.7.7"), 0)])
-    other = BanStore(tmp_path)
-    assert banned(other, "7.7.7.7")
-    assert banned(other, "1.2.3.4")
-    assert not banned(other, "5.5.5.5")
+def test_a_short_write_on_a_full_disk_is_cut_back_and_raised(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path / "volume", "256k") as volume:
+        store, other = BanStore(volume), BanStore(volume)
+        store.ban([(prefix("1.2.3.4"), 0)])
+        size = current_log(store).stat().st_size
+        fill(volume)
+        # 300 records (9,600 bytes): the rest of the log's page takes some of them,
+        # the next page cannot be had. The kernel writes part, then refuses.
+        batch = [(Prefix(IPV4, 0x0A000000 + n, 32), 0) for n in range(300)]
+        with pytest.raises(OSError, match="No space left") as refused:
+            store.ban(batch)
+        assert refused.value.errno == errno.ENOSPC
+        assert current_log(store).stat().st_size == size
+        assert not banned(other, "10.0.0.1")
+        free(volume)
+        # Nothing torn: later bans are read whole by every store.
+        store.ban([(prefix("7.7.7.7"), 0)])
+        store.ban(batch)
+        assert banned(other, "7.7.7.7")
+        assert banned(other, "1.2.3.4")
+        assert banned(other, "10.0.1.43")
+        assert other.counts() == (302, 0)
+        assert BanStore(volume).counts() == (302, 0)
 
 
 def test_a_snapshot_streams_sorted_pieces_and_finds_every_entry(tmp_path: Path) -> None:
