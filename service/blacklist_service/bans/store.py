@@ -127,6 +127,7 @@ class BanStore:
         self._read_lock = threading.RLock()
         self.generation = 0
         self._log_descriptor = -1
+        self._retired: list[int] = []
         self._offset = 0
         self._snapshot: Snapshot | None = None
         self._logs: dict[int, dict[int, int]] = {IPV4: {}, IPV6: {}}
@@ -181,10 +182,13 @@ class BanStore:
             # Replaced again before this worker looked: follow ``current`` instead.
             self._open_current()
             return
-        if self._log_descriptor >= 0:
-            os.close(self._log_descriptor)
-        # The old snapshot is not closed: a lookup in another thread may still be
-        # reading it; the mapping goes when the last view of it does.
+        # Another thread of this process may be reading the old log or snapshot right
+        # now: the log's descriptor is closed one generation later (closing it now
+        # could hand its number to another file under that thread), and the snapshot's
+        # mapping goes when the last view of it does.
+        for retired in self._retired:
+            os.close(retired)
+        self._retired = [self._log_descriptor] if self._log_descriptor >= 0 else []
         self.generation = generation
         self._snapshot = snapshot
         self._log_descriptor = descriptor
@@ -357,10 +361,11 @@ class BanStore:
         if not records:
             return
         start = self._offset
-        self._write(self._log_descriptor, b"".join(encode(r) for r in records), start)
-        for record in records:
-            self._take(record)
-        self._offset = start + len(records) * RECORD_SIZE
+        with self._read_lock:  # so another thread's refresh() does not take them twice
+            self._write(self._log_descriptor, b"".join(encode(r) for r in records), start)
+            for record in records:
+                self._take(record)
+            self._offset = start + len(records) * RECORD_SIZE
         if self._offset // RECORD_SIZE > self._fold_at:
             self.fold()
 
@@ -452,7 +457,8 @@ class BanStore:
         finally:
             os.close(descriptor)
         self._write_current(generation)
-        self._adopt(generation)
+        with self._read_lock:
+            self._adopt(generation)
         self._fold_at = max(FOLD_RECORDS, 2 * len(carried))
         snapshot_path(self.directory, old).unlink(missing_ok=True)
         log_path(self.directory, old).unlink(missing_ok=True)
@@ -503,6 +509,8 @@ class BanStore:
 
     def close(self) -> None:
         """Release the files."""
+        for retired in self._retired:
+            os.close(retired)
         os.close(self._log_descriptor)
         os.close(self._lock_descriptor)
         self._log_descriptor = -1
