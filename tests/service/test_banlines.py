@@ -137,3 +137,27 @@ def test_an_operator_snapshot_replaces_its_bans_and_keeps_own_bans_and_newer_lif
     assert not banned(store, "10.0.0.2")
     assert banned(store, "2001:db8::1234")
     assert store.counts() == (1, 1)
+
+
+def test_a_head_read_against_the_one_applied_before_gives_only_what_changed(
+    tmp_path: Path,
+) -> None:
+    store = BanStore(tmp_path, carry_own=True)
+    first = parse_head(head([(prefix("1.1.1.1"), 0), (prefix("2.2.2.2"), 0)]))
+    apply_head(store, first, "t")
+    expiry = int(time.time()) + 600
+    second = parse_head(
+        head([(prefix("2.2.2.2"), expiry), (prefix("3.3.3.0/24"), 0)]), previous=first
+    )
+    assert second.bans == [(prefix("2.2.2.2"), expiry), (prefix("3.3.3.0/24"), 0)]
+    assert second.dropped == [prefix("1.1.1.1"), prefix("2.2.2.2")]
+    apply_head(store, second, "t")
+    assert not banned(store, "1.1.1.1")
+    assert store.value(prefix("2.2.2.2")) == expiry  # a new expiry, not a removal
+    assert banned(store, "3.3.3.3")
+    # Another lifts-seen (or generation): the head is read whole again.
+    third = parse_head(head([(prefix("2.2.2.2"), expiry)], lifts_seen=5), previous=second)
+    assert third.dropped is None
+    apply_head(store, third, "t")
+    assert not banned(store, "3.3.3.3")
+    assert banned(store, "2.2.2.2")

@@ -41,13 +41,21 @@ NO_SNAPSHOT = "0"
 
 @dataclass(frozen=True)
 class Head:
-    """What the head ConfigMap says: snapshot generation and parts, its bans, lifts-seen."""
+    """What the head ConfigMap says: snapshot generation and parts, its bans, lifts-seen.
+
+    Read against the head applied before it (same generation and lifts-seen),
+    ``bans`` holds only the lines that are new and ``dropped`` the prefixes of
+    the lines that are gone; read whole, ``dropped`` is None: every listed
+    prefix not in ``bans`` is gone.
+    """
 
     snapshot: str = NO_SNAPSHOT
     parts: int = 0
     bans: list[Ban] = field(default_factory=list)
     lifts_seen: int = 0
     bad_lines: list[str] = field(default_factory=list)
+    lines: frozenset[str] = frozenset()
+    dropped: list[Prefix] | None = None
 
 
 def _annotation(config_map: Mapping[str, Any], name: str) -> str:
@@ -66,10 +74,18 @@ def part_generation(config_map: Mapping[str, Any]) -> str:
     return _annotation(config_map, SNAPSHOT_ANNOTATION)
 
 
-def parse_head(config_map: Mapping[str, Any]) -> Head:
-    """The head's generation, parts, bans and lifts-seen, and what could not be read."""
+def parse_head(config_map: Mapping[str, Any], previous: Head | None = None) -> Head:
+    """The head's generation, parts, bans and lifts-seen, and what could not be read.
+
+    With ``previous``, the head applied last, of the same generation and
+    lifts-seen, only the lines that changed are parsed: a head of tens of
+    thousands of lines rewritten for each batch of new bans costs the set
+    difference of its lines, not a parse and a store lookup per line.
+    """
     data = config_map.get("data") or {}
-    bans, bad = parse_lines(str(data.get("addresses") or ""))
+    text = str(data.get("addresses") or "")
+    lines = frozenset(line.strip() for line in text.splitlines() if line.strip())
+    bad: list[str] = []
     seen = lifts_seen(config_map)
     if seen is None:
         bad.append(f"{LIFTS_SEEN_ANNOTATION}: {_annotation(config_map, LIFTS_SEEN_ANNOTATION)}")
@@ -83,7 +99,14 @@ def parse_head(config_map: Mapping[str, Any]) -> Head:
         parts = 0
     if generation == NO_SNAPSHOT:
         parts = 0
-    return Head(generation, parts, bans, seen, bad)
+    dropped: list[Prefix] | None = None
+    if previous is not None and (previous.snapshot, previous.lifts_seen) == (generation, seen):
+        bans, bad_lines = parse_lines("\n".join(sorted(lines - previous.lines)))
+        gone, _ = parse_lines("\n".join(sorted(previous.lines - lines)))
+        dropped = [prefix for prefix, _ in gone]
+    else:
+        bans, bad_lines = parse_lines(text)
+    return Head(generation, parts, bans, seen, bad_lines + bad, lines, dropped)
 
 
 def head_records(
@@ -96,7 +119,9 @@ def head_records(
 
     ``state`` gives a prefix's latest value in the store and whether it is a
     ban this replica made; ``listed`` the prefixes the store's log holds as
-    listed by the operator.
+    listed by the operator, of which those the head no longer lists (all not
+    in its lines, or, read against the previous head, those it dropped) are
+    removed.
     """
     records: dict[Prefix, tuple[int, Prefix, int]] = {}
     for prefix, expiry in head.bans:
@@ -110,7 +135,10 @@ def head_records(
         elif own or current != expiry:
             records[prefix] = (LISTED, prefix, expiry)
     held = {prefix for prefix, _ in head.bans}
-    for prefix in listed:
+    candidates = set(listed)
+    if head.dropped is not None:
+        candidates &= set(head.dropped)
+    for prefix in sorted(candidates):
         if prefix not in held:
             records[prefix] = (REMOVED, prefix, 0)
     return list(records.values())

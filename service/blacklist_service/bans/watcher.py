@@ -172,6 +172,7 @@ class BanListWatcher:
         self.stop = stop
         self.on_synced = on_synced
         self._thread: threading.Thread | None = None
+        self._applied: Head | None = None  # the head applied last, whole
 
     def start(self) -> None:
         """Follow the head in a thread of its own."""
@@ -208,11 +209,13 @@ class BanListWatcher:
         )
 
     def _apply(self, api: KubernetesApi, config_map: dict[str, Any]) -> None:
-        head = parse_head(config_map)
+        head = parse_head(config_map, self._applied)
         if head.bad_lines:
             logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",
                            self.head, len(head.bad_lines), head.bad_lines[0])  # fmt: skip
         if self.bans.operator_generation() != head.snapshot:
+            self._applied = None
+            head = parse_head(config_map)
             for attempt in range(PART_ATTEMPTS):
                 try:
                     self._install(api, head)
@@ -226,6 +229,7 @@ class BanListWatcher:
                         )
                         return
         apply_head(self.bans, head, f"ConfigMap {self.head}")
+        self._applied = head
         self.on_synced()
 
     def _follow(self) -> None:
