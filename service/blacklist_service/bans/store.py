@@ -37,7 +37,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,7 +70,8 @@ LOCK_FILE = "lock"
 # stays small (about 100 bytes a record) and a fold is rare.
 FOLD_RECORDS = 32_768
 REMOVED_VALUE = -1  # a prefix's value once the operator's list dropped it
-Probe = tuple[int, int, SectionView | None]  # (length, netmask, snapshot section)
+# (length, netmask, the snapshot section's find, if it has that section)
+Probe = tuple[int, int, Callable[[int], int | None] | None]
 
 
 def is_active(value: int | None, now: float) -> bool:
@@ -89,6 +90,10 @@ def extends(current: int | None, until: int, now: float) -> bool:
         return True
     assert current is not None
     return current != FOREVER and (until == FOREVER or until > current)
+
+
+def _finder(section: SectionView | None) -> Callable[[int], int | None] | None:
+    return None if section is None else section.find
 
 
 def _key(prefix: Prefix) -> int:
@@ -207,8 +212,9 @@ class BanStore:
             lengths = {length for v, length in self._snapshot.sections if v == version}
             lengths |= {key & 0xFF for key in self._logs[version]}
             self._lengths[version] = lengths
+            sections = self._snapshot.sections
             self._probes[version] = [
-                (length, mask(version, length), self._snapshot.sections.get((version, length)))
+                (length, mask(version, length), _finder(sections.get((version, length))))
                 for length in sorted(lengths)
             ]
 
@@ -267,13 +273,13 @@ class BanStore:
         if os.fstat(self._log_descriptor).st_size > self._offset:
             self.refresh()
         log = self._logs[version]
-        for length, netmask, section in self._probes[version]:
+        for length, netmask, find in self._probes[version]:
             network = number & netmask
             value = log.get(network << 8 | length)
             if value is None:
-                if section is None:
+                if find is None:
                     continue
-                value = section.find(network)
+                value = find(network)
                 if value is None:
                     continue
             if value == FOREVER or value > time.time():
