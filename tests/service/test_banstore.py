@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import random
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -253,3 +255,31 @@ def test_a_snapshot_streams_sorted_pieces_and_finds_every_entry(tmp_path: Path) 
     with pytest.raises(ValueError, match="sorted"):
         backwards.add(piece)
     backwards.abandon()
+
+
+def test_another_process_folding_under_a_reader_loses_nothing(tmp_path: Path) -> None:
+    # The writer is another process, as a second server worker would be, with a
+    # small fold bound so that it switches generations many times while we read.
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pathlib import Path;"
+            "from blacklist_contract.prefixes import Prefix;"
+            "from blacklist_service.bans import store;"
+            "store.FOLD_RECORDS = 300;"
+            "bans = store.BanStore(Path(sys.argv[1]));"
+            "[bans.ban([(Prefix(4, 0x0A000000 + n, 32), 0)]) for n in range(3000)]",
+            str(tmp_path),
+        ]
+    )
+    reader = BanStore(tmp_path)
+    seen = 0
+    while writer.poll() is None:
+        seen = max(seen, reader.counts()[0])
+        reader.banned(IPV4, 0x0A000000 + seen // 2)
+    assert writer.returncode == 0
+    assert reader.counts() == (3000, 0)
+    assert all(reader.banned(IPV4, 0x0A000000 + n) for n in range(3000))
+    assert reader.generation > 5
+    assert len(list(tmp_path.glob("snapshot-*"))) == 1
