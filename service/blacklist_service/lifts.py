@@ -39,7 +39,8 @@ from blacklist_contract.prefixes import (
 )
 from blacklist_service import ledger
 from blacklist_service.bans.notices import log_added
-from blacklist_service.bans.store import BanStore, lifted_at
+from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.values import lifted_at
 from blacklist_service.durations import ban_until_after
 from blacklist_service.metrics import LIFTS_APPLIED
 from blacklist_service.outbox import Outbox

@@ -22,9 +22,10 @@ from blacklist_contract.prefixes import (
 )
 from blacklist_contract.wire import Section
 from blacklist_service.bans import store as store_module
+from blacklist_service.bans.files import log_path
 from blacklist_service.bans.records import LISTED, OWN, RECORD_SIZE, Record, decode, encode
 from blacklist_service.bans.snapshot import Snapshot, SnapshotWriter
-from blacklist_service.bans.store import BanStore, log_path
+from blacklist_service.bans.store import BanStore
 from tests.service.full_disk import fill, free, small_tmpfs
 
 

@@ -24,8 +24,9 @@ from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_service import ledger
+from blacklist_service.bans.files import log_path
 from blacklist_service.bans.records import RECORD_SIZE
-from blacklist_service.bans.store import BanStore, log_path
+from blacklist_service.bans.store import BanStore
 from blacklist_service.durations import parse_duration
 from blacklist_service.lifts import LiftFollower
 from blacklist_service.outbox import Hit, Outbox

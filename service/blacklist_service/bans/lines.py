@@ -34,7 +34,7 @@ from blacklist_contract.lines import FOREVER, Ban, parse_lines
 from blacklist_contract.prefixes import Prefix
 from blacklist_contract.wire import LIFTS_SEEN_ANNOTATION, SNAPSHOT_ANNOTATION
 from blacklist_service.bans.records import LISTED, REMOVED
-from blacklist_service.bans.store import lifted_at
+from blacklist_service.bans.values import lifted_at
 
 NO_SNAPSHOT = "0"
 

@@ -1,7 +1,8 @@
 """The replica's ban store: one snapshot mapped by every worker, and a small log each mirrors.
 
-``STATE_DIR/bans/`` holds generations: ``snapshot-G`` (:mod:`.snapshot`,
-memory-mapped read-only, so its pages are in memory once per pod) and
+``STATE_DIR/bans/`` (:mod:`.files`) holds generations: ``snapshot-G``
+(:mod:`.snapshot`, memory-mapped read-only, so its pages are in memory once
+per pod) and
 ``log-G``, an append-only file of :mod:`.records` that each worker mirrors in
 a ``dict`` (the bans, lifts and removals since the snapshot; the latest record
 of a prefix wins, over the snapshot too). ``current`` names the generation a
@@ -43,6 +44,14 @@ from pathlib import Path
 
 from blacklist_contract.lines import FOREVER
 from blacklist_contract.prefixes import IPV4, IPV6, Prefix, covering, mask
+from blacklist_service.bans.files import (
+    CURRENT_FILE,
+    LOCK_FILE,
+    log_path,
+    snapshot_path,
+    write_current,
+    write_whole,
+)
 from blacklist_service.bans.records import (
     LIFT,
     LISTED,
@@ -55,63 +64,27 @@ from blacklist_service.bans.records import (
     encode,
     next_generation,
 )
-from blacklist_service.bans.snapshot import (
-    SectionId,
-    SectionView,
-    Snapshot,
-    SnapshotWriter,
-    Update,
-    merged,
+from blacklist_service.bans.snapshot import SectionView, Snapshot, SnapshotWriter, merged
+from blacklist_service.bans.values import (
+    REMOVED_VALUE,
+    carried_records,
+    extends,
+    fold_updates,
+    is_active,
+    key_of,
+    lifted_at,
+    prefix_of,
 )
 
-CURRENT_FILE = "current"
-LOCK_FILE = "lock"
 # The log is folded into a new snapshot past this many records: each worker's dict
 # stays small (about 100 bytes a record) and a fold is rare.
 FOLD_RECORDS = 32_768
-REMOVED_VALUE = -1  # a prefix's value once the operator's list dropped it
 # (length, netmask, the snapshot section's find, if it has that section)
 Probe = tuple[int, int, Callable[[int], int | None] | None]
 
 
-def is_active(value: int | None, now: float) -> bool:
-    """Whether a prefix whose latest value is ``value`` is banned at ``now``."""
-    return value is not None and (value == FOREVER or value > now)
-
-
-def lifted_at(value: int | None) -> int | None:
-    """The Unix milliseconds of the lift a value records, or None if it is no lift."""
-    return -value if value is not None and value < REMOVED_VALUE else None
-
-
-def extends(current: int | None, until: int, now: float) -> bool:
-    """Whether banning until ``until`` bans longer than the value ``current`` does."""
-    if not is_active(current, now):
-        return True
-    assert current is not None
-    return current != FOREVER and (until == FOREVER or until > current)
-
-
 def _finder(section: SectionView | None) -> Callable[[int], int | None] | None:
     return None if section is None else section.find
-
-
-def _key(prefix: Prefix) -> int:
-    return prefix.network << 8 | prefix.length
-
-
-def _prefix(version: int, key: int) -> Prefix:
-    return Prefix(version, key >> 8, key & 0xFF)
-
-
-def snapshot_path(directory: Path, generation: int) -> Path:
-    """The snapshot file of a generation."""
-    return directory / f"snapshot-{generation}"
-
-
-def log_path(directory: Path, generation: int) -> Path:
-    """The log file of a generation."""
-    return directory / f"log-{generation}"
 
 
 class BanStore:
@@ -164,16 +137,11 @@ class BanStore:
             writer = SnapshotWriter(self.directory)
             os.replace(writer.finish({}), snapshot_path(self.directory, generation))
             log_path(self.directory, generation).touch()
-            self._write_current(generation)
+            write_current(self.directory, generation)
             break
         else:
             raise RuntimeError(f"{self.directory} names no ban-store generation that exists")
         self._adopt(generation)
-
-    def _write_current(self, generation: int) -> None:
-        temporary = self.directory / f"{CURRENT_FILE}.tmp"
-        temporary.write_text(f"{generation}\n")
-        os.replace(temporary, self.directory / CURRENT_FILE)
 
     def _adopt(self, generation: int) -> None:
         """Map generation ``generation`` and read its log from the start."""
@@ -239,7 +207,7 @@ class BanStore:
     def _take(self, record: Record) -> None:
         """Mirror one record: the dicts, the probes and the counts."""
         version = record.prefix.version
-        key = _key(record.prefix)
+        key = key_of(record.prefix)
         log = self._logs[version]
         previous = log.get(key)
         if previous is None and self._snapshot is not None:
@@ -292,19 +260,19 @@ class BanStore:
         return self._value(prefix)
 
     def _value(self, prefix: Prefix) -> int | None:
-        found = self._logs[prefix.version].get(_key(prefix))
+        found = self._logs[prefix.version].get(key_of(prefix))
         if found is None and self._snapshot is not None:
             found = self._snapshot.find(prefix)
         return found
 
     def state(self, prefix: Prefix) -> tuple[int | None, bool]:
         """The latest value of ``prefix`` and whether it is a ban this replica made."""
-        return self.value(prefix), (prefix.version, _key(prefix)) in self._own
+        return self.value(prefix), (prefix.version, key_of(prefix)) in self._own
 
     def listed(self) -> list[Prefix]:
         """The prefixes whose latest record is an operator-listed ban in the log."""
         self.refresh()
-        return [_prefix(version, key) for version, key in self._listed]
+        return [prefix_of(version, key) for version, key in self._listed]
 
     def lengths(self, version: int) -> list[int]:
         """The prefix lengths of ``version`` the store holds entries of."""
@@ -349,26 +317,13 @@ class BanStore:
                 if self._depth == 0:
                     fcntl.flock(self._lock_descriptor, fcntl.LOCK_UN)
 
-    def _write(self, descriptor: int, data: bytes, start: int) -> None:
-        """Write all of ``data`` at the end, or cut the file back to ``start`` and raise."""
-        view = memoryview(data)
-        written = 0
-        try:
-            while written < len(view):
-                written += os.write(descriptor, view[written:])
-        except OSError:
-            # A part-way write (a full disk) would leave a torn record that every
-            # reader would take the following records 32 bytes off by.
-            os.ftruncate(descriptor, start)
-            raise
-
     def _append(self, records: list[Record]) -> None:
         """Write ``records`` (the caller holds :meth:`locked`) and take them in at once."""
         if not records:
             return
         start = self._offset
         with self._read_lock:  # so another thread's refresh() does not take them twice
-            self._write(self._log_descriptor, b"".join(encode(r) for r in records), start)
+            write_whole(self._log_descriptor, b"".join(encode(r) for r in records), start)
             for record in records:
                 self._take(record)
             self._offset = start + len(records) * RECORD_SIZE
@@ -415,7 +370,7 @@ class BanStore:
                     previous = records[prefix]
                 if previous is not None and previous >= at:
                     continue
-                written = self._own.get((prefix.version, _key(prefix)))
+                written = self._own.get((prefix.version, key_of(prefix)))
                 if written is not None and written * 1000 > at:
                     continue
                 records[prefix] = at
@@ -427,23 +382,8 @@ class BanStore:
 
     def _carried(self, keep_own: bool, lifts_seen: int, incoming: Snapshot | None) -> list[Record]:
         """The records of the current log a new generation must keep."""
-        now = int(time.time())
-        carried: list[Record] = []
-        for version, log in self._logs.items():
-            for key, value in log.items():
-                prefix = _prefix(version, key)
-                written = self._own.get((version, key))
-                if written is not None:
-                    expired = value != FOREVER and value <= now
-                    if (
-                        keep_own
-                        and not expired
-                        and (incoming is None or incoming.find(prefix) is None)
-                    ):
-                        carried.append(Record(OWN, prefix, value, written))
-                elif value < REMOVED_VALUE and -value > lifts_seen:
-                    carried.append(Record(LIFT, prefix, -value, now))
-        return carried
+        find = None if incoming is None else incoming.find
+        return carried_records(self._logs, self._own, keep_own, lifts_seen, find, time.time())
 
     def _switch(self, snapshot_file: Path, carried: list[Record]) -> None:
         """Make a finished snapshot and ``carried`` the next generation (holding the lock)."""
@@ -453,16 +393,16 @@ class BanStore:
         new_log = log_path(self.directory, generation)
         descriptor = os.open(new_log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            self._write(descriptor, b"".join(encode(r) for r in carried), 0)
+            write_whole(descriptor, b"".join(encode(r) for r in carried), 0)
             # The old log's last record sends every worker to the new generation.
-            self._write(self._log_descriptor, encode(next_generation(generation)), self._offset)
+            write_whole(self._log_descriptor, encode(next_generation(generation)), self._offset)
         except OSError:
             new_log.unlink(missing_ok=True)
             snapshot_path(self.directory, generation).unlink(missing_ok=True)
             raise
         finally:
             os.close(descriptor)
-        self._write_current(generation)
+        write_current(self.directory, generation)
         with self._read_lock:
             self._adopt(generation)
         self._fold_at = max(FOLD_RECORDS, 2 * len(carried))
@@ -473,18 +413,7 @@ class BanStore:
         """Fold the log into a new snapshot; keep what must outlive it in the new log."""
         with self.locked():
             assert self._snapshot is not None
-            now = time.time()
-            updates: dict[SectionId, list[Update]] = {}
-            for version, log in self._logs.items():
-                for key in sorted(log, key=lambda k: (k & 0xFF, k >> 8)):
-                    value = log[key]
-                    own = (version, key) in self._own
-                    keep = value >= 0 and (value == FOREVER or value > now)
-                    if own and self.carry_own:
-                        continue  # carried as it is: the operator has not listed it yet
-                    updates.setdefault((version, key & 0xFF), []).append(
-                        (key >> 8, value if keep else None)
-                    )
+            updates = fold_updates(self._logs, self._own, self.carry_own, time.time())
             writer = SnapshotWriter(self.directory)
             try:
                 for section in merged(self._snapshot, updates):

@@ -34,7 +34,8 @@ from blacklist_contract.wire import decode_part, head_name, part_name
 from blacklist_service.bans.lines import Head, head_records, lifts_seen, parse_head, part_generation
 from blacklist_service.bans.notices import log_added
 from blacklist_service.bans.records import LISTED, Record
-from blacklist_service.bans.store import BanStore, is_active
+from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.values import is_active
 from blacklist_service.config import Settings
 
 logger = logging.getLogger(__name__)
