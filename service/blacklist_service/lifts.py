@@ -49,6 +49,9 @@ logger = logging.getLogger("blacklist_service.lifts")
 POLL_INTERVAL = 0.5  # the contract asks for at least once a second
 REREAD_WINDOW = timedelta(minutes=1)
 RETRY_MAXIMUM = 30.0
+# Ledger bans go into the store this many at a time, each batch one fold of its
+# snapshot: bounded memory (a batch), and few folds however long the ledger.
+LOAD_BATCH = 100_000
 
 
 def lift_target(text: str, lengths: tuple[int, int]) -> Prefix | None:
@@ -66,8 +69,8 @@ def load_bans(
     Each address's latest hit bans its covering prefix (``lengths``: IPv4,
     IPv6) unless a lift of that prefix (of the address, of another address in
     it, or of the prefix itself) came later. Lift rows are few (an admin's);
-    hits are streamed in batches, and the store folds its log into its
-    snapshot as it grows, so memory stays bounded however long the ledger.
+    hits are streamed, and go into the store's snapshot :data:`LOAD_BATCH` at
+    a time, so memory stays bounded however long the ledger.
     """
     lifted: dict[Prefix, int] = {}
     for text, moment in ledger.latest_lifts(engine):
@@ -76,16 +79,22 @@ def load_bans(
             lifted[target] = max(lifted.get(target, 0), milliseconds(moment))
     since = None if duration is None else datetime.now(UTC) - timedelta(seconds=duration)
     total = 0
+    records: list[tuple[Prefix, int]] = []
     for batch in ledger.banned_addresses(engine, since):
-        records = []
         for address, latest in batch:
             prefix = covering_prefix(address, *lengths)
             if prefix is not None and lifted.get(prefix, 0) < milliseconds(latest):
                 records.append((prefix, ban_until_after(duration, latest)))
-        fresh = bans.ban(records)
-        log_added(fresh, "the ledger")
-        total += len(fresh)
-    return total
+        if len(records) >= LOAD_BATCH:
+            total += _load(bans, records)
+            records = []
+    return total + _load(bans, records)
+
+
+def _load(bans: BanStore, records: list[tuple[Prefix, int]]) -> int:
+    fresh = bans.ban_in_bulk(records)
+    log_added(fresh, "the ledger")
+    return len(fresh)
 
 
 def milliseconds(moment: datetime) -> int:

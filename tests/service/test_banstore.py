@@ -284,3 +284,29 @@ def test_another_process_folding_under_a_reader_loses_nothing(tmp_path: Path) ->
     assert all(reader.banned(IPV4, 0x0A000000 + n) for n in range(3000))
     assert reader.generation > 5
     assert len(list(tmp_path.glob("snapshot-*"))) == 1
+
+
+def test_a_load_in_bulk_bans_as_ban_does_in_one_new_generation(tmp_path: Path) -> None:
+    store, other = BanStore(tmp_path), BanStore(tmp_path)
+    later = int(time.time()) + 600
+    store.ban([(prefix("1.1.1.1"), 0), (prefix("2.2.2.2"), later)])
+    store.lift([(prefix("3.3.3.3"), int(time.time() * 1000) + 1000)])
+    generation = store.generation
+    fresh = store.ban_in_bulk(
+        [
+            (prefix("1.1.1.1"), later),  # banned for ever already: unchanged
+            (prefix("2.2.2.2"), later + 60),  # longer: extended
+            (prefix("3.3.3.3"), 0),  # lifted: banned again
+            (prefix("4.4.4.0/24"), later),
+            (prefix("4.4.4.0/24"), later - 60),  # shorter than the one before it
+        ]
+    )
+    assert fresh == [prefix("3.3.3.3"), prefix("4.4.4.0/24")]
+    assert other.value(prefix("1.1.1.1")) == 0
+    assert store.generation == other.generation == generation + 1
+    assert other.value(prefix("2.2.2.2")) == later + 60
+    assert other.value(prefix("4.4.4.0/24")) == later
+    assert banned(other, "3.3.3.3")
+    assert banned(other, "4.4.4.200")
+    assert other.counts() == (4, 0)
+    assert current_log(other).stat().st_size == 0  # nothing went through the log

@@ -74,6 +74,7 @@ from blacklist_service.bans.values import (
     key_of,
     lifted_at,
     prefix_of,
+    with_bans,
 )
 
 # The log is folded into a new snapshot past this many records: each worker's dict
@@ -409,11 +410,15 @@ class BanStore:
         snapshot_path(self.directory, old).unlink(missing_ok=True)
         log_path(self.directory, old).unlink(missing_ok=True)
 
-    def fold(self) -> None:
-        """Fold the log into a new snapshot; keep what must outlive it in the new log."""
+    def fold(self, bulk: dict[Prefix, int] | None = None) -> None:
+        """Fold the log (and ``bulk`` bans) into a new snapshot; keep what must outlive it."""
         with self.locked():
             assert self._snapshot is not None
             updates = fold_updates(self._logs, self._own, self.carry_own, time.time())
+            carried = self._carried(self.carry_own, 0, None)
+            if bulk:
+                updates = with_bans(updates, bulk)
+                carried = [record for record in carried if record.prefix not in bulk]
             writer = SnapshotWriter(self.directory)
             try:
                 for section in merged(self._snapshot, updates):
@@ -422,7 +427,29 @@ class BanStore:
             except BaseException:
                 writer.abandon()
                 raise
-            self._switch(path, self._carried(self.carry_own, 0, None))
+            self._switch(path, carried)
+
+    def ban_in_bulk(self, bans: Iterable[tuple[Prefix, int]]) -> list[Prefix]:
+        """:meth:`ban` for a load of many bans: straight into a new snapshot, one fold.
+
+        Each ban is taken as :meth:`ban` would (only if it bans longer than what
+        the store holds); none goes through the log, so a load of a million bans
+        costs a few folds rather than a record each and a fold every
+        :data:`FOLD_RECORDS`. Returns the prefixes that were not banned before.
+        """
+        with self.locked():
+            now = time.time()
+            chosen: dict[Prefix, int] = {}
+            fresh: list[Prefix] = []
+            for prefix, until in bans:
+                stored = self._value(prefix)
+                if extends(chosen.get(prefix, stored), until, now):
+                    if not is_active(stored, now) and prefix not in chosen:
+                        fresh.append(prefix)
+                    chosen[prefix] = until
+            if chosen:
+                self.fold(chosen)
+            return fresh
 
     def new_snapshot(self) -> SnapshotWriter:
         """A writer for an operator snapshot, to :meth:`install` once filled."""

@@ -71,6 +71,18 @@ def fold_updates(
     return updates
 
 
+def with_bans(
+    updates: Mapping[SectionId, list[Update]], bans: Mapping[Prefix, int]
+) -> dict[SectionId, list[Update]]:
+    """``updates`` with ``bans`` (prefix: expiry) put in too, over any update of the same prefix."""
+    merged: dict[SectionId, dict[int, int | None]] = {
+        ident: dict(section) for ident, section in updates.items()
+    }
+    for prefix, expiry in bans.items():
+        merged.setdefault((prefix.version, prefix.length), {})[prefix.network] = expiry
+    return {ident: sorted(section.items()) for ident, section in merged.items()}
+
+
 def carried_records(
     logs: Mapping[int, Mapping[int, int]],
     own: Mapping[tuple[int, int], int],
