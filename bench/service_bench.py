@@ -21,7 +21,6 @@ Run: ``.venv/bin/python bench/service_bench.py`` (``--seconds`` per wrk run).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import tempfile
@@ -33,10 +32,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from banstore_bench import populate
+from blacklist_contract.prefixes import parse_address
 from blacklist_devtools.http import get
 from blacklist_devtools.net import free_port
-from blacklist_service.addresses import address_key
-from blacklist_service.banstore import BAN_FILE, BanStore
+from blacklist_service.bans.store import BanStore
 from report import Row, append_json, format_figure, print_table
 from servers import serving
 from wrk import Load, run
@@ -160,21 +160,13 @@ def serving_rows(seconds: int, rounds: int) -> list[Row]:
     ]  # fmt: skip
 
 
-def populate(state_dir: Path, count: int) -> None:
-    """Ban ``count`` random addresses (none of them loopback) in a replica's state dir."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    generator = random.Random(count)
-    keys = {(0xFFFF << 32) | generator.randrange(0x0B000000, 0xDF000000) for _ in range(count)}
-    store = BanStore(state_dir / BAN_FILE)
-    store.add(keys)
-    store.close()
-
-
 def check_cost_ns(state_dir: Path) -> float:
     """Nanoseconds of one ban check (refresh + membership) of a not-banned address."""
-    store = BanStore(state_dir / BAN_FILE)
-    key = address_key("127.0.0.1")
-    check: Callable[[], bool] = lambda: key in store  # noqa: E731
+    store = BanStore(state_dir / "bans")
+    parsed = parse_address("127.0.0.1")
+    assert parsed is not None
+    version, number = parsed
+    check: Callable[[], bool] = lambda: store.banned(version, number)  # noqa: E731
     best = min(timeit.repeat(check, number=100_000, repeat=9)) / 100_000
     store.close()
     return best * 1e9

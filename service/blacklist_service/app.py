@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from blacklist_service.background import Background
-from blacklist_service.banstore import BAN_FILE, BanStore
+from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings, defaults, from_environment, normalise
 from blacklist_service.extensions import mail
 from blacklist_service.metrics import SET_ASIDE, RequestCounter
@@ -18,6 +18,8 @@ from blacklist_service.state import EXTENSION_KEY, ServiceState
 from blacklist_service.views import blacklisted, health, metrics, square
 from blacklist_service.views.guard import BanGuard
 from blacklist_service.views.square import SquareFastPath
+
+BANS_DIRECTORY = "bans"  # in STATE_DIR: the ban store's generations (docs/service.md)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -31,7 +33,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     mail.init_app(app)
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    bans = BanStore(settings.state_dir / BAN_FILE)
+    bans = BanStore(settings.state_dir / BANS_DIRECTORY, carry_own=settings.in_cluster)
     outbox = Outbox(settings.state_dir / "outbox.sqlite3")
     if outbox.set_aside is not None:
         SET_ASIDE.inc()

@@ -3,7 +3,7 @@
 Every worker process starts a thread that tries to take an exclusive
 ``flock`` on ``STATE_DIR/leader.lock``. The holder runs the delivery worker
 (:mod:`blacklist_service.courier`) and, in a cluster, the ban-list watcher
-(:mod:`blacklist_service.watcher`); the others keep trying once a second. The
+(:mod:`blacklist_service.bans.watcher`); the others keep trying once a second. The
 kernel drops the lock when its holder exits or dies, so another worker takes
 over without any coordination, and there is never more than one courier per
 outbox (which keeps each hit's delivery serial).
@@ -18,12 +18,12 @@ import threading
 
 from flask import Flask
 
-from blacklist_service.banstore import BanStore
+from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.watcher import BanListWatcher
 from blacklist_service.config import Settings
 from blacklist_service.courier import Courier
 from blacklist_service.markers import synced_marker
 from blacklist_service.outbox import Outbox
-from blacklist_service.watcher import BanListWatcher
 
 logger = logging.getLogger(__name__)
 LEADER_RETRY = 1.0

@@ -1,6 +1,9 @@
-"""``python -m blacklist_service lift ADDRESS [ADDRESS ...] [--reason TEXT]``: lift bans.
+"""``python -m blacklist_service lift ADDRESS|CIDR [...] [--reason TEXT]``: lift bans.
 
-It writes one row per address to the lift table ``denied_access_lifts`` of the
+An address lifts every ban that covers it (its ``/24`` or ``/64`` when bans
+are by prefix, and a CIDR ban holding it); a CIDR (``2001:db8:1:2::/64``)
+lifts the ban of exactly that prefix. It writes one row per argument to the
+lift table ``denied_access_lifts`` of the
 database the server uses (the same ``DATABASE_URL``, or the standalone SQLite
 file), and on PostgreSQL notifies ``denied_access_ledger`` in the same
 transaction so the operator syncs at once. Every replica applies the lift
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from blacklist_contract.prefixes import parse_prefix, prefix_text
 from blacklist_service import ledger
 from blacklist_service.addresses import normalise
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
@@ -35,19 +39,32 @@ def parser() -> argparse.ArgumentParser:
         help="lift the ban on addresses (the ledger keeps their rows)",
         description="Lift the ban on each ADDRESS in every replica; the ledger keeps its rows.",
     )
-    lift.add_argument("addresses", nargs="+", metavar="ADDRESS", help="IPv4 or IPv6 address")
+    lift.add_argument(
+        "addresses",
+        nargs="+",
+        metavar="ADDRESS",
+        help="IPv4 or IPv6 address (lifts the bans covering it), or CIDR (lifts that prefix)",
+    )
     lift.add_argument("--reason", default="", help="why, kept with the lift (256 characters)")
     return main
 
 
+def canonical(text: str) -> str | None:
+    """The canonical text of an address or CIDR, or None if it is neither."""
+    if "/" in text:
+        prefix = parse_prefix(text)
+        return None if prefix is None else prefix_text(prefix)
+    return normalise(text)
+
+
 def canonical_addresses(arguments: argparse.Namespace, main: argparse.ArgumentParser) -> list[str]:
-    """The canonical text of each address, in order, once each; usage error on a bad one."""
+    """The canonical text of each address or CIDR, in order, once each; usage error on a bad one."""
     found: list[str] = []
-    bad = [text for text in arguments.addresses if normalise(text) is None]
+    bad = [text for text in arguments.addresses if canonical(text) is None]
     if bad:
-        main.error(f"not an IP address: {', '.join(bad)} (nothing was lifted)")
+        main.error(f"not an IP address or CIDR: {', '.join(bad)} (nothing was lifted)")
     for text in arguments.addresses:
-        address = normalise(text)
+        address = canonical(text)
         if address is not None and address not in found:
             found.append(address)
     if len(arguments.reason) > MAX_REASON_LENGTH:

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blacklist_contract.prefixes import (
+    DEFAULT_IPV4_LENGTH,
+    DEFAULT_IPV6_LENGTH,
+    FULL_LENGTH,
+    IPV4,
+    IPV6,
+)
 from blacklist_service.addresses import NetworkSet
 from blacklist_service.durations import parse_duration
 
@@ -48,6 +55,8 @@ ENVIRONMENT_KEYS = (
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
     "BAN_DURATION",
+    "BAN_PREFIX_IPV4",
+    "BAN_PREFIX_IPV6",
 )
 BOOLEAN_KEYS = ("MAIL_USE_TLS", "MAIL_USE_SSL", "BACKGROUND")
 INTEGER_KEYS = ("PORT", "MAIL_PORT")
@@ -82,6 +91,18 @@ def parse_integer(name: str, value: object) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ConfigError(f"{name} must be an integer, not {value!r}") from None
+
+
+def parse_prefix_length(name: str, value: object, version: int) -> int:
+    """A ban prefix length: an integer from 1 to the family's full length."""
+    full = FULL_LENGTH[version]
+    try:
+        length = parse_integer(name, value)
+    except ConfigError:
+        length = 0
+    if not 1 <= length <= full:
+        raise ConfigError(f"{name} must be an integer from 1 to {full}, not {value!r}")
+    return length
 
 
 def defaults() -> dict[str, Any]:
@@ -143,6 +164,9 @@ class Settings:
     kubernetes_port: int
     background: bool
     ban_duration: int | None = None  # seconds; None: bans last for ever
+    # A hit bans the covering prefix of the caller's address, of these lengths.
+    ban_prefix_ipv4: int = DEFAULT_IPV4_LENGTH
+    ban_prefix_ipv6: int = DEFAULT_IPV6_LENGTH
 
     @property
     def in_cluster(self) -> bool:
@@ -193,4 +217,10 @@ class Settings:
             ),
             background=parse_boolean("BACKGROUND", config.get("BACKGROUND", True)),
             ban_duration=ban_duration,
+            ban_prefix_ipv4=parse_prefix_length(
+                "BAN_PREFIX_IPV4", config.get("BAN_PREFIX_IPV4") or DEFAULT_IPV4_LENGTH, IPV4
+            ),
+            ban_prefix_ipv6=parse_prefix_length(
+                "BAN_PREFIX_IPV6", config.get("BAN_PREFIX_IPV6") or DEFAULT_IPV6_LENGTH, IPV6
+            ),
         )

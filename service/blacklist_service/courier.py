@@ -9,8 +9,8 @@ up to 100 mails a round), does not hold ledger rows back; ledger rows are how
 a ban reaches the other replicas. A channel that fails waits 0.5 s, then twice
 as long after each further failure, up to 30 s; one success resets it.
 
-Before its first delivery the ledger channel creates the ledger schema and
-loads the bans already in the ledger, retried at least every 2 s until the
+Before its first delivery the ledger channel creates the ledger schema and,
+run alone, loads the bans already in the ledger, retried at least every 2 s until the
 database answers; a replica run alone is not ready until then (``/readyz``).
 Stopping sets the event both threads wait on and cuts the SMTP connection the
 mail thread may be blocked on, so a stop never waits for a silent mail server.
@@ -32,7 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from blacklist_service import alerts, ledger
-from blacklist_service.banstore import BanStore
+from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
 from blacklist_service.lifts import LiftFollower, load_bans
 from blacklist_service.markers import bans_loaded_marker, ledger_marker
@@ -139,7 +139,8 @@ class LedgerChannel(Channel):
         self._engine: Engine | None = None
         self._schema_ready = False
         self._bans_loaded = False
-        self.lifts = LiftFollower(settings.state_dir, outbox, bans)
+        self.lengths = (settings.ban_prefix_ipv4, settings.ban_prefix_ipv6)
+        self.lifts = LiftFollower(settings.state_dir, outbox, bans, self.lengths)
 
     @property
     def engine(self) -> Engine:
@@ -176,13 +177,17 @@ class LedgerChannel(Channel):
         return True
 
     def _load_bans(self) -> None:
-        """Add the bans the ledger still holds, so bans survive a restart of the replica.
+        """Run alone, add the bans the ledger still holds, so bans survive a restart.
 
-        The one reader of ``ledger.banned_addresses`` in the service (via ``load_bans``).
+        The one reader of ``ledger.banned_addresses`` in the service (via
+        ``load_bans``). In a cluster the operator's ban list is the truth: a
+        ban loaded here would outlive the deletion of its ledger rows.
         """
         started = time.monotonic()
         self.lifts.start(self.engine)
-        total = load_bans(self.engine, self.bans, self.settings.ban_duration)
+        if self.settings.in_cluster:
+            return
+        total = load_bans(self.engine, self.bans, self.settings.ban_duration, self.lengths)
         logger.info(
             "Loaded the ledger's bans in %.2f s: %d new, %d in the ban list",
             time.monotonic() - started,

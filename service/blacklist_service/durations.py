@@ -12,7 +12,7 @@ import re
 import time
 from datetime import datetime
 
-from blacklist_service.banstore import FOREVER
+from blacklist_contract.lines import FOREVER
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(?:\d+[smhd])+")

@@ -151,6 +151,14 @@ def banned_addresses(
             yield [(str(row[0]), as_utc(row[1])) for row in partition]
 
 
+def latest_lifts(engine: Engine) -> Iterator[tuple[str, datetime]]:
+    """Each lifted address or prefix with its latest lift (lift rows are an admin's: few)."""
+    query = select(lifts.c.ip_address, func.max(lifts.c.time)).group_by(lifts.c.ip_address)
+    with engine.connect() as connection:
+        for row in connection.execute(query):
+            yield str(row[0]), as_utc(row[1])
+
+
 def latest_hits(engine: Engine, addresses: Collection[str]) -> dict[str, datetime]:
     """The time of the latest ledger row of each of ``addresses`` that has one."""
     if not addresses:

@@ -24,7 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from blacklist_service.banstore import BanStore
+from blacklist_service.bans.store import BanStore
 from blacklist_service.outbox import Outbox
 
 REQUESTS = Counter(
@@ -39,6 +39,10 @@ HITS = Counter("blacklist_blacklisted_hits", "Requests to /blacklisted recorded 
 RECORD_FAILURES = Counter(
     "blacklist_outbox_record_failures",
     "Requests to /blacklisted whose hit the outbox could not take (banned all the same)",
+)
+BAN_FAILURES = Counter(
+    "blacklist_ban_store_write_failures",
+    "Requests to /blacklisted whose ban the ban store could not write (the hit is still recorded)",
 )
 SET_ASIDE = Counter(
     "blacklist_outbox_set_aside",
@@ -102,16 +106,20 @@ class StateCollector(Collector):
         self.ledger_marker = ledger_marker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """The ban list's size (banned, lifted, expired) and the outbox's backlog per channel."""
-        banned, lifted, expired = self.bans.counts()
+        """The ban list's size (entries, lifted) and the outbox's backlog per channel.
+
+        Both counts are kept by the ban store as records come in: O(1) whatever
+        the size of the list.
+        """
+        banned, lifted = self.bans.counts()
         yield GaugeMetricFamily(
-            "blacklist_banned_addresses", "Addresses this replica refuses", value=banned
+            "blacklist_banned_addresses",
+            "Entries (addresses or prefixes) in this replica's ban list; "
+            "an expired one counts until the list is next compacted",
+            value=banned,
         )
         yield GaugeMetricFamily(
-            "blacklist_lifted_addresses", "Addresses whose ban was lifted", value=lifted
-        )
-        yield GaugeMetricFamily(
-            "blacklist_expired_bans", "Addresses whose ban has expired", value=expired
+            "blacklist_lifted_addresses", "Prefixes whose ban was lifted", value=lifted
         )
         ledger, mail = self.outbox.counts()
         pending = GaugeMetricFamily(

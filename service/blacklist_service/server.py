@@ -84,6 +84,9 @@ def prepare(settings: Settings) -> None:
     # A marker left by a previous run would make this one ready before it synced or
     # loaded the ledger's bans, or claim a ledger connection it has not made.
     clear_markers(settings.state_dir)
+    # A snapshot a previous run was writing when it stopped is of no use to anyone.
+    for unfinished in (settings.state_dir / "bans").glob("*.tmp"):
+        unfinished.unlink(missing_ok=True)
 
 
 def start_worker() -> Flask:

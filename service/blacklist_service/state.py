@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from blacklist_service.banstore import BanStore
+from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
 from blacklist_service.outbox import Outbox
 

@@ -1,9 +1,13 @@
 """How many server workers a replica runs: an explicit setting, else its cgroup's limits.
 
-Each worker is a process holding its own copy of Flask, SQLAlchemy and the
-ban list (about 69 MB resident under granian, 56 MB under gunicorn, more with a
-big ban list), so a count taken from the node's CPUs gets a
-pod with a 256 MiB limit OOM-killed in a loop on any node with 4 CPUs or more.
+Each worker is a process holding its own copy of Flask and SQLAlchemy (about
+69 MB resident under granian, 56 MB under gunicorn), so a count taken from the
+node's CPUs gets a pod with a 256 MiB limit OOM-killed in a loop on any node
+with 4 CPUs or more. The ban list is not in that count: its snapshot is mapped
+once per pod (:mod:`blacklist_service.bans.snapshot`; page cache, 8 to 12
+bytes an entry, about 50 MB at 5,000,000 entries, which the kernel can
+reclaim under pressure), and a worker's own share is the small ``dict`` of
+its log.
 The count is therefore derived from what the container may use:
 
 * CPUs: the cgroup's CPU quota (v2 ``cpu.max``; v1 ``cpu.cfs_quota_us`` over

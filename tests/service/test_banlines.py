@@ -1,109 +1,163 @@
-"""Ban-list ConfigMap lines (``ADDRESS [EXPIRY]``) and the lifts-seen rule, without a cluster."""
+"""The operator's head and snapshot parts applied to a replica's store, without a cluster.
+
+The parts are encoded by the contract's own :func:`encode_part`, as the
+operator writes them, and streamed into the store as the watcher does after
+its ``GET`` of each part; the head goes through :func:`apply_head`.
+"""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from blacklist_service.addresses import address_key
-from blacklist_service.banlines import (
-    LIFTS_SEEN_ANNOTATION,
-    ParsedShard,
-    bans_to_write,
-    parse_line,
-    parse_shard,
-)
-from blacklist_service.banstore import BAN_FILE, BanStore
-from blacklist_service.config import Settings, defaults
-from blacklist_service.watcher import BanListWatcher
+from blacklist_contract.lines import format_lines
+from blacklist_contract.prefixes import Prefix, parse_address, parse_prefix
+from blacklist_contract.wire import LIFTS_SEEN_ANNOTATION, Section, decode_part, encode_part
+from blacklist_service.bans.lines import parse_head
+from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.watcher import apply_head
 
 
-def key(text: str) -> int:
-    found = address_key(text)
+def prefix(text: str) -> Prefix:
+    found = parse_prefix(text)
     assert found is not None
     return found
 
 
-def shard(addresses: str, lifts_seen: int | None = None) -> dict[str, Any]:
-    """A shard ConfigMap as the API returns it."""
-    metadata: dict[str, Any] = {"name": "bls-banlist-1"}
-    if lifts_seen is not None:
-        metadata["annotations"] = {LIFTS_SEEN_ANNOTATION: str(lifts_seen)}
-    return {"metadata": metadata, "data": {"addresses": addresses}}
+def banned(store: BanStore, address: str) -> bool:
+    parsed = parse_address(address)
+    assert parsed is not None
+    return store.banned(*parsed)
 
 
-def test_a_line_is_an_address_with_an_optional_expiry() -> None:
-    assert parse_line("1.2.3.4") == (key("1.2.3.4"), 0)
-    assert parse_line("::ffff:1.2.3.4 1900000000") == (key("1.2.3.4"), 1_900_000_000)
-    assert parse_line("2001:db8::1\t1900000000 ") == (key("2001:db8::1"), 1_900_000_000)
-    for bad in ("", "nonsense", "1.2.3.4 soon", "1.2.3.4 -5", "1.2.3.4 0", "1.2.3.4 1 2",
-                "1.2.3.4 1.5", "1.2.3.4 ١٢٣"):  # fmt: skip
-        assert parse_line(bad) is None, bad
+def head(
+    bans: list[tuple[Prefix, int]], snapshot: str = "0", parts: int = 0, lifts_seen: int = 0
+) -> dict[str, Any]:
+    """A head ConfigMap as the API returns it."""
+    return {
+        "metadata": {
+            "name": "bls-banlist",
+            "annotations": {LIFTS_SEEN_ANNOTATION: str(lifts_seen)},
+        },
+        "data": {
+            "addresses": format_lines(bans),
+            "snapshot": snapshot,
+            "parts": str(parts),
+            "count": str(len(bans)),
+        },
+    }
 
 
-def test_a_shard_gives_its_bans_lifts_seen_and_bad_lines() -> None:
-    parsed = parse_shard(shard("1.2.3.4\n\n5.6.7.8 1900000000\nbad line here\n", 1234))
-    assert parsed.bans == [(key("1.2.3.4"), 0), (key("5.6.7.8"), 1_900_000_000)]
-    assert parsed.lifts_seen == 1234
-    assert parsed.bad_lines == ["bad line here"]
-    assert parse_shard(shard("1.2.3.4")).lifts_seen == 0
-    assert parse_shard({"metadata": {}, "data": None}) == ParsedShard()
+def install(store: BanStore, generation: str, parts: list[bytes], lifts_seen: int = 0) -> None:
+    """Stream encoded parts into a new generation of the store, in order, as the watcher does."""
+    writer = store.new_snapshot()
+    for part in parts:
+        for section in decode_part(part):
+            writer.add(section)
+    store.install(writer, generation, lifts_seen)
 
 
-def test_the_lifts_seen_rule() -> None:
-    now = time.time()
-    future = int(now) + 600
-    lifted = {key("1.2.3.4"): -5000, key("5.6.7.8"): -5000}
-    bans = [(key("1.2.3.4"), 0), (key("5.6.7.8"), future)]
-    # The operator had not seen the lift at 5000 ms: the lines are stale.
-    assert bans_to_write(ParsedShard(bans, 4999), lifted.get, now) == []
-    # It had, and still bans: a later hit.
-    assert bans_to_write(ParsedShard(bans, 5000), lifted.get, now) == bans
+def part(*bans: tuple[str, int]) -> bytes:
+    sections: dict[tuple[int, int], Section] = {}
+    for text, expiry in bans:
+        found = prefix(text)
+        section = sections.setdefault(
+            (found.version, found.length), Section.empty(found.version, found.length)
+        )
+        section.append(found, expiry)
+    return encode_part(sections[key] for key in sorted(sections))
 
 
-def test_expiries_update_the_store_and_expired_lines_change_nothing() -> None:
-    now = time.time()
-    future = int(now) + 600
-    state = {key("1.2.3.4"): future, key("5.6.7.8"): 0, key("9.9.9.9"): future + 60}
-    lines = [
-        (key("1.2.3.4"), future),  # as stored: nothing to write
-        (key("5.6.7.8"), future),  # for ever became an expiry
-        (key("9.9.9.9"), int(now) - 1),  # expired: the store keeps its later ban
-        (key("10.0.0.1"), future),  # new
-        (key("10.0.0.2"), int(now) - 1),  # new but expired
-    ]
-    assert bans_to_write(ParsedShard(lines), state.get, now) == [
-        (key("5.6.7.8"), future),
-        (key("10.0.0.1"), future),
-    ]
+def test_a_head_gives_its_generation_parts_bans_and_lifts_seen() -> None:
+    parsed = parse_head(head([(prefix("1.2.3.4"), 0)], snapshot="7", parts=2, lifts_seen=99))
+    assert (parsed.snapshot, parsed.parts, parsed.lifts_seen) == ("7", 2, 99)
+    assert parsed.bans == [(prefix("1.2.3.4"), 0)]
+    broken = head([])
+    broken["data"]["addresses"] = "1.2.3.4\nnot-an-address\n"
+    broken["metadata"]["annotations"][LIFTS_SEEN_ANNOTATION] = "soon"
+    parsed = parse_head(broken)
+    assert parsed.bans == [(prefix("1.2.3.4"), 0)]
+    assert parsed.bad_lines == ["not-an-address", f"{LIFTS_SEEN_ANNOTATION}: soon"]
+    assert parse_head({"data": {"addresses": ""}}).snapshot == "0"  # no snapshot yet
 
 
-def watcher(tmp_path: Path, store: BanStore) -> BanListWatcher:
-    config = defaults()
-    config.update(BANLIST_CONFIGMAP="bls-banlist", POD_NAMESPACE="test", STATE_DIR=str(tmp_path))
-    stop = threading.Event()
-    stop.set()  # no thread may follow anything: only _apply is driven
-    return BanListWatcher(Settings.from_config(config), store, stop, lambda: None)
-
-
-def test_the_watcher_applies_a_shard_to_the_store(tmp_path: Path) -> None:
-    store = BanStore(tmp_path / BAN_FILE)
-    follower = watcher(tmp_path, store)
+def test_head_lines_ban_and_the_lifts_seen_rule_holds(tmp_path: Path) -> None:
+    store = BanStore(tmp_path, carry_own=True)
     expiry = int(time.time()) + 2
-    follower._apply(1, shard(f"1.2.3.4\n5.6.7.8 {expiry}\nnot-an-address\n"))
-    assert key("1.2.3.4") in store
-    assert key("5.6.7.8") in store
-    # A line that disappears lifts nothing.
-    follower._apply(1, shard(f"5.6.7.8 {expiry}\n"))
-    assert key("1.2.3.4") in store
-    # Lifted here at 10,000 ms; the shard written before the operator saw it is stale.
-    store.lift([(key("1.2.3.4"), 10_000)])
-    follower._apply(1, shard(f"1.2.3.4\n5.6.7.8 {expiry}\n", lifts_seen=9_999))
-    assert key("1.2.3.4") not in store
-    follower._apply(1, shard(f"1.2.3.4\n5.6.7.8 {expiry}\n", lifts_seen=10_000))
-    assert key("1.2.3.4") in store
+    listed = [(prefix("1.2.3.4"), 0), (prefix("2001:db8:1:2::/64"), expiry)]
+    apply_head(store, parse_head(head(listed)), "test")
+    assert banned(store, "1.2.3.4")
+    assert banned(store, "2001:db8:1:2::99")
+    # Lifted here at 10,000 ms; a head written before the operator saw it is stale.
+    store.lift([(prefix("1.2.3.4"), 10_000)])
+    apply_head(store, parse_head(head(listed, lifts_seen=9_999)), "test")
+    assert not banned(store, "1.2.3.4")
+    apply_head(store, parse_head(head(listed, lifts_seen=10_000)), "test")
+    assert banned(store, "1.2.3.4")
     # The expiry of a line holds: the ban ends then.
     time.sleep(expiry - time.time() + 0.05)
-    assert key("5.6.7.8") not in store
+    assert not banned(store, "2001:db8:1:2::99")
+
+
+def test_a_ban_the_operator_drops_from_its_list_ends(tmp_path: Path) -> None:
+    store = BanStore(tmp_path, carry_own=True)
+    apply_head(store, parse_head(head([(prefix("1.2.3.4"), 0), (prefix("5.6.7.8"), 0)])), "t")
+    # A ledger row deleted by an admin: the operator's next list leaves it out.
+    apply_head(store, parse_head(head([(prefix("5.6.7.8"), 0)])), "t")
+    assert not banned(store, "1.2.3.4")
+    assert banned(store, "5.6.7.8")
+
+
+def test_an_operator_snapshot_replaces_its_bans_and_keeps_own_bans_and_newer_lifts(
+    tmp_path: Path,
+) -> None:
+    store = BanStore(tmp_path, carry_own=True)
+    apply_head(store, parse_head(head([(prefix("9.9.9.9"), 0)])), "t")
+    store.ban([(prefix("10.0.0.1"), 0), (prefix("10.0.0.2"), 0)])  # own hits of this replica
+    store.lift([(prefix("10.1.0.1"), 20_000)])
+    store.lift([(prefix("10.1.0.2"), 5_000)])
+    install(
+        store,
+        "g1",
+        [part(("10.0.0.2", 0), ("10.1.0.1", 0)), part(("10.1.0.2", 0), ("2001:db8::/64", 0))],
+        lifts_seen=10_000,
+    )
+    assert store.operator_generation() == "g1"
+    assert not banned(store, "9.9.9.9")  # listed before, not in the operator's new list
+    assert banned(store, "10.0.0.1")  # own, not listed yet: still enforced
+    assert banned(store, "10.0.0.2")  # own, and now in the list
+    assert not banned(store, "10.1.0.1")  # lifted after the snapshot's lifts-seen
+    assert banned(store, "10.1.0.2")  # lifted before it: the operator still bans it
+    assert banned(store, "2001:db8::1234")
+    # The next snapshot holds neither own ban: the one it listed once is gone, the other stays.
+    apply_head(store, parse_head(head([(prefix("10.0.0.1"), 0)], snapshot="g1", parts=2)), "t")
+    install(store, "g2", [part(("2001:db8::/64", 0))], lifts_seen=10_000)
+    assert not banned(store, "10.0.0.1")
+    assert not banned(store, "10.0.0.2")
+    assert banned(store, "2001:db8::1234")
+    assert store.counts() == (1, 1)
+
+
+def test_a_head_read_against_the_one_applied_before_gives_only_what_changed(
+    tmp_path: Path,
+) -> None:
+    store = BanStore(tmp_path, carry_own=True)
+    first = parse_head(head([(prefix("1.1.1.1"), 0), (prefix("2.2.2.2"), 0)]))
+    apply_head(store, first, "t")
+    expiry = int(time.time()) + 600
+    second = parse_head(
+        head([(prefix("2.2.2.2"), expiry), (prefix("3.3.3.0/24"), 0)]), previous=first
+    )
+    assert second.bans == [(prefix("2.2.2.2"), expiry), (prefix("3.3.3.0/24"), 0)]
+    assert second.dropped == [prefix("1.1.1.1"), prefix("2.2.2.2")]
+    apply_head(store, second, "t")
+    assert not banned(store, "1.1.1.1")
+    assert store.value(prefix("2.2.2.2")) == expiry  # a new expiry, not a removal
+    assert banned(store, "3.3.3.3")
+    # Another lifts-seen (or generation): the head is read whole again.
+    third = parse_head(head([(prefix("2.2.2.2"), expiry)], lifts_seen=5), previous=second)
+    assert third.dropped is None
+    apply_head(store, third, "t")
+    assert not banned(store, "3.3.3.3")
+    assert banned(store, "2.2.2.2")

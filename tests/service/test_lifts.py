@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from blacklist_contract.prefixes import Prefix, parse_address, parse_prefix
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_service import ledger
-from blacklist_service.addresses import address_key
-from blacklist_service.banstore import BAN_FILE, RECORD_SIZE, BanStore
+from blacklist_service.bans.files import log_path
+from blacklist_service.bans.records import RECORD_SIZE
+from blacklist_service.bans.store import BanStore
 from blacklist_service.durations import parse_duration
 from blacklist_service.lifts import LiftFollower
 from blacklist_service.outbox import Hit, Outbox
@@ -57,10 +59,16 @@ def lift_command(database_url: str, *arguments: str) -> subprocess.CompletedProc
     )
 
 
-def key(text: str) -> int:
-    found = address_key(text)
+def prefix(text: str) -> Prefix:
+    found = parse_prefix(text)
     assert found is not None
     return found
+
+
+def banned(store: BanStore, address: str) -> bool:
+    parsed = parse_address(address)
+    assert parsed is not None
+    return store.banned(*parsed)
 
 
 def count(engine: Engine, table: str) -> int:
@@ -190,7 +198,7 @@ def test_a_fresh_replica_loads_only_bans_neither_expired_nor_lifted(
 def test_lift_refuses_a_bad_address_and_writes_nothing(
     database: Engine, postgres: PostgresServer
 ) -> None:
-    for arguments in (["not-an-address"], ["1.2.3.4", "1.2.3.999"], ["1.2.3.4/24"]):
+    for arguments in (["not-an-address"], ["1.2.3.4", "1.2.3.999"], ["1.2.3.4/33"]):
         refused = lift_command(postgres.url, *arguments)
         assert refused.returncode == 2
         assert "not an IP address" in refused.stderr
@@ -239,13 +247,14 @@ def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path
     ledger.ensure_schema(engine)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    bans = BanStore(state_dir / BAN_FILE)
+    bans = BanStore(state_dir / "bans")
     outbox = Outbox(state_dir / "outbox.sqlite3")
     old, pending, delivered, later = (f"10.0.0.{n}" for n in range(1, 5))
     record_lift(engine, old, datetime.now(UTC) - timedelta(hours=1))
-    bans.add([key(a) for a in (old, pending, delivered, later)])
+    bans.ban([(prefix(a), 0) for a in (old, pending, delivered, later)])
+    time.sleep(1.1)  # the lifts below come in a later second than these bans
 
-    follower = LiftFollower(state_dir, outbox, bans)
+    follower = LiftFollower(state_dir, outbox, bans, (32, 64))
     follower.start(engine)
     assert follower.cursor == 1  # a fresh state directory skips the lifts made so far
 
@@ -254,26 +263,48 @@ def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path
     outbox.record(Hit.now(pending, "/blacklisted"))  # a hit after the lift, not yet delivered
     record_hit(engine, delivered, datetime.now(UTC))  # one already in the ledger
     follower.poll(engine)
-    assert key(later) not in bans
-    assert key(pending) in bans
-    assert key(delivered) in bans
-    assert key(old) in bans
+    assert not banned(bans, later)
+    assert banned(bans, pending)
+    assert banned(bans, delivered)
+    assert banned(bans, old)
     assert (state_dir / "lifts.cursor").read_text().strip() == "4"
 
     # A restarted process continues from the cursor; a lift committed behind it but
     # within the last minute is read again and applied; applying twice writes nothing.
-    bans.add([key(later)])
+    bans.ban([(prefix(later), 0)])
+    time.sleep(1.1)
     record_lift(engine, later, datetime.now(UTC))
     with engine.begin() as connection:
         connection.execute(text("UPDATE denied_access_lifts SET id = 0 WHERE id = 5"))
-    restarted = LiftFollower(state_dir, outbox, bans)
+    restarted = LiftFollower(state_dir, outbox, bans, (32, 64))
     assert restarted.cursor == 4
-    size = (state_dir / BAN_FILE).stat().st_size
+    log = log_path(bans.directory, bans.generation)
+    size = log.stat().st_size
     restarted.poll(engine)
-    assert key(later) not in bans
-    assert key(pending) in bans
-    assert key(delivered) in bans
-    assert (state_dir / BAN_FILE).stat().st_size == size + RECORD_SIZE
+    assert not banned(bans, later)
+    assert banned(bans, pending)
+    assert banned(bans, delivered)
+    assert log.stat().st_size == size + RECORD_SIZE
     restarted.poll(engine)
-    assert (state_dir / BAN_FILE).stat().st_size == size + RECORD_SIZE
+    assert log.stat().st_size == size + RECORD_SIZE
+    engine.dispose()
+
+
+def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(tmp_path: Path) -> None:
+    engine = ledger.make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    ledger.ensure_schema(engine)
+    bans = BanStore(tmp_path / "bans")
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    bans.ban([(prefix("2001:db8:1:2::/64"), 0), (prefix("2001:db8:9::/48"), 0)])
+    bans.ban([(prefix("198.51.100.0/24"), 0), (prefix("203.0.113.0/24"), 0)])
+    time.sleep(1.1)
+    follower = LiftFollower(tmp_path, outbox, bans, (24, 64))
+    follower.start(engine)
+    # An address inside each of two bans, and one CIDR lifted exactly.
+    ledger.insert_lifts(engine, ["2001:db8:1:2::77", "2001:db8:9::5", "203.0.113.0/24"], "")
+    follower.poll(engine)
+    assert not banned(bans, "2001:db8:1:2::1")
+    assert not banned(bans, "2001:db8:9:ffff::1")
+    assert not banned(bans, "203.0.113.9")
+    assert banned(bans, "198.51.100.9")
     engine.dispose()

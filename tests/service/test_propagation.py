@@ -1,9 +1,12 @@
 """Two replicas and the real control plane: a ban made on one holds on the other within 2 s.
 
-The test plays the operator: it creates the ban-list ConfigMap and the
-replicas' ServiceAccount with a Role limited to the 16 shard names
-(docs/CONTRACTS.md), then copies each ledger row's address into the ConfigMap
-as soon as it lands. The replicas watch the ConfigMap with the account's token.
+The test plays the operator: it writes the ban list as the operator does
+(:mod:`blacklist_contract.wire`: the head ``bls-banlist`` with text lines, and
+snapshot parts ``bls-banlist-1`` … with packed binary sections) and the
+replicas' ServiceAccount with the Role the service needs (docs/CONTRACTS.md,
+"What a replica reads": get on the head and the 63 part names, list and watch
+on the head), then copies each ledger row's address into the head as soon as
+it lands. The replicas watch the head with the account's token.
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from blacklist_contract.lines import format_lines
+from blacklist_contract.prefixes import Prefix, parse_prefix
+from blacklist_contract.wire import (
+    LIFTS_SEEN_ANNOTATION,
+    MAX_PARTS,
+    SNAPSHOT_ANNOTATION,
+    Section,
+    encode_part,
+    part_name,
+)
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.postgres import PostgresServer
@@ -28,11 +41,11 @@ pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
 
 NAME = "bls"
 BANLIST = f"{NAME}-banlist"
-SHARDS = [BANLIST] + [f"{BANLIST}-{index}" for index in range(1, 16)]
+PARTS = [part_name(NAME, index) for index in range(1, MAX_PARTS)]
 
 
 def rbac(namespace: str) -> str:
-    """ServiceAccount, Role (read the shards, nothing else) and RoleBinding, as JSON list."""
+    """ServiceAccount, Role (read the ban list, nothing else) and RoleBinding, as JSON list."""
     return json.dumps(
         {
             "apiVersion": "v1",
@@ -47,9 +60,15 @@ def rbac(namespace: str) -> str:
                         {
                             "apiGroups": [""],
                             "resources": ["configmaps"],
-                            "resourceNames": SHARDS,
+                            "resourceNames": [BANLIST],
                             "verbs": ["get", "list", "watch"],
-                        }
+                        },
+                        {
+                            "apiGroups": [""],
+                            "resources": ["configmaps"],
+                            "resourceNames": PARTS,
+                            "verbs": ["get"],
+                        },
                     ],
                 },
                 {
@@ -80,19 +99,57 @@ def service_account_dir(cluster: Cluster, namespace: str, directory: Path) -> Pa
     return directory
 
 
-def write_shard(core: client.CoreV1Api, namespace: str, name: str, data: dict[str, str]) -> None:
-    """Create or replace the data of one shard, as the operator does."""
-    body = {"metadata": {"name": name}, "data": data}
+def write(core: client.CoreV1Api, namespace: str, name: str, body: dict[str, object]) -> None:
+    """Create or replace one ConfigMap of the ban list, as the operator does."""
+    metadata = body.get("metadata")
+    body = {**body, "metadata": {"name": name, **(metadata if isinstance(metadata, dict) else {})}}
     try:
-        core.patch_namespaced_config_map(name, namespace, body)
+        core.replace_namespaced_config_map(name, namespace, body)
     except client.ApiException as error:
         if error.status != 404:
             raise
         core.create_namespaced_config_map(namespace, body)
 
 
+def head(bans: list[str], snapshot: str = "0", parts: int = 0) -> dict[str, object]:
+    """The head's body: text lines of ``bans``, the snapshot generation and its parts."""
+    listed: list[tuple[Prefix, int]] = []
+    for text in bans:
+        found = parse_prefix(text)
+        assert found is not None
+        listed.append((found, 0))
+    return {
+        "metadata": {"annotations": {LIFTS_SEEN_ANNOTATION: "0"}},
+        "data": {
+            "addresses": format_lines(listed),
+            "snapshot": snapshot,
+            "parts": str(parts),
+            "count": str(len(bans)),
+        },
+    }
+
+
+def part(generation: str, bans: list[str]) -> dict[str, object]:
+    """A snapshot part's body: ``bans`` (sorted, one section each) packed as the operator does."""
+    sections: dict[tuple[int, int], Section] = {}
+    for text in bans:
+        found = parse_prefix(text)
+        assert found is not None
+        ident = (found.version, found.length)
+        sections.setdefault(ident, Section.empty(*ident)).append(found, 0)
+    encoded = encode_part(sections[ident] for ident in sorted(sections))
+    return {
+        "metadata": {"annotations": {SNAPSHOT_ANNOTATION: generation, LIFTS_SEEN_ANNOTATION: "0"}},
+        "binaryData": {"bans": base64.b64encode(encoded).decode()},
+    }
+
+
 def ready(service: ServiceProcess) -> bool:
     return get(f"{service.url}/readyz").status == 200
+
+
+def served(service: ServiceProcess, source: str) -> bool:
+    return all(get(f"{service.url}/?n=2", source=source).status == 200 for _ in range(4))
 
 
 def refused_everywhere(service: ServiceProcess, source: str) -> bool:
@@ -108,7 +165,11 @@ def test_a_ban_on_one_replica_holds_on_the_other_within_two_seconds(
     tmp_path: Path,
 ) -> None:
     core = client.CoreV1Api(cluster.api_client())
-    write_shard(core, namespace, BANLIST, {"addresses": "", "shards": "1", "count": "0"})
+    # A snapshot of two parts; part 2 is still at the previous generation (the
+    # operator is writing it): no replica is ready until it holds the whole list.
+    write(core, namespace, part_name(NAME, 1), part("g1", ["127.0.2.10", "127.0.2.11"]))
+    write(core, namespace, part_name(NAME, 2), part("g0", ["127.0.2.12"]))
+    write(core, namespace, BANLIST, head([], snapshot="g1", parts=2))
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rbac(namespace))
     account = service_account_dir(cluster, namespace, tmp_path / "serviceaccount")
     api = urllib.parse.urlsplit(cluster.server)
@@ -121,14 +182,21 @@ def test_a_ban_on_one_replica_holds_on_the_other_within_two_seconds(
         "POD_NAMESPACE": namespace,
     }
     first, second = service_factory(**environment), service_factory(**environment)
+    time.sleep(8)  # longer than the replicas look again for a part (5 s)
+    for replica in (first, second):
+        assert not ready(replica), replica.log()
+    write(core, namespace, part_name(NAME, 2), part("g1", ["127.0.2.12", "2001:db8:2::/64"]))
+    write(core, namespace, BANLIST, head([], snapshot="g1", parts=2))  # the head changes last
     for replica in (first, second):
         assert wait_until(partial(ready, replica), timeout=30), replica.log()
+        for address in ("127.0.2.10", "127.0.2.12"):
+            assert refused_everywhere(replica, address)
 
     banned, bystander = "127.0.2.1", "127.0.2.2"
     hit_at = time.monotonic()
     assert get(f"{first.url}/blacklisted", source=banned).status == 444
     assert wait_until(lambda: banned in ledger_addresses(postgres), timeout=2.0, interval=0.02)
-    write_shard(core, namespace, BANLIST, {"addresses": f"{banned}\n", "shards": "1", "count": "1"})
+    write(core, namespace, BANLIST, head([banned], snapshot="g1", parts=2))
     assert wait_until(lambda: refused_everywhere(second, banned), timeout=2.0, interval=0.02), (
         second.log()
     )
@@ -136,10 +204,12 @@ def test_a_ban_on_one_replica_holds_on_the_other_within_two_seconds(
     assert elapsed <= 2.0, f"the ban reached the second replica after {elapsed:.2f} s"
     assert get(f"{second.url}/?n=3", source=bystander).body == "9.0"
 
-    # A ban list that grows past one ConfigMap: the replicas follow the new shard too.
-    other = "127.0.2.3"
-    write_shard(core, namespace, f"{BANLIST}-1", {"addresses": f"{other}\n"})
-    write_shard(core, namespace, BANLIST, {"addresses": f"{banned}\n", "shards": "2", "count": "2"})
+    # A new snapshot that takes the head's line in and drops 127.0.2.10 (its ledger
+    # row deleted): every replica follows it.
+    write(core, namespace, part_name(NAME, 1), part("g2", [banned, "127.0.2.11"]))
+    write(core, namespace, BANLIST, head([], snapshot="g2", parts=1))
     for replica in (first, second):
-        assert wait_until(partial(refused_everywhere, replica, other), timeout=5.0)
+        assert wait_until(partial(served, replica, "127.0.2.10"), timeout=5.0), replica.log()
+        assert refused_everywhere(replica, banned)
+        assert refused_everywhere(replica, "127.0.2.11")
     assert get(f"{first.url}/?n=3", source=bystander).status == 200

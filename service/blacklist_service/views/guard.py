@@ -1,9 +1,11 @@
 """Ban enforcement at the WSGI edge: every request from a banned address is refused with 403.
 
-It wraps the Flask app rather than hooking into it, so a refusal costs a set
-lookup and no request context, and every route is covered, including 404s.
+It wraps the Flask app rather than hooking into it, so a refusal costs a ban
+store lookup (:meth:`BanStore.banned`) and no request context, and every route
+is covered, including 404s.
 The probes (``/healthz``, ``/readyz``) pass: the kubelet probes from the
-node's address, and a ban must not get a replica restarted. The client
+node's address, and a ban must not get a replica restarted. The allowlist wins:
+an allowlisted address is served even inside a banned prefix. The client
 address is the TCP peer, or what trusted proxies report (``TRUSTED_PROXIES``);
 it is left in the WSGI environ for the views.
 """
@@ -13,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from blacklist_contract.prefixes import parse_address
 from blacklist_service.addresses import address_key, client_address, normalise
-from blacklist_service.banstore import BanStore
+from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
 from blacklist_service.metrics import REFUSED, StartResponse, WsgiApp
 
@@ -47,8 +50,12 @@ class BanGuard:
             address = normalise(peer) or peer
         environ[CLIENT_ADDRESS] = address
         if environ.get("PATH_INFO") not in EXEMPT_PATHS:
-            key = address_key(address)
-            if key is not None and key in self.bans and key not in self.allowlist:
+            parsed = parse_address(address)
+            if (
+                parsed is not None
+                and self.bans.banned(*parsed)
+                and address_key(address) not in self.allowlist
+            ):
                 REFUSED.inc()
                 start_response("403 FORBIDDEN", REFUSAL_HEADERS)
                 return [REFUSAL]

@@ -1,0 +1,257 @@
+"""Follows the operator's ban list through the Kubernetes API: one watch on the head.
+
+The operator writes the ban list of ``BlacklistService`` N as a head ConfigMap
+``N-banlist`` and snapshot parts ``N-banlist-1`` … (:mod:`blacklist_contract.wire`).
+The leading worker of a replica lists the head (a ``metadata.name`` field
+selector, which the Role's ``resourceNames`` allows), then watches it from that
+list's resourceVersion, and lists again when the watch ends or its version has
+expired. A volume mount would refresh only after a minute or more; a watch
+delivers each change within milliseconds.
+
+When the head names a snapshot generation other than the one the store holds,
+the parts are read by name (``GET``), in order, each checked to carry the
+head's generation in its ``blacklist.dev/snapshot`` annotation (else the
+operator is still writing them: try again shortly, then on the next head
+event), and streamed into a new snapshot generation of the store
+(:meth:`BanStore.install`). Then the head's lines go into the store's log
+(:mod:`blacklist_service.bans.lines`). The replica holds the whole list once
+both are done, and only then is it ready.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+
+from blacklist_contract.wire import decode_part, head_name, part_name
+from blacklist_service.bans.lines import Head, head_records, lifts_seen, parse_head, part_generation
+from blacklist_service.bans.notices import log_added
+from blacklist_service.bans.records import LISTED, Record
+from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.values import is_active
+from blacklist_service.config import Settings
+
+logger = logging.getLogger(__name__)
+WATCH_SECONDS = 240  # the server ends a watch after this; we list and watch again
+CONNECT_TIMEOUT = 5.0
+RETRY_INITIAL = 0.5
+RETRY_MAXIMUM = 15.0
+# A part not yet at the head's generation: the operator is writing it. Look again
+# this often, this many times, then wait for the next change of the head.
+PART_RETRY = 0.2
+PART_ATTEMPTS = 25
+
+
+class ApiError(RuntimeError):
+    """The API server refused or failed a request."""
+
+
+class PartNotWrittenError(RuntimeError):
+    """A snapshot part does not carry the head's generation yet."""
+
+
+class KubernetesApi:
+    """Minimal client of the API server with the pod's ServiceAccount token."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.kubernetes_host is None:
+            raise ApiError("KUBERNETES_SERVICE_HOST is not set: cannot watch the ban list")
+        host = settings.kubernetes_host
+        if ":" in host:
+            host = f"[{host}]"
+        self.base_url = f"https://{host}:{settings.kubernetes_port}"
+        self.account_dir = settings.service_account_dir
+        self.namespace = settings.namespace
+
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        # The API server is reached directly with the pod's CA; proxy and CA-bundle
+        # variables of the environment (REQUESTS_CA_BUNDLE overrides session.verify)
+        # must not apply.
+        session.trust_env = False
+        # Read at each (re)connect: projected tokens are rotated by the kubelet.
+        token = (self.account_dir / "token").read_text().strip()
+        session.headers["Authorization"] = f"Bearer {token}"
+        ca_file = self.account_dir / "ca.crt"
+        session.verify = str(ca_file) if ca_file.exists() else True
+        return session
+
+    def config_maps_url(self) -> str:
+        """Collection URL of the namespace's ConfigMaps."""
+        return f"{self.base_url}/api/v1/namespaces/{self.namespace}/configmaps"
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The ConfigMap ``name``, or None if there is none."""
+        with self._session() as session:
+            response = session.get(
+                f"{self.config_maps_url()}/{name}", timeout=(CONNECT_TIMEOUT, 30)
+            )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise ApiError(f"getting ConfigMap {name}: HTTP {response.status_code} {response.text}")
+        found: dict[str, Any] = response.json()
+        return found
+
+    def list_one(self, name: str) -> tuple[dict[str, Any] | None, str]:
+        """The ConfigMap ``name`` (or None) and the list's resourceVersion."""
+        with self._session() as session:
+            response = session.get(
+                self.config_maps_url(),
+                params={"fieldSelector": f"metadata.name={name}"},
+                timeout=(CONNECT_TIMEOUT, 30),
+            )
+        if response.status_code != 200:
+            raise ApiError(f"listing ConfigMap {name}: HTTP {response.status_code} {response.text}")
+        body = response.json()
+        items = body.get("items") or []
+        return (items[0] if items else None), str(body["metadata"]["resourceVersion"])
+
+    def watch_one(self, name: str, version: str, stop: threading.Event) -> Iterator[Any]:
+        """Yield the watch events of ConfigMap ``name`` after ``version`` until the watch ends."""
+        with self._session() as session:
+            response = session.get(
+                self.config_maps_url(),
+                params={
+                    "watch": "true",
+                    "fieldSelector": f"metadata.name={name}",
+                    "resourceVersion": version,
+                    "allowWatchBookmarks": "true",
+                    "timeoutSeconds": str(WATCH_SECONDS),
+                },
+                stream=True,
+                timeout=(CONNECT_TIMEOUT, WATCH_SECONDS + 30),
+            )
+            with response:
+                if response.status_code != 200:
+                    raise ApiError(f"watching ConfigMap {name}: HTTP {response.status_code}")
+                for line in response.iter_lines():
+                    if stop.is_set():
+                        return
+                    if line:
+                        yield json.loads(line)
+
+
+def apply_head(bans: BanStore, head: Head, source: str) -> None:
+    """Write what the head's lines change into the store."""
+    # Decided and written holding the store, so a lift applied meanwhile is not undone.
+    with bans.locked():
+        now = time.time()
+        changes = head_records(head, bans.state, bans.listed(), now)
+        fresh = [
+            prefix
+            for kind, prefix, _ in changes
+            if kind == LISTED and not is_active(bans.value(prefix), now)
+        ]
+        written = int(now)
+        bans.append(Record(kind, prefix, value, written) for kind, prefix, value in changes)
+    log_added(fresh, source)
+
+
+class BanListWatcher:
+    """Keeps the replica's ban store in step with the operator's head and snapshot parts."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bans: BanStore,
+        stop: threading.Event,
+        on_synced: Callable[[], None],
+    ) -> None:
+        assert settings.banlist_configmap is not None
+        self.resource = settings.banlist_configmap.removesuffix("-banlist")
+        self.head = head_name(self.resource)
+        self.settings = settings
+        self.bans = bans
+        self.stop = stop
+        self.on_synced = on_synced
+        self._thread: threading.Thread | None = None
+        self._applied: Head | None = None  # the head applied last, whole
+
+    def start(self) -> None:
+        """Follow the head in a thread of its own."""
+        self._thread = threading.Thread(
+            target=self._follow,
+            name="banlist-watch",
+            daemon=True,  # a blocked watch read must not delay process exit
+        )
+        self._thread.start()
+
+    def _install(self, api: KubernetesApi, head: Head) -> None:
+        """Stream the head's snapshot parts into a new generation of the store."""
+        writer = self.bans.new_snapshot()
+        seen = head.lifts_seen
+        try:
+            for index in range(1, head.parts + 1):
+                name = part_name(self.resource, index)
+                part = api.get(name)
+                if part is None or part_generation(part) != head.snapshot:
+                    raise PartNotWrittenError(name)
+                seen = max(seen, lifts_seen(part) or 0)
+                encoded = (part.get("binaryData") or {}).get("bans") or ""
+                for section in decode_part(base64.b64decode(encoded)):
+                    writer.add(section)
+        except BaseException:
+            writer.abandon()
+            raise
+        self.bans.install(writer, head.snapshot, seen)
+        logger.info(
+            "Ban list snapshot %s: %d entries from %d part(s)",
+            head.snapshot,
+            writer.count,
+            head.parts,
+        )
+
+    def _apply(self, api: KubernetesApi, config_map: dict[str, Any]) -> None:
+        head = parse_head(config_map, self._applied)
+        if head.bad_lines:
+            logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",
+                           self.head, len(head.bad_lines), head.bad_lines[0])  # fmt: skip
+        if self.bans.operator_generation() != head.snapshot:
+            self._applied = None
+            head = parse_head(config_map)
+            for attempt in range(PART_ATTEMPTS):
+                try:
+                    self._install(api, head)
+                    break
+                except PartNotWrittenError as part:
+                    if attempt + 1 == PART_ATTEMPTS or self.stop.wait(PART_RETRY):
+                        logger.info(
+                            "Part %s is not at snapshot %s yet: waiting for the next change",
+                            part,
+                            head.snapshot,
+                        )
+                        return
+        apply_head(self.bans, head, f"ConfigMap {self.head}")
+        self._applied = head
+        self.on_synced()
+
+    def _follow(self) -> None:
+        delay = RETRY_INITIAL
+        while not self.stop.is_set():
+            try:
+                api = KubernetesApi(self.settings)
+                found, version = api.list_one(self.head)
+                if found is not None:
+                    self._apply(api, found)
+                delay = RETRY_INITIAL
+                for event in api.watch_one(self.head, version, self.stop):
+                    kind = event.get("type")
+                    if kind in {"ADDED", "MODIFIED"}:
+                        self._apply(api, event["object"])
+                    elif kind == "ERROR":
+                        # Usually 410 Gone: our version is too old; list again.
+                        logger.info("Watch of %s ended: %s", self.head,
+                                    event["object"].get("message"))  # fmt: skip
+                        break
+            except (OSError, ValueError, KeyError, ApiError, requests.RequestException) as error:
+                logger.warning("Following %s failed (retry in %.1f s): %s", self.head, delay, error)
+                self.stop.wait(delay)
+                delay = min(RETRY_MAXIMUM, delay * 2)
