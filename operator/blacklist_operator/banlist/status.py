@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from blacklist_operator.banlist.sync import SyncReport
-from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS
 from blacklist_operator.builders.status import (
     BANLIST_SYNCED,
     DATABASE_READY,
@@ -68,16 +67,16 @@ def unreachable(message: str, reason: str = "Unreachable") -> ConditionState:
 
 def synced(report: SyncReport) -> ConditionState:
     """BanListSynced after a pass that read the ledger."""
-    if report.overflow:
+    if report.evicted:
         return (
             False,
             "BanListFull",
-            f"{report.overflow} addresses left out: the ban list is limited to "
-            f"{MAX_BANLIST_SHARDS} ConfigMaps",
+            f"the ban list holds its limit of {report.capacity} entries (--max-bans): "
+            f"{report.evicted} of the oldest bans were evicted to keep the newest",
         )
     if not report.table_exists:
         return True, "LedgerNotCreated", "the ledger table does not exist yet; nothing is banned"
-    return True, "Synced", f"{report.count} addresses, ledger read up to row {report.cursor}"
+    return True, "Synced", f"{report.count} entries, ledger read up to row {report.cursor}"
 
 
 def kept(count: int) -> ConditionState:

@@ -114,11 +114,16 @@ def run_pass(
         status.report_status(runtime, bls, body, database, status.synced(report), report.count)
         link.succeeded()
         metrics.ban_list_synced(key, report.count, report.rows_behind, report.oldest_new_row_ms)
+        metrics.ban_list_limited(key, report.capacity, report.evicted_now)
+        delay = runtime.config.ban_poll_interval
         if report.behind:
             # An insert was held open: read exactly again as soon as the lock may be free,
             # so a row it commits with a low id is not left to the next poll.
-            return Next(min(runtime.config.ban_poll_interval, LOCK_RETRY_SECONDS), Reason.POLL)
-        return Next(runtime.config.ban_poll_interval, Reason.POLL)
+            delay = min(delay, LOCK_RETRY_SECONDS)
+        if report.write_in is not None:
+            # Bans held back to coalesce head writes under load go out then.
+            delay = min(delay, report.write_in)
+        return Next(delay, Reason.POLL)
     except PASS_FAILURES as error:
         return _failed(runtime, logger, bls, body, state, error)
 
