@@ -71,6 +71,7 @@ def test_adds_merges_and_removes_agree_with_a_dict(
     assert len(banlist) == len(model)
     for prefix, stamp in model.items():
         assert banlist.stamp(prefix) == stamp
+    assert banlist.head_bytes == len(banlist.head_text())
     expected = {prefix: stamp if expiring else 0 for prefix, stamp in model.items()}
     assert wire_bans(banlist) == expected
     banlist.merge()

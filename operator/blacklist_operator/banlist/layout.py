@@ -44,6 +44,8 @@ PART_MAX_BYTES = 900 * 1024
 # (replicas stop enforcing at the expiry itself).
 LIFTED_COMPACT_SECONDS = 2.0
 EXPIRED_COMPACT_SECONDS = 300.0
+# Sorted keys and expiries compress about as well at level 1 as at 6, three times faster.
+ZLIB_LEVEL = 1
 # The first guess of entries per part; later parts learn from the previous one.
 _FIRST_PART_ENTRIES = 1 << 17
 
@@ -137,9 +139,8 @@ def encode_parts(banlist: PackedBanList, limit: int = MAX_PARTS - 1) -> Iterator
             count += take
             if count == per_part:
                 break
-        data = encode_part(
-            columns.wire(start, end, banlist.expiring) for columns, start, end in taken
-        )
+        sections = (columns.wire(start, end, banlist.expiring) for columns, start, end in taken)
+        data = encode_part(sections, level=ZLIB_LEVEL)
         if len(data) > PART_MAX_BYTES and count > 1:
             per_part = max(1, count * PART_TARGET_BYTES // len(data))
             continue

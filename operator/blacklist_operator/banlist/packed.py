@@ -161,6 +161,8 @@ class PackedBanList:
     head: dict[Prefix, int] = field(default_factory=dict)
     # How many of ``head`` are not in ``sections`` (the rest move an expiry).
     _fresh: int = 0
+    # The bytes of the head's lines (:meth:`head_text`), kept as the head changes.
+    head_bytes: int = 0
 
     def __len__(self) -> int:
         return sum(len(columns) for columns in self.sections.values()) + self._fresh
@@ -197,7 +199,7 @@ class PackedBanList:
         if prefix in self.head:
             if stamp <= self.head[prefix]:
                 return False
-            self.head[prefix] = stamp
+            self._set_head(prefix, stamp)
             return self.expiring
         columns, at, found = self._located(prefix)
         if columns is not None and found:
@@ -206,15 +208,28 @@ class PackedBanList:
             columns.stamps[at] = stamp
             if not self.expiring:
                 return False  # Only the eviction order moved; no line changes.
-            self.head[prefix] = stamp
+            self._set_head(prefix, stamp)
             return True
-        self.head[prefix] = stamp
+        self._set_head(prefix, stamp)
         self._fresh += 1
         return True
 
+    def _line_bytes(self, prefix: Prefix, stamp: int) -> int:
+        return len(format_line(prefix, self.expiry(stamp))) + 1
+
+    def _set_head(self, prefix: Prefix, stamp: int) -> None:
+        old = self.head.get(prefix)
+        if old is not None:
+            self.head_bytes -= self._line_bytes(prefix, old)
+        self.head[prefix] = stamp
+        self.head_bytes += self._line_bytes(prefix, stamp)
+
     def remove(self, prefix: Prefix) -> tuple[bool, bool]:
         """Lift ``prefix``: (whether it was banned, whether the sections held it)."""
-        in_head = self.head.pop(prefix, None) is not None
+        old = self.head.pop(prefix, None)
+        in_head = old is not None
+        if old is not None:
+            self.head_bytes -= self._line_bytes(prefix, old)
         columns, at, found = self._located(prefix)
         if columns is not None and found:
             columns.delete([at])
@@ -275,6 +290,7 @@ class PackedBanList:
             columns.insert(rows)
         self.head.clear()
         self._fresh = 0
+        self.head_bytes = 0
         if now is not None and self.expiring:
             for columns in self.sections.values():
                 if len(columns) and min(columns.stamps) <= now:

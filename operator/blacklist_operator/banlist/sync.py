@@ -262,7 +262,7 @@ class BanListSync:
             self.seen = max(self.seen, read.last_id)
             if read.exact:
                 self.cursor, self.table_oid = read.last_id, read.table_oid
-            if len(self.banlist.head) and self._head_bytes() > HEAD_MAX_BYTES:
+            if self.banlist.head_bytes > HEAD_MAX_BYTES:
                 # Keep the head's objects few: move it into the columns now, write later.
                 self.banlist.merge()
                 self._snapshot_changed = True
@@ -448,9 +448,6 @@ class BanListSync:
 
     # Writing ----------------------------------------------------------------------
 
-    def _head_bytes(self) -> int:
-        return len(self.banlist.head_text().encode())
-
     def write(self, bls: BlacklistService, *, force: bool = False) -> float | None:
         """Write what changed, as the layout policy says; seconds until a held-back write.
 
@@ -460,7 +457,7 @@ class BanListSync:
         """
         self._snapshot_changed = self._snapshot_changed or force
         now = time.monotonic()
-        head_bytes = self._head_bytes()
+        head_bytes = self.banlist.head_bytes
         expired = self._next_expiry is not None and self._next_expiry <= int(time.time())
         pending = Pending(
             head_bytes=head_bytes,
