@@ -176,3 +176,26 @@ def test_a_range_finds_the_bans_inside_it() -> None:
     )
     wide = banlist.within(Prefix(IPV6, 0x20010DB8 << 96, 32))
     assert wide == [outside[2]]
+
+
+def test_a_rebuild_keeps_the_heads_lines_in_the_head_and_compares_equal() -> None:
+    written = PackedBanList(expiring=True)
+    builder = Builder(expiring=True)
+    for number in range(100):
+        written.add(Prefix(IPV4, number, 32), 5000 + number)
+        builder.add(Prefix(IPV4, number, 32), 5000 + number)
+    written.merge()
+    for number in range(100, 110):  # the head: new bans since the last compaction
+        written.add(Prefix(IPV4, number, 32), 9000)
+        builder.add(Prefix(IPV4, number, 32), 9000)
+    rebuilt = builder.finish()
+    rebuilt.hold_in_head(dict(written.head))
+    assert rebuilt.digest() == written.digest()
+    assert rebuilt.head_text() == written.head_text()
+    assert len(rebuilt) == 110
+    builder = Builder(expiring=True)
+    for number in range(109):  # one row gone from the ledger
+        builder.add(Prefix(IPV4, number, 32), 5000 + number if number < 100 else 9000)
+    shorter = builder.finish()
+    shorter.hold_in_head(dict(written.head))
+    assert shorter.digest() != written.digest()

@@ -23,6 +23,8 @@ ever holds the list twice nor a Python ``int`` per ban.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import hashlib
 import heapq
 from array import array
@@ -39,6 +41,31 @@ _LOW64 = (1 << 64) - 1
 _MOVE_CHUNK = 1 << 18
 # A rebuild sorts buckets of at most this many bans as Python objects (a few MB at most).
 _SORT_CHUNK = 1 << 16
+
+
+def _load_trim() -> ctypes._NamedFuncPointer | None:
+    """Glibc's ``malloc_trim``, or None on another C library."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+# A rebuild hands memory back to the system after this many buckets.
+_TRIM_EVERY = 16
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc keeps them otherwise).
+
+    A rebuild frees small bucket arrays from the heap while the sorted columns
+    grow in mapped memory; without this the freed buckets stay resident until
+    the end, and the peak is two lists instead of one.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _typecode(version: int) -> str:
@@ -238,6 +265,29 @@ class PackedBanList:
             self._fresh -= 1
         return in_head, False
 
+    def hold_in_head(self, bans: dict[Prefix, int]) -> None:
+        """Move ``bans`` that the sections hold with the same expiry back into the head.
+
+        After a rebuild, the bans the head ConfigMap carries as lines stay lines,
+        so an unchanged list compares equal to the one written and is not rewritten.
+        """
+        doomed: dict[tuple[int, int], list[int]] = {}
+        held: dict[Prefix, int] = {}
+        for prefix, stamp in bans.items():
+            columns, at, found = self._located(prefix)
+            if columns is None or not found:
+                continue
+            if self.expiry(columns.stamps[at]) != self.expiry(stamp):
+                continue
+            doomed.setdefault((prefix.version, prefix.length), []).append(at)
+            held[prefix] = columns.stamps[at]
+        for where, indexes in doomed.items():
+            self.sections[where].delete(sorted(indexes))
+        self.sections = {where: columns for where, columns in self.sections.items() if len(columns)}
+        for prefix, stamp in held.items():
+            self._set_head(prefix, stamp)
+            self._fresh += 1
+
     def within(self, prefix: Prefix) -> list[Prefix]:
         """The banned prefixes that lie inside ``prefix`` (what a lift of a range lifts)."""
         found = {banned for banned in self.head if _inside(banned, prefix)}
@@ -400,6 +450,9 @@ class Builder:
                 buckets[index] = None
                 if bucket is not None:
                     _sort_into(out, bucket, width - 16)
+                    del bucket
+                if index % _TRIM_EVERY == _TRIM_EVERY - 1:
+                    release_free_memory()
             if len(out):
                 result.sections[where] = out
         self._buckets.clear()

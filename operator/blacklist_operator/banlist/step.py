@@ -1,7 +1,8 @@
 """One ban-sync pass of one instance (blocking, in a worker thread), and when to pass again.
 
 A pass loads the instance's ban list the first time (and makes sure
-``N-banlist`` exists), rewrites every shard after one was edited, then reads
+``N-banlist`` exists), rewrites the whole list after one of its ConfigMaps was
+edited, then reads
 the ledger over the instance's connection: incrementally, or as a full rescan
 every ``--ban-rescan-interval`` seconds, so addresses whose ledger rows were
 deleted leave the list. Without a connection it asks the supervisor to open
@@ -93,7 +94,7 @@ def run_pass(
             state.sync.ensure_exists(bls)
             state.loaded = True
         if Reason.DRIFT in reasons:
-            # Restore an edited or deleted shard, even while the database is away.
+            # Restore an edited or deleted ConfigMap, even while the database is away.
             state.sync.rewrite(bls)
         if link.connection is not None and (Reason.BROKEN in reasons or link.connection.closed):
             link.drop()

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from blacklist_contract.lines import parse_lines
-from blacklist_contract.prefixes import Prefix
+from blacklist_contract.prefixes import FULL_LENGTH, IPV6, Prefix
 from blacklist_contract.wire import (
     LIFTS_SEEN_ANNOTATION,
     PART_DATA_KEY,
@@ -37,6 +38,7 @@ from blacklist_contract.wire import (
 )
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.banlist import ledger
+from blacklist_operator.banlist.addresses import IPV6_FLAG
 from blacklist_operator.banlist.filters import (
     KeyRange,
     allowed,
@@ -107,6 +109,11 @@ class SyncReport:
     evicted_now: int = 0
     # Seconds until held-back changes may be written (None: nothing held back).
     write_in: float | None = None
+
+
+def address_key_of(prefix: Prefix) -> int:
+    """The ledger's address key (:mod:`.addresses`) of a full-length prefix."""
+    return IPV6_FLAG | prefix.network if prefix.version == IPV6 else prefix.network
 
 
 class BanListSync:
@@ -361,9 +368,14 @@ class BanListSync:
                 targets.add(ban)
         if not targets:
             return
-        since = min(ms for _, ms in fresh)
         latest: dict[Prefix, int] = {}
-        for key, ms in ledger.hits_since(connection, since):
+        if all(prefix.length == FULL_LENGTH[prefix.version] for prefix in targets):
+            # Bans of single addresses: their latest hits by the ledger's address index.
+            hits = ledger.latest_hits(connection, [address_key_of(prefix) for prefix in targets])
+            rows: Iterable[tuple[int, int]] = hits.items()
+        else:
+            rows = ledger.hits_since(connection, min(ms for _, ms in fresh))
+        for key, ms in rows:
             prefix = ban_prefix(key, lengths)
             if prefix in targets:
                 latest[prefix] = max(latest.get(prefix, 0), ms)
@@ -392,7 +404,8 @@ class BanListSync:
         duration or prefix lengths. The ledger is streamed and the old list let
         go before the new one is built, so memory holds one list; if the rebuild
         fails half-way, the next pass reads the list back from the ConfigMaps.
-        The parts are rewritten only when the rebuilt list differs.
+        The bans the head carried stay in the head, so a list that did not change
+        is not written again; one that did is compacted.
         """
         spec = bls.spec
         if self._broken:
@@ -406,7 +419,7 @@ class BanListSync:
         self._read_lifts(connection, spec.ban_prefix_lengths)
         key = self._filter(bls)
         before = self.banlist.digest() if key == self.filter_key else None
-        had_head = bool(self.banlist.head)
+        head = dict(self.banlist.head)
         self._broken = True
         self.banlist = PackedBanList(spec.ban_duration is not None)
         ranges = key_ranges(spec.allowlist)
@@ -421,9 +434,10 @@ class BanListSync:
                 continue
             builder.add(prefix, stamp)
         self.banlist = builder.finish()
+        self.banlist.hold_in_head(head)
         self._broken = False
         self._evict()
-        if had_head or before != self.banlist.digest():
+        if before != self.banlist.digest():
             self._snapshot_changed = True
         self.filter_key = key
         if exact:
