@@ -96,6 +96,7 @@ def run_pass(
         if Reason.DRIFT in reasons:
             # Restore an edited or deleted ConfigMap, even while the database is away.
             state.sync.rewrite(bls)
+            _log_compactions(logger, bls, state)
         if link.connection is not None and (Reason.BROKEN in reasons or link.connection.closed):
             link.drop()
         if connect_error is not None:
@@ -110,6 +111,7 @@ def run_pass(
             logger.info(f"Ban sync of {bls.namespace}/{bls.name} connected")
             link.ever_connected = True
         report = _read_ledger(runtime, bls, state)
+        _log_compactions(logger, bls, state)
         _check_external_secret(runtime, bls, state)
         database = status.connected(link.connection)
         status.report_status(runtime, bls, body, database, status.synced(report), report.count)
@@ -127,6 +129,13 @@ def run_pass(
         return Next(delay, Reason.POLL)
     except PASS_FAILURES as error:
         return _failed(runtime, logger, bls, body, state, error)
+
+
+def _log_compactions(logger: Logger, bls: BlacklistService, state: InstanceState) -> None:
+    """One line per compaction: each rewrites the whole snapshot, megabytes at scale."""
+    for compaction in state.sync.compactions:
+        logger.info(f"Compacted the ban list of {bls.namespace}/{bls.name} ({compaction})")
+    state.sync.compactions.clear()
 
 
 def _check_external_secret(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> None:

@@ -155,6 +155,8 @@ class BanListSync:
         self._oldest_unwritten_ms: int | None = None
         self.evicted = 0
         self._evicted_now = 0
+        # Why each compaction since the last pass ran, for the log.
+        self.compactions: list[str] = []
         # A rescan that failed half-way left the list incomplete: read it back first.
         self._broken = False
 
@@ -418,7 +420,7 @@ class BanListSync:
         self.lifts, self.wide_lifts, self.lift_cursor, self.lifts_loaded = {}, [], 0, True
         self._read_lifts(connection, spec.ban_prefix_lengths)
         key = self._filter(bls)
-        before = self.banlist.digest() if key == self.filter_key else None
+        before = self.banlist.digest()
         head = dict(self.banlist.head)
         self._broken = True
         self.banlist = PackedBanList(spec.ban_duration is not None)
@@ -437,8 +439,10 @@ class BanListSync:
         self.banlist.hold_in_head(head)
         self._broken = False
         self._evict()
-        if before != self.banlist.digest():
+        if before != self.banlist.digest() or self._generation == 0:
             self._snapshot_changed = True
+        if key != self.filter_key:
+            self._head_changed = True  # The head's digest of the filter, at least.
         self.filter_key = key
         if exact:
             # Rows up to ``newest`` were all committed before the stream began.
@@ -482,8 +486,12 @@ class BanListSync:
             expired=expired,
             over_capacity=len(self.banlist) > self.capacity,
         )
-        if compaction_reason(self._written_head, pending, now) is not None:
+        reason = compaction_reason(self._written_head, pending, now)
+        if reason is not None:
             self._compact(bls)
+            self.compactions.append(
+                f"{reason}: {len(self.banlist)} entries in {self._stored_parts} parts"
+            )
             return None
         held = compaction_delay(self._written_head, pending, now)
         cursor_lag = self.cursor - self._persisted_cursor
@@ -510,8 +518,9 @@ class BanListSync:
 
     def _write_head(self, bls: BlacklistService, lines: str) -> None:
         manifest = build_banlist_head(bls, lines, self._head_state())
-        self._api.apply(manifest)
+        # Remembered before it is sent: its watch event may be handled before apply returns.
         self._written.remember(bls.namespace, manifest["metadata"]["name"], manifest)
+        self._api.apply(manifest)
         self._persisted_cursor = self.cursor
         self._head_changed = False
         self._oldest_unwritten_ms = None
@@ -556,15 +565,18 @@ class BanListSync:
         count = 0
         for count, data in enumerate(encode_parts(self.banlist), start=1):
             manifest = build_banlist_part(bls, count, data, generation, self.lifts_seen)
-            self._api.apply(manifest)
             self._written.remember(bls.namespace, manifest["metadata"]["name"], manifest)
+            self._api.apply(manifest)
         return count
 
     def rewrite(self, bls: BlacklistService) -> None:
         """Write the whole list again (after someone edited or deleted one of its ConfigMaps)."""
         if self._broken:
             self.load(bls)
-        self.write(bls, force=True)
+        self._compact(bls)
+        self.compactions.append(
+            f"restored: {len(self.banlist)} entries in {self._stored_parts} parts"
+        )
 
     def ensure_exists(self, bls: BlacklistService) -> None:
         """Create an empty ``N-banlist`` when none exists yet (it is always present)."""
