@@ -110,7 +110,7 @@ class WrittenBanList:
     second, and the event of an earlier write arrives after the next one.
     """
 
-    def __init__(self, remembered: int = 8) -> None:
+    def __init__(self, remembered: int = 32) -> None:
         self._digests: dict[tuple[str, str], deque[bytes]] = {}
         self._remembered = remembered
         self._lock = threading.Lock()
