@@ -226,8 +226,12 @@ class BanListSync:
 
     # Incremental sync -------------------------------------------------------------
 
-    def sync(self, bls: BlacklistService, connection: Any) -> SyncReport:
-        """Read the ledger and the lifts past their cursors and write what changed."""
+    def sync(self, bls: BlacklistService, connection: Any, *, bulk: bool = True) -> SyncReport:
+        """Read the ledger and the lifts past their cursors and write what changed.
+
+        With ``bulk``, a backlog past ``BULK_ROWS`` is read as a rescan (not again
+        right after one, whose cursor may have stayed behind for want of the lock).
+        """
         spec = bls.spec
         if self._broken:
             self.load(bls)
@@ -248,7 +252,7 @@ class BanListSync:
                 read = ledger.read_hits(connection, self.cursor, exact=True)
                 if read.exact and read.table_exists and self._recreated(read):
                     return self.rescan(bls, connection, reset=True)
-                if read.exact and read.newest_id - self.cursor > BULK_ROWS:
+                if bulk and read.exact and read.newest_id - self.cursor > BULK_ROWS:
                     return self.rescan(bls, connection)
                 if not read.exact:
                     # While the lock is asked for, new inserts queue behind the request:
@@ -450,7 +454,7 @@ class BanListSync:
         self._checked_expiry = time.monotonic()
         self._lifted = False
         # Rows committed during the rescan are read by the incremental path.
-        return self.sync(bls, connection)
+        return self.sync(bls, connection, bulk=False)
 
     def _evict(self, limit: int | None = None) -> None:
         """Drop the oldest bans beyond ``limit`` (the capacity), merging the head first."""
