@@ -59,7 +59,7 @@ def memory_case(size: int) -> dict[str, float]:
     import blacklist_operator.handlers  # noqa: F401  (the whole operator, as it runs)
     from blacklist_contract.prefixes import IPV4, IPV6, Prefix
     from blacklist_operator.banlist.layout import encode_parts
-    from blacklist_operator.banlist.packed import Builder
+    from blacklist_operator.banlist.rebuild import Builder
 
     generator = random.Random(size)
     now = int(time.time())
@@ -148,7 +148,7 @@ def flood_case() -> dict[str, float]:
     from blacklist_contract.prefixes import IPV4, Prefix
     from blacklist_operator.banlist import sync as sync_module
     from blacklist_operator.banlist.filters import key_ranges
-    from blacklist_operator.banlist.packed import Builder
+    from blacklist_operator.banlist.rebuild import Builder
     from blacklist_operator.model import parse
     from blacklist_operator.runtime import WrittenBanList
 

@@ -28,7 +28,8 @@ from blacklist_operator.banlist.layout import (
     encode_parts,
     head_write_delay,
 )
-from blacklist_operator.banlist.packed import Builder, PackedBanList
+from blacklist_operator.banlist.packed import PackedBanList
+from blacklist_operator.banlist.rebuild import Builder
 from blacklist_operator.model import parse_spec
 
 NOW = 1000.0

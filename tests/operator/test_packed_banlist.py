@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from blacklist_contract.prefixes import IPV4, IPV6, Prefix, covering, parse_prefix
 from blacklist_contract.wire import decode_part
 from blacklist_operator.banlist.layout import encode_parts
-from blacklist_operator.banlist.packed import Builder, PackedBanList
+from blacklist_operator.banlist.packed import PackedBanList
+from blacklist_operator.banlist.rebuild import Builder
 
 v4 = st.builds(
     lambda n, length: covering(IPV4, n, length),

@@ -17,19 +17,17 @@ Bans live in two places, mirroring the ConfigMaps (:mod:`blacklist_contract.wire
   sync merges it into the sections when its text outgrows its bound.
 
 Merging moves blocks of the columns in place (chunked slice moves from the
-back), and a full rebuild sorts bucket by bucket (:class:`Builder`), so neither
-ever holds the list twice nor a Python ``int`` per ban.
+back), so it never holds the list twice nor a Python ``int`` per ban; a full
+rebuild is :mod:`.rebuild`'s.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import heapq
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from blacklist_contract.lines import FOREVER, format_line
@@ -39,33 +37,6 @@ from blacklist_contract.wire import Section
 _LOW64 = (1 << 64) - 1
 # Columns move in blocks of at most this many entries, so a move never copies a whole column.
 _MOVE_CHUNK = 1 << 18
-# A rebuild sorts buckets of at most this many bans as Python objects (a few MB at most).
-_SORT_CHUNK = 1 << 16
-
-
-def _load_trim() -> ctypes._NamedFuncPointer | None:
-    """Glibc's ``malloc_trim``, or None on another C library."""
-    name = ctypes.util.find_library("c")
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
-        return None
-
-
-_MALLOC_TRIM = _load_trim()
-# A rebuild hands memory back to the system after this many buckets.
-_TRIM_EVERY = 16
-
-
-def release_free_memory() -> None:
-    """Return the heap's free pages to the system (glibc keeps them otherwise).
-
-    A rebuild frees small bucket arrays from the heap while the sorted columns
-    grow in mapped memory; without this the freed buckets stay resident until
-    the end, and the peak is two lists instead of one.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _typecode(version: int) -> str:
@@ -408,88 +379,3 @@ def _inside(candidate: Prefix, outer: Prefix) -> bool:
         return False
     shift = width - outer.length
     return candidate.network >> shift == outer.network >> shift
-
-
-class Builder:
-    """Builds a :class:`PackedBanList` from bans in any order, in bounded memory.
-
-    Bans are bucketed by the top byte of their key as they come; :meth:`finish`
-    sorts one bucket at a time (splitting a crowded one by the next byte) and
-    frees it, so the peak is the packed columns plus one bucket's objects.
-    """
-
-    def __init__(self, expiring: bool) -> None:
-        self._expiring = expiring
-        self._buckets: dict[tuple[int, int], list[Columns | None]] = {}
-
-    def add(self, prefix: Prefix, stamp: int) -> None:
-        """Take one ban (a prefix seen twice keeps its highest stamp)."""
-        where = (prefix.version, prefix.length)
-        buckets = self._buckets.get(where)
-        if buckets is None:
-            buckets = self._buckets[where] = [None] * 256
-        key, low = split(prefix)
-        index = key >> (24 if prefix.version == IPV4 else 56)
-        bucket = buckets[index]
-        if bucket is None:
-            bucket = buckets[index] = Columns.empty(*where)
-        bucket.keys.append(key)
-        if bucket.low is not None:
-            bucket.low.append(low or 0)
-        bucket.stamps.append(stamp)
-
-    def finish(self) -> PackedBanList:
-        """The ban list, every section sorted and each prefix once."""
-        result = PackedBanList(self._expiring)
-        for where in sorted(self._buckets):
-            out = Columns.empty(*where)
-            buckets = self._buckets[where]
-            width = 32 if where[0] == IPV4 else 64
-            for index in range(256):
-                bucket = buckets[index]
-                buckets[index] = None
-                if bucket is not None:
-                    _sort_into(out, bucket, width - 16)
-                    del bucket
-                if index % _TRIM_EVERY == _TRIM_EVERY - 1:
-                    release_free_memory()
-            if len(out):
-                result.sections[where] = out
-        self._buckets.clear()
-        return result
-
-
-def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
-    """Append ``bucket``'s bans to ``out`` sorted and deduplicated (by bytes of the key)."""
-    if len(bucket) > _SORT_CHUNK and shift >= 0:
-        parts: list[Columns | None] = [None] * 256
-        lows: Iterable[int | None] = bucket.low if bucket.low is not None else [None] * len(bucket)
-        for key, low, stamp in zip(bucket.keys, lows, bucket.stamps, strict=True):
-            index = (key >> shift) & 0xFF
-            part = parts[index]
-            if part is None:
-                part = parts[index] = Columns.empty(bucket.version, bucket.length)
-            part.keys.append(key)
-            if part.low is not None:
-                part.low.append(low or 0)
-            part.stamps.append(stamp)
-        del bucket
-        for index in range(256):
-            part = parts[index]
-            parts[index] = None
-            if part is not None:
-                _sort_into(out, part, shift - 8)
-        return
-    zeros: Iterable[int] = bucket.low if bucket.low is not None else [0] * len(bucket)
-    rows = sorted(zip(bucket.keys, zeros, bucket.stamps, strict=True))
-    previous: tuple[int, int] | None = None
-    for key, low, stamp in rows:
-        if (key, low) == previous:
-            # Sorted by stamp within one prefix: the later row holds the highest.
-            out.stamps[-1] = stamp
-            continue
-        previous = (key, low)
-        out.keys.append(key)
-        if out.low is not None:
-            out.low.append(low)
-        out.stamps.append(stamp)

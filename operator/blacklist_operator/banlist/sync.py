@@ -20,55 +20,41 @@ its prefix, stays lifted.
 
 from __future__ import annotations
 
-import base64
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from blacklist_contract.lines import parse_lines
-from blacklist_contract.prefixes import FULL_LENGTH, IPV6, Prefix
 from blacklist_contract.wire import (
     LIFTS_SEEN_ANNOTATION,
-    PART_DATA_KEY,
-    SNAPSHOT_ANNOTATION,
-    decode_part,
-    head_name,
-    part_name,
 )
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.banlist import ledger
-from blacklist_operator.banlist.addresses import IPV6_FLAG
 from blacklist_operator.banlist.filters import (
     KeyRange,
     allowed,
     ban_prefix,
     filter_key,
     key_ranges,
-    lifted_ban,
-    overlaps,
     stamp_of,
 )
 from blacklist_operator.banlist.layout import (
     HEAD_MAX_BYTES,
     Pending,
     SnapshotTooLargeError,
-    Written,
     compaction_delay,
     compaction_reason,
-    encode_parts,
     head_write_delay,
 )
-from blacklist_operator.banlist.packed import Builder, Columns, PackedBanList
+from blacklist_operator.banlist.lifts import Lifts
+from blacklist_operator.banlist.packed import PackedBanList
+from blacklist_operator.banlist.rebuild import Builder
+from blacklist_operator.banlist.store import BanListStore
 from blacklist_operator.builders.banlist import (
     ALLOWLIST_ANNOTATION,
     CURSOR_ANNOTATION,
-    HEAD_LINES_KEY,
     LEDGER_TABLE_ANNOTATION,
     LIFT_CURSOR_ANNOTATION,
     HeadState,
-    build_banlist_head,
-    build_banlist_part,
 )
 from blacklist_operator.model import BlacklistService
 from blacklist_operator.runtime import WrittenBanList
@@ -111,11 +97,6 @@ class SyncReport:
     write_in: float | None = None
 
 
-def address_key_of(prefix: Prefix) -> int:
-    """The ledger's address key (:mod:`.addresses`) of a full-length prefix."""
-    return IPV6_FLAG | prefix.network if prefix.version == IPV6 else prefix.network
-
-
 class BanListSync:
     """The ban list of one BlacklistService, kept in memory and mirrored into ConfigMaps."""
 
@@ -131,23 +112,14 @@ class BanListSync:
         # of it through reads made without the lock, which are read again later.
         self.cursor = 0
         self.seen = 0
-        self.lift_cursor = 0
-        # Lifts applied before the last restart (their bans are already gone).
-        self._lifts_applied = 0
-        # The latest lift reaching each ban prefix; lifts of ranges wider than a ban.
-        self.lifts: dict[Prefix, int] = {}
-        self.wide_lifts: list[tuple[Prefix, int]] = []
-        self.lifts_seen = 0
-        self.lifts_loaded = False
+        self.lifts = Lifts()
         self.table_oid = 0
         self.filter_key: str | None = None
         self._checked_expiry = 0.0
         self._lock_retry_at = 0.0
         self._persisted_cursor = 0
-        # What the ConfigMaps hold: None until the head was read or written.
-        self._generation = 0
-        self._stored_parts: int | None = None
-        self._written_head = Written(0, 0, 0, 0.0, 0.0, 0)
+        # What the ConfigMaps hold, and writing them.
+        self.store = BanListStore(self._api, self._written)
         self._head_changed = False
         self._snapshot_changed = False
         self._lifted = False
@@ -166,63 +138,22 @@ class BanListSync:
         """Continue from the ConfigMaps a previous run wrote, if any."""
         self._reset()
         self.banlist = PackedBanList(bls.spec.ban_duration is not None)
-        head = self._api.get("v1", "ConfigMap", bls.namespace, head_name(bls.name))
-        if head is None:
+        annotations = self.store.read(bls, self.banlist)
+        if annotations is None:
             return
-        annotations = (head.get("metadata") or {}).get("annotations") or {}
-        data = head.get("data") or {}
         self.cursor = self.seen = self._persisted_cursor = int(
             annotations.get(CURSOR_ANNOTATION, "0")
         )
-        self.lift_cursor = self._lifts_applied = int(annotations.get(LIFT_CURSOR_ANNOTATION, "0"))
-        self.lifts_seen = int(annotations.get(LIFTS_SEEN_ANNOTATION, "0"))
+        self.lifts = Lifts(
+            int(annotations.get(LIFT_CURSOR_ANNOTATION, "0")),
+            int(annotations.get(LIFTS_SEEN_ANNOTATION, "0")),
+        )
         self.table_oid = int(annotations.get(LEDGER_TABLE_ANNOTATION, "0"))
-        self.filter_key = annotations.get(ALLOWLIST_ANNOTATION)
-        if "snapshot" not in data:
-            # The list of an operator before snapshots (text shards N-banlist-1 …):
-            # rebuilt from the ledger, its shards overwritten or deleted by the compaction.
-            self._stored_parts = max(0, int(data.get("shards", "1") or 1) - 1)
-            self.filter_key = None
-            return
-        self._generation = int(data.get("snapshot") or 0)
-        self._stored_parts = int(data.get("parts") or 0)
-        if not self._load_parts(bls, self._stored_parts):
-            self.filter_key = None  # A compaction was cut short: rebuild from the ledger.
-        bans, _ = parse_lines(data.get(HEAD_LINES_KEY) or "")
-        for prefix, expiry in bans:
-            self.banlist.add(prefix, expiry if self.banlist.expiring else 0)
-        self._remember_head_written(len(data.get(HEAD_LINES_KEY) or ""), time.monotonic())
+        # An incomplete snapshot (a compaction cut short, or the text shards of an
+        # operator before snapshots) is rebuilt from the ledger at the first pass.
+        self.filter_key = annotations.get(ALLOWLIST_ANNOTATION) if self.store.complete else None
         if self.banlist.expiring:
             self._next_expiry = self.banlist.oldest_stamp()
-
-    def _load_parts(self, bls: BlacklistService, parts: int) -> bool:
-        """Read every part into the sections; False if one is missing or of another generation."""
-        complete = True
-        for index in range(1, parts + 1):
-            part = self._api.get("v1", "ConfigMap", bls.namespace, part_name(bls.name, index))
-            annotations = ((part or {}).get("metadata") or {}).get("annotations") or {}
-            raw = ((part or {}).get("binaryData") or {}).get(PART_DATA_KEY)
-            if raw is None or annotations.get(SNAPSHOT_ANNOTATION) != str(self._generation):
-                complete = False
-                continue
-            try:
-                sections = decode_part(base64.b64decode(raw))
-            except ValueError:
-                complete = False
-                continue
-            for section in sections:
-                where = (section.version, section.length)
-                columns = self.banlist.sections.get(where)
-                if columns is None:
-                    columns = self.banlist.sections[where] = Columns.empty(*where)
-                columns.keys.extend(section.keys)
-                if columns.low is not None and section.low is not None:
-                    columns.low.extend(section.low)
-                # Without a duration the hit time is not on the wire: the oldest possible.
-                columns.stamps.extend(
-                    section.expiries if self.banlist.expiring else [0] * len(section)
-                )
-        return complete
 
     # Incremental sync -------------------------------------------------------------
 
@@ -237,10 +168,9 @@ class BanListSync:
             self.load(bls)
         if self._filter(bls) != self.filter_key:
             return self.rescan(bls, connection)
-        if not self.lifts_loaded:
+        if not self.lifts.loaded:
             # After a restart: every lift again (they are few), to filter late hits.
-            self.lifts, self.wide_lifts, self.lift_cursor = {}, [], 0
-            self.lifts_loaded = True
+            self.lifts.restart()
         ranges = key_ranges(spec.allowlist)
         rows = 0
         table_exists = True
@@ -312,14 +242,6 @@ class BanListSync:
         """Whether the ledger is not the one the cursor counts in (table recreated, new volume)."""
         return read.newest_id < self.cursor or (self.table_oid not in (0, read.table_oid))
 
-    def _lift_time(self, prefix: Prefix) -> int:
-        """The latest lift that reaches the ban of ``prefix`` (-1: none)."""
-        latest = self.lifts.get(prefix, -1)
-        for lift, ms in self.wide_lifts:
-            if ms > latest and overlaps(prefix, lift):
-                latest = ms
-        return latest
-
     def _add_hits(
         self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], bls: BlacklistService
     ) -> None:
@@ -329,7 +251,7 @@ class BanListSync:
             if allowed(key, ranges):
                 continue
             prefix = ban_prefix(key, spec.ban_prefix_lengths)
-            if ms <= self._lift_time(prefix):
+            if ms <= self.lifts.time_of(prefix):
                 continue
             stamp = stamp_of(ms, spec.ban_duration)
             if spec.ban_duration is not None and stamp <= now:
@@ -337,57 +259,14 @@ class BanListSync:
             if self.banlist.add(prefix, stamp):
                 self._head_changed = True
 
-    def _read_lifts(self, connection: Any, lengths: tuple[int, int]) -> list[tuple[Prefix, int]]:
-        """Take in lifts past the lift cursor; return those not applied before (lift, ms)."""
-        fresh: list[tuple[Prefix, int]] = []
-        while True:
-            read = ledger.read_lifts(connection, self.lift_cursor)
-            for row_id, lift, ms in read.rows:
-                ban = lifted_ban(lift, lengths)
-                if ban is None:
-                    self.wide_lifts.append((lift, ms))
-                else:
-                    self.lifts[ban] = max(self.lifts.get(ban, 0), ms)
-                if ms > self.lifts_seen:
-                    # The head's lifts-seen moves: replicas may now drop lines it covers.
-                    self.lifts_seen, self._head_changed = ms, True
-                if row_id > self._lifts_applied:
-                    fresh.append((lift, ms))
-            self.lift_cursor = read.last_id
-            if not read.full:
-                break
-        self._lifts_applied = max(self._lifts_applied, self.lift_cursor)
-        return fresh
-
     def _apply_lifts(self, connection: Any, bls: BlacklistService) -> None:
-        """Lift each ban a new lift reaches, unless an address it covers was hit since."""
+        """Take in new lifts and drop the bans they lift."""
         lengths = bls.spec.ban_prefix_lengths
-        fresh = self._read_lifts(connection, lengths)
-        if not fresh:
-            return
-        targets: set[Prefix] = set()
-        for lift, _ in fresh:
-            ban = lifted_ban(lift, lengths)
-            if ban is None:
-                targets.update(self.banlist.within(lift))
-            elif ban in self.banlist:
-                targets.add(ban)
-        if not targets:
-            return
-        latest: dict[Prefix, int] = {}
-        if all(prefix.length == FULL_LENGTH[prefix.version] for prefix in targets):
-            # Bans of single addresses: their latest hits by the ledger's address index.
-            hits = ledger.latest_hits(connection, [address_key_of(prefix) for prefix in targets])
-            rows: Iterable[tuple[int, int]] = hits.items()
-        else:
-            rows = ledger.hits_since(connection, min(ms for _, ms in fresh))
-        for key, ms in rows:
-            prefix = ban_prefix(key, lengths)
-            if prefix in targets:
-                latest[prefix] = max(latest.get(prefix, 0), ms)
-        for prefix in targets:
-            if latest.get(prefix, 0) > self._lift_time(prefix):
-                continue
+        seen = self.lifts.seen
+        fresh = self.lifts.read(connection, lengths)
+        if self.lifts.seen != seen:
+            self._head_changed = True  # The lifts-seen moved: replicas may drop what it covers.
+        for prefix in self.lifts.lifted(connection, self.banlist, fresh, lengths):
             _, in_sections = self.banlist.remove(prefix)
             self._head_changed = True
             self._lifted = self._lifted or in_sections
@@ -421,8 +300,11 @@ class BanListSync:
         newest, exact = ledger.newest_hit_id(connection)
         if newest < self.cursor:
             self.cursor = self.seen = 0
-        self.lifts, self.wide_lifts, self.lift_cursor, self.lifts_loaded = {}, [], 0, True
-        self._read_lifts(connection, spec.ban_prefix_lengths)
+        self.lifts.restart()
+        seen = self.lifts.seen
+        self.lifts.read(connection, spec.ban_prefix_lengths)
+        if self.lifts.seen != seen:
+            self._head_changed = True
         key = self._filter(bls)
         before = self.banlist.digest()
         head = dict(self.banlist.head)
@@ -436,14 +318,14 @@ class BanListSync:
                 continue
             prefix = ban_prefix(address, spec.ban_prefix_lengths)
             stamp = stamp_of(ms, spec.ban_duration)
-            if ms <= self._lift_time(prefix) or (spec.ban_duration is not None and stamp <= now):
+            if ms <= self.lifts.time_of(prefix) or (spec.ban_duration is not None and stamp <= now):
                 continue
             builder.add(prefix, stamp)
         self.banlist = builder.finish()
         self.banlist.hold_in_head(head)
         self._broken = False
         self._evict()
-        if before != self.banlist.digest() or self._generation == 0:
+        if before != self.banlist.digest() or self.store.generation == 0:
             self._snapshot_changed = True
         if key != self.filter_key:
             self._head_changed = True  # The head's digest of the filter, at least.
@@ -485,93 +367,66 @@ class BanListSync:
             head_bytes=head_bytes,
             head_count=len(self.banlist.head),
             head_changed=self._head_changed,
-            snapshot_changed=self._snapshot_changed or self._stored_parts is None,
+            snapshot_changed=self._snapshot_changed or self.store.parts is None,
             lifted=self._lifted,
             expired=expired,
             over_capacity=len(self.banlist) > self.capacity,
         )
-        reason = compaction_reason(self._written_head, pending, now)
+        reason = compaction_reason(self.store.written, pending, now)
         if reason is not None:
             self._compact(bls)
             self.compactions.append(
-                f"{reason}: {len(self.banlist)} entries in {self._stored_parts} parts"
+                f"{reason}: {len(self.banlist)} entries in {self.store.parts} parts"
             )
             return None
-        held = compaction_delay(self._written_head, pending, now)
+        held = compaction_delay(self.store.written, pending, now)
         cursor_lag = self.cursor - self._persisted_cursor
         if not (self._head_changed or cursor_lag >= CURSOR_SLACK):
             return held
-        delay = head_write_delay(self._written_head, now)
+        delay = head_write_delay(self.store.written, now)
         if delay > 0:
             return delay if held is None else min(delay, held)
-        self._write_head(bls, self.banlist.head_text())
+        self._write_head(bls)
         return held
 
     def _head_state(self) -> HeadState:
+        """The head's totals and cursors (the store fills in the snapshot's place)."""
         return HeadState(
             count=len(self.banlist),
             capacity=self.capacity,
-            generation=self._generation,
-            parts=self._stored_parts or 0,
+            generation=0,
+            parts=0,
             cursor=self.cursor,
-            lift_cursor=self.lift_cursor,
-            lifts_seen=self.lifts_seen,
+            lift_cursor=self.lifts.cursor,
+            lifts_seen=self.lifts.seen,
             ledger_table=self.table_oid,
             filter_key=self.filter_key or "",
         )
 
-    def _write_head(self, bls: BlacklistService, lines: str) -> None:
-        manifest = build_banlist_head(bls, lines, self._head_state())
-        # Remembered before it is sent: its watch event may be handled before apply returns.
-        self._written.remember(bls.namespace, manifest["metadata"]["name"], manifest)
-        self._api.apply(manifest)
+    def _write_head(self, bls: BlacklistService) -> None:
+        self.store.write_head(bls, self.banlist, self._head_state())
+        self._head_written()
+
+    def _head_written(self) -> None:
         self._persisted_cursor = self.cursor
         self._head_changed = False
         self._oldest_unwritten_ms = None
-        self._remember_head_written(len(lines.encode()), time.monotonic())
-
-    def _remember_head_written(self, size: int, at: float) -> None:
-        self._written_head = Written(
-            head_bytes=size,
-            head_count=len(self.banlist.head),
-            snapshot_count=self.banlist.snapshot_count,
-            compacted_at=self._written_head.compacted_at,
-            head_written_at=at,
-            last_head_bytes=size,
-        )
 
     def _compact(self, bls: BlacklistService) -> None:
         """Write the whole list as a new snapshot generation and an empty head."""
         self._evict()
         self.banlist.merge(int(time.time()))
-        generation = self._generation + 1
         while True:
             try:
-                parts = self._write_parts(bls, generation)
+                self.store.write_snapshot(bls, self.banlist, self._head_state())
                 break
             except SnapshotTooLargeError:
                 # Longer prefixes compress less: what fits is fewer than the capacity.
                 self._evict(len(self.banlist) - max(1, int(len(self.banlist) * _SHED_SHARE)))
-        stored = self._stored_parts or 0
-        self._generation, self._stored_parts = generation, parts
-        self._write_head(bls, "")
-        for index in range(parts + 1, stored + 1):
-            name = part_name(bls.name, index)
-            self._written.forget(bls.namespace, name)
-            self._api.delete("v1", "ConfigMap", bls.namespace, name)
-        now = time.monotonic()
-        self._written_head = Written(0, 0, self.banlist.snapshot_count, now, now, 0)
+        self._head_written()
         self._snapshot_changed = False
         self._lifted = False
         self._next_expiry = self.banlist.oldest_stamp() if self.banlist.expiring else None
-
-    def _write_parts(self, bls: BlacklistService, generation: int) -> int:
-        count = 0
-        for count, data in enumerate(encode_parts(self.banlist), start=1):
-            manifest = build_banlist_part(bls, count, data, generation, self.lifts_seen)
-            self._written.remember(bls.namespace, manifest["metadata"]["name"], manifest)
-            self._api.apply(manifest)
-        return count
 
     def rewrite(self, bls: BlacklistService) -> None:
         """Write the whole list again (after someone edited or deleted one of its ConfigMaps)."""
@@ -579,11 +434,11 @@ class BanListSync:
             self.load(bls)
         self._compact(bls)
         self.compactions.append(
-            f"restored: {len(self.banlist)} entries in {self._stored_parts} parts"
+            f"restored: {len(self.banlist)} entries in {self.store.parts} parts"
         )
 
     def ensure_exists(self, bls: BlacklistService) -> None:
         """Create an empty ``N-banlist`` when none exists yet (it is always present)."""
-        if self._stored_parts is None:
+        if self.store.parts is None:
             self.filter_key = None
             self.write(bls, force=True)
