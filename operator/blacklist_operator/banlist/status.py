@@ -11,6 +11,7 @@ from blacklist_operator.builders.status import (
     DATABASE_READY,
     build_condition,
     condition_changed,
+    find_condition,
     merge_condition,
     now,
 )
@@ -32,8 +33,8 @@ def report_status(
     database: ConditionState,
     synced: ConditionState,
     count: int,
-) -> None:
-    """Apply DatabaseReady, BanListSynced and bannedCount if any of them changed."""
+) -> bool:
+    """Apply DatabaseReady, BanListSynced and bannedCount if any of them changed; whether so."""
     status = body.get("status") or {}
     current = status.get("conditions")
     at = now()
@@ -44,9 +45,22 @@ def report_status(
     if status.get("bannedCount") == count and not any(
         condition_changed(current, condition) for condition in conditions
     ):
-        return
+        return False
     fields = {"bannedCount": count, "conditions": conditions}
     runtime.api.apply_status(bls.namespace, bls.name, fields, STATUS_MANAGER)
+    return True
+
+
+def states_unchanged(
+    body: Mapping[str, Any], database: ConditionState, synced: ConditionState
+) -> bool:
+    """Whether both conditions keep their status and reason (only counts in messages move)."""
+    current = (body.get("status") or {}).get("conditions")
+    for kind, (state, reason, _) in ((DATABASE_READY, database), (BANLIST_SYNCED, synced)):
+        found = find_condition(current, kind) or {}
+        if found.get("status") != ("True" if state else "False") or found.get("reason") != reason:
+            return False
+    return True
 
 
 def one_line(error: BaseException) -> str:
