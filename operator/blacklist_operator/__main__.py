@@ -17,7 +17,13 @@ from blacklist_operator import (
     metrics,
     namespace_watch,
 )
-from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
+from blacklist_operator.config import (
+    ADDRESS_MAP_ENV,
+    DEFAULT_MAX_BANS,
+    MAX_BANS_ENV,
+    OperatorConfig,
+    address_map_path,
+)
 from blacklist_operator.memo import OperatorMemo
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
@@ -100,6 +106,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(default 600)",
     )
     parser.add_argument(
+        "--max-bans",
+        type=_positive,
+        default=os.environ.get(MAX_BANS_ENV) or DEFAULT_MAX_BANS,
+        metavar="ENTRIES",
+        help="entries a resource's ban list holds at most; past it the oldest bans are evicted "
+        f"and the resource says so (default: env {MAX_BANS_ENV}, else {DEFAULT_MAX_BANS:,})",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=16,
@@ -129,6 +143,16 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if arguments.log_level not in LOG_LEVELS:  # argparse does not check a default
         parser.error(f"{LOG_LEVEL_ENV}={arguments.log_level}: not one of {', '.join(LOG_LEVELS)}")
     return arguments
+
+
+def _positive(text: str | int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -161,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ban_poll_interval=arguments.ban_poll_interval,
         ban_rescan_interval=arguments.ban_rescan_interval,
         workers=arguments.workers,
+        max_bans=arguments.max_bans,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
     )
     # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ADDRESS_MAP_ENV = "BLACKLIST_OPERATOR_DATABASE_ADDRESS_MAP"
+MAX_BANS_ENV = "BLACKLIST_OPERATOR_MAX_BANS"
+# Entries a resource's ban list holds at most (SPEC: at least 5,000,000 with default resources).
+DEFAULT_MAX_BANS = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,8 @@ class OperatorConfig:
     ban_poll_interval: float = 5.0
     ban_rescan_interval: float = 600.0
     workers: int = 16
+    # Entries per resource's ban list; past it the oldest bans are evicted (--max-bans).
+    max_bans: int = DEFAULT_MAX_BANS
     # Directories under which spec.database.storage.hostPath may lie; empty: none.
     allowed_host_path_prefixes: tuple[str, ...] = ()
 

@@ -51,6 +51,12 @@ SYNC_FAILURES = Counter(
     "Ban-sync passes that failed (database unreachable, ledger or API error), per instance",
     ["namespace", "name"],
 )
+DROPPED = Counter(
+    "blacklist_operator_banlist_dropped",
+    "Bans evicted from the instance's ban list because it held its limit (--max-bans); "
+    "the oldest go, never the newest",
+    ["namespace", "name"],
+)
 BAN_LATENCY = Histogram(
     "blacklist_operator_ban_latency_seconds",
     "Ledger row to ban list: per pass, the age of the oldest row it read for the first time, "
@@ -71,6 +77,7 @@ class _BanSync:
     banned: int | None = None
     rows_behind: int | None = None
     last_success: float | None = None
+    capacity: int | None = None
 
 
 class BanSyncCollector(Collector):
@@ -90,6 +97,11 @@ class BanSyncCollector(Collector):
         with self._lock:
             state = self._instances.setdefault(key, _BanSync(taken_up=now))
             state.banned, state.rows_behind, state.last_success = banned, rows_behind, now
+
+    def limit(self, key: InstanceKey, capacity: int, now: float) -> None:
+        """The ban list of ``key`` holds at most ``capacity`` entries."""
+        with self._lock:
+            self._instances.setdefault(key, _BanSync(taken_up=now)).capacity = capacity
 
     def keep(self, key: InstanceKey, banned: int, now: float) -> None:
         """A pass of ``key`` failed: the last synced list (``banned`` addresses) stays."""
@@ -125,6 +137,12 @@ class BanSyncCollector(Collector):
             "since the ban sync took the instance up)",
             labels=labels,
         )
+        capacity = GaugeMetricFamily(
+            "blacklist_operator_banlist_capacity",
+            "Entries the instance's ban list holds at most (--max-bans); at it, the oldest "
+            "bans are evicted",
+            labels=labels,
+        )
         now = time.time()
         with self._lock:
             instances = list(self._instances.items())
@@ -136,8 +154,10 @@ class BanSyncCollector(Collector):
                 behind.add_metric(values, state.rows_behind)
             if state.last_success is not None:
                 last.add_metric(values, state.last_success)
+            if state.capacity is not None:
+                capacity.add_metric(values, state.capacity)
             age.add_metric(values, max(0.0, now - (state.last_success or state.taken_up)))
-        yield from (banned, behind, last, age)
+        yield from (banned, behind, last, age, capacity)
 
 
 BAN_SYNC = BanSyncCollector()
@@ -159,6 +179,7 @@ def ban_sync_started(key: InstanceKey) -> None:
     """The ban sync took up ``key``: its series appear (failures at 0)."""
     BAN_SYNC.started(key, time.time())
     SYNC_FAILURES.labels(*key)
+    DROPPED.labels(*key)
 
 
 def ban_list_synced(
@@ -176,6 +197,13 @@ def ban_list_synced(
         BAN_LATENCY.labels(*key).observe(max(0.0, now - oldest_new_row_ms / 1000))
 
 
+def ban_list_limited(key: InstanceKey, capacity: int, evicted: int) -> None:
+    """The ban list of ``key`` holds at most ``capacity``; a pass evicted ``evicted`` bans."""
+    BAN_SYNC.limit(key, capacity, time.time())
+    if evicted:
+        DROPPED.labels(*key).inc(evicted)
+
+
 def ban_sync_failed(key: InstanceKey, banned: int) -> None:
     """A pass of ``key`` failed; the ban list keeps its ``banned`` addresses."""
     SYNC_FAILURES.labels(*key).inc()
@@ -186,6 +214,7 @@ def forget_instance(key: InstanceKey) -> None:
     """Remove every series of ``key`` (a deleted instance)."""
     BAN_SYNC.forget(key)
     SYNC_FAILURES.remove(*key)
+    DROPPED.remove(*key)
     BAN_LATENCY.remove(*key)
 
 

@@ -11,18 +11,17 @@ work queues the watchers feed.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from blacklist_operator.apply import KubernetesApi
+from blacklist_operator.builders.banlist import banlist_names, payload_digest
 from blacklist_operator.builders.naming import (
-    MAX_BANLIST_SHARDS,
-    banlist_shard_name,
     database_name_of,
     service_name_of,
 )
@@ -102,26 +101,26 @@ class AbsentChildren:
             return len(self._absent)
 
 
-class WrittenShards:
-    """Digests of the ban-list texts the sync last wrote, shared by its threads and the loop.
+class WrittenBanList:
+    """Digests of the ban-list ConfigMaps the sync last wrote, shared by its threads and the loop.
 
-    A watch event whose text differs from the digest is an edit by someone else.
-    Digests, not texts: sixteen full shards would hold 16 MB per instance.
+    A watch event whose ``data``/``binaryData`` digest (:func:`payload_digest`) is
+    none of the last few written to that name is an edit by someone else. The
+    last few, not the last one: under load the head is written several times a
+    second, and the event of an earlier write arrives after the next one.
     """
 
-    def __init__(self) -> None:
-        self._digests: dict[tuple[str, str], bytes] = {}
+    def __init__(self, remembered: int = 32) -> None:
+        self._digests: dict[tuple[str, str], deque[bytes]] = {}
+        self._remembered = remembered
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _digest(text: str) -> bytes:
-        return hashlib.blake2b(text.encode(), digest_size=16).digest()
-
-    def remember(self, namespace: str, name: str, text: str) -> None:
-        """Record that ConfigMap ``name`` now holds ``text``."""
-        digest = self._digest(text)
+    def remember(self, namespace: str, name: str, body: Mapping[str, Any]) -> None:
+        """Record that ConfigMap ``name`` now holds the payload of ``body``."""
+        digest = payload_digest(body)
         with self._lock:
-            self._digests[(namespace, name)] = digest
+            recent = self._digests.setdefault((namespace, name), deque(maxlen=self._remembered))
+            recent.append(digest)
 
     def forget(self, namespace: str, name: str) -> None:
         """Forget ConfigMap ``name`` (the sync deleted it)."""
@@ -129,16 +128,17 @@ class WrittenShards:
             self._digests.pop((namespace, name), None)
 
     def forget_instance(self, namespace: str, instance: str) -> None:
-        """Forget every shard of ``instance`` (and no other instance's, whatever its name)."""
+        """Forget every ConfigMap of ``instance``'s ban list (and no other instance's)."""
         with self._lock:
-            for index in range(MAX_BANLIST_SHARDS):
-                self._digests.pop((namespace, banlist_shard_name(instance, index)), None)
+            for name in banlist_names(instance):
+                self._digests.pop((namespace, name), None)
 
-    def differs(self, namespace: str, name: str, text: str | None) -> bool:
-        """Whether ``text`` is not what the sync wrote (False for a shard it never wrote)."""
+    def differs(self, namespace: str, name: str, body: Mapping[str, Any] | None) -> bool:
+        """Whether ``body`` holds what the sync did not write (False for a name it never wrote)."""
         with self._lock:
-            written = self._digests.get((namespace, name))
-        return written is not None and (text is None or self._digest(text) != written)
+            recent = self._digests.get((namespace, name))
+            written = set(recent) if recent is not None else None
+        return written is not None and (body is None or payload_digest(body) not in written)
 
     def __len__(self) -> int:
         with self._lock:
@@ -166,7 +166,7 @@ class Runtime:
     # Optional children known not to exist, so the reconcile does not read them.
     absent_children: AbsentChildren = field(default_factory=AbsentChildren)
     # What the ban sync last wrote into each ban-list ConfigMap.
-    written_shards: WrittenShards = field(default_factory=lambda: WrittenShards())
+    written_banlist: WrittenBanList = field(default_factory=lambda: WrittenBanList())
     # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.
     handler_context: HandlerContext = field(default_factory=HandlerContext)
     # The shared worker tasks, cancelled by the cleanup handler.

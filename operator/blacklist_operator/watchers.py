@@ -9,7 +9,7 @@
   ban sync to connect;
 * any other child event is checked against the manifest rebuilt from the
   instance's latest body: a deleted or edited child queues a full reconcile, an
-  edited ban-list shard a rewrite.
+  edited or deleted ban-list ConfigMap a rewrite.
 
 Importing this module registers the handlers with kopf (``handlers`` does).
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import kopf
 
+from blacklist_contract.wire import head_name
 from blacklist_operator import GROUP, PLURAL, VERSION
 from blacklist_operator.builders import build_children, child_key, contains
 from blacklist_operator.builders.children import OPTIONAL_KINDS
@@ -143,8 +144,14 @@ def _child_changed(runtime: Runtime, event_type: str | None, body: kopf.Body) ->
     key = (str(metadata.get("namespace")), str(instance))
     name = str(metadata.get("name"))
     if labels.get(COMPONENT_LABEL) == COMPONENT_BANLIST:
-        text = (body.get("data") or {}).get("addresses")
-        if event_type == "DELETED" or runtime.written_shards.differs(key[0], name, text):
+        if event_type == "DELETED":
+            # The head is always there; a part the sync deleted itself it no longer remembers.
+            drifted = name == head_name(key[1]) or runtime.written_banlist.differs(
+                key[0], name, None
+            )
+        else:
+            drifted = runtime.written_banlist.differs(key[0], name, body)
+        if drifted:
             runtime.banlists.wake(key, Reason.DRIFT)
         return
     if event_type != "DELETED":

@@ -18,7 +18,7 @@ class Reason(enum.StrEnum):
 
     # Children queue: a child was deleted or edited (or a Deployment lost availability,
     # which may mean an unwatched child is gone) → full reconcile.
-    # Ban-list queue: a ban-list shard was edited or deleted → every shard rewritten.
+    # Ban-list queue: a ban-list ConfigMap was edited or deleted → the whole list rewritten.
     DRIFT = "drift"
     # Children queue: the periodic resync visits the instance → full reconcile.
     RESYNC = "resync"

@@ -1,10 +1,11 @@
-"""The operator's command line: the log level (flag, else the chart's variable), metrics address."""
+"""The operator's command line: log level (flag, else the chart's variable), metrics, ban limit."""
 
 from __future__ import annotations
 
 import pytest
 
 from blacklist_operator.__main__ import LOG_LEVEL_ENV, METRICS_ADDRESS_ENV, parse_arguments
+from blacklist_operator.config import MAX_BANS_ENV
 
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what an address without a host means)
 
@@ -47,3 +48,16 @@ def test_metrics_are_served_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> 
 def test_a_metrics_address_without_a_valid_port_is_refused(address: str) -> None:
     with pytest.raises(SystemExit):
         parse_arguments(["--metrics-address", address])
+
+
+def test_the_ban_list_limit_is_a_flag_or_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MAX_BANS_ENV, raising=False)
+    assert parse_arguments([]).max_bans == 5_000_000
+    assert parse_arguments(["--max-bans", "1000"]).max_bans == 1000
+    monkeypatch.setenv(MAX_BANS_ENV, "250000")
+    assert parse_arguments([]).max_bans == 250_000
+    with pytest.raises(SystemExit):
+        parse_arguments(["--max-bans", "0"])
+    monkeypatch.setenv(MAX_BANS_ENV, "many")
+    with pytest.raises(SystemExit):
+        parse_arguments([])

@@ -9,7 +9,14 @@ import pytest
 
 from blacklist_devtools.postgres import PostgresServer
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
-from tests.operator.test_banlist_sync import create_table, deploy, insert, shards, status
+from tests.operator.test_banlist_sync import (
+    banned_entries,
+    banned_lines,
+    create_table,
+    deploy,
+    insert,
+    status,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
 
@@ -42,15 +49,14 @@ def lift(postgres: PostgresServer, address: str) -> None:
 
 
 def lines(operator: OperatorProcess, namespace: str) -> list[str]:
-    first = get_json(operator.cluster, "configmap", "bl-banlist", "-n", namespace)
-    return [] if first is None else first["data"]["addresses"].splitlines()
+    return banned_lines(operator, namespace)
 
 
 def test_a_row_committed_after_higher_ids_still_reaches_the_ban_list(
     operator_process: OperatorProcess, ledger: PostgresServer, namespace: str
 ) -> None:
     deploy(operator_process, ledger, namespace)
-    wait_for(lambda: shards(operator_process, namespace) == [], 30, "an empty ban list")
+    wait_for(lambda: banned_entries(operator_process, namespace) == [], 30, "an empty ban list")
     # A courier's transaction draws a low id and stays open (an outage backlog flushing)...
     slow = ledger.connect()
     try:
@@ -76,13 +82,13 @@ def test_a_row_committed_after_higher_ids_still_reaches_the_ban_list(
     finally:
         slow.close()
     wait_for(
-        lambda: "192.0.2.200" in shards(operator_process, namespace),
+        lambda: "192.0.2.200" in banned_entries(operator_process, namespace),
         2,
         "the row committed last, holding the lowest id",
         operator_process,
     )
     print(f"out-of-order row in the ban list {time.monotonic() - started:.2f} s after commit")
-    assert len(shards(operator_process, namespace)) == 1501
+    assert len(banned_entries(operator_process, namespace)) == 1501
 
 
 def test_a_lifted_ban_leaves_the_list_and_a_new_hit_bans_again(
@@ -90,11 +96,11 @@ def test_a_lifted_ban_leaves_the_list_and_a_new_hit_bans_again(
 ) -> None:
     insert(ledger, ["192.0.2.10", "192.0.2.11"])
     deploy(operator_process, ledger, namespace)
-    wait_for(lambda: len(shards(operator_process, namespace)) == 2, 30, "first sync")
+    wait_for(lambda: len(banned_entries(operator_process, namespace)) == 2, 30, "first sync")
     started = time.monotonic()
     lift(ledger, "::ffff:192.0.2.10")
     wait_for(
-        lambda: shards(operator_process, namespace) == ["192.0.2.11"],
+        lambda: banned_entries(operator_process, namespace) == ["192.0.2.11"],
         5,
         "the lifted address out of the ban list",
         operator_process,
@@ -109,7 +115,7 @@ def test_a_lifted_ban_leaves_the_list_and_a_new_hit_bans_again(
         assert cursor.fetchone() == (1,)
     insert(ledger, ["192.0.2.10"])
     wait_for(
-        lambda: sorted(shards(operator_process, namespace)) == ["192.0.2.10", "192.0.2.11"],
+        lambda: sorted(banned_entries(operator_process, namespace)) == ["192.0.2.10", "192.0.2.11"],
         5,
         "a hit after the lift bans again",
         operator_process,
@@ -120,7 +126,7 @@ def test_a_lifted_ban_leaves_the_list_and_a_new_hit_bans_again(
     insert(ledger, ["192.0.2.12"])
     wait_for(
         lambda: (
-            sorted(shards(operator_process, namespace))
+            sorted(banned_entries(operator_process, namespace))
             == ["192.0.2.10", "192.0.2.11", "192.0.2.12"]
         ),
         30,
@@ -134,9 +140,13 @@ def test_a_hit_delivered_late_after_a_lift_stays_lifted(
 ) -> None:
     insert(ledger, ["192.0.2.20"])
     deploy(operator_process, ledger, namespace)
-    wait_for(lambda: shards(operator_process, namespace) == ["192.0.2.20"], 30, "first sync")
+    wait_for(
+        lambda: banned_entries(operator_process, namespace) == ["192.0.2.20"], 30, "first sync"
+    )
     lift(ledger, "192.0.2.20")
-    wait_for(lambda: shards(operator_process, namespace) == [], 5, "lifted", operator_process)
+    wait_for(
+        lambda: banned_entries(operator_process, namespace) == [], 5, "lifted", operator_process
+    )
     # A replica's outbox delivers, after the lift, a hit that happened before it.
     with ledger.connect() as connection, connection.cursor() as cursor:
         cursor.execute(
@@ -144,7 +154,9 @@ def test_a_hit_delivered_late_after_a_lift_stays_lifted(
             "VALUES ('late-1', '/blacklisted', '192.0.2.20', now() - interval '1 minute'), "
             "('new-1', '/blacklisted', '192.0.2.21', now()); NOTIFY denied_access_ledger"
         )
-    wait_for(lambda: shards(operator_process, namespace) == ["192.0.2.21"], 5, "the next hit")
+    wait_for(
+        lambda: banned_entries(operator_process, namespace) == ["192.0.2.21"], 5, "the next hit"
+    )
 
 
 def test_ban_duration_writes_expiries_and_drops_expired_bans(
@@ -202,13 +214,13 @@ def test_a_recreated_ledger_resets_the_cursor(
 ) -> None:
     insert(ledger, [f"192.0.2.{i}" for i in range(40, 60)])
     deploy(operator_process, ledger, namespace)
-    wait_for(lambda: len(shards(operator_process, namespace)) == 20, 30, "first sync")
+    wait_for(lambda: len(banned_entries(operator_process, namespace)) == 20, 30, "first sync")
     with ledger.connect() as connection, connection.cursor() as cursor:
         cursor.execute("DROP TABLE denied_access_ledger")
     create_table(ledger)
     insert(ledger, ["203.0.113.1"])
     wait_for(
-        lambda: shards(operator_process, namespace) == ["203.0.113.1"],
+        lambda: banned_entries(operator_process, namespace) == ["203.0.113.1"],
         15,
         "the new ledger's ban, from id 1",
         operator_process,

@@ -10,7 +10,7 @@ from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
 from tests.conftest import SESSION_NAMESPACES
 from tests.operator.helpers import OperatorProcess, wait_for
-from tests.operator.test_banlist_sync import create_table, deploy, insert, shards
+from tests.operator.test_banlist_sync import banned_entries, create_table, deploy, insert
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ def test_deleted_ledger_rows_leave_the_ban_list(
     insert(postgres, ["192.0.2.10", "192.0.2.11"])
     deploy(operator_process, postgres, namespace)
     wait_for(
-        lambda: sorted(shards(operator_process, namespace)) == ["192.0.2.10", "192.0.2.11"],
+        lambda: sorted(banned_entries(operator_process, namespace)) == ["192.0.2.10", "192.0.2.11"],
         30,
         "first sync",
         operator_process,
@@ -45,7 +45,7 @@ def test_deleted_ledger_rows_leave_the_ban_list(
     with postgres.connect() as connection, connection.cursor() as cursor:
         cursor.execute("DELETE FROM denied_access_ledger WHERE ip_address = '192.0.2.10'")
     wait_for(
-        lambda: shards(operator_process, namespace) == ["192.0.2.11"],
+        lambda: banned_entries(operator_process, namespace) == ["192.0.2.11"],
         30,
         "the unbanned address removed by the rescan",
         operator_process,

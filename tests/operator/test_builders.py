@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from blacklist_contract.prefixes import Prefix
+from blacklist_contract.wire import Section, decode_part, encode_part
 from blacklist_operator.builders import (
-    build_banlist_shard,
+    build_banlist_head,
+    build_banlist_part,
     build_children,
     build_database_configmap,
     build_database_deployment,
@@ -23,7 +26,7 @@ from blacklist_operator.builders import (
     build_service_account,
     build_service_deployment,
 )
-from blacklist_operator.builders.banlist import ShardState
+from blacklist_operator.builders.banlist import HeadState
 from blacklist_operator.builders.credentials import PASSWORD_ALPHABET, generate_password
 from blacklist_operator.model import BlacklistService, parse
 
@@ -265,33 +268,45 @@ def test_rbac_reads_only_the_ban_list() -> None:
     (rule,) = build_role(make())["rules"]
     assert rule["resources"] == ["configmaps"]
     assert rule["verbs"] == ["get", "list", "watch"]
-    assert rule["resourceNames"][:2] == ["demo-banlist", "demo-banlist-1"]
-    assert len(rule["resourceNames"]) == 16
+    assert rule["resourceNames"] == ["demo-banlist"] + [f"demo-banlist-{i}" for i in range(1, 64)]
     binding = build_role_binding(make())
     assert binding["roleRef"]["name"] == "demo-banlist-reader"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "demo", "namespace": "team"}]
 
 
-def test_banlist_shards() -> None:
-    state = ShardState(
-        shard_count=2, count=5, cursor=9, lift_cursor=3, lifts_seen=1234, ledger_table=77,
-        filter_key="k",
+def test_banlist_head_and_part() -> None:
+    state = HeadState(
+        count=5, capacity=5_000_000, generation=3, parts=2, cursor=9, lift_cursor=3,
+        lifts_seen=1234, ledger_table=77, filter_key="k",
     )  # fmt: skip
-    first = build_banlist_shard(make(), 0, "1.2.3.4\n", state)
-    assert first["metadata"]["name"] == "demo-banlist"
-    assert first["metadata"]["labels"]["app.kubernetes.io/component"] == "banlist"
-    assert first["data"] == {"addresses": "1.2.3.4\n", "shards": "2", "count": "5"}
-    assert first["metadata"]["annotations"] == {
+    head = build_banlist_head(make(), "1.2.3.4\n", state)
+    assert head["metadata"]["name"] == "demo-banlist"
+    assert head["metadata"]["labels"]["app.kubernetes.io/component"] == "banlist"
+    assert head["data"] == {
+        "addresses": "1.2.3.4\n",
+        "count": "5",
+        "capacity": "5000000",
+        "snapshot": "3",
+        "parts": "2",
+    }
+    assert head["metadata"]["annotations"] == {
         "blacklist.dev/ledger-cursor": "9",
         "blacklist.dev/lift-cursor": "3",
         "blacklist.dev/ledger-table": "77",
         "blacklist.dev/allowlist": "k",
         "blacklist.dev/lifts-seen": "1234",
     }
-    second = build_banlist_shard(make(), 1, "5.6.7.8 1767225600\n", state)
-    assert second["metadata"]["name"] == "demo-banlist-1"
-    assert second["data"] == {"addresses": "5.6.7.8 1767225600\n"}
-    assert second["metadata"]["annotations"] == {"blacklist.dev/lifts-seen": "1234"}
+    section = Section.empty(4, 32)
+    section.append(Prefix(4, 0x05060708, 32), 1767225600)
+    part = build_banlist_part(make(), 2, encode_part([section]), 3, 1234)
+    assert part["metadata"]["name"] == "demo-banlist-2"
+    assert "data" not in part
+    (decoded,) = decode_part(base64.b64decode(part["binaryData"]["bans"]))
+    assert list(decoded.bans()) == [(Prefix(4, 0x05060708, 32), 1767225600)]
+    assert part["metadata"]["annotations"] == {
+        "blacklist.dev/snapshot": "3",
+        "blacklist.dev/lifts-seen": "1234",
+    }
 
 
 def test_builders_are_deterministic() -> None:

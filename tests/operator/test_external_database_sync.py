@@ -24,7 +24,7 @@ from tests.operator.helpers import (
     get_json,
     wait_for,
 )
-from tests.operator.test_banlist_sync import create_table, insert, shards
+from tests.operator.test_banlist_sync import banned_entries, create_table, insert
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
 
@@ -98,7 +98,12 @@ def wait_for_ban(
 ) -> float:
     """Seconds until ``address`` is in the ban list."""
     started = time.monotonic()
-    wait_for(lambda: address in shards(operator, namespace), timeout, f"{address} banned", operator)
+    wait_for(
+        lambda: address in banned_entries(operator, namespace),
+        timeout,
+        f"{address} banned",
+        operator,
+    )
     return time.monotonic() - started
 
 
@@ -151,7 +156,7 @@ def test_ban_list_syncs_from_an_external_database_and_survives_its_restart(
     logging.getLogger(__name__).info("ban sync resumed %.2f s after the restart", resumed)
     assert resumed < 10, f"the ban sync resumed {resumed:.1f} s after the restart"
     wait_for_condition(operator_process, namespace, "DatabaseReady", "Connected")
-    assert {"203.0.113.7", "203.0.113.8"} <= set(shards(operator_process, namespace))
+    assert {"203.0.113.7", "203.0.113.8"} <= set(banned_entries(operator_process, namespace))
 
 
 def test_a_url_secret_is_followed(

@@ -105,7 +105,12 @@ def test_create_makes_every_child_and_reports_ready(
     assert get(cluster, "service", "demo-postgres", "-n", namespace)["spec"]["type"] == "ClusterIP"
     assert get(cluster, "configmap", "demo-db", "-n", namespace)["data"]["port"] == "5432"
     banlist = get(cluster, "configmap", "demo-banlist", "-n", namespace)
-    assert banlist["data"] == {"addresses": "", "shards": "1", "count": "0"}
+    assert {key: banlist["data"][key] for key in ("addresses", "count", "parts")} == {
+        "addresses": "",
+        "count": "0",
+        "parts": "0",
+    }
+    assert banlist["data"]["capacity"] == "5000000"
     assert len(get(cluster, "secret", "demo-db", "-n", namespace)["data"]) == 2
 
     def created_event() -> bool:

@@ -92,7 +92,7 @@ class BanSyncSupervisor:
         if timer is not None:
             timer.cancel()
         state.link.close()
-        self._runtime.written_shards.forget_instance(*key)
+        self._runtime.written_banlist.forget_instance(*key)
         metrics.forget_instance(key)
 
     def _schedule(self, key: InstanceKey, delay: float, reason: Reason) -> None:
@@ -110,7 +110,11 @@ class BanSyncSupervisor:
         state = self._states.get(key)
         if state is None:
             state = self._states[key] = InstanceState(
-                BanListSync(self._runtime.api, self._runtime.written_shards),
+                BanListSync(
+                    self._runtime.api,
+                    self._runtime.written_banlist,
+                    self._runtime.config.max_bans,
+                ),
                 DatabaseLink.first(self._runtime.database_available(key)),
             )
             metrics.ban_sync_started(key)

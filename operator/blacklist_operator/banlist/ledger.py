@@ -12,7 +12,9 @@ its cursor can never skip a row. When the lock cannot be had within
 ``INSERT``), the read goes ahead without it and says so; the caller keeps its
 exact cursor and reads from there again once the lock is free.
 
-Times are Unix milliseconds; addresses are keys of :mod:`.addresses`.
+Times are Unix milliseconds; addresses are keys of :mod:`.addresses`; a lift
+row's address is an address or a CIDR, read as a
+:class:`~blacklist_contract.prefixes.Prefix`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from blacklist_contract.prefixes import Prefix, parse_prefix
 from blacklist_operator.banlist.addresses import IPV6_FLAG, address_key, key_text
 
 LEDGER_TABLE = "denied_access_ledger"
@@ -117,11 +120,32 @@ def _table_oid(cursor: Any, table: str) -> int | None:
     return None if oid is None else int(oid)
 
 
+@dataclass(frozen=True)
+class LiftRead:
+    """One batch of lifts read past a cursor."""
+
+    # (lift id, what was lifted, time in Unix ms) of each row whose address parses.
+    rows: list[tuple[int, Prefix, int]]
+    last_id: int
+    full: bool
+
+
 def _read(connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool) -> TableRead:
+    fetched, read = _fetch(connection, table, cursor_id, batch, lock=lock)
+    rows = [(key, int(ms)) for _, raw, ms in fetched if (key := address_key(str(raw))) is not None]
+    return TableRead(
+        rows, read.last_id, read.full, read.exact, read.newest_id, read.table_oid, read.table_exists
+    )
+
+
+def _fetch(
+    connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool
+) -> tuple[list[tuple[Any, Any, Any]], TableRead]:
+    """The raw rows past ``cursor_id`` and what the read found (its ``rows`` left empty)."""
     with _transaction(connection) as cursor:
         oid = _table_oid(cursor, table)
         if oid is None:
-            return TableRead([], cursor_id, False, True, table_exists=False)
+            return [], TableRead([], cursor_id, False, True, table_exists=False)
         exact = _lock(cursor, table) if lock else False
         cursor.execute(
             f"SELECT id, ip_address, (extract(epoch FROM time) * 1000)::bigint FROM {table} "  # noqa: S608 (constant table name)
@@ -131,9 +155,8 @@ def _read(connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool
         fetched = cursor.fetchall()
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")  # noqa: S608 (constant table name)
         (newest,) = cursor.fetchone()
-    rows = [(key, int(ms)) for _, raw, ms in fetched if (key := address_key(str(raw))) is not None]
     last_id = max([cursor_id, *(int(row[0]) for row in fetched)])
-    return TableRead(rows, last_id, len(fetched) == batch, exact, int(newest), oid)
+    return fetched, TableRead([], last_id, len(fetched) == batch, exact, int(newest), oid)
 
 
 def read_hits(connection: Any, cursor_id: int, *, exact: bool, batch: int = BATCH) -> TableRead:
@@ -141,9 +164,34 @@ def read_hits(connection: Any, cursor_id: int, *, exact: bool, batch: int = BATC
     return _read(connection, LEDGER_TABLE, cursor_id, batch, lock=exact)
 
 
-def read_lifts(connection: Any, cursor_id: int, batch: int = BATCH) -> TableRead:
+def read_lifts(connection: Any, cursor_id: int, batch: int = BATCH) -> LiftRead:
     """Lift rows past ``cursor_id``, always under the lock (lifts are few and rare)."""
-    return _read(connection, LIFTS_TABLE, cursor_id, batch, lock=True)
+    fetched, read = _fetch(connection, LIFTS_TABLE, cursor_id, batch, lock=True)
+    rows = [
+        (int(row_id), prefix, int(ms))
+        for row_id, raw, ms in fetched
+        if (prefix := parse_prefix(str(raw))) is not None
+    ]
+    return LiftRead(rows, read.last_id, read.full)
+
+
+def hits_since(connection: Any, since_ms: int) -> list[tuple[int, int]]:
+    """(address key, Unix ms) of every ledger row later than ``since_ms``.
+
+    What decides whether a lift stands: a ban stays when an address it covers
+    was hit after the lift. Lifts are read within a moment of being made, so
+    this reads the few rows since.
+    """
+    with connection.cursor() as cursor:
+        if _table_oid(cursor, LEDGER_TABLE) is None:
+            return []
+        cursor.execute(
+            f"SELECT ip_address, (extract(epoch FROM time) * 1000)::bigint FROM {LEDGER_TABLE} "  # noqa: S608 (constant table name)
+            "WHERE time > to_timestamp(%s / 1000.0)",
+            (since_ms,),
+        )
+        fetched = cursor.fetchall()
+    return [(key, int(ms)) for raw, ms in fetched if (key := address_key(str(raw))) is not None]
 
 
 def newest_hit_id(connection: Any) -> tuple[int, bool]:

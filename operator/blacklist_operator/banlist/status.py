@@ -6,12 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from blacklist_operator.banlist.sync import SyncReport
-from blacklist_operator.builders.naming import MAX_BANLIST_SHARDS
 from blacklist_operator.builders.status import (
     BANLIST_SYNCED,
     DATABASE_READY,
     build_condition,
     condition_changed,
+    find_condition,
     merge_condition,
     now,
 )
@@ -33,8 +33,8 @@ def report_status(
     database: ConditionState,
     synced: ConditionState,
     count: int,
-) -> None:
-    """Apply DatabaseReady, BanListSynced and bannedCount if any of them changed."""
+) -> bool:
+    """Apply DatabaseReady, BanListSynced and bannedCount if any of them changed; whether so."""
     status = body.get("status") or {}
     current = status.get("conditions")
     at = now()
@@ -45,9 +45,22 @@ def report_status(
     if status.get("bannedCount") == count and not any(
         condition_changed(current, condition) for condition in conditions
     ):
-        return
+        return False
     fields = {"bannedCount": count, "conditions": conditions}
     runtime.api.apply_status(bls.namespace, bls.name, fields, STATUS_MANAGER)
+    return True
+
+
+def states_unchanged(
+    body: Mapping[str, Any], database: ConditionState, synced: ConditionState
+) -> bool:
+    """Whether both conditions keep their status and reason (only counts in messages move)."""
+    current = (body.get("status") or {}).get("conditions")
+    for kind, (state, reason, _) in ((DATABASE_READY, database), (BANLIST_SYNCED, synced)):
+        found = find_condition(current, kind) or {}
+        if found.get("status") != ("True" if state else "False") or found.get("reason") != reason:
+            return False
+    return True
 
 
 def one_line(error: BaseException) -> str:
@@ -68,16 +81,16 @@ def unreachable(message: str, reason: str = "Unreachable") -> ConditionState:
 
 def synced(report: SyncReport) -> ConditionState:
     """BanListSynced after a pass that read the ledger."""
-    if report.overflow:
+    if report.evicted:
         return (
             False,
             "BanListFull",
-            f"{report.overflow} addresses left out: the ban list is limited to "
-            f"{MAX_BANLIST_SHARDS} ConfigMaps",
+            f"the ban list holds its limit of {report.capacity} entries (--max-bans): "
+            f"{report.evicted} of the oldest bans were evicted to keep the newest",
         )
     if not report.table_exists:
         return True, "LedgerNotCreated", "the ledger table does not exist yet; nothing is banned"
-    return True, "Synced", f"{report.count} addresses, ledger read up to row {report.cursor}"
+    return True, "Synced", f"{report.count} entries, ledger read up to row {report.cursor}"
 
 
 def kept(count: int) -> ConditionState:

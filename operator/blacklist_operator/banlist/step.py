@@ -1,7 +1,8 @@
 """One ban-sync pass of one instance (blocking, in a worker thread), and when to pass again.
 
 A pass loads the instance's ban list the first time (and makes sure
-``N-banlist`` exists), rewrites every shard after one was edited, then reads
+``N-banlist`` exists), rewrites the whole list after one of its ConfigMaps was
+edited, then reads
 the ledger over the instance's connection: incrementally, or as a full rescan
 every ``--ban-rescan-interval`` seconds, so addresses whose ledger rows were
 deleted leave the list. Without a connection it asks the supervisor to open
@@ -35,6 +36,8 @@ from blacklist_operator.model_external import secret_checksum
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
+# bannedCount alone (conditions unchanged) is written at most this often.
+STATUS_PACE_SECONDS = 1.0
 # How often a connected pass looks whether an external database's Secret was edited.
 SECRET_CHECK_SECONDS = 30.0
 # What a pass survives: it reports the database unreachable and retries later.
@@ -68,6 +71,8 @@ class InstanceState:
     rescanned_at: float = field(default_factory=time.monotonic)
     # monotonic time of the last look at an external database's Secret.
     secret_checked_at: float = field(default_factory=time.monotonic)
+    # monotonic time of the last status write.
+    status_at: float = 0.0
 
 
 def run_pass(
@@ -93,8 +98,9 @@ def run_pass(
             state.sync.ensure_exists(bls)
             state.loaded = True
         if Reason.DRIFT in reasons:
-            # Restore an edited or deleted shard, even while the database is away.
+            # Restore an edited or deleted ConfigMap, even while the database is away.
             state.sync.rewrite(bls)
+            _log_compactions(logger, bls, state)
         if link.connection is not None and (Reason.BROKEN in reasons or link.connection.closed):
             link.drop()
         if connect_error is not None:
@@ -109,18 +115,57 @@ def run_pass(
             logger.info(f"Ban sync of {bls.namespace}/{bls.name} connected")
             link.ever_connected = True
         report = _read_ledger(runtime, bls, state)
+        _log_compactions(logger, bls, state)
         _check_external_secret(runtime, bls, state)
         database = status.connected(link.connection)
-        status.report_status(runtime, bls, body, database, status.synced(report), report.count)
+        status_in = _report_status(runtime, bls, body, state, database, report)
         link.succeeded()
         metrics.ban_list_synced(key, report.count, report.rows_behind, report.oldest_new_row_ms)
+        metrics.ban_list_limited(key, report.capacity, report.evicted_now)
+        delay = runtime.config.ban_poll_interval
         if report.behind:
             # An insert was held open: read exactly again as soon as the lock may be free,
             # so a row it commits with a low id is not left to the next poll.
-            return Next(min(runtime.config.ban_poll_interval, LOCK_RETRY_SECONDS), Reason.POLL)
-        return Next(runtime.config.ban_poll_interval, Reason.POLL)
+            delay = min(delay, LOCK_RETRY_SECONDS)
+        if report.write_in is not None:
+            # Bans held back to coalesce head writes under load go out then.
+            delay = min(delay, report.write_in)
+        if status_in is not None:
+            delay = min(delay, status_in)
+        return Next(delay, Reason.POLL)
     except PASS_FAILURES as error:
         return _failed(runtime, logger, bls, body, state, error)
+
+
+def _report_status(
+    runtime: Runtime,
+    bls: BlacklistService,
+    body: Mapping[str, Any],
+    state: InstanceState,
+    database: status.ConditionState,
+    report: SyncReport,
+) -> float | None:
+    """Write the status; when only counts moved, at most every ``STATUS_PACE_SECONDS``.
+
+    Under a flood every pass changes the count: a status write each time would
+    cost etcd (and every watcher of the resource) more than the bans. Returns
+    the seconds until a held-back count is due.
+    """
+    synced = status.synced(report)
+    now = time.monotonic()
+    wait = state.status_at + STATUS_PACE_SECONDS - now
+    if wait > 0 and status.states_unchanged(body, database, synced):
+        return wait  # That pass writes whatever changed by then.
+    if status.report_status(runtime, bls, body, database, synced, report.count):
+        state.status_at = now
+    return None
+
+
+def _log_compactions(logger: Logger, bls: BlacklistService, state: InstanceState) -> None:
+    """One line per compaction: each rewrites the whole snapshot, megabytes at scale."""
+    for compaction in state.sync.compactions:
+        logger.info(f"Compacted the ban list of {bls.namespace}/{bls.name} ({compaction})")
+    state.sync.compactions.clear()
 
 
 def _check_external_secret(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> None:

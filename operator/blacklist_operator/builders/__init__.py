@@ -5,7 +5,7 @@ derived from the parent and the standard labels, so it can be server-side
 applied as is.
 """
 
-from blacklist_operator.builders.banlist import build_banlist_shard
+from blacklist_operator.builders.banlist import build_banlist_head, build_banlist_part
 from blacklist_operator.builders.children import absent_children, build_children, child_key
 from blacklist_operator.builders.credentials import build_database_secret
 from blacklist_operator.builders.database import (
@@ -25,7 +25,8 @@ from blacklist_operator.builders.storage import (
 
 __all__ = [
     "absent_children",
-    "build_banlist_shard",
+    "build_banlist_head",
+    "build_banlist_part",
     "build_children",
     "build_condition",
     "build_database_configmap",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from blacklist_contract.wire import head_name, part_name
 from blacklist_operator import API_VERSION, FIELD_MANAGER, KIND
 from blacklist_operator.model import BlacklistService
 
@@ -26,8 +27,6 @@ CREDENTIALS_ANNOTATION = "blacklist.dev/database-secret-uid"
 # so an edited Secret (same uid, new values) rolls the pods too.
 EXTERNAL_SECRET_ANNOTATION = "blacklist.dev/database-secret-checksum"  # noqa: S105
 
-# The ban list spreads over at most this many ConfigMaps (docs/CONTRACTS.md).
-MAX_BANLIST_SHARDS = 16
 POSTGRES_PORT = 5432
 
 
@@ -99,8 +98,8 @@ def banlist_reader_name(bls: BlacklistService) -> str:
 
 
 def banlist_shard_name(instance: str, index: int) -> str:
-    """Name of ban-list shard ``index``: ``N-banlist``, then ``N-banlist-1`` ..."""
-    return f"{instance}-banlist" if index == 0 else f"{instance}-banlist-{index}"
+    """Name of ban-list ConfigMap ``index``: the head ``N-banlist`` (0), else part ``index``."""
+    return head_name(instance) if index == 0 else part_name(instance, index)
 
 
 def selector_labels(bls: BlacklistService, component: str) -> dict[str, str]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from blacklist_operator.builders.banlist import banlist_names
 from blacklist_operator.builders.naming import (
     COMPONENT_SERVICE,
-    MAX_BANLIST_SHARDS,
     banlist_reader_name,
-    banlist_shard_name,
     metadata,
     service_name,
 )
@@ -25,8 +24,13 @@ def build_service_account(bls: BlacklistService) -> dict[str, Any]:
 
 
 def build_role(bls: BlacklistService) -> dict[str, Any]:
-    """A Role that reads exactly the 16 possible ban-list ConfigMaps, by name."""
-    shard_names = [banlist_shard_name(bls.name, index) for index in range(MAX_BANLIST_SHARDS)]
+    """A Role that reads exactly the ban list's head and its 63 possible parts, by name.
+
+    ``list`` and ``watch`` are limited by ``resourceNames`` too: a replica
+    watches the head with a ``metadata.name`` field selector and gets each
+    part by name, so it can read no other ConfigMap of the namespace.
+    """
+    names = banlist_names(bls.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -35,7 +39,7 @@ def build_role(bls: BlacklistService) -> dict[str, Any]:
             {
                 "apiGroups": [""],
                 "resources": ["configmaps"],
-                "resourceNames": shard_names,
+                "resourceNames": names,
                 "verbs": ["get", "list", "watch"],
             }
         ],
