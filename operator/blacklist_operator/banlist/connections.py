@@ -12,6 +12,11 @@ While the database is unreachable the instance retries with exponential
 back-off: up to ``MAX_BACKOFF_SECONDS`` after a lost connection, up to
 ``MAX_BACKOFF_NEVER_CONNECTED_SECONDS`` (from 5 s) for a database never
 reached; the reasons in ``CONNECT_NOW`` retry at once.
+
+Every connection carries limits of its own (:func:`connect`), because a pass
+holds one of the few ban-sync threads shared by every instance: a tenant who
+locks their ledger, makes a query slow or whose database host stops answering
+must cost that tenant's passes a few seconds, never another tenant's bans.
 """
 
 from __future__ import annotations
@@ -47,6 +52,25 @@ CONNECT_THREADS = 8
 SECRET_RETRY_SECONDS = 10.0
 # Reasons that may open a connection before the back-off has elapsed.
 CONNECT_NOW = frozenset({Reason.RETRY, Reason.DATABASE, Reason.ADDRESSES, Reason.BROKEN})
+
+# A host that does not answer the connection attempt.
+CONNECT_TIMEOUT_SECONDS = 3
+# Any statement waiting this long for a lock fails. Session-wide, so it still holds after
+# the ledger reader's SHARE-lock attempt is rolled back to its savepoint (that rollback
+# undoes the attempt's own SET LOCAL): a table held in ACCESS EXCLUSIVE mode by the
+# tenant then fails the pass in a second instead of blocking its thread for ever.
+LOCK_TIMEOUT_MS = 1_000
+# Any statement running this long is cancelled by the server (a slow disk, or a tenant's
+# view that sleeps). The rescan of a million-address ledger takes about a second.
+STATEMENT_TIMEOUT_MS = 15_000
+# A peer that stops answering (its packets dropped): an idle connection is probed after
+# KEEPALIVES_IDLE s, every KEEPALIVES_INTERVAL s, and dropped after KEEPALIVES_COUNT probes
+# unanswered; data sent and not acknowledged within TCP_USER_TIMEOUT_MS drops it too,
+# where the kernel's retransmissions alone would wait about 15 minutes.
+KEEPALIVES_IDLE_SECONDS = 10
+KEEPALIVES_INTERVAL_SECONDS = 5
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = 10_000
 
 
 class DatabaseUnavailableError(Exception):
@@ -103,13 +127,43 @@ def _external_address(
     )
 
 
+def connect(address: ledger.DatabaseAddress) -> Any:
+    """An autocommit connection to ``address`` with the limits above on every statement."""
+    connection = psycopg2.connect(
+        host=address.host,
+        port=address.port,
+        dbname=address.database,
+        user=address.user,
+        password=address.password,
+        sslmode=address.sslmode,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        keepalives=1,
+        keepalives_idle=KEEPALIVES_IDLE_SECONDS,
+        keepalives_interval=KEEPALIVES_INTERVAL_SECONDS,
+        keepalives_count=KEEPALIVES_COUNT,
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        application_name="blacklist-operator",
+    )
+    connection.autocommit = True
+    try:
+        # Set after connecting rather than as startup ``options``, which a connection
+        # pooler in front of an external database may refuse.
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = %s", (LOCK_TIMEOUT_MS,))
+            cursor.execute("SET statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
+    except psycopg2.Error:
+        connection.close()
+        raise
+    return connection
+
+
 def open_listening(runtime: Runtime, key: InstanceKey) -> Any:
     """A new connection to the instance's ledger, LISTENing (blocking, connect threads)."""
     body = runtime.instances.get(key)
     if body is None:
         raise DatabaseUnavailableError("the instance is gone")
     address = database_address(runtime, parse(body))
-    connection = ledger.connect(address)
+    connection = connect(address)
     try:
         ledger.listen(connection)
     except psycopg2.Error:
