@@ -19,6 +19,7 @@ from blacklist_operator import (
 )
 from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
 from blacklist_operator.memo import OperatorMemo
+from blacklist_operator.model_external import HostRule, parse_allowed_hosts
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
 METRICS_ADDRESS_ENV = "BLACKLIST_OPERATOR_METRICS_ADDRESS"
@@ -115,6 +116,15 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "every hostPath is refused",
     )
     parser.add_argument(
+        "--allowed-external-database-hosts",
+        type=_allowed_hosts,
+        default=(),
+        metavar="CIDRS_AND_SUFFIXES",
+        help="comma-separated networks (10.20.0.0/16) and DNS suffixes (db.example.com, and "
+        "every name below it) where spec.database.external may be; any other host is refused "
+        "before connecting. Default: empty, any host",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
@@ -134,6 +144,13 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _address(text: str) -> tuple[str, int]:
     try:
         return metrics.parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
+def _allowed_hosts(text: str) -> tuple[HostRule, ...]:
+    try:
+        return parse_allowed_hosts(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from error
 
@@ -162,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ban_rescan_interval=arguments.ban_rescan_interval,
         workers=arguments.workers,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
+        allowed_external_database_hosts=arguments.allowed_external_database_hosts,
     )
     # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:
     # the first thing to ask of an operator that seems stuck.

@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blacklist_operator.model_external import HostRule
+
 ADDRESS_MAP_ENV = "BLACKLIST_OPERATOR_DATABASE_ADDRESS_MAP"
 
 
@@ -32,6 +34,8 @@ class OperatorConfig:
     workers: int = 16
     # Directories under which spec.database.storage.hostPath may lie; empty: none.
     allowed_host_path_prefixes: tuple[str, ...] = ()
+    # Networks and DNS suffixes an external database may be on; empty: any host.
+    allowed_external_database_hosts: tuple[HostRule, ...] = ()
 
 
 @dataclass

@@ -60,14 +60,16 @@ def ready_condition(
     failures: list[str],
     current: Any,
     database_secret_problem: str | None = None,
+    database_secret_reason: str = SECRET_INVALID,
 ) -> dict[str, Any]:
     """The Ready condition from the progress of the two Deployments and the apply failures.
 
     ``database_secret_problem`` says why the Secret of an external database cannot be
-    used: Ready=False with reason DatabaseSecretInvalid, retried by the reconcile.
+    used: Ready=False with reason ``database_secret_reason`` (DatabaseSecretInvalid, or
+    DatabaseHostNotAllowed), retried by the reconcile.
     """
     if database_secret_problem is not None:
-        reason, ok, message = SECRET_INVALID, False, database_secret_problem
+        reason, ok, message = database_secret_reason, False, database_secret_problem
     elif failures:
         reason, ok, message = "ApplyFailed", False, "; ".join(failures)
     else:

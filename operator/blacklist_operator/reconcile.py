@@ -157,7 +157,9 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
-    credentials, external = database_credentials(api, bls, logger, outcome)
+    credentials, external = database_credentials(
+        api, bls, logger, outcome, runtime.config.allowed_external_database_hosts
+    )
     runtime.remember_external(bls.namespace, bls.name, external)
     if outcome.namespace_terminating:
         return outcome
@@ -208,6 +210,7 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         outcome.failures,
         (body.get("status") or {}).get("conditions"),
         outcome.database_secret_problem,
+        outcome.database_secret_reason,
     )
     outcome.ready = ready["status"] == "True"
     write_status(api, bls, body, ready, ports[0].get("nodePort"))

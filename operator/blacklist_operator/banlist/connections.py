@@ -35,7 +35,11 @@ from blacklist_operator.banlist import ledger
 from blacklist_operator.builders.database import database_host
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
 from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.model_external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model_external import (
+    DatabaseSecretError,
+    check_host_allowed,
+    parse_database_secret,
+)
 from blacklist_operator.model_knobs import ExternalDatabaseSpec
 from blacklist_operator.runtime import Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
@@ -81,6 +85,24 @@ class DatabaseSecretInvalidError(DatabaseUnavailableError):
     """The Secret of the instance's external database is missing or incomplete."""
 
 
+def public_message(error: BaseException) -> str:
+    """What DatabaseReady says of a failed pass: short, and never libpq's own words.
+
+    libpq's message tells refused from timed out from "not PostgreSQL" for any host
+    and port a tenant names, which would make the operator their port scanner; the
+    operator's log has it. Our own errors (a Secret incomplete) are said as they are.
+    """
+    if isinstance(error, psycopg2.Error):
+        if error.pgcode is not None:
+            # The server answered a query of ours: its SQLSTATE says what to look for.
+            return f"a ledger query failed (SQLSTATE {error.pgcode}); details in the operator log"
+        return (
+            "cannot connect to the database, or the connection was lost (unreachable, "
+            "refused or login failed); details in the operator log"
+        )
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
 def database_address(runtime: Runtime, bls: BlacklistService) -> ledger.DatabaseAddress:
     """Host and port (from the address map or cluster DNS) and credentials (Secret ``N-db``).
 
@@ -114,6 +136,7 @@ def _external_address(
     secret = runtime.api.get("v1", "Secret", bls.namespace, external.secret_name)
     try:
         database = parse_database_secret(external, bls.spec.database.name, secret)
+        check_host_allowed(database, runtime.config.allowed_external_database_hosts)
     except DatabaseSecretError as error:
         raise DatabaseSecretInvalidError(str(error)) from None
     host, port = runtime.addresses.lookup(bls.namespace, bls.name, database.host, database.port)
