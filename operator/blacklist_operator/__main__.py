@@ -19,6 +19,7 @@ from blacklist_operator import (
 )
 from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
 from blacklist_operator.memo import OperatorMemo
+from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, host_path_allowed
 from blacklist_operator.model_external import HostRule, parse_allowed_hosts
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
@@ -116,6 +117,14 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "every hostPath is refused",
     )
     parser.add_argument(
+        "--host-path-init-image",
+        default=DEFAULT_DATABASE_IMAGE,
+        metavar="IMAGE",
+        help="image of the init container that hands a hostPath directory to PostgreSQL's uid "
+        "(root with CAP_CHOWN only; needs sh, stat and chown): the admin's, never the tenant's "
+        f"spec.database.image (default {DEFAULT_DATABASE_IMAGE}; the chart: the operator's image)",
+    )
+    parser.add_argument(
         "--allowed-external-database-hosts",
         type=_allowed_hosts,
         default=(),
@@ -169,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for prefix in arguments.allowed_host_path_prefix:
         if not prefix.startswith("/") or ".." in prefix.split("/"):
             raise SystemExit(f"--allowed-host-path-prefix {prefix}: not an absolute path")
+        # Nested prefixes would put one resource's directory (PREFIX/NS/N) inside another's.
+        others = [other for other in arguments.allowed_host_path_prefix if other != prefix]
+        if host_path_allowed(prefix, others):
+            raise SystemExit(
+                f"--allowed-host-path-prefix {prefix}: lies inside another allowed prefix"
+            )
     config = OperatorConfig(
         namespaces=tuple(arguments.namespace),
         operator_namespace=arguments.operator_namespace,
@@ -179,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ban_rescan_interval=arguments.ban_rescan_interval,
         workers=arguments.workers,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
+        host_path_init_image=arguments.host_path_init_image,
         allowed_external_database_hosts=arguments.allowed_external_database_hosts,
     )
     # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:

@@ -27,7 +27,13 @@ from blacklist_operator.builders.naming import (
     service_name,
 )
 from blacklist_operator.database_access import database_credentials
-from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
+from blacklist_operator.model import (
+    BlacklistService,
+    SpecError,
+    check_host_path,
+    parse,
+    place_host_path,
+)
 from blacklist_operator.outcome import Outcome, describe, namespace_terminating
 from blacklist_operator.readiness import (
     database_progress,
@@ -37,7 +43,7 @@ from blacklist_operator.readiness import (
     write_status,
 )
 from blacklist_operator.runtime import Logger, Runtime
-from blacklist_operator.volumes import check_volume_owner, static_volume_name
+from blacklist_operator.volumes import check_volume_owner, kept_volume_path, static_volume_name
 
 # A reconcile that found the external database's Secret unusable runs again this soon:
 # the Secret is read by name, not watched.
@@ -205,6 +211,9 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     if bls.spec.database.external is None:
         try:
             volume_name = static_volume_name(api, bls)
+            # Where on the node: PREFIX/NS/N, chosen here, never the tenant's path itself.
+            kept = kept_volume_path(api, bls, volume_name)
+            bls = place_host_path(bls, runtime.config.allowed_host_path_prefixes, kept)
         except ApiError as error:
             outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
     try:
@@ -213,7 +222,14 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         outcome.failures.append(f"Deployment {service_name(bls)} replicas: {error}")
     children = served_children(
         api,
-        build_children(bls, runtime.config.operator_namespace, credentials, volume_name, external),
+        build_children(
+            bls,
+            runtime.config.operator_namespace,
+            credentials,
+            volume_name,
+            external,
+            runtime.config.host_path_init_image,
+        ),
         logger,
         outcome,
     )

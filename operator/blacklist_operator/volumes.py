@@ -39,6 +39,21 @@ def static_volume_name(api: KubernetesApi, bls: BlacklistService) -> str | None:
     return str(bound) if volume is not None and volume_belongs_to(volume, bls) else own
 
 
+def kept_volume_path(api: KubernetesApi, bls: BlacklistService, name: str | None) -> str | None:
+    """The node path of the resource's own PV ``name`` if it exists (its source is immutable).
+
+    A PV made before the operator chose the directories keeps the path the resource
+    named; every new one gets :func:`~blacklist_operator.model.host_path_directory`.
+    """
+    if name is None:
+        return None
+    volume = api.get("v1", "PersistentVolume", None, name)
+    if volume is None or not volume_belongs_to(volume, bls):
+        return None
+    path = (((volume.get("spec") or {}).get("hostPath")) or {}).get("path")
+    return str(path) if path else None
+
+
 def check_volume_owner(api: KubernetesApi, bls: BlacklistService, name: str) -> None:
     """Refuse (ApiError 409) a PersistentVolume of that name that is not this resource's.
 

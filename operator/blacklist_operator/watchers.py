@@ -123,6 +123,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
             parse(instance),
             runtime.config.operator_namespace,
             external=runtime.external_databases.get(key),
+            host_path_init_image=runtime.config.host_path_init_image,
         )
     except SpecError:
         return event_type == "DELETED"
