@@ -10,6 +10,8 @@ cluster-level proof that another tenant's ban still arrives is in
 from __future__ import annotations
 
 import functools
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -137,3 +139,48 @@ def test_a_statement_that_never_ends_is_cancelled(
         with ledger_table.connect() as connection, connection.cursor() as cursor:
             cursor.execute("DROP VIEW denied_access_ledger")
             cursor.execute("ALTER TABLE real_ledger RENAME TO denied_access_ledger")
+
+
+def silent_after_login(listener: socket.socket) -> None:
+    """A server that logs any client in, as PostgreSQL would, then never answers again.
+
+    What a tenant can point an external database at: its kernel acknowledges every
+    packet and keepalive, so nothing below the protocol notices the silence.
+    """
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        length = struct.unpack("!I", client.recv(4))[0]
+        client.recv(length - 4)
+        client.sendall(b"R" + struct.pack("!II", 8, 0))  # AuthenticationOk
+        for key, value in ((b"client_encoding", b"UTF8"), (b"server_version", b"16.0")):
+            body = key + b"\0" + value + b"\0"
+            client.sendall(b"S" + struct.pack("!I", len(body) + 4) + body)
+        client.sendall(b"Z" + struct.pack("!I", 5) + b"I")  # ReadyForQuery, and then nothing
+
+
+def test_a_database_that_never_answers_fails_the_connection_within_the_limit() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=silent_after_login, args=(listener,), daemon=True).start()
+    address = ledger.DatabaseAddress(
+        host="127.0.0.1",
+        port=listener.getsockname()[1],
+        database="ledger",
+        user="tenant",
+        password="",
+        sslmode="disable",
+    )
+    try:
+        started = time.monotonic()
+        # connect() itself sends its SETs: they are the first statements left unanswered.
+        error = outcome_within(
+            connections.ANSWER_TIMEOUT_SECONDS + 10, functools.partial(connections.connect, address)
+        )
+        elapsed = time.monotonic() - started
+        assert isinstance(error, psycopg2.OperationalError), error
+        assert "did not answer" in str(error)
+        assert elapsed < connections.ANSWER_TIMEOUT_SECONDS + 2
+    finally:
+        listener.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import select
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 
 from blacklist_operator.banlist import ledger
 from blacklist_operator.builders.database import database_host
@@ -75,6 +77,10 @@ KEEPALIVES_IDLE_SECONDS = 10
 KEEPALIVES_INTERVAL_SECONDS = 5
 KEEPALIVES_COUNT = 3
 TCP_USER_TIMEOUT_MS = 10_000
+# A peer that acknowledges our packets but never answers (a host that is no PostgreSQL, or
+# one that stalls on purpose: its kernel answers the keepalives) is cut off by the wait
+# callback: no wait for the server lasts longer than this, a statement's included.
+ANSWER_TIMEOUT_SECONDS = STATEMENT_TIMEOUT_MS / 1000 + 5
 
 
 class DatabaseUnavailableError(Exception):
@@ -150,8 +156,35 @@ def _external_address(
     )
 
 
+def wait_for_answer(connection: Any) -> None:
+    """psycopg2's wait callback: each wait for the server ends within its limit, or raises.
+
+    With it, psycopg2 drives libpq without blocking and calls this whenever it must
+    wait for the socket; raising breaks the connection (which the pass then drops).
+    libpq's own ``connect_timeout`` does not apply to a connection made this way, so
+    the attempt's limit is enforced here too.
+    """
+    setting_up = connection.status == psycopg2.extensions.STATUS_SETUP
+    limit = CONNECT_TIMEOUT_SECONDS if setting_up else ANSWER_TIMEOUT_SECONDS
+    deadline = time.monotonic() + limit
+    poller = select.poll()
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        descriptor = connection.fileno()
+        reading = state == psycopg2.extensions.POLL_READ
+        poller.register(descriptor, select.POLLIN if reading else select.POLLOUT)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise psycopg2.OperationalError(f"the database did not answer within {limit:.0f} s")
+        poller.unregister(descriptor)
+
+
 def connect(address: ledger.DatabaseAddress) -> Any:
     """An autocommit connection to ``address`` with the limits above on every statement."""
+    # Process-wide; the ban sync's are the only PostgreSQL connections of the operator.
+    psycopg2.extensions.set_wait_callback(wait_for_answer)
     connection = psycopg2.connect(
         host=address.host,
         port=address.port,
