@@ -31,6 +31,7 @@ from blacklist_operator.model import (
     BlacklistService,
     SpecError,
     check_host_path,
+    host_path_directory,
     parse,
     place_host_path,
 )
@@ -53,6 +54,16 @@ SECRET_RETRY_SECONDS = 10.0
 CONFLICT_RETRY_SECONDS = 30.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
+
+
+def legacy_host_path_message(path: str) -> str:
+    """Why a PV made before the operator chose directories deserves the admin's look."""
+    return (
+        f"the database volume is still on {path}, the directory this resource named before "
+        "the operator chose one per resource (a PV's path cannot change); a directory that "
+        "is the allowed prefix or holds other resources' data exposes them: move the data "
+        "to the resource's own directory and recreate the volume"
+    )
 
 
 def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> None:
@@ -212,8 +223,11 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         try:
             volume_name = static_volume_name(api, bls)
             # Where on the node: PREFIX/NS/N, chosen here, never the tenant's path itself.
+            prefixes = runtime.config.allowed_host_path_prefixes
             kept = kept_volume_path(api, bls, volume_name)
-            bls = place_host_path(bls, runtime.config.allowed_host_path_prefixes, kept)
+            if kept is not None and kept != host_path_directory(bls, prefixes):
+                outcome.warnings.append(("LegacyHostPath", legacy_host_path_message(kept)))
+            bls = place_host_path(bls, prefixes, kept)
         except ApiError as error:
             outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
     try:
