@@ -85,7 +85,7 @@ def test_a_refusing_database_is_reported_without_libpq_details(
     for detail in ("Connection refused", closed_port, "Is the server running", "127.0.0.1"):
         assert detail not in message
     # The admin still finds libpq's words in the log.
-    assert f"port {closed_port} failed: Connection refused" in operator_process.log()
+    assert f"127.0.0.1:{closed_port} failed: Connection refused" in operator_process.log()
 
     # A wrong password: the same words, so a tenant cannot tell it from a closed port.
     put_secret(operator_process, namespace, **{**keys_of(postgres), "password": "wrong"})

@@ -185,21 +185,26 @@ def connect(address: ledger.DatabaseAddress) -> Any:
     """An autocommit connection to ``address`` with the limits above on every statement."""
     # Process-wide; the ban sync's are the only PostgreSQL connections of the operator.
     psycopg2.extensions.set_wait_callback(wait_for_answer)
-    connection = psycopg2.connect(
-        host=address.host,
-        port=address.port,
-        dbname=address.database,
-        user=address.user,
-        password=address.password,
-        sslmode=address.sslmode,
-        connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        keepalives=1,
-        keepalives_idle=KEEPALIVES_IDLE_SECONDS,
-        keepalives_interval=KEEPALIVES_INTERVAL_SECONDS,
-        keepalives_count=KEEPALIVES_COUNT,
-        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-        application_name="blacklist-operator",
-    )
+    try:
+        connection = psycopg2.connect(
+            host=address.host,
+            port=address.port,
+            dbname=address.database,
+            user=address.user,
+            password=address.password,
+            sslmode=address.sslmode,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            keepalives=1,
+            keepalives_idle=KEEPALIVES_IDLE_SECONDS,
+            keepalives_interval=KEEPALIVES_INTERVAL_SECONDS,
+            keepalives_count=KEEPALIVES_COUNT,
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+            application_name="blacklist-operator",
+        )
+    except psycopg2.OperationalError as error:
+        # Without blocking, libpq's message no longer says where: the log should.
+        where = f"connection to {address.host}:{address.port} failed"
+        raise psycopg2.OperationalError(f"{where}: {' '.join(str(error).split())}") from error
     connection.autocommit = True
     try:
         # Set after connecting rather than as startup ``options``, which a connection
