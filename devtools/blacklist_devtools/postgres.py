@@ -206,6 +206,20 @@ class PostgresServer(Server):
         """Open a connection to the database as the password user, over TCP."""
         return psycopg2.connect(self.dsn)
 
+    def create_database(self, name: str) -> None:
+        """Another database owned by the password user (several tenants on one server)."""
+        connection = self._superuser_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                cursor.execute(f"CREATE DATABASE {name} OWNER {self.user}")
+        finally:
+            connection.close()
+
+    def connect_to(self, name: str) -> psycopg2.extensions.connection:
+        """Open a connection to database ``name`` as the password user, over TCP."""
+        return psycopg2.connect(self.dsn.replace(f"dbname={self.database}", f"dbname={name}"))
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the server with a fast shutdown; the data stays for the next ``start``."""
         process = self._process

@@ -25,6 +25,8 @@ from blacklist_operator.config import (
     address_map_path,
 )
 from blacklist_operator.memo import OperatorMemo
+from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, host_path_allowed
+from blacklist_operator.model_external import HostRule, parse_allowed_hosts
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
 METRICS_ADDRESS_ENV = "BLACKLIST_OPERATOR_METRICS_ADDRESS"
@@ -129,6 +131,23 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "every hostPath is refused",
     )
     parser.add_argument(
+        "--host-path-init-image",
+        default=DEFAULT_DATABASE_IMAGE,
+        metavar="IMAGE",
+        help="image of the init container that hands a hostPath directory to PostgreSQL's uid "
+        "(root with CAP_CHOWN only; needs sh, stat and chown): the admin's, never the tenant's "
+        f"spec.database.image (default {DEFAULT_DATABASE_IMAGE}; the chart: the operator's image)",
+    )
+    parser.add_argument(
+        "--allowed-external-database-hosts",
+        type=_allowed_hosts,
+        default=(),
+        metavar="CIDRS_AND_SUFFIXES",
+        help="comma-separated networks (10.20.0.0/16) and DNS suffixes (db.example.com, and "
+        "every name below it) where spec.database.external may be; any other host is refused "
+        "before connecting. Default: empty, any host",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
@@ -162,6 +181,13 @@ def _address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(error)) from error
 
 
+def _allowed_hosts(text: str) -> tuple[HostRule, ...]:
+    try:
+        return parse_allowed_hosts(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+
+
 class _QuietWatchers(logging.Filter):
     """Drop kopf's line per watch event: the watchers run for every status change."""
 
@@ -176,6 +202,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for prefix in arguments.allowed_host_path_prefix:
         if not prefix.startswith("/") or ".." in prefix.split("/"):
             raise SystemExit(f"--allowed-host-path-prefix {prefix}: not an absolute path")
+        # Nested prefixes would put one resource's directory (PREFIX/NS/N) inside another's.
+        others = [other for other in arguments.allowed_host_path_prefix if other != prefix]
+        if host_path_allowed(prefix, others):
+            raise SystemExit(
+                f"--allowed-host-path-prefix {prefix}: lies inside another allowed prefix"
+            )
     config = OperatorConfig(
         namespaces=tuple(arguments.namespace),
         operator_namespace=arguments.operator_namespace,
@@ -187,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=arguments.workers,
         max_bans=arguments.max_bans,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
+        host_path_init_image=arguments.host_path_init_image,
+        allowed_external_database_hosts=arguments.allowed_external_database_hosts,
     )
     # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:
     # the first thing to ask of an operator that seems stuck.

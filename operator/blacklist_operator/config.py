@@ -14,6 +14,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blacklist_operator.model import DEFAULT_DATABASE_IMAGE
+from blacklist_operator.model_external import HostRule
+
 ADDRESS_MAP_ENV = "BLACKLIST_OPERATOR_DATABASE_ADDRESS_MAP"
 MAX_BANS_ENV = "BLACKLIST_OPERATOR_MAX_BANS"
 # Entries a resource's ban list holds at most (SPEC: at least 5,000,000 with default resources).
@@ -37,6 +40,11 @@ class OperatorConfig:
     max_bans: int = DEFAULT_MAX_BANS
     # Directories under which spec.database.storage.hostPath may lie; empty: none.
     allowed_host_path_prefixes: tuple[str, ...] = ()
+    # The image of the init container that hands a hostPath directory to PostgreSQL's uid
+    # (as root): the admin's, never the tenant's spec.database.image.
+    host_path_init_image: str = DEFAULT_DATABASE_IMAGE
+    # Networks and DNS suffixes an external database may be on; empty: any host.
+    allowed_external_database_hosts: tuple[HostRule, ...] = ()
 
 
 @dataclass

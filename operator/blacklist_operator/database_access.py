@@ -21,6 +21,8 @@ from blacklist_operator.model import BlacklistService
 from blacklist_operator.model_external import (
     DatabaseSecretError,
     ExternalDatabase,
+    HostRule,
+    check_host_allowed,
     parse_database_secret,
 )
 from blacklist_operator.outcome import Outcome, namespace_terminating
@@ -85,28 +87,38 @@ def ensure_secret(
     return existing
 
 
-def read_external_database(api: KubernetesApi, bls: BlacklistService) -> ExternalDatabase:
+def read_external_database(
+    api: KubernetesApi, bls: BlacklistService, allowed_hosts: tuple[HostRule, ...] = ()
+) -> ExternalDatabase:
     """The external database's Secret, read by name and parsed (DatabaseSecretError if unusable).
 
     The Secret is not watched (RBAC would need list/watch on every Secret of the
     namespace): it is read at each reconcile, and by the ban sync when it connects.
+    A host outside ``allowed_hosts`` raises ``DatabaseHostNotAllowedError``.
     """
     external = bls.spec.database.external
     if external is None:
         raise DatabaseSecretError("spec.database.external is not set")
     secret = api.get("v1", "Secret", bls.namespace, external.secret_name)
-    return parse_database_secret(external, bls.spec.database.name, secret)
+    database = parse_database_secret(external, bls.spec.database.name, secret)
+    check_host_allowed(database, allowed_hosts)
+    return database
 
 
 def database_credentials(
-    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+    api: KubernetesApi,
+    bls: BlacklistService,
+    logger: Logger,
+    outcome: Outcome,
+    allowed_hosts: tuple[HostRule, ...] = (),
 ) -> tuple[str | None, ExternalDatabase | None]:
     """The uid of Secret ``N-db`` (bundled database), or the parsed external Secret."""
     if bls.spec.database.external is not None:
         try:
-            return None, read_external_database(api, bls)
+            return None, read_external_database(api, bls, allowed_hosts)
         except DatabaseSecretError as error:
             outcome.database_secret_problem = str(error)
+            outcome.database_secret_reason = error.reason
         except ApiError as error:
             outcome.failures.append(f"Secret {bls.spec.database.external.secret_name}: {error}")
         return None, None

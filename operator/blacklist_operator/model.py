@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blacklist_contract.prefixes import DEFAULT_IPV4_LENGTH, DEFAULT_IPV6_LENGTH
@@ -229,16 +229,7 @@ def host_path_allowed(path: str, prefixes: Sequence[str]) -> bool:
     ``/data`` allows ``/data`` and ``/data/pg``, never ``/database``; both sides are
     normalised first (``//``, ``.`` and a trailing ``/`` do not matter).
     """
-    if not path.startswith("/") or ".." in path.split("/"):
-        return False
-    normal = posixpath.normpath(path)
-    for prefix in prefixes:
-        allowed = posixpath.normpath(prefix)
-        if not prefix.startswith("/") or ".." in prefix.split("/"):
-            continue
-        if normal == allowed or normal.startswith(allowed.rstrip("/") + "/"):
-            return True
-    return False
+    return _allowed_prefix(path, prefixes) is not None
 
 
 def check_host_path(bls: BlacklistService, prefixes: Sequence[str]) -> None:
@@ -262,3 +253,51 @@ def check_host_path(bls: BlacklistService, prefixes: Sequence[str]) -> None:
         "spec.database.storage.hostPath",
         f"{host_path} is refused: not under an allowed prefix ({', '.join(prefixes)})",
     )
+
+
+def _allowed_prefix(path: str, prefixes: Sequence[str]) -> str | None:
+    """The allowed prefix (normalised) that ``path`` is or lies below, if any."""
+    if not path.startswith("/") or ".." in path.split("/"):
+        return None
+    normal = posixpath.normpath(path)
+    for prefix in prefixes:
+        allowed = posixpath.normpath(prefix)
+        if not prefix.startswith("/") or ".." in prefix.split("/"):
+            continue
+        if normal == allowed or normal.startswith(allowed.rstrip("/") + "/"):
+            return allowed
+    return None
+
+
+def host_path_directory(bls: BlacklistService, prefixes: Sequence[str]) -> str:
+    """The node directory of a hostPath resource, chosen by the operator: ``PREFIX/NS/N``.
+
+    ``spec.database.storage.hostPath`` only picks which allowed prefix (the one it
+    lies under); the directory below it is always the resource's own, one level per
+    namespace and name, neither of which may hold a ``/``. So no two resources share
+    a directory, none is the prefix itself, and none lies inside another's, where
+    that tenant's database could have put a symlink to the node's ``/``.
+    """
+    host_path = bls.spec.database.storage.host_path
+    prefix = None if host_path is None else _allowed_prefix(host_path, prefixes)
+    if prefix is None:
+        check_host_path(bls, prefixes)
+        raise SpecError("spec.database.storage.hostPath", "no hostPath is asked for")
+    return posixpath.join(prefix, bls.namespace, bls.name)
+
+
+def place_host_path(
+    bls: BlacklistService, prefixes: Sequence[str], kept: str | None = None
+) -> BlacklistService:
+    """``bls`` with ``storage.host_path`` the directory its volume uses on the node.
+
+    That is :func:`host_path_directory`, or ``kept``: the path of the resource's own
+    PersistentVolume made before the operator chose directories (a PV's source is
+    immutable). Without a hostPath, ``bls`` itself.
+    """
+    storage = bls.spec.database.storage
+    if storage.host_path is None:
+        return bls
+    directory = kept or host_path_directory(bls, prefixes)
+    database = replace(bls.spec.database, storage=replace(storage, host_path=directory))
+    return replace(bls, spec=replace(bls.spec, database=database))

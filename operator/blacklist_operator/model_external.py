@@ -6,6 +6,11 @@ or ``host``, ``port``, ``username``, ``password`` and optionally ``dbname``
 into an :class:`ExternalDatabase`, or raises :class:`DatabaseSecretError` naming
 what is missing, which the reconcile reports as ``Ready=False`` with reason
 ``DatabaseSecretInvalid`` and retries. No I/O here: the caller reads the Secret.
+
+An admin may restrict the hosts an external database may be on
+(``--allowed-external-database-hosts``): :func:`check_host_allowed` refuses any
+other with :class:`DatabaseHostNotAllowedError`, before the operator connects,
+so a tenant cannot have the operator probe hosts and ports it can reach.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +33,29 @@ SEPARATE_KEYS = ("host", "port", "username", "password")
 # Schemes both the service (SQLAlchemy) and the operator (libpq) understand.
 URL_SCHEMES = ("postgresql", "postgresql+psycopg2")
 DEFAULT_PORT = 5432
+# URL query parameters by which libpq (and so the service) would reach another host.
+URL_HOST_PARAMETERS = ("host", "hostaddr")
+# A DNS name: letters, digits and inner hyphens per label; the last label starts with a
+# letter, so nothing libc would read as an address ("127.1", "0x7f000001") passes as a name.
+DNS_NAME = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+
+# One entry of --allowed-external-database-hosts: a network, or a DNS suffix.
+HostRule = ipaddress.IPv4Network | ipaddress.IPv6Network | str
 
 
 class DatabaseSecretError(Exception):
     """The Secret of the external database is missing or does not say how to connect."""
+
+    # The reason of the Ready=False condition and the Warning Event that report it.
+    reason = "DatabaseSecretInvalid"
+
+
+class DatabaseHostNotAllowedError(DatabaseSecretError):
+    """The external database's host is not among those the operator's admin allows."""
+
+    reason = "DatabaseHostNotAllowed"
 
 
 @dataclass(frozen=True)
@@ -50,6 +76,8 @@ class ExternalDatabase:
     checksum: str
     user: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
+    # Hosts the URL's query parameters name besides ``host`` (libpq would try them).
+    query_hosts: tuple[str, ...] = ()
 
 
 def secret_checksum(data: Mapping[str, str]) -> str:
@@ -102,6 +130,7 @@ def _from_url(spec: ExternalDatabaseSpec, url: str, checksum: str) -> ExternalDa
     sslmode = parse_qs(parts.query).get("sslmode", [spec.sslmode])[-1]
     if sslmode not in SSL_MODES:
         raise DatabaseSecretError(f"Secret {name}: url has an unknown sslmode {sslmode}")
+    query = parse_qs(parts.query)
     return ExternalDatabase(
         secret_name=name,
         from_url=True,
@@ -112,6 +141,7 @@ def _from_url(spec: ExternalDatabaseSpec, url: str, checksum: str) -> ExternalDa
         checksum=checksum,
         user=unquote(parts.username or ""),
         password=unquote(parts.password or ""),
+        query_hosts=tuple(value for key in URL_HOST_PARAMETERS for value in query.get(key, [])),
     )
 
 
@@ -151,3 +181,54 @@ def parse_database_secret(
         user=values["username"],
         password=values["password"],
     )
+
+
+def parse_allowed_hosts(text: str) -> tuple[HostRule, ...]:
+    """``--allowed-external-database-hosts``: comma-separated CIDRs and DNS suffixes.
+
+    ``10.0.0.0/8``, ``2001:db8::/32`` or one address; ``db.example.com`` (with or
+    without a leading dot) allows that name and every name below it. Empty: any host.
+    Raises ValueError naming an entry that is neither.
+    """
+    rules: list[HostRule] = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            continue
+        try:
+            rules.append(ipaddress.ip_network(entry))
+            continue
+        except ValueError:
+            pass
+        suffix = entry.lower().removeprefix(".")
+        if not DNS_NAME.fullmatch(suffix):
+            raise ValueError(f"{entry}: neither a CIDR (with no host bits set) nor a DNS suffix")
+        rules.append(suffix)
+    return tuple(rules)
+
+
+def host_allowed(host: str, rules: tuple[HostRule, ...]) -> bool:
+    """Whether ``host`` (an address or a DNS name) is allowed by ``rules`` (empty: any)."""
+    if not rules:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # Anything but a plain DNS name (a list of hosts, a socket directory, an
+        # address libc would parse in a short form) is refused, never guessed at.
+        name = host.lower().removesuffix(".")
+        if not DNS_NAME.fullmatch(name):
+            return False
+        return any(
+            isinstance(rule, str) and (name == rule or name.endswith(f".{rule}")) for rule in rules
+        )
+    return any(not isinstance(rule, str) and address in rule for rule in rules)
+
+
+def check_host_allowed(database: ExternalDatabase, rules: tuple[HostRule, ...]) -> None:
+    """Raise :class:`DatabaseHostNotAllowedError` unless each host ``database`` names is allowed."""
+    for host in (database.host, *database.query_hosts):
+        if not host_allowed(host, rules):
+            raise DatabaseHostNotAllowedError(
+                f"Secret {database.secret_name}: host {host[:100]} is not allowed for an "
+                "external database by this operator (--allowed-external-database-hosts)"
+            )

@@ -23,8 +23,12 @@ class Outcome:
     warnings: list[tuple[str, str]] = field(default_factory=list)
     ready: bool = False
     first: bool = False
-    # Why the Secret of spec.database.external cannot be used (Ready=False DatabaseSecretInvalid).
+    # Why the Secret of spec.database.external cannot be used (Ready=False DatabaseSecretInvalid),
+    # and the reason: DatabaseHostNotAllowed when it names a host the admin does not allow.
     database_secret_problem: str | None = None
+    database_secret_reason: str = "DatabaseSecretInvalid"  # noqa: S105 (a condition reason)
+    # Children not applied because an object of that name is someone else's (ChildConflict).
+    conflicts: list[str] = field(default_factory=list)
     # The namespace is being deleted: nothing can be created in it, nothing is reported.
     namespace_terminating: bool = False
 

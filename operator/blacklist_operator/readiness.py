@@ -13,12 +13,14 @@ from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import build_condition, merge_condition
 from blacklist_operator.builders.naming import database_name, service_name
-from blacklist_operator.builders.status import READY, condition_changed, now
+from blacklist_operator.builders.status import READY, condition_changed, find_condition, now
 from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
 from blacklist_operator.runtime import Runtime
 
 # Ready's reason while the Secret of spec.database.external is missing or incomplete.
 SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
+# Ready's reason while an object we did not create holds the name of one of our children.
+CHILD_CONFLICT = "ChildConflict"
 
 
 def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
@@ -60,14 +62,20 @@ def ready_condition(
     failures: list[str],
     current: Any,
     database_secret_problem: str | None = None,
+    database_secret_reason: str = SECRET_INVALID,
+    conflicts: list[str] | None = None,
 ) -> dict[str, Any]:
     """The Ready condition from the progress of the two Deployments and the apply failures.
 
     ``database_secret_problem`` says why the Secret of an external database cannot be
-    used: Ready=False with reason DatabaseSecretInvalid, retried by the reconcile.
+    used: Ready=False with reason ``database_secret_reason`` (DatabaseSecretInvalid, or
+    DatabaseHostNotAllowed), retried by the reconcile. ``conflicts`` name the children left
+    alone because an object of their name is someone else's: Ready=False ChildConflict.
     """
     if database_secret_problem is not None:
-        reason, ok, message = SECRET_INVALID, False, database_secret_problem
+        reason, ok, message = database_secret_reason, False, database_secret_problem
+    elif conflicts:
+        reason, ok, message = CHILD_CONFLICT, False, "; ".join(conflicts)
     elif failures:
         reason, ok, message = "ApplyFailed", False, "; ".join(failures)
     else:
@@ -151,6 +159,9 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     status = body.get("status") or {}
     if status.get("observedGeneration") != bls.generation:
         # The reconcile of this generation has not written its status yet; it will.
+        return False
+    if (find_condition(status.get("conditions"), READY) or {}).get("reason") == CHILD_CONFLICT:
+        # Only a reconcile, which looks at the children again, may clear ChildConflict.
         return False
     external = bls.spec.database.external is not None
     if external and (bls.namespace, bls.name) not in runtime.external_databases:

@@ -20,9 +20,21 @@ from blacklist_operator.builders import (
 )
 from blacklist_operator.builders.availability import applies_replicas, build_replicas_hand_over
 from blacklist_operator.builders.children import CUSTOM_KINDS
-from blacklist_operator.builders.naming import database_name, service_name
+from blacklist_operator.builders.naming import (
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    database_name,
+    service_name,
+)
 from blacklist_operator.database_access import database_credentials
-from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
+from blacklist_operator.model import (
+    BlacklistService,
+    SpecError,
+    check_host_path,
+    host_path_directory,
+    parse,
+    place_host_path,
+)
 from blacklist_operator.outcome import Outcome, describe, namespace_terminating
 from blacklist_operator.readiness import (
     database_progress,
@@ -32,13 +44,26 @@ from blacklist_operator.readiness import (
     write_status,
 )
 from blacklist_operator.runtime import Logger, Runtime
-from blacklist_operator.volumes import check_volume_owner, static_volume_name
+from blacklist_operator.volumes import check_volume_owner, kept_volume_path, static_volume_name
 
 # A reconcile that found the external database's Secret unusable runs again this soon:
 # the Secret is read by name, not watched.
 SECRET_RETRY_SECONDS = 10.0
+# A reconcile that left a child alone because an object of its name is someone else's runs
+# again this soon: that object carries none of our labels, so no watch tells of its removal.
+CONFLICT_RETRY_SECONDS = 30.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
+
+
+def legacy_host_path_message(path: str) -> str:
+    """Why a PV made before the operator chose directories deserves the admin's look."""
+    return (
+        f"the database volume is still on {path}, the directory this resource named before "
+        "the operator chose one per resource (a PV's path cannot change); a directory that "
+        "is the allowed prefix or holds other resources' data exposes them: move the data "
+        "to the resource's own directory and recreate the volume"
+    )
 
 
 def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> None:
@@ -126,6 +151,36 @@ def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
     return any(ref.get("uid") == bls.uid and ref.get("controller") for ref in references)
 
 
+def created_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
+    """Whether an existing object is this resource's child, so that applying it takes nothing.
+
+    Ours: labelled managed-by this operator, and either controlled by this resource or
+    controlled by none and labelled with its instance (a claim kept by ``retainOnDelete``,
+    which outlives the resource that made it, is taken up by its successor).
+    """
+    metadata = child.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER:
+        return False
+    references = metadata.get("ownerReferences") or []
+    if any(ref.get("controller") for ref in references):
+        return owned_by(child, bls)
+    return labels.get(INSTANCE_LABEL) == bls.name
+
+
+def foreign_child(runtime: Runtime, bls: BlacklistService, manifest: Mapping[str, Any]) -> bool:
+    """Whether an object of ``manifest``'s name exists that this resource did not create.
+
+    A forced server-side apply would take such an object over (and the garbage collector
+    would delete it with the resource): it is left untouched instead.
+    """
+    kind, name = child_key(dict(manifest))
+    if runtime.owned_children.known(bls.namespace, kind, name, bls.uid):
+        return False
+    existing = runtime.api.get(manifest["apiVersion"], kind, bls.namespace, name)
+    return existing is not None and not created_by(existing, bls)
+
+
 def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     """Apply every child of the BlacklistService ``body`` and write its Ready status.
 
@@ -157,7 +212,9 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
-    credentials, external = database_credentials(api, bls, logger, outcome)
+    credentials, external = database_credentials(
+        api, bls, logger, outcome, runtime.config.allowed_external_database_hosts
+    )
     runtime.remember_external(bls.namespace, bls.name, external)
     if outcome.namespace_terminating:
         return outcome
@@ -165,6 +222,12 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     if bls.spec.database.external is None:
         try:
             volume_name = static_volume_name(api, bls)
+            # Where on the node: PREFIX/NS/N, chosen here, never the tenant's path itself.
+            prefixes = runtime.config.allowed_host_path_prefixes
+            kept = kept_volume_path(api, bls, volume_name)
+            if kept is not None and kept != host_path_directory(bls, prefixes):
+                outcome.warnings.append(("LegacyHostPath", legacy_host_path_message(kept)))
+            bls = place_host_path(bls, prefixes, kept)
         except ApiError as error:
             outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
     try:
@@ -173,7 +236,14 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         outcome.failures.append(f"Deployment {service_name(bls)} replicas: {error}")
     children = served_children(
         api,
-        build_children(bls, runtime.config.operator_namespace, credentials, volume_name, external),
+        build_children(
+            bls,
+            runtime.config.operator_namespace,
+            credentials,
+            volume_name,
+            external,
+            runtime.config.host_path_init_image,
+        ),
         logger,
         outcome,
     )
@@ -182,8 +252,20 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         try:
             if manifest["kind"] == "PersistentVolume":
                 check_volume_owner(api, bls, manifest["metadata"]["name"])
+            elif foreign_child(runtime, bls, manifest):
+                message = (
+                    f"{describe(manifest)} exists and was not created by this BlacklistService: "
+                    "left untouched (delete or rename it, or rename the BlacklistService)"
+                )
+                outcome.conflicts.append(message)
+                logger.warning(message)
+                outcome.warnings.append(("ChildConflict", message))
+                continue
             applied = api.apply(manifest)
             runtime.absent_children.forget(bls.namespace, *child_key(manifest))
+            if manifest["kind"] not in CUSTOM_KINDS:
+                # Watched kinds only: their watch forgets a child that goes away.
+                runtime.owned_children.mark(bls.namespace, *child_key(manifest), bls.uid)
         except ApiError as error:
             if namespace_terminating(error):
                 # Its children are going with it; recreating them one by one (and posting
@@ -208,9 +290,13 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         outcome.failures,
         (body.get("status") or {}).get("conditions"),
         outcome.database_secret_problem,
+        outcome.database_secret_reason,
+        outcome.conflicts,
     )
     outcome.ready = ready["status"] == "True"
     write_status(api, bls, body, ready, ports[0].get("nodePort"))
     if outcome.database_secret_problem is not None:
         runtime.reconcile_later((bls.namespace, bls.name), SECRET_RETRY_SECONDS)
+    elif outcome.conflicts:
+        runtime.reconcile_later((bls.namespace, bls.name), CONFLICT_RETRY_SECONDS)
     return outcome

@@ -145,6 +145,36 @@ class WrittenBanList:
             return len(self._digests)
 
 
+class OwnedChildren:
+    """Children known to be this operator's, so the reconcile need not read them first.
+
+    Before it applies a child the reconcile makes sure that an object of that name is
+    its own (a forced apply would take over anyone's). One is known once a read showed
+    it ours or our apply succeeded, and is forgotten when a watch event shows it gone
+    (or no longer labelled ours), so a foreign object put in its place is read again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (namespace, kind, name) -> uid of the resource it belongs to.
+        self._owners: dict[tuple[str, str, str], str] = {}
+
+    def known(self, namespace: str, kind: str, name: str, owner_uid: str) -> bool:
+        """Whether the child is known to be the resource ``owner_uid``'s."""
+        with self._lock:
+            return self._owners.get((namespace, kind, name)) == owner_uid
+
+    def mark(self, namespace: str, kind: str, name: str, owner_uid: str) -> None:
+        """The child is the resource ``owner_uid``'s (we applied it)."""
+        with self._lock:
+            self._owners[(namespace, kind, name)] = owner_uid
+
+    def forget(self, namespace: str, kind: str, name: str) -> None:
+        """The child is gone: whatever takes its name is read before it is applied."""
+        with self._lock:
+            self._owners.pop((namespace, kind, name), None)
+
+
 @dataclass
 class Runtime:
     """The operator's shared state: settings, the API, the instances and the work queues."""
@@ -165,6 +195,8 @@ class Runtime:
     deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)
     # Optional children known not to exist, so the reconcile does not read them.
     absent_children: AbsentChildren = field(default_factory=AbsentChildren)
+    # Children known to be ours, so the reconcile does not read them before applying.
+    owned_children: OwnedChildren = field(default_factory=OwnedChildren)
     # What the ban sync last wrote into each ban-list ConfigMap.
     written_banlist: WrittenBanList = field(default_factory=lambda: WrittenBanList())
     # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.

@@ -21,15 +21,37 @@ from blacklist_operator.runtime import Logger, Runtime
 
 
 def static_volume_name(api: KubernetesApi, bls: BlacklistService) -> str | None:
-    """The static PV of a hostPath resource: the one its claim is bound to, else the default.
+    """The static PV of a hostPath resource: its own name, or an older one it already owns.
 
-    A claim's volumeName is immutable: one bound under an earlier naming keeps its volume.
+    A claim's volumeName is immutable, so a claim bound under an earlier naming keeps
+    its volume, but only one that exists and is this resource's. The name never comes
+    from the claim alone: anyone who may create claims in the namespace could name
+    another tenant's future volume there, and have the operator create it for them.
     """
     if bls.spec.database.storage.host_path is None:
         return None
+    own = persistent_volume_name(bls)
     claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
     bound = ((claim or {}).get("spec") or {}).get("volumeName")
-    return str(bound) if bound else persistent_volume_name(bls)
+    if not bound or bound == own:
+        return own
+    volume = api.get("v1", "PersistentVolume", None, str(bound))
+    return str(bound) if volume is not None and volume_belongs_to(volume, bls) else own
+
+
+def kept_volume_path(api: KubernetesApi, bls: BlacklistService, name: str | None) -> str | None:
+    """The node path of the resource's own PV ``name`` if it exists (its source is immutable).
+
+    A PV made before the operator chose the directories keeps the path the resource
+    named; every new one gets :func:`~blacklist_operator.model.host_path_directory`.
+    """
+    if name is None:
+        return None
+    volume = api.get("v1", "PersistentVolume", None, name)
+    if volume is None or not volume_belongs_to(volume, bls):
+        return None
+    path = (((volume.get("spec") or {}).get("hostPath")) or {}).get("path")
+    return str(path) if path else None
 
 
 def check_volume_owner(api: KubernetesApi, bls: BlacklistService, name: str) -> None:

@@ -124,6 +124,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
             parse(instance),
             runtime.config.operator_namespace,
             external=runtime.external_databases.get(key),
+            host_path_init_image=runtime.config.host_path_init_image,
         )
     except SpecError:
         return event_type == "DELETED"
@@ -157,6 +158,9 @@ def _child_changed(runtime: Runtime, event_type: str | None, body: kopf.Body) ->
     if event_type != "DELETED":
         # It exists (a foreign edit may even have made it ours): read it at the next reconcile.
         runtime.absent_children.forget(key[0], str(body.get("kind")), name)
+    else:
+        # Gone, or no longer labelled ours: an object in its place may be someone else's.
+        runtime.owned_children.forget(key[0], str(body.get("kind")), name)
     if body.get("kind") == "Deployment":
         _deployment_changed(runtime, key, event_type, body)
     # The initial listing (no event type) is checked too: after a watch is re-listed

@@ -51,7 +51,9 @@ def post_events(body: Any, outcome: Outcome) -> None:
     if outcome.failures:
         kopf.warn(body, reason="ApplyFailed", message="; ".join(outcome.failures)[:1000])
     if outcome.database_secret_problem is not None:
-        kopf.warn(body, reason="DatabaseSecretInvalid", message=outcome.database_secret_problem)
+        kopf.warn(
+            body, reason=outcome.database_secret_reason, message=outcome.database_secret_problem
+        )
 
 
 def _follow(runtime: Runtime, body: dict[str, Any], reasons: set[Reason], logger: Logger) -> None:

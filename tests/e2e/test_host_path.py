@@ -1,14 +1,18 @@
-"""hostPath storage on the real node: only under allowed prefixes, one volume per resource.
+"""hostPath storage on the real node: the operator chooses each resource's directory.
 
 The operator is this tree's, run as a local process (``tests/operator/helpers.py``)
 with ``--allowed-host-path-prefix``; the database runs on the node as a pod of
-the local PostgreSQL image (uid 999) on a hostPath directory the kubelet
-creates as root, which the ``own-data`` init container hands to that uid.
+the local PostgreSQL image (uid 999) on ``PREFIX/NS/N``, a directory the kubelet
+creates as root, which the ``own-data`` init container (the admin's image, from
+``--host-path-init-image``) hands to that uid. The tenant's ``hostPath`` only
+picks the prefix: naming the prefix itself, another resource's directory, or a
+path through a symlink a tenant made gives nothing but the resource's own directory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,11 +71,12 @@ def test_a_host_path_ledger_survives_its_database_pod(
     operator: OperatorProcess, namespace: str, allowed: Path
 ) -> None:
     cluster = operator.cluster
-    data = allowed / "ledger"  # Missing: the kubelet creates it, owned by root.
-    storage = {"hostPath": str(data), "size": "256Mi"}
+    storage = {"hostPath": str(allowed / "ledger"), "size": "256Mi"}
     apply_manifest(cluster, blacklist_service("hp", namespace, database={"storage": storage}))
     wait_for(lambda: ready(cluster, namespace, "hp"), 180, "Ready on a hostPath", operator)
-    assert data.stat().st_uid == 999
+    # Not the path named: the operator's PREFIX/NS/N, made by the kubelet, handed to 999.
+    assert not (allowed / "ledger").exists()
+    assert (allowed / namespace / "hp").stat().st_uid == 999
     source = network.client_address(zlib.crc32(namespace.encode()) % 20000)
     wait_for(lambda: hit_blacklisted(cluster, namespace, "hp", source), 30, "a 444")
     if not wait_until(lambda: ledger_addresses(cluster, namespace, "hp") == [source], 60, 0.5):
@@ -123,16 +128,18 @@ def test_a_host_path_outside_the_allowed_prefixes_is_refused(
     cluster.kubectl("delete", "bls", "far", "-n", namespace, "--wait=true", "--timeout=60s")
 
 
-def test_resources_whose_names_would_collide_get_their_own_volumes(
+def test_resources_naming_one_directory_get_their_own_volumes(
     operator: OperatorProcess, namespace: str, allowed: Path
 ) -> None:
     cluster = operator.cluster
-    # NS "<ns>-a" / N "db" and NS "<ns>" / N "a-db": both were "<ns>-a-db-postgres".
+    # NS "<ns>-a" / N "db" and NS "<ns>" / N "a-db": both were "<ns>-a-db-postgres"; and
+    # both name the same directory, the first one the prefix itself.
     other = f"{namespace}-a"
     cluster.kubectl("create", "namespace", other)
     try:
         for where, name in ((other, "db"), (namespace, "a-db")):
-            storage = {"hostPath": str(allowed / where / name), "size": "64Mi"}
+            named = allowed if where == other else allowed / "shared"
+            storage = {"hostPath": str(named), "size": "64Mi"}
             apply_manifest(
                 cluster, blacklist_service(name, where, replicas=0, database={"storage": storage})
             )
@@ -162,6 +169,15 @@ def test_resources_whose_names_would_collide_get_their_own_volumes(
             f"{namespace}/a-db",
             str(allowed / namespace / "a-db"),
         )
+        # The resource that named the prefix got its own directory; the prefix stays the admin's.
+        first_directory = allowed / other / "db"
+        wait_for(
+            lambda: first_directory.exists() and first_directory.stat().st_uid == 999,
+            120,
+            f"{first_directory} handed to PostgreSQL",
+            operator,
+        )
+        assert allowed.stat().st_uid == os.getuid()
         for where, name in ((other, "db"), (namespace, "a-db")):
             cluster.kubectl("delete", "bls", name, "-n", where, "--wait=true", "--timeout=60s")
         # Each deletion released its own volume only.
@@ -174,3 +190,28 @@ def test_resources_whose_names_would_collide_get_their_own_volumes(
             )
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_a_path_through_a_tenants_symlink_reaches_nothing_but_its_own_directory(
+    operator: OperatorProcess, namespace: str, allowed: Path
+) -> None:
+    cluster = operator.cluster
+    # What a tenant's database pod (running as PostgreSQL's uid in its own directory) can
+    # leave behind: a symlink to the node's root. It is made here directly on the node.
+    mine = allowed / namespace / "first"
+    mine.mkdir(parents=True)
+    (mine / "escape").symlink_to("/")
+    root_owner = os.stat("/").st_uid
+    storage = {"hostPath": str(mine / "escape"), "size": "64Mi"}
+    apply_manifest(cluster, blacklist_service("second", namespace, database={"storage": storage}))
+    wait_for(lambda: ready(cluster, namespace, "second"), 180, "Ready on a hostPath", operator)
+    claim = get_json(cluster, "pvc", "second-postgres", "-n", namespace)
+    assert claim is not None
+    volume = get_json(cluster, "pv", claim["spec"]["volumeName"])
+    assert volume is not None
+    assert volume["spec"]["hostPath"]["path"] == str(allowed / namespace / "second")
+    assert (allowed / namespace / "second").stat().st_uid == 999
+    # Nothing was mounted or chowned through the symlink.
+    assert os.stat("/").st_uid == root_owner
+    assert (mine / "escape").is_symlink()
+    cluster.kubectl("delete", "bls", "second", "-n", namespace, "--wait=true", "--timeout=60s")

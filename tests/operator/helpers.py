@@ -66,6 +66,8 @@ class OperatorProcess:
                     f"127.0.0.1:{self.metrics_port}",
                     "--ban-poll-interval",
                     "2",
+                    # hostPath's root init container: an image the node has, as an admin's.
+                    f"--host-path-init-image={images.reference('postgres')}",
                     *self.arguments,
                 ],
                 env=self.cluster.env,

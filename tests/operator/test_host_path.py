@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from blacklist_operator.__main__ import main
 from blacklist_operator.builders import build_database_deployment, build_persistent_volume
 from blacklist_operator.builders.naming import persistent_volume_name, volume_belongs_to
 from blacklist_operator.model import (
@@ -13,7 +14,9 @@ from blacklist_operator.model import (
     SpecError,
     check_host_path,
     host_path_allowed,
+    host_path_directory,
     parse,
+    place_host_path,
 )
 
 
@@ -88,3 +91,57 @@ def test_only_a_host_path_database_gets_the_chown_init_container() -> None:
     assert [c["name"] for c in without["spec"]["template"]["spec"]["initContainers"]] == [
         "set-password"
     ]
+
+
+def test_the_root_init_container_runs_the_admins_image_never_the_tenants() -> None:
+    tenant = make(database={"image": "evil/postgres:1", "storage": {"hostPath": "/data/a"}})
+    deployment = build_database_deployment(tenant, None, "registry.example/blacklist-operator:v1")
+    own_data, set_password = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert own_data["name"] == "own-data"
+    assert own_data["image"] == "registry.example/blacklist-operator:v1"
+    assert own_data["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    # The tenant's image runs only as PostgreSQL's uid, never as root.
+    assert set_password["image"] == "evil/postgres:1"
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    assert set_password.get("securityContext", {}).get("runAsUser", 999) != 0
+
+
+def test_the_operator_chooses_one_directory_per_resource() -> None:
+    prefixes = ["/data"]
+    # Two resources naming one directory, and one naming the prefix itself.
+    first = make("db", "team-a", database={"storage": {"hostPath": "/data/shared"}})
+    second = make("db", "team-b", database={"storage": {"hostPath": "/data/shared"}})
+    greedy = make("all", "team-c", database={"storage": {"hostPath": "/data"}})
+    assert host_path_directory(first, prefixes) == "/data/team-a/db"
+    assert host_path_directory(second, prefixes) == "/data/team-b/db"
+    assert host_path_directory(greedy, prefixes) == "/data/team-c/all"
+    # Namespace and name are one level each: NS "db" / N "team-a" is not team-a/db.
+    swapped = make("team-a", "db", database={"storage": {"hostPath": "/data"}})
+    assert host_path_directory(swapped, prefixes) == "/data/db/team-a"
+
+
+def test_the_path_only_picks_among_the_allowed_prefixes() -> None:
+    prefixes = ["/mnt/fast/", "/mnt/slow"]
+    fast = make("db", "team", database={"storage": {"hostPath": "/mnt/fast//anything"}})
+    slow = make("db", "team", database={"storage": {"hostPath": "/mnt/slow"}})
+    assert host_path_directory(fast, prefixes) == "/mnt/fast/team/db"
+    assert host_path_directory(slow, prefixes) == "/mnt/slow/team/db"
+    with pytest.raises(SpecError, match="not under an allowed prefix"):
+        host_path_directory(make(database={"storage": {"hostPath": "/etc"}}), prefixes)
+
+
+def test_the_volume_is_built_on_the_chosen_directory_or_the_one_it_has() -> None:
+    bls = make("db", "team", database={"storage": {"hostPath": "/data/pg"}})
+    placed = place_host_path(bls, ["/data"])
+    volume = build_persistent_volume(placed)
+    assert volume is not None
+    assert volume["spec"]["hostPath"]["path"] == "/data/team/db"
+    # A PV made before this naming keeps its path: a PV's source is immutable.
+    kept = place_host_path(bls, ["/data"], kept="/data/pg")
+    assert kept.spec.database.storage.host_path == "/data/pg"
+    assert place_host_path(make(), ["/data"]) == make()
+
+
+def test_nested_prefixes_stop_the_operator() -> None:
+    with pytest.raises(SystemExit, match="inside another allowed prefix"):
+        main(["--allowed-host-path-prefix=/data", "--allowed-host-path-prefix=/data/fast"])

@@ -187,12 +187,15 @@ def test_deleted_and_edited_children_are_restored(
 
 
 def test_deletion_collects_children_and_releases_the_volume(
-    operator_process: OperatorProcess, namespace: str, tmp_path: Any
+    operator_process: OperatorProcess,
+    namespace: str,
+    tmp_path: Any,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     cluster = operator_process.cluster
-    # A directory the kubelet creates (root-owned): the init container hands it to uid 999.
-    data = tmp_path / "pg"
-    storage = {"hostPath": str(data), "size": "256Mi"}
+    # The resource names a path under the allowed prefix; the operator picks the directory,
+    # PREFIX/NS/N, which the kubelet creates (root-owned) and the init container hands to 999.
+    storage = {"hostPath": str(tmp_path / "pg"), "size": "256Mi"}
     apply_manifest(cluster, blacklist_service("gone", namespace, database={"storage": storage}))
     wait_for(lambda: ready(cluster, namespace, "gone"), 90, "Ready", operator_process)
     assert get(cluster, "bls", "gone", "-n", namespace)["metadata"]["finalizers"] == [
@@ -202,7 +205,8 @@ def test_deletion_collects_children_and_releases_the_volume(
     assert claim["status"]["phase"] == "Bound"
     volume_name = claim["spec"]["volumeName"]
     volume = get(cluster, "pv", volume_name)
-    assert volume["spec"]["hostPath"]["path"] == storage["hostPath"]
+    chosen = tmp_path_factory.getbasetemp() / namespace / "gone"
+    assert volume["spec"]["hostPath"]["path"] == str(chosen)
     assert volume["metadata"]["labels"]["app.kubernetes.io/instance"] == "gone"
     assert volume["metadata"]["labels"]["blacklist.dev/namespace"] == namespace
 

@@ -12,12 +12,18 @@ While the database is unreachable the instance retries with exponential
 back-off: up to ``MAX_BACKOFF_SECONDS`` after a lost connection, up to
 ``MAX_BACKOFF_NEVER_CONNECTED_SECONDS`` (from 5 s) for a database never
 reached; the reasons in ``CONNECT_NOW`` retry at once.
+
+Every connection carries limits of its own (:func:`connect`), because a pass
+holds one of the few ban-sync threads shared by every instance: a tenant who
+locks their ledger, makes a query slow or whose database host stops answering
+must cost that tenant's passes a few seconds, never another tenant's bans.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import select
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,12 +31,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 
 from blacklist_operator.banlist import ledger
 from blacklist_operator.builders.database import database_host
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
 from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.model_external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model_external import (
+    DatabaseSecretError,
+    check_host_allowed,
+    parse_database_secret,
+)
 from blacklist_operator.model_knobs import ExternalDatabaseSpec
 from blacklist_operator.runtime import Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
@@ -48,6 +59,29 @@ SECRET_RETRY_SECONDS = 10.0
 # Reasons that may open a connection before the back-off has elapsed.
 CONNECT_NOW = frozenset({Reason.RETRY, Reason.DATABASE, Reason.ADDRESSES, Reason.BROKEN})
 
+# A host that does not answer the connection attempt.
+CONNECT_TIMEOUT_SECONDS = 3
+# Any statement waiting this long for a lock fails. Session-wide, so it still holds after
+# the ledger reader's SHARE-lock attempt is rolled back to its savepoint (that rollback
+# undoes the attempt's own SET LOCAL): a table held in ACCESS EXCLUSIVE mode by the
+# tenant then fails the pass in a second instead of blocking its thread for ever.
+LOCK_TIMEOUT_MS = 1_000
+# Any statement running this long is cancelled by the server (a slow disk, or a tenant's
+# view that sleeps). The rescan of a million-address ledger takes about a second.
+STATEMENT_TIMEOUT_MS = 15_000
+# A peer that stops answering (its packets dropped): an idle connection is probed after
+# KEEPALIVES_IDLE s, every KEEPALIVES_INTERVAL s, and dropped after KEEPALIVES_COUNT probes
+# unanswered; data sent and not acknowledged within TCP_USER_TIMEOUT_MS drops it too,
+# where the kernel's retransmissions alone would wait about 15 minutes.
+KEEPALIVES_IDLE_SECONDS = 10
+KEEPALIVES_INTERVAL_SECONDS = 5
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = 10_000
+# A peer that acknowledges our packets but never answers (a host that is no PostgreSQL, or
+# one that stalls on purpose: its kernel answers the keepalives) is cut off by the wait
+# callback: no wait for the server lasts longer than this, a statement's included.
+ANSWER_TIMEOUT_SECONDS = STATEMENT_TIMEOUT_MS / 1000 + 5
+
 
 class DatabaseUnavailableError(Exception):
     """The operator cannot reach or log in to the instance's database."""
@@ -55,6 +89,24 @@ class DatabaseUnavailableError(Exception):
 
 class DatabaseSecretInvalidError(DatabaseUnavailableError):
     """The Secret of the instance's external database is missing or incomplete."""
+
+
+def public_message(error: BaseException) -> str:
+    """What DatabaseReady says of a failed pass: short, and never libpq's own words.
+
+    libpq's message tells refused from timed out from "not PostgreSQL" for any host
+    and port a tenant names, which would make the operator their port scanner; the
+    operator's log has it. Our own errors (a Secret incomplete) are said as they are.
+    """
+    if isinstance(error, psycopg2.Error):
+        if error.pgcode is not None:
+            # The server answered a query of ours: its SQLSTATE says what to look for.
+            return f"a ledger query failed (SQLSTATE {error.pgcode}); details in the operator log"
+        return (
+            "cannot connect to the database, or the connection was lost (unreachable, "
+            "refused or login failed); details in the operator log"
+        )
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def database_address(runtime: Runtime, bls: BlacklistService) -> ledger.DatabaseAddress:
@@ -90,6 +142,7 @@ def _external_address(
     secret = runtime.api.get("v1", "Secret", bls.namespace, external.secret_name)
     try:
         database = parse_database_secret(external, bls.spec.database.name, secret)
+        check_host_allowed(database, runtime.config.allowed_external_database_hosts)
     except DatabaseSecretError as error:
         raise DatabaseSecretInvalidError(str(error)) from None
     host, port = runtime.addresses.lookup(bls.namespace, bls.name, database.host, database.port)
@@ -103,13 +156,75 @@ def _external_address(
     )
 
 
+def wait_for_answer(connection: Any) -> None:
+    """psycopg2's wait callback: each wait for the server ends within its limit, or raises.
+
+    With it, psycopg2 drives libpq without blocking and calls this whenever it must
+    wait for the socket; raising breaks the connection (which the pass then drops).
+    libpq's own ``connect_timeout`` does not apply to a connection made this way, so
+    the attempt's limit is enforced here too.
+    """
+    setting_up = connection.status == psycopg2.extensions.STATUS_SETUP
+    limit = CONNECT_TIMEOUT_SECONDS if setting_up else ANSWER_TIMEOUT_SECONDS
+    deadline = time.monotonic() + limit
+    poller = select.poll()
+    while True:
+        state = connection.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        descriptor = connection.fileno()
+        reading = state == psycopg2.extensions.POLL_READ
+        poller.register(descriptor, select.POLLIN if reading else select.POLLOUT)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not poller.poll(remaining * 1000):
+            raise psycopg2.OperationalError(f"the database did not answer within {limit:.0f} s")
+        poller.unregister(descriptor)
+
+
+def connect(address: ledger.DatabaseAddress) -> Any:
+    """An autocommit connection to ``address`` with the limits above on every statement."""
+    # Process-wide; the ban sync's are the only PostgreSQL connections of the operator.
+    psycopg2.extensions.set_wait_callback(wait_for_answer)
+    try:
+        connection = psycopg2.connect(
+            host=address.host,
+            port=address.port,
+            dbname=address.database,
+            user=address.user,
+            password=address.password,
+            sslmode=address.sslmode,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            keepalives=1,
+            keepalives_idle=KEEPALIVES_IDLE_SECONDS,
+            keepalives_interval=KEEPALIVES_INTERVAL_SECONDS,
+            keepalives_count=KEEPALIVES_COUNT,
+            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+            application_name="blacklist-operator",
+        )
+    except psycopg2.OperationalError as error:
+        # Without blocking, libpq's message no longer says where: the log should.
+        where = f"connection to {address.host}:{address.port} failed"
+        raise psycopg2.OperationalError(f"{where}: {' '.join(str(error).split())}") from error
+    connection.autocommit = True
+    try:
+        # Set after connecting rather than as startup ``options``, which a connection
+        # pooler in front of an external database may refuse.
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = %s", (LOCK_TIMEOUT_MS,))
+            cursor.execute("SET statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
+    except psycopg2.Error:
+        connection.close()
+        raise
+    return connection
+
+
 def open_listening(runtime: Runtime, key: InstanceKey) -> Any:
     """A new connection to the instance's ledger, LISTENing (blocking, connect threads)."""
     body = runtime.instances.get(key)
     if body is None:
         raise DatabaseUnavailableError("the instance is gone")
     address = database_address(runtime, parse(body))
-    connection = ledger.connect(address)
+    connection = connect(address)
     try:
         ledger.listen(connection)
     except psycopg2.Error:

@@ -73,22 +73,6 @@ class TableRead:
     table_exists: bool = True
 
 
-def connect(address: DatabaseAddress, *, autocommit: bool = True) -> Any:
-    """A connection that gives up quickly when the database is unreachable."""
-    connection = psycopg2.connect(
-        host=address.host,
-        port=address.port,
-        dbname=address.database,
-        user=address.user,
-        password=address.password,
-        sslmode=address.sslmode,
-        connect_timeout=3,
-        application_name="blacklist-operator",
-    )
-    connection.autocommit = autocommit
-    return connection
-
-
 @contextmanager
 def _transaction(connection: Any) -> Iterator[Any]:
     """A transaction on an autocommit connection (the one that LISTENs)."""

@@ -29,6 +29,7 @@ from blacklist_operator.banlist.connections import (
     DatabaseLink,
     DatabaseSecretInvalidError,
     DatabaseUnavailableError,
+    public_message,
 )
 from blacklist_operator.banlist.sync import LOCK_RETRY_SECONDS, BanListSync, SyncReport
 from blacklist_operator.model import BlacklistService, SpecError, parse
@@ -216,7 +217,9 @@ def _failed(
     log = logger.warning if link.new_error(message) else logger.debug
     log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
     count = len(state.sync.banlist)
-    database = status.unreachable(message, "DatabaseSecretInvalid" if invalid else "Unreachable")
+    reason = "DatabaseSecretInvalid" if invalid else "Unreachable"
+    # The log has the whole message; the status, readable by the tenant, a generic one.
+    database = status.unreachable(public_message(error), reason)
     metrics.ban_sync_failed((bls.namespace, bls.name), count)
     try:
         status.report_status(runtime, bls, body, database, status.kept(count), count)

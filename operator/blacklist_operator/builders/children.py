@@ -18,6 +18,7 @@ from blacklist_operator.builders.availability import (
     build_pod_disruption_budget,
 )
 from blacklist_operator.builders.database import (
+    DEFAULT_HOST_PATH_INIT_IMAGE,
     build_database_configmap,
     build_database_deployment,
     build_database_network_policy,
@@ -58,6 +59,7 @@ def build_children(
     credentials: str | None = None,
     volume_name: str | None = None,
     external: ExternalDatabase | None = None,
+    host_path_init_image: str = DEFAULT_HOST_PATH_INIT_IMAGE,
 ) -> list[dict[str, Any]]:
     """The manifests to apply; volumes and settings before the pods that use them.
 
@@ -67,7 +69,8 @@ def build_children(
     ``volume_name`` is the static PV the claim is bound to, if not the default name.
     ``external`` is the parsed Secret of ``spec.database.external``; while it is None
     (the Secret missing or invalid) ConfigMap ``N-db`` and the service Deployment,
-    which depend on it, are left out and stay as they are.
+    which depend on it, are left out and stay as they are. ``host_path_init_image`` is
+    the admin's image for the hostPath ``own-data`` init container.
     """
     if bls.spec.database.external is not None:
         database = [] if external is None else [build_database_configmap(bls, external)]
@@ -80,7 +83,7 @@ def build_children(
             build_database_configmap(bls),
             build_database_service(bls),
             build_database_network_policy(bls, operator_namespace),
-            build_database_deployment(bls, credentials),
+            build_database_deployment(bls, credentials, host_path_init_image),
         ]
         service = [build_service_deployment(bls, credentials)]
     return [

@@ -24,10 +24,12 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, BlacklistService
 from blacklist_operator.model_external import ExternalDatabase
 
 DATA_MOUNT = "/var/lib/postgresql/data"
+# The own-data init container's image unless the admin names one (the chart: the operator's).
+DEFAULT_HOST_PATH_INIT_IMAGE = DEFAULT_DATABASE_IMAGE
 # A subfolder, because initdb refuses a mount point that holds lost+found.
 PGDATA = f"{DATA_MOUNT}/pgdata"
 SOCKET_DIR = "/var/run/postgresql"
@@ -138,7 +140,9 @@ def build_set_password_container(bls: BlacklistService) -> dict[str, Any]:
 # missing hostPath directory owned by root, and fsGroup does not apply to hostPath,
 # so PostgreSQL (uid 999) could not write it. It must run as root for chown, with
 # CAP_CHOWN alone (every other capability dropped, no escalation), and touches only
-# the mount point itself, never what lies below it.
+# the mount point itself, never what lies below it. It runs the image the cluster
+# admin chose (--host-path-init-image), never the tenant's spec.database.image: a
+# root process of the tenant's choosing must not run on a node's directory.
 OWN_DATA_SCRIPT = f"""\
 set -eu
 if [ "$(stat -c %u:%g {DATA_MOUNT})" != "{POSTGRES_UID}:{POSTGRES_UID}" ]; then
@@ -148,12 +152,12 @@ fi
 """
 
 
-def build_own_data_container(bls: BlacklistService) -> dict[str, Any]:
-    """The init container that hands a hostPath data directory to PostgreSQL's uid."""
+def build_own_data_container(bls: BlacklistService, image: str) -> dict[str, Any]:
+    """The init container, in the admin's ``image``, that hands a hostPath directory to uid 999."""
     return {
         "name": "own-data",
-        "image": bls.spec.database.image,
-        "imagePullPolicy": bls.spec.image_pull_policy,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", OWN_DATA_SCRIPT],
         "resources": resource_requirements(bls.spec.database.resources),
         "securityContext": {
@@ -169,12 +173,15 @@ def build_own_data_container(bls: BlacklistService) -> dict[str, Any]:
 
 
 def build_database_deployment(
-    bls: BlacklistService, credentials: str | None = None
+    bls: BlacklistService,
+    credentials: str | None = None,
+    host_path_init_image: str = DEFAULT_HOST_PATH_INIT_IMAGE,
 ) -> dict[str, Any]:
     """The PostgreSQL Deployment ``N-postgres``: one replica, recreated rather than rolled.
 
     ``credentials`` (the uid of Secret ``N-db``) marks the pod template: a recreated
     Secret restarts the database, whose init container then applies its password.
+    ``host_path_init_image`` runs ``own-data`` (hostPath storage only).
     """
     settings = database_settings_name(bls)
     database = bls.spec.database
@@ -228,7 +235,7 @@ def build_database_deployment(
                     "securityContext": pod_security_context(POSTGRES_UID),
                     "initContainers": [
                         *(
-                            [build_own_data_container(bls)]
+                            [build_own_data_container(bls, host_path_init_image)]
                             if database.storage.host_path is not None
                             else []
                         ),
