@@ -169,3 +169,10 @@ escalate nor bind. No pods: nothing reads them. Events are write-only.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+The name of the leader election's Lease: leaderElection.leaseName, else the full name.
+*/}}
+{{- define "blacklist-operator.leaseName" -}}
+{{- default (include "blacklist-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
