@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from blacklist_operator import API_VERSION, FIELD_MANAGER, PLURAL
-from blacklist_operator.fence import FENCE
+from blacklist_operator.fence import FENCE, ReleasedError
 
 # kind -> (plural, namespaced); only the kinds this operator writes or reads.
 _RESOURCES: dict[str, tuple[str, bool]] = {
@@ -123,7 +124,10 @@ class KubernetesApi:
             auth_settings=["BearerToken"],
         )
         if self._fenced and method != "GET":
-            FENCE.check()  # as late as possible: the last moment before the request leaves
+            try:
+                FENCE.check()  # as late as possible: the last moment before the request leaves
+            except ReleasedError as error:
+                raise ApiError(0, str(error)) from None
         try:
             response = self._client.call_api(
                 method, url, header_params=headers, body=body, _request_timeout=self._timeout
@@ -174,6 +178,45 @@ class KubernetesApi:
             query=[("fieldManager", field_manager), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
+
+    def watch_object(
+        self, api_version: str, kind: str, namespace: str, name: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events of one object (by name) until the server ends it after the timeout.
+
+        The first event is the object as it is now (``ADDED``), when it exists.
+        """
+        plural, _ = _RESOURCES[kind]
+        _, url, headers, _, _ = self._client.param_serialize(
+            "GET",
+            f"/apis/{api_version}/namespaces/{namespace}/{plural}",
+            query_params=[
+                ("watch", "true"),
+                ("fieldSelector", f"metadata.name={name}"),
+                ("timeoutSeconds", str(timeout_seconds)),
+            ],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(
+                "GET", url, header_params=headers, _request_timeout=(5.0, timeout_seconds + 5.0)
+            )
+        except ApiException as error:
+            raise ApiError(int(error.status or 0), _message(error)) from None
+        stream = response.response
+        try:
+            if response.status != 200:
+                raise ApiError(response.status, str(response.reason))
+            pending = b""
+            for chunk in stream.stream(amt=None, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            stream.release_conn()
 
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the API serves ``kind`` in ``api_version`` (discovery, cached briefly).

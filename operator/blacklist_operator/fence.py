@@ -20,6 +20,10 @@ freeze: the process cannot tell it apart from one sent just before, and an
 ordinary Kubernetes object takes no fencing token (client-go's elector has the
 same window).
 
+On a clean stop the leader releases the Lease once kopf has finished; a write
+some thread still attempts after that is refused (:class:`ReleasedError`) rather than
+ending the process, so that the release and an orderly exit still happen.
+
 Without leader election the fence is never armed and checks nothing.
 """
 
@@ -39,6 +43,10 @@ LOST_LEADERSHIP_EXIT_CODE = 75
 logger = logging.getLogger(__name__)
 
 
+class ReleasedError(Exception):
+    """A write after this replica gave the Lease up on its way out."""
+
+
 class Fence:
     """The deadline past which this process must not write, and the watchdog that enforces it."""
 
@@ -46,6 +54,7 @@ class Fence:
         # None: no leader election, writes are always allowed. -inf: not (or no longer) leading.
         self._deadline: float | None = None
         self._watching = False
+        self._released = False
         self._changed = threading.Condition()
         self._watchdog: threading.Thread | None = None
 
@@ -79,21 +88,27 @@ class Fence:
                 self._changed.notify_all()
 
     def close(self) -> None:
-        """Leadership is being given up: the watchdog stops, any later write exits."""
+        """Leadership is being given up: the watchdog stops, any later write is refused."""
         with self._changed:
             self._watching = False
+            self._released = True
             self._deadline = -math.inf
             self._changed.notify_all()
 
     def check(self) -> None:
-        """Exit at once when this process must not write now."""
+        """Exit at once when this process must not write now; ``ReleasedError`` after a release."""
         deadline = self._deadline
-        if deadline is not None and time.monotonic() >= deadline:
-            lost(
-                "a write was about to be sent after the renew deadline"
-                if deadline > -math.inf
-                else "a write was about to be sent by a replica that does not lead"
-            )
+        if deadline is None or time.monotonic() < deadline:
+            return
+        if self._released:
+            # Stopping: kopf is done, and a write still under way in some thread must not
+            # follow the release; refused, so the release and the exit still happen.
+            raise ReleasedError("the leader Lease was released: this replica writes no more")
+        lost(
+            "a write was about to be sent after the renew deadline"
+            if deadline > -math.inf
+            else "a write was about to be sent by a replica that does not lead"
+        )
 
     def check_after_thaw(self, _signal: int, _frame: FrameType | None) -> None:
         """SIGCONT: the process was stopped; if its deadline passed meanwhile, exit."""

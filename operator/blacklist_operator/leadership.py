@@ -5,7 +5,8 @@
 first waits as a standby: everything is imported, kopf configured, the metrics
 served, its own API client connected and its liveness endpoint answered (by a
 small server of ours, so the kubelet neither restarts nor unreadies a standby),
-and it reads the Lease every retry period. It takes the Lease over when the
+and it watches the Lease (reading it again at every change, and at least every
+retry period). It takes the Lease over when the
 holder released it or left it unrenewed for the lease duration (``lease``
 decides), and only then starts kopf. A thread renews the Lease every retry
 period; the fence (``fence``) ends the process at the first sign the Lease may
@@ -53,6 +54,8 @@ from blacklist_operator.lease import (
 )
 
 DEFAULT_LEASE_NAME = "blacklist-operator"
+# The API server ends each watch of the Lease after this long; the standby starts another.
+WATCH_SECONDS = 60
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +187,11 @@ class Elector:
         self._body: dict[str, Any] | None = None  # the Lease as we last wrote or read it
         self._stopped = threading.Event()
         self._renewer: threading.Thread | None = None
+        # Set by the standby's watch of the Lease at every change: a renewal is seen in
+        # milliseconds, not up to a retry period later, so the expiry counts from the
+        # renewal itself and a dead leader is replaced a lease duration after it stopped.
+        self._lease_changed = threading.Event()
+        self._leading = threading.Event()
         self._logged = ""
 
     @property
@@ -199,6 +207,7 @@ class Elector:
         """Block until this process holds the Lease; then arm the fence and start renewing."""
         election, timing = self._election, self._election.timing
         waiting_since = time.monotonic()
+        threading.Thread(target=self._watch, name="leader-watch", daemon=True).start()
         while True:
             started = time.monotonic()
             try:
@@ -212,7 +221,9 @@ class Elector:
             except ApiError as error:
                 wait_seconds = timing.retry_period
                 self._log_once(f"Cannot read or write lease {self._where}: {error}")
-            time.sleep(wait_seconds)
+            self._lease_changed.wait(wait_seconds)
+            self._lease_changed.clear()
+        self._leading.set()
         FENCE.lead(fence_deadline(started, timing))
         logger.info(
             f"Became the leader as {election.identity}: lease {self._where} taken after "
@@ -220,6 +231,27 @@ class Elector:
         )
         self._renewer = threading.Thread(target=self._renew, name="leader-renew", daemon=True)
         self._renewer.start()
+
+    def _watch(self) -> None:
+        """Wake the standby's loop at every change of the Lease, until this replica leads."""
+        election = self._election
+        while not self._leading.is_set():
+            try:
+                for _ in self._api.watch_object(
+                    LEASE_API_VERSION,
+                    "Lease",
+                    election.namespace,
+                    election.lease_name,
+                    WATCH_SECONDS,
+                ):
+                    self._lease_changed.set()
+                    if self._leading.is_set():
+                        return
+            except Exception as error:
+                # The watch only makes the loop prompt: the loop reads the Lease itself at
+                # least every retry period, so a broken watch costs time, never safety.
+                logger.debug(f"The watch of lease {self._where} ended: {error!r}")
+                self._leading.wait(election.timing.retry_period)
 
     def release(self) -> None:
         """Stop renewing and give the Lease up, so a standby takes it at its next look."""
