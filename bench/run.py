@@ -15,7 +15,13 @@ from pathlib import Path
 from report import format_table, read_json
 
 BENCH_DIR = Path(__file__).resolve().parent
-SCRIPTS = ("service_bench.py", "operator_bench.py", "propagation_bench.py", "flood_bench.py")
+SCRIPTS = (
+    "service_bench.py",
+    "operator_bench.py",
+    "takeover_bench.py",
+    "propagation_bench.py",
+    "flood_bench.py",
+)
 REPORT = BENCH_DIR.parent / ".local" / "bench" / "report.txt"
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from blacklist_operator import metrics
-from blacklist_operator.apply import ApiError, KubernetesApi, load_client
+from blacklist_operator.apply import KubernetesApi, load_client
 from blacklist_operator.fence import FENCE, lost, watch_for_thaw
 from blacklist_operator.lease import (
     LEASE_API_VERSION,
@@ -96,7 +96,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--leader-election-identity",
         default=None,
         metavar="ID",
-        help="this replica's name in the Lease (default: env POD_NAME, else HOSTNAME-PID)",
+        help="this replica's name in the Lease, unique among the replicas (default: env "
+        "POD_NAME, else HOSTNAME-PID)",
     )
     parser.add_argument(
         "--leader-election-lease-duration",
@@ -218,7 +219,9 @@ class Elector:
                     self._log_once(
                         f"Waiting as a standby for lease {self._where}, held by {self._holder}"
                     )
-            except ApiError as error:
+            except Exception as error:
+                # Refused (ApiError) or unreachable (the client's connection errors): a
+                # standby keeps waiting rather than crash-looping while the API server is away.
                 wait_seconds = timing.retry_period
                 self._log_once(f"Cannot read or write lease {self._where}: {error}")
             self._lease_changed.wait(wait_seconds)
@@ -266,7 +269,8 @@ class Elector:
         try:
             if self._api.replace(released(body, datetime.now(UTC))) is not None:
                 logger.info(f"Released lease {self._where}")
-        except ApiError as error:
+        except Exception as error:
+            # The standby then takes over a lease duration later: slower, never unsafe.
             logger.warning(f"Could not release lease {self._where}: {error}")
 
     def _look(self, leading: bool) -> tuple[Action, float]:
@@ -312,8 +316,9 @@ class Elector:
             try:
                 if self._renew_once():
                     FENCE.extend(fence_deadline(started, timing))
-            except ApiError as error:
-                # The fence's watchdog ends the process if this lasts to the deadline.
+            except Exception as error:
+                # Whatever failed, the thread tries again; the fence's watchdog ends the
+                # process if no renewal succeeds before the deadline.
                 logger.warning(f"Could not renew lease {self._where}: {error}")
 
     def _renew_once(self) -> bool:
