@@ -104,3 +104,26 @@ def test_two_replicas_without_leader_election_are_refused() -> None:
     )  # fmt: skip
     assert result.returncode != 0
     assert "/replicaCount" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("set_values", "message"),
+    [
+        (["leaderElection.renewDeadlineSeconds=8"], "below leaderElection.leaseDurationSeconds"),
+        (["leaderElection.retryPeriodSeconds=3"], "at most half"),
+    ],
+)
+def test_timings_the_operator_would_refuse_are_refused_at_install(
+    set_values: list[str], message: str
+) -> None:
+    arguments = ["template", RELEASE, str(CHART)]
+    for value in set_values:
+        arguments += ["--set", value]
+    result = helm(*arguments, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    # Fractions are fine (from a values file or --set-json; --set makes strings of them).
+    rendered = helm(
+        "template", RELEASE, str(CHART), "--set-json", "leaderElection.retryPeriodSeconds=0.5"
+    ).stdout
+    assert "--leader-election-retry-period=0.5" in rendered
