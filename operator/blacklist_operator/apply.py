@@ -216,6 +216,9 @@ class KubernetesApi:
                     if line.strip():
                         yield json.loads(line)
         finally:
+            # Closed, not only released: a watch left early still has events on the way,
+            # which must not be read as the answer to the next request on that connection.
+            stream.close()
             stream.release_conn()
 
     def serves(self, api_version: str, kind: str) -> bool:
