@@ -169,3 +169,27 @@ escalate nor bind. No pods: nothing reads them. Events are write-only.
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+The name of the leader election's Lease: leaderElection.leaseName, else the full name.
+*/}}
+{{- define "blacklist-operator.leaseName" -}}
+{{- default (include "blacklist-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/*
+Refuse leader-election timings the operator would refuse at start (crash-looping):
+the renew deadline below the lease duration, the retry period at most half of it.
+*/}}
+{{- define "blacklist-operator.checkLeaderElection" -}}
+{{- with .Values.leaderElection }}
+{{- if .enabled }}
+{{- if not (lt (float64 .renewDeadlineSeconds) (float64 .leaseDurationSeconds)) }}
+{{- fail "leaderElection.renewDeadlineSeconds must be below leaderElection.leaseDurationSeconds" }}
+{{- end }}
+{{- if gt (mulf 2 .retryPeriodSeconds) (float64 .renewDeadlineSeconds) }}
+{{- fail "leaderElection.retryPeriodSeconds must be at most half of leaderElection.renewDeadlineSeconds" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -14,6 +14,7 @@ import kopf
 
 from blacklist_operator import (
     handlers,  # noqa: F401  (registers the handlers with kopf)
+    leadership,
     metrics,
     namespace_watch,
 )
@@ -158,6 +159,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="log debug messages (--log-level debug)"
     )
+    leadership.add_arguments(parser)
     arguments = parser.parse_args(argv)
     if arguments.log_level not in LOG_LEVELS:  # argparse does not check a default
         parser.error(f"{LOG_LEVEL_ENV}={arguments.log_level}: not one of {', '.join(LOG_LEVELS)}")
@@ -239,15 +241,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"--metrics-address: cannot serve metrics: {error}") from error
         host, port = arguments.metrics_address
         logging.getLogger(__name__).info(f"Serving metrics on http://{host}:{port}/metrics")
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            standalone=config.peering is None,
-            peering_name=config.peering,
-            liveness_endpoint=config.liveness,
-            memo=OperatorMemo(config),
-        )
+    # With --leader-election, kopf starts only once this replica holds the Lease.
+    leadership.run(
+        leadership.settings(arguments),
+        config.liveness,
+        lambda: asyncio.run(
+            kopf.operator(
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
+                standalone=config.peering is None,
+                peering_name=config.peering,
+                liveness_endpoint=config.liveness,
+                memo=OperatorMemo(config),
+            )
+        ),
     )
 
 

@@ -4,6 +4,10 @@ Children are written with server-side apply under our field manager and
 ``force=True``: the API server merges, we own exactly the fields we set, and a
 field that someone else changed is taken back. Calls are blocking (the official
 client); callers run them in kopf's executor or in a worker thread.
+
+Under leader election every write first checks the fence (``fence``): a replica
+whose lease may have passed to another exits instead of writing. The elector's
+own client, which writes only the Lease, is the one left unfenced.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from blacklist_operator import API_VERSION, FIELD_MANAGER, PLURAL
+from blacklist_operator.fence import FENCE, ReleasedError
 
 # kind -> (plural, namespaced); only the kinds this operator writes or reads.
 _RESOURCES: dict[str, tuple[str, bool]] = {
@@ -25,6 +31,7 @@ _RESOURCES: dict[str, tuple[str, bool]] = {
     "Deployment": ("deployments", True),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
     "Ingress": ("ingresses", True),
+    "Lease": ("leases", True),
     "NetworkPolicy": ("networkpolicies", True),
     "PersistentVolume": ("persistentvolumes", False),
     "PersistentVolumeClaim": ("persistentvolumeclaims", True),
@@ -88,8 +95,15 @@ def load_client(pool_size: int = 32) -> client.ApiClient:
 class KubernetesApi:
     """Blocking access to the objects of a BlacklistService."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        fenced: bool = True,
+        timeout: tuple[float, float] = _TIMEOUT,
+    ) -> None:
         self._client = api_client
+        self._fenced = fenced
+        self._timeout = timeout
         # (apiVersion, kind) -> (when asked, served): shared by the reconcile threads.
         self._discovered: dict[tuple[str, str], tuple[float, bool]] = {}
         self._discovery_lock = threading.Lock()
@@ -109,9 +123,14 @@ class KubernetesApi:
             header_params={"Content-Type": content_type, "Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
+        if self._fenced and method != "GET":
+            try:
+                FENCE.check()  # as late as possible: the last moment before the request leaves
+            except ReleasedError as error:
+                raise ApiError(0, str(error)) from None
         try:
             response = self._client.call_api(
-                method, url, header_params=headers, body=body, _request_timeout=_TIMEOUT
+                method, url, header_params=headers, body=body, _request_timeout=self._timeout
             )
         except ApiException as error:
             raise ApiError(int(error.status or 0), _message(error)) from None
@@ -160,6 +179,48 @@ class KubernetesApi:
             content_type="application/apply-patch+yaml",
         )
 
+    def watch_object(
+        self, api_version: str, kind: str, namespace: str, name: str, timeout_seconds: int
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events of one object (by name) until the server ends it after the timeout.
+
+        The first event is the object as it is now (``ADDED``), when it exists.
+        """
+        plural, _ = _RESOURCES[kind]
+        _, url, headers, _, _ = self._client.param_serialize(
+            "GET",
+            f"/apis/{api_version}/namespaces/{namespace}/{plural}",
+            query_params=[
+                ("watch", "true"),
+                ("fieldSelector", f"metadata.name={name}"),
+                ("timeoutSeconds", str(timeout_seconds)),
+            ],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(
+                "GET", url, header_params=headers, _request_timeout=(5.0, timeout_seconds + 5.0)
+            )
+        except ApiException as error:
+            raise ApiError(int(error.status or 0), _message(error)) from None
+        stream = response.response
+        try:
+            if response.status != 200:
+                raise ApiError(response.status, str(response.reason))
+            pending = b""
+            for chunk in stream.stream(amt=None, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            # Closed, not only released: a watch left early still has events on the way,
+            # which must not be read as the answer to the next request on that connection.
+            stream.close()
+            stream.release_conn()
+
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the API serves ``kind`` in ``api_version`` (discovery, cached briefly).
 
@@ -204,6 +265,25 @@ class KubernetesApi:
         try:
             body, _ = self._call(
                 "POST", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)]
+            )
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
+        return body
+
+    def replace(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """Replace the object with ``manifest``, whose resource version guards the write.
+
+        ``None`` when the object changed since that version was read (409 Conflict).
+        """
+        metadata = manifest["metadata"]
+        path = _path(
+            manifest["apiVersion"], manifest["kind"], metadata.get("namespace"), metadata["name"]
+        )
+        try:
+            body, _ = self._call(
+                "PUT", path, body=manifest, query=[("fieldManager", FIELD_MANAGER)]
             )
         except ApiError as error:
             if error.status == 409:

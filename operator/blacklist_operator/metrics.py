@@ -65,6 +65,12 @@ BAN_LATENCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
 )
 
+LEADER = Gauge(
+    "blacklist_operator_leader",
+    "1 while this replica leads (holds the leader Lease, or runs without leader election) and "
+    "serves the BlacklistServices; 0 while it is a standby",
+)
+
 for _outcome in OUTCOMES:
     RECONCILES.labels(_outcome)  # every outcome shows from the start, at 0
 
@@ -168,6 +174,11 @@ def reconciled(outcome: str, seconds: float) -> None:
     """Count one full reconcile that ended with ``outcome`` after ``seconds``."""
     RECONCILES.labels(outcome).inc()
     RECONCILE_SECONDS.observe(seconds)
+
+
+def leading(leader: bool) -> None:
+    """This replica became the leader (True), or waits as a standby (False)."""
+    LEADER.set(1.0 if leader else 0.0)
 
 
 def count_instances(source: Callable[[], int]) -> None:

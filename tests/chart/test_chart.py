@@ -53,8 +53,11 @@ def test_chart_crd_is_the_crds_dir_file() -> None:
 @pytest.mark.helm
 def test_operator_deployment_renders_the_documented_security_context() -> None:
     deployment = only(render(), "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
@@ -108,10 +111,19 @@ def test_probes_target_the_operators_liveness_endpoint() -> None:
 def test_operator_accepts_the_arguments_the_chart_passes(
     set_values: list[str], namespaces: list[str]
 ) -> None:
+    from blacklist_operator import leadership
     from blacklist_operator.__main__ import parse_arguments
+    from blacklist_operator.lease import ElectionTiming
 
     container = only(render(*set_values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     arguments = parse_arguments(container["args"])
+    election = leadership.settings(arguments)
+    assert election.enabled
+    assert (election.namespace, election.lease_name) == (
+        "blacklist-system",
+        "ops-blacklist-operator",
+    )
+    assert election.timing == ElectionTiming(8, 5.0, 1.0)
     assert arguments.namespace == namespaces
     assert arguments.all_namespaces is not bool(namespaces)
     assert arguments.standalone is True
@@ -170,7 +182,12 @@ def test_every_object_carries_the_standard_labels() -> None:
 @pytest.mark.helm
 def test_watching_all_namespaces_uses_one_cluster_role() -> None:
     manifests = render()
-    assert not [manifest for manifest in manifests if manifest["kind"] in {"Role", "RoleBinding"}]
+    # The only namespaced rights: the leader election's, on its Lease.
+    assert [
+        manifest["metadata"]["name"]
+        for manifest in manifests
+        if manifest["kind"] in {"Role", "RoleBinding"}
+    ] == ["ops-blacklist-operator-leader-election"] * 2
     role = only(manifests, "ClusterRole")
     binding = only(manifests, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -194,7 +211,12 @@ def test_watching_all_namespaces_uses_one_cluster_role() -> None:
 
 @pytest.mark.helm
 def test_watched_namespaces_get_a_role_each_and_nothing_elsewhere() -> None:
-    manifests = render("operator.watchNamespaces={team-a,team-b}", "rbac.persistentVolumes=false")
+    manifests = render(
+        "operator.watchNamespaces={team-a,team-b}",
+        "rbac.persistentVolumes=false",
+        "leaderElection.enabled=false",
+        "replicaCount=1",
+    )
     roles = [manifest for manifest in manifests if manifest["kind"] == "Role"]
     bindings = [manifest for manifest in manifests if manifest["kind"] == "RoleBinding"]
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["team-a", "team-b"]
@@ -308,7 +330,12 @@ def test_blacklist_service_outside_the_watched_namespaces_is_refused() -> None:
 BAD_VALUES = [
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("image.repository=", "/image/repository"),
-    ("replicaCount=2", "/replicaCount"),
+    ("replicaCount=-1", "/replicaCount"),
+    ("leaderElection.enabled=on", "/leaderElection/enabled"),
+    ("leaderElection.leaseDurationSeconds=1", "/leaderElection/leaseDurationSeconds"),
+    ("leaderElection.retryPeriodSeconds=0", "/leaderElection/retryPeriodSeconds"),
+    ("leaderElection.leaseName=Not_A_Name", "/leaderElection/leaseName"),
+    ("podDisruptionBudget.enabled=yes", "/podDisruptionBudget/enabled"),
     ("replicaCount=one", "/replicaCount"),
     ("operator.logLevel=verbose", "/operator/logLevel"),
     ("operator.healthPort=80", "/operator/healthPort"),

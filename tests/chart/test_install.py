@@ -191,17 +191,26 @@ def test_install_watching_all_namespaces(
     get_json(cluster, "clusterrole", fullname)
     get_json(cluster, "clusterrolebinding", fullname)
     deployment = get_json(cluster, "deployment", fullname, "-n", namespace)
-    assert deployment["status"]["readyReplicas"] == 1
+    # Two replicas, both Ready: the leader, and the standby that answers its probes.
+    assert deployment["status"]["readyReplicas"] == 2
     pods = get_json(cluster, "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}")
-    (pod,) = pods["items"]
-    ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
-    assert ready == "True"
-    # The operator's metrics answer on the pod's port named metrics, the Service's endpoint.
-    (container,) = pod["spec"]["containers"]
-    port = {item["name"]: item["containerPort"] for item in container["ports"]}["metrics"]
-    scraped = http.get(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5)
-    assert scraped.status == 200
-    assert 'blacklist_operator_reconciles_total{outcome="ok"}' in scraped.body
+    assert len(pods["items"]) == 2
+    leaders = []
+    for pod in pods["items"]:
+        ready = {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"]
+        assert ready == "True"
+        # The operator's metrics answer on the pod's port named metrics, the Service's endpoint.
+        (container,) = pod["spec"]["containers"]
+        port = {item["name"]: item["containerPort"] for item in container["ports"]}["metrics"]
+        scraped = http.get(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5)
+        assert scraped.status == 200
+        assert 'blacklist_operator_reconciles_total{outcome="ok"}' in scraped.body
+        if "\nblacklist_operator_leader 1.0\n" in scraped.body:
+            leaders.append(pod["metadata"]["name"])
+    # One leader, named in the Lease by its pod name.
+    assert len(leaders) == 1
+    held = get_json(cluster, "lease", fullname, "-n", namespace)
+    assert held["spec"]["holderIdentity"] == leaders[0]
     slices = get_json(
         cluster, "endpointslices", "-n", namespace,
         "-l", f"kubernetes.io/service-name={fullname}-metrics",
@@ -212,11 +221,20 @@ def test_install_watching_all_namespaces(
         for endpoint in item.get("endpoints") or []
         for address in endpoint["addresses"]
     }
-    assert addresses == {pod["status"]["podIP"]}
+    assert addresses == {pod["status"]["podIP"] for pod in pods["items"]}
 
     subject = f"system:serviceaccount:{namespace}:{fullname}"
     allowed = ALLOWED_IN_WATCHED_NAMESPACE + ALLOWED_CLUSTER_WIDE + PERSISTENT_VOLUME_RIGHTS
     assert_rights(cluster, subject, namespace, allowed, NEVER_ALLOWED)
+    # The leader election: its one Lease by name, in the release's namespace only.
+    lease = f"leases.coordination.k8s.io/{fullname}"
+    assert_rights(
+        cluster, subject, namespace,
+        [("get", lease, ()), ("update", lease, ()), ("create", "leases.coordination.k8s.io", ())],
+        [("update", "leases.coordination.k8s.io/another", ()), ("delete", lease, ()),
+         ("list", "leases.coordination.k8s.io", ())],
+    )  # fmt: skip
+    assert_rights(cluster, subject, "default", [], [("get", lease, ()), ("update", lease, ())])
     assert_rights(cluster, subject, "default", ALLOWED_IN_WATCHED_NAMESPACE, [])
 
     # The CRD installed from chart/crds/ accepts the chart's BlacklistService and the examples.

@@ -102,6 +102,8 @@ def test_metrics_follow_reconciles_bans_outages_and_deletion(
     assert ok > ok_before
     assert (value(samples, "blacklist_operator_reconcile_duration_seconds_count") or 0) >= ok
     assert value(samples, "blacklist_operator_instances") == instances_before + 1
+    # Without --leader-election the one operator serves: it counts as the leader.
+    assert value(samples, "blacklist_operator_leader") == 1
     assert value(samples, "blacklist_operator_ledger_rows_behind", **it) == 0
     assert value(samples, "blacklist_operator_ban_sync_failures_total", **it) == 0
     # Passes run every 2 s (--ban-poll-interval of the tests): the last success is recent.
