@@ -32,7 +32,7 @@ from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.fence import LOST_LEADERSHIP_EXIT_CODE
 from blacklist_operator.lease import ElectionTiming
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
-from tests.operator.test_banlist_sync import create_table, deploy, insert, shards, status
+from tests.operator.test_banlist_sync import banned_entries, create_table, deploy, insert, status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
 
@@ -117,7 +117,7 @@ def serving_pair(
     assert holder(replicas.cluster, namespace) == "operator-a"
     insert(ledger, ["192.0.2.1"])
     deploy(first, ledger, namespace)
-    wait_for(lambda: shards(first, namespace) == ["192.0.2.1"], 30, "the first sync", first)
+    wait_for(lambda: banned_entries(first, namespace) == ["192.0.2.1"], 30, "the first sync", first)
     # Both Deployments available: a new leader connects to the ledger as soon as it lists them.
     wait_for(
         lambda: condition(status(first, namespace), "Ready").get("status") == "True",
@@ -160,7 +160,7 @@ def test_a_killed_leader_is_replaced_within_the_lease_duration(
         f"new ban in {BANLIST_SHARD}: {took:.1f} s"
     )
     assert took <= bound, f"the new leader wrote the ban {took:.1f} s after the kill"
-    assert sorted(shards(standby, namespace)) == ["192.0.2.1", "198.51.100.9"]
+    assert sorted(banned_entries(standby, namespace)) == ["192.0.2.1", "198.51.100.9"]
     assert leads(standby)
     assert holder(replicas.cluster, namespace) == "operator-b"
 
@@ -178,7 +178,10 @@ def test_a_frozen_leader_is_replaced_and_writes_nothing_once_thawed(
     print(f"SIGSTOP of the leader -> standby leading: {time.monotonic() - frozen:.1f} s")
     insert(ledger, ["198.51.100.20"])
     wait_for(
-        lambda: "198.51.100.20" in shards(new, namespace), 5, "the new leader's first ban", new
+        lambda: "198.51.100.20" in banned_entries(new, namespace),
+        5,
+        "the new leader's first ban",
+        new,
     )
     assert holder(replicas.cluster, namespace) == "operator-b"
 
@@ -191,7 +194,7 @@ def test_a_frozen_leader_is_replaced_and_writes_nothing_once_thawed(
     old.process.send_signal(signal.SIGCONT)
     time.sleep(3)  # unfenced, it would have read the row and written it by now
     assert banlist_writes(replicas.cluster, namespace) == before
-    assert "203.0.113.30" not in shards(new, namespace)
+    assert "203.0.113.30" not in banned_entries(new, namespace)
     assert old.process.wait(timeout=10) == LOST_LEADERSHIP_EXIT_CODE
     assert "Lost the leadership" in old.log()
 
@@ -203,7 +206,7 @@ def test_a_frozen_leader_is_replaced_and_writes_nothing_once_thawed(
     assert banlist_writes(replicas.cluster, namespace) == before
     third = replicas.start("operator-c")
     wait_for(
-        lambda: "203.0.113.30" in shards(third, namespace),
+        lambda: "203.0.113.30" in banned_entries(third, namespace),
         TIMING.lease_duration + 20,
         "the waiting row written by the next leader",
         third,

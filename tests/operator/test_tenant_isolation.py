@@ -20,7 +20,7 @@ from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
 from tests.conftest import fresh_namespace
 from tests.operator.helpers import OperatorProcess, condition, wait_for
-from tests.operator.test_banlist_sync import LEDGER, shards
+from tests.operator.test_banlist_sync import LEDGER, banned_entries
 from tests.operator.test_external_database_sync import deploy_external, put_secret, status
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
@@ -108,7 +108,7 @@ def test_tenants_holding_their_ledger_locked_stall_no_other_tenant(
         started = time.monotonic()
         insert(postgres, healthy_database, "203.0.113.50")
         wait_for(
-            lambda: "203.0.113.50" in shards(operator_process, healthy_namespace),
+            lambda: "203.0.113.50" in banned_entries(operator_process, healthy_namespace),
             30,
             "the healthy tenant's ban",
             operator_process,
@@ -134,7 +134,7 @@ def test_tenants_holding_their_ledger_locked_stall_no_other_tenant(
     namespace, database = stalling[0]
     insert(postgres, database, "203.0.113.51")
     wait_for(
-        lambda: "203.0.113.51" in shards(operator_process, namespace),
+        lambda: "203.0.113.51" in banned_entries(operator_process, namespace),
         60,
         "the once-locked tenant's ban",
         operator_process,
