@@ -142,6 +142,16 @@ def test_service_environment_follows_the_contract() -> None:
     assert mounts[env["STATE_DIR"]["value"]] == "state"
 
 
+def test_ban_prefix_lengths_reach_the_service_environment() -> None:
+    (default,) = build_service_deployment(make())["spec"]["template"]["spec"]["containers"]
+    assert env_of(default)["BAN_PREFIX_IPV4"] == {"name": "BAN_PREFIX_IPV4", "value": "32"}
+    assert env_of(default)["BAN_PREFIX_IPV6"] == {"name": "BAN_PREFIX_IPV6", "value": "64"}
+    wide = make(banPrefixLengths={"ipv4": 24, "ipv6": 48})
+    (container,) = build_service_deployment(wide)["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["BAN_PREFIX_IPV4"]["value"] == "24"
+    assert env_of(container)["BAN_PREFIX_IPV6"]["value"] == "48"
+
+
 def test_no_literal_secret_in_any_pod_spec() -> None:
     for deployment in (build_service_deployment(make()), build_database_deployment(make())):
         for container in deployment["spec"]["template"]["spec"]["containers"]:

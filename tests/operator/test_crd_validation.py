@@ -41,6 +41,14 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"resources": {"requests": {"memory": "lots"}}}, "spec.resources.requests.memory"),
     ({"banDuration": "24 hours"}, "spec.banDuration"),
     ({"banDuration": "-1h"}, "spec.banDuration"),
+    ({"banDuration": "0s"}, "spec.banDuration"),
+    ({"banDuration": "0d0h"}, "spec.banDuration"),
+    ({"banDuration": "3651d"}, "spec.banDuration"),
+    ({"banDuration": "3650d1s"}, "spec.banDuration"),
+    ({"banDuration": "9999999d"}, "spec.banDuration"),
+    ({"banPrefixLengths": {"ipv4": 0}}, "spec.banPrefixLengths.ipv4"),
+    ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
+    ({"banPrefixLengths": {"ipv6": 129}}, "spec.banPrefixLengths.ipv6"),
     ({"workers": 0}, "spec.workers"),
     ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.autoscaling"),
     ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas"),
@@ -76,6 +84,15 @@ def test_defaults_are_filled_in(crd: Cluster, namespace: str) -> None:
     assert spec["database"]["name"] == "denied_access"
     assert spec["database"]["storage"] == {"size": "1Gi", "retainOnDelete": False}
     assert spec["allowlist"] == []
+    assert spec["banPrefixLengths"] == {"ipv4": 32, "ipv6": 64}
+
+
+@pytest.mark.parametrize("duration", ["1s", "30m", "24h", "7d", "1d12h", "3650d", "3649d86399s"])
+def test_ban_durations_in_range_are_accepted(crd: Cluster, namespace: str, duration: str) -> None:
+    apply_manifest(crd, blacklist_service("lasting", namespace, banDuration=duration))
+    stored = get_json(crd, "bls", "lasting", "-n", namespace)
+    assert stored is not None
+    assert stored["spec"]["banDuration"] == duration
 
 
 @pytest.mark.parametrize(

@@ -61,6 +61,8 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"banDuration": "0s"}, "spec.banDuration"),
         ({"banDuration": "3651d"}, "spec.banDuration"),
         ({"workers": 0}, "spec.workers"),
+        ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
+        ({"banPrefixLengths": {"ipv6": 0}}, "spec.banPrefixLengths.ipv6"),
     ],
 )
 def test_what_the_schema_should_have_caught_is_a_spec_error(
@@ -78,6 +80,11 @@ def test_what_the_schema_should_have_caught_is_a_spec_error(
 def test_ban_durations_are_parsed_in_seconds(text: str, seconds: int) -> None:
     assert parse_spec({"banDuration": text}).ban_duration == seconds
     assert parse_spec({}).ban_duration is None
+
+
+def test_ban_prefix_lengths_default_to_one_address_and_one_ipv6_network() -> None:
+    assert parse_spec({}).ban_prefix_lengths == (32, 64)
+    assert parse_spec({"banPrefixLengths": {"ipv4": 24}}).ban_prefix_lengths == (24, 64)
 
 
 def test_production_knobs_are_parsed_with_their_defaults() -> None:

@@ -130,6 +130,9 @@ def service_environment(
         _text("TRUSTED_PROXIES", ",".join(str(n) for n in bls.spec.trusted_proxies)),
         # Seconds; empty: bans last until lifted.
         _text("BAN_DURATION", str(bls.spec.ban_duration or "")),
+        # A hit bans the covering prefix of the caller's address, of these many bits.
+        {"name": "BAN_PREFIX_IPV4", "value": str(bls.spec.ban_prefix_lengths[0])},
+        {"name": "BAN_PREFIX_IPV6", "value": str(bls.spec.ban_prefix_lengths[1])},
         *_mail_environment(bls),
         *_workers_environment(bls),
     ]
