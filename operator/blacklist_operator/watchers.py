@@ -35,7 +35,7 @@ from blacklist_operator.builders.status import READY, find_condition
 from blacklist_operator.memo import OperatorMemo
 from blacklist_operator.model import SpecError, parse
 from blacklist_operator.readiness import deployment_progress
-from blacklist_operator.runtime import Runtime
+from blacklist_operator.runtime import DeploymentProgress, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
 MANAGED = {MANAGED_BY_LABEL: "blacklist-operator"}
@@ -96,17 +96,25 @@ def _deployment_changed(
 ) -> None:
     metadata = body.get("metadata") or {}
     where = (key[0], str(metadata.get("name")))
-    progress = (False, "is missing") if event_type == "DELETED" else deployment_progress(body)
+    progress = (
+        DeploymentProgress(False, "is missing")
+        if event_type == "DELETED"
+        else deployment_progress(body)
+    )
     previous = runtime.deployments.get(where)
     runtime.deployments[where] = progress
     if progress == previous:
         return
     # Availability lost may mean a child that is not watched (Secret N-db) is gone:
     # a full reconcile checks every child; otherwise Ready is only recomputed.
-    lost = previous is not None and previous[0] and not progress[0]
+    lost = previous is not None and previous.available and not progress.available
     runtime.children.wake(key, Reason.DRIFT if lost else Reason.STATUS)
     component = (metadata.get("labels") or {}).get(COMPONENT_LABEL)
-    if component == COMPONENT_DATABASE and progress[0] and not (previous and previous[0]):
+    if (
+        component == COMPONENT_DATABASE
+        and progress.available
+        and not (previous and previous.available)
+    ):
         runtime.banlists.wake(key, Reason.DATABASE)
 
 

@@ -6,9 +6,16 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 from blacklist_devtools.kube import Cluster, wait_until
-from tests.operator.helpers import apply_manifest, blacklist_service, get_json, install_crd
+from tests.operator.helpers import (
+    CRD,
+    apply_manifest,
+    blacklist_service,
+    get_json,
+    install_crd,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -158,3 +165,57 @@ def test_printer_columns(crd: Cluster, namespace: str) -> None:
     apply_manifest(crd, blacklist_service("columns", namespace, replicas=2))
     header = crd.kubectl("get", "bls", "-n", namespace).splitlines()[0].split()
     assert header == ["NAME", "READY", "REPLICAS", "BANNED", "NODEPORT", "AGE"]
+    wide = crd.kubectl("get", "bls", "-n", namespace, "-o", "wide").splitlines()[0].split()
+    assert wide == [*header, "READY-REPLICAS", "REASON", "IMAGE"]
+
+
+def test_the_blacklist_category_lists_the_resources(crd: Cluster, namespace: str) -> None:
+    apply_manifest(crd, blacklist_service("listed", namespace))
+    listed = crd.kubectl("get", "blacklist", "-n", namespace, "-o", "name")
+    assert "blacklistservice.blacklist.dev/listed" in listed.split()
+
+
+def test_kubectl_scale_sets_spec_replicas(crd: Cluster, namespace: str) -> None:
+    apply_manifest(crd, blacklist_service("scaled", namespace))
+    crd.kubectl("scale", "bls/scaled", "-n", namespace, "--replicas=3")
+    stored = get_json(crd, "bls", "scaled", "-n", namespace)
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 3
+
+
+def test_scale_is_refused_while_an_autoscaler_owns_the_replicas(
+    crd: Cluster, namespace: str
+) -> None:
+    apply_manifest(crd, blacklist_service("auto", namespace, autoscaling={"maxReplicas": 4}))
+    with pytest.raises(subprocess.CalledProcessError) as rejected:
+        crd.kubectl("scale", "bls/auto", "-n", namespace, "--replicas=3")
+    assert "spec.replicas cannot change while spec.autoscaling owns" in rejected.value.stderr
+    with pytest.raises(subprocess.CalledProcessError):
+        apply_manifest(
+            crd, blacklist_service("auto", namespace, replicas=2, autoscaling={"maxReplicas": 4})
+        )
+    # Setting and removing the autoscaler, or changing its bounds, stays possible.
+    apply_manifest(crd, blacklist_service("auto", namespace, autoscaling={"maxReplicas": 6}))
+    apply_manifest(crd, blacklist_service("auto", namespace, replicas=2))
+    stored = get_json(crd, "bls", "auto", "-n", namespace)
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 2
+    assert "autoscaling" not in stored["spec"]
+
+
+def test_every_field_has_a_description() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = crd["spec"]["versions"]
+    missing: list[str] = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        if "description" not in schema:
+            missing.append(path)
+        for name, child in (schema.get("properties") or {}).items():
+            walk(child, f"{path}.{name}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    assert missing == []
+    assert all(column.get("description") for column in version["additionalPrinterColumns"])
