@@ -34,6 +34,8 @@ DEFAULT_DATABASE_NAME = "denied_access"
 DEFAULT_DATABASE_USER = "blacklist"
 DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_PORT = 5004
+# The service serves /metrics on this port of its own (METRICS_PORT), never on spec.port.
+METRICS_PORT = 9090
 DEFAULT_SERVICE_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
@@ -144,7 +146,7 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
             spec, "imagePullPolicy", "spec.imagePullPolicy", ("Always", "IfNotPresent", "Never")
         ),
         replicas=fields.integer(spec, "replicas", "spec.replicas", 1, 0, 1000),
-        port=fields.integer(spec, "port", "spec.port", DEFAULT_PORT, 1, 65535),
+        port=_parse_port(spec),
         node_port=fields.optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767),
         resources=fields.resources(spec, "spec.resources", DEFAULT_SERVICE_RESOURCES),
         trusted_proxies=fields.networks(spec, "trustedProxies", "spec.trustedProxies"),
@@ -159,6 +161,13 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
         metrics=knobs.parse_metrics(spec),
         ingress=knobs.parse_ingress(spec),
     )
+
+
+def _parse_port(spec: Mapping[str, Any]) -> int:
+    port = fields.integer(spec, "port", "spec.port", DEFAULT_PORT, 1, 65535)
+    if port == METRICS_PORT:
+        raise SpecError("spec.port", f"cannot be {METRICS_PORT}, the service's metrics port")
+    return port
 
 
 def _parse_prefix_lengths(spec: Mapping[str, Any]) -> tuple[int, int]:

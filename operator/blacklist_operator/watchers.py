@@ -23,7 +23,7 @@ import kopf
 
 from blacklist_operator import GROUP, PLURAL, VERSION
 from blacklist_operator.builders import build_children, child_key, contains
-from blacklist_operator.builders.children import OPTIONAL_KINDS
+from blacklist_operator.builders.children import optional_children
 from blacklist_operator.builders.naming import (
     COMPONENT_BANLIST,
     COMPONENT_DATABASE,
@@ -127,8 +127,9 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     if (instance.get("status") or {}).get("observedGeneration") != generation:
         return False  # The reconcile of this generation is under way; it applies everything.
     try:
+        bls = parse(instance)
         children = build_children(
-            parse(instance),
+            bls,
             runtime.config.operator_namespace,
             external=runtime.external_databases.get(key),
         )
@@ -138,7 +139,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     desired = next((child for child in children if child_key(child) == wanted), None)
     if event_type == "DELETED":
         # An optional child the spec no longer asks for was deleted by the reconcile itself.
-        return desired is not None or body.get("kind") not in OPTIONAL_KINDS
+        return desired is not None or wanted not in optional_children(bls)
     return desired is not None and not contains(body, desired)
 
 

@@ -24,6 +24,7 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"replicas": "two"}, "spec.replicas"),
     ({"port": 0}, "spec.port"),
     ({"port": 70000}, "spec.port"),
+    ({"port": 9090}, "spec.port"),
     ({"nodePort": 80}, "spec.nodePort"),
     ({"nodePort": 32768}, "spec.nodePort"),
     ({"image": ""}, "spec.image"),

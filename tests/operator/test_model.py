@@ -48,6 +48,7 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"replicas": -1}, "spec.replicas"),
         ({"replicas": "2"}, "spec.replicas"),
         ({"port": 0}, "spec.port"),
+        ({"port": 9090}, "spec.port"),
         ({"nodePort": 80}, "spec.nodePort"),
         ({"image": "has space"}, "spec.image"),
         ({"allowlist": ["not-an-ip"]}, "spec.allowlist[0]"),
