@@ -17,8 +17,15 @@ from blacklist_operator import (
     metrics,
     namespace_watch,
 )
-from blacklist_operator.config import ADDRESS_MAP_ENV, OperatorConfig, address_map_path
+from blacklist_operator.config import (
+    ADDRESS_MAP_ENV,
+    DEFAULT_DATABASE_IMAGE_ENV,
+    DEFAULT_SERVICE_IMAGE_ENV,
+    OperatorConfig,
+    address_map_path,
+)
 from blacklist_operator.memo import OperatorMemo
+from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, DEFAULT_IMAGE, ImageDefaults
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
 METRICS_ADDRESS_ENV = "BLACKLIST_OPERATOR_METRICS_ADDRESS"
@@ -115,6 +122,24 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "every hostPath is refused",
     )
     parser.add_argument(
+        "--default-service-image",
+        type=_image,
+        default=os.environ.get(DEFAULT_SERVICE_IMAGE_ENV) or DEFAULT_IMAGE,
+        metavar="IMAGE",
+        help="the service image of a BlacklistService without spec.image (default: env "
+        f"{DEFAULT_SERVICE_IMAGE_ENV}, set by the chart's defaults.serviceImage; else "
+        f"{DEFAULT_IMAGE})",
+    )
+    parser.add_argument(
+        "--default-database-image",
+        type=_image,
+        default=os.environ.get(DEFAULT_DATABASE_IMAGE_ENV) or DEFAULT_DATABASE_IMAGE,
+        metavar="IMAGE",
+        help="the PostgreSQL image of a BlacklistService without spec.database.image (default: "
+        f"env {DEFAULT_DATABASE_IMAGE_ENV}, set by the chart's defaults.databaseImage; else "
+        f"{DEFAULT_DATABASE_IMAGE})",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
@@ -129,6 +154,12 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if arguments.log_level not in LOG_LEVELS:  # argparse does not check a default
         parser.error(f"{LOG_LEVEL_ENV}={arguments.log_level}: not one of {', '.join(LOG_LEVELS)}")
     return arguments
+
+
+def _image(text: str) -> str:
+    if not text or any(character.isspace() for character in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image reference")
+    return text
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -162,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ban_rescan_interval=arguments.ban_rescan_interval,
         workers=arguments.workers,
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
+        images=ImageDefaults(arguments.default_service_image, arguments.default_database_image),
     )
     # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:
     # the first thing to ask of an operator that seems stuck.

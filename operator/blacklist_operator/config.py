@@ -14,7 +14,11 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blacklist_operator.model import ImageDefaults
+
 ADDRESS_MAP_ENV = "BLACKLIST_OPERATOR_DATABASE_ADDRESS_MAP"
+DEFAULT_SERVICE_IMAGE_ENV = "BLACKLIST_OPERATOR_DEFAULT_SERVICE_IMAGE"
+DEFAULT_DATABASE_IMAGE_ENV = "BLACKLIST_OPERATOR_DEFAULT_DATABASE_IMAGE"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class OperatorConfig:
     workers: int = 16
     # Directories under which spec.database.storage.hostPath may lie; empty: none.
     allowed_host_path_prefixes: tuple[str, ...] = ()
+    # The images of a resource whose spec names none (--default-service-image, ...).
+    images: ImageDefaults = field(default_factory=ImageDefaults)
 
 
 @dataclass

@@ -156,7 +156,7 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     again or they would be removed.
     """
     try:
-        bls = parse(body)
+        bls = parse(body, runtime.config.images)
         check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError:
         return False  # Ready=False InvalidSpec stays as the reconcile reported it.

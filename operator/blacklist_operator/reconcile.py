@@ -160,7 +160,7 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
 def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     api = runtime.api
     try:
-        bls = parse(body)
+        bls = parse(body, runtime.config.images)
         check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError as error:
         report_invalid_spec(api, body, error)

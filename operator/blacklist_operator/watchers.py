@@ -127,7 +127,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     if (instance.get("status") or {}).get("observedGeneration") != generation:
         return False  # The reconcile of this generation is under way; it applies everything.
     try:
-        bls = parse(instance)
+        bls = parse(instance, runtime.config.images)
         children = build_children(
             bls,
             runtime.config.operator_namespace,

@@ -268,7 +268,9 @@ def test_blacklist_service_reproduces_the_original_deployment() -> None:
     assert resource["metadata"]["name"] == "flask-blacklist"
     assert resource["metadata"]["namespace"] == "microservices"
     spec = resource["spec"]
-    assert spec["image"] == "flask-blacklist-svc:v1"
+    # No pinned image: it runs the operator's defaults (defaults.serviceImage) and follows it.
+    assert "image" not in spec
+    assert "image" not in spec["database"]
     assert spec["port"] == 5004
     assert spec["nodePort"] == 30911
     assert spec["replicas"] == 1
@@ -305,7 +307,25 @@ def test_blacklist_service_outside_the_watched_namespaces_is_refused() -> None:
     assert "operator.watchNamespaces" in result.stderr
 
 
+@pytest.mark.helm
+def test_default_images_reach_the_operator() -> None:
+    def environment(*values: str) -> dict[str, str]:
+        (container,) = only(render(*values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {item["name"]: item.get("value", "") for item in container["env"]}
+
+    built_in = environment()
+    assert built_in["BLACKLIST_OPERATOR_DEFAULT_SERVICE_IMAGE"] == "flask-blacklist-svc:v1"
+    assert built_in["BLACKLIST_OPERATOR_DEFAULT_DATABASE_IMAGE"] == "postgres:16"
+    chosen = environment(
+        "defaults.serviceImage=registry.example/svc@sha256:" + "a" * 64,
+        "defaults.databaseImage=registry.example/postgres:16.4",
+    )
+    assert chosen["BLACKLIST_OPERATOR_DEFAULT_SERVICE_IMAGE"].endswith("a" * 64)
+    assert chosen["BLACKLIST_OPERATOR_DEFAULT_DATABASE_IMAGE"] == "registry.example/postgres:16.4"
+
+
 BAD_VALUES = [
+    ("defaults.serviceImage=", "/defaults/serviceImage"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("image.repository=", "/image/repository"),
     ("replicaCount=2", "/replicaCount"),

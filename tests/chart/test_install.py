@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blacklist_devtools import http
+from blacklist_devtools import http, stack
 from blacklist_devtools.kube import Cluster
 from tests.chart.helm import CHART, CRD_NAME, EXAMPLES, Manifest, helm, render
 from tests.operator.helpers import (
@@ -161,6 +161,8 @@ def install(cluster: Cluster, release: str, namespace: str, *set_values: str) ->
         "install", release, str(CHART), "--namespace", namespace,
         "--kubeconfig", str(cluster.kubeconfig), "--wait", "--timeout", "120s",
     ]  # fmt: skip
+    # The test bed's images as the operator's defaults, for resources that name none.
+    arguments += stack.default_image_values()
     for value in set_values:
         arguments += ["--set", value]
     helm(*arguments)

@@ -66,6 +66,11 @@ class OperatorProcess:
                     f"127.0.0.1:{self.metrics_port}",
                     "--ban-poll-interval",
                     "2",
+                    # The test bed's images for a resource that names none, as the chart sets.
+                    "--default-service-image",
+                    images.reference("service"),
+                    "--default-database-image",
+                    images.reference("postgres"),
                     *self.arguments,
                 ],
                 env=self.cluster.env,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from blacklist_operator.model import SpecError, parse, parse_spec
+from blacklist_operator.model import ImageDefaults, SpecError, parse, parse_spec
 
 
 def test_an_empty_spec_gets_the_crd_defaults() -> None:
@@ -22,6 +22,19 @@ def test_an_empty_spec_gets_the_crd_defaults() -> None:
     assert spec.database.storage.size == "1Gi"
     assert spec.database.storage.retain_on_delete is False
     assert spec.allowlist == ()
+
+
+def test_absent_images_are_the_operators_defaults_and_a_pinned_image_wins() -> None:
+    defaults = ImageDefaults(service="registry.example/svc:2", database="registry.example/pg:16")
+    following = parse_spec({}, defaults)
+    assert (following.image, following.database.image) == (
+        "registry.example/svc:2",
+        "registry.example/pg:16",
+    )
+    pinned = parse_spec({"image": "svc:1", "database": {"image": "postgres:15"}}, defaults)
+    assert (pinned.image, pinned.database.image) == ("svc:1", "postgres:15")
+    body = {"metadata": {"name": "demo", "namespace": "ns"}, "spec": {}}
+    assert parse(body, defaults).spec.image == "registry.example/svc:2"
 
 
 def test_identity_and_networks_are_parsed() -> None:
