@@ -36,6 +36,8 @@ DEFAULT_DATABASE_NAME = "denied_access"
 DEFAULT_DATABASE_USER = "blacklist"
 DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_PORT = 5004
+# spec.service.type: how Service N exposes the service; the first is the default.
+SERVICE_TYPES = ("NodePort", "ClusterIP", "LoadBalancer")
 # The service serves /metrics on this port of its own (METRICS_PORT), never on spec.port.
 METRICS_PORT = 9090
 DEFAULT_SERVICE_RESOURCES: Mapping[str, Mapping[str, str]] = {
@@ -109,6 +111,8 @@ class BlacklistServiceSpec:
     replicas: int = 1
     port: int = DEFAULT_PORT
     node_port: int | None = None
+    # Service N's type (spec.service.type): NodePort, ClusterIP or LoadBalancer.
+    service_type: str = SERVICE_TYPES[0]
     resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: DEFAULT_SERVICE_RESOURCES
     )
@@ -163,6 +167,10 @@ def parse_spec(
     images = images or ImageDefaults()
     mail = fields.mapping(spec, "mail", "spec.mail")
     database = fields.mapping(spec, "database", "spec.database")
+    node_port = fields.optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767)
+    service_type = _parse_service_type(spec)
+    if node_port is not None and service_type == "ClusterIP":
+        raise SpecError("spec.nodePort", "needs spec.service.type NodePort or LoadBalancer")
     return BlacklistServiceSpec(
         image=fields.string(spec, "image", "spec.image", images.service),
         image_pull_policy=fields.choice(
@@ -170,7 +178,8 @@ def parse_spec(
         ),
         replicas=fields.integer(spec, "replicas", "spec.replicas", 1, 0, 1000),
         port=_parse_port(spec),
-        node_port=fields.optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767),
+        node_port=node_port,
+        service_type=service_type,
         resources=fields.resources(spec, "spec.resources", DEFAULT_SERVICE_RESOURCES),
         trusted_proxies=fields.networks(spec, "trustedProxies", "spec.trustedProxies"),
         allowlist=fields.networks(spec, "allowlist", "spec.allowlist"),
@@ -184,6 +193,14 @@ def parse_spec(
         metrics=knobs.parse_metrics(spec),
         ingress=knobs.parse_ingress(spec),
     )
+
+
+def _parse_service_type(spec: Mapping[str, Any]) -> str:
+    service = fields.mapping(spec, "service", "spec.service")
+    service_type = service.get("type", SERVICE_TYPES[0])
+    if service_type not in SERVICE_TYPES:
+        raise SpecError("spec.service.type", f"must be one of {', '.join(SERVICE_TYPES)}")
+    return str(service_type)
 
 
 def _parse_port(spec: Mapping[str, Any]) -> int:

@@ -169,6 +169,22 @@ def test_nodeport_service() -> None:
     assert "nodePort" not in build_service(make())["spec"]["ports"][0]
 
 
+def test_load_balancer_service_keeps_the_client_addresses() -> None:
+    service = build_service(make(nodePort=30911, service={"type": "LoadBalancer"}))
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert service["spec"]["ports"][0]["nodePort"] == 30911
+
+
+def test_cluster_ip_service_has_no_node_port_and_no_traffic_policy() -> None:
+    service = build_service(make(service={"type": "ClusterIP"}))
+    assert service["spec"]["type"] == "ClusterIP"
+    # Left out, not set to a default: server-side apply then removes them on a switch.
+    assert "externalTrafficPolicy" not in service["spec"]
+    (port,) = service["spec"]["ports"]
+    assert port == {"name": "http", "port": 5004, "targetPort": "http", "protocol": "TCP"}
+
+
 def test_database_deployment() -> None:
     deployment = build_database_deployment(make(database={"image": "postgres:17"}))
     assert deployment["metadata"]["name"] == "demo-postgres"

@@ -27,6 +27,8 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"port": 9090}, "spec.port"),
     ({"nodePort": 80}, "spec.nodePort"),
     ({"nodePort": 32768}, "spec.nodePort"),
+    ({"nodePort": 30911, "service": {"type": "ClusterIP"}}, "spec.nodePort"),
+    ({"service": {"type": "ExternalName"}}, "spec.service.type"),
     ({"image": ""}, "spec.image"),
     ({"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
     ({"allowlist": ["10.0.0.0/33"]}, "spec.allowlist"),
@@ -95,6 +97,7 @@ def test_defaults_are_filled_in(crd: Cluster, namespace: str) -> None:
     assert spec["database"]["storage"] == {"size": "1Gi", "retainOnDelete": False}
     assert spec["allowlist"] == []
     assert spec["banPrefixLengths"] == {"ipv4": 32, "ipv6": 64}
+    assert spec["service"] == {"type": "NodePort"}
 
 
 @pytest.mark.parametrize("duration", ["1s", "30m", "24h", "7d", "1d12h", "3650d", "3649d86399s"])

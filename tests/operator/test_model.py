@@ -76,6 +76,8 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"banDuration": "3651d"}, "spec.banDuration"),
         ({"workers": 0}, "spec.workers"),
         ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
+        ({"service": {"type": "ExternalName"}}, "spec.service.type"),
+        ({"service": {"type": "ClusterIP"}, "nodePort": 30911}, "spec.nodePort"),
         ({"banPrefixLengths": {"ipv6": 0}}, "spec.banPrefixLengths.ipv6"),
     ],
 )
@@ -99,6 +101,13 @@ def test_ban_durations_are_parsed_in_seconds(text: str, seconds: int) -> None:
 def test_ban_prefix_lengths_default_to_one_address_and_one_ipv6_network() -> None:
     assert parse_spec({}).ban_prefix_lengths == (32, 64)
     assert parse_spec({"banPrefixLengths": {"ipv4": 24}}).ban_prefix_lengths == (24, 64)
+
+
+def test_the_service_type_defaults_to_node_port() -> None:
+    assert parse_spec({}).service_type == "NodePort"
+    assert parse_spec({"service": {"type": "ClusterIP"}}).service_type == "ClusterIP"
+    balanced = parse_spec({"service": {"type": "LoadBalancer"}, "nodePort": 30911})
+    assert (balanced.service_type, balanced.node_port) == ("LoadBalancer", 30911)
 
 
 def test_production_knobs_are_parsed_with_their_defaults() -> None:

@@ -10,6 +10,7 @@ from tests.operator.helpers import (
     apply_manifest,
     blacklist_service,
     get_json,
+    install_crd,
     wait_for,
 )
 
@@ -29,6 +30,8 @@ def test_kubectl_scale_moves_the_service_and_status_follows(
     operator_process: OperatorProcess, namespace: str
 ) -> None:
     cluster = operator_process.cluster
+    # The CRD is cluster-wide and shared: make sure this tree's, with the scale subresource, is.
+    install_crd(cluster)
     apply_manifest(cluster, blacklist_service("scaled", namespace))
 
     def counted(replicas: int) -> bool:

@@ -242,7 +242,15 @@ def build_service_deployment(
 
 
 def build_service(bls: BlacklistService) -> dict[str, Any]:
-    """The NodePort Service ``N``; ``Local`` traffic policy keeps client addresses intact."""
+    """The Service ``N`` of ``spec.service.type`` (NodePort by default), port ``spec.port`` only.
+
+    A NodePort or LoadBalancer Service keeps ``externalTrafficPolicy: Local``, so the
+    pods see the clients' own addresses (and ban them, not a node). A ClusterIP
+    Service has neither that policy nor a NodePort: under server-side apply, leaving
+    them out of the manifest removes them when the type is switched in place, and the
+    API server drops the NodePort it allocated itself.
+    """
+    service_type = bls.spec.service_type
     port: dict[str, Any] = {
         # The service's port only: the metrics port stays inside the cluster (N-metrics).
         "name": "http",
@@ -250,15 +258,18 @@ def build_service(bls: BlacklistService) -> dict[str, Any]:
         "targetPort": "http",
         "protocol": "TCP",
     }
-    if bls.spec.node_port is not None:
+    external = service_type != "ClusterIP"
+    if external and bls.spec.node_port is not None:
         port["nodePort"] = bls.spec.node_port
+    spec: dict[str, Any] = {"type": service_type}
+    if external:
+        spec["externalTrafficPolicy"] = "Local"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
         "spec": {
-            "type": "NodePort",
-            "externalTrafficPolicy": "Local",
+            **spec,
             "selector": selector_labels(bls, COMPONENT_SERVICE),
             "ports": [port],
         },
