@@ -6,11 +6,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCAL := .local
+# The one source of the CRD: the chart renders it, `make crds` copies it to crds/.
+CRD_SOURCE := chart/crd/blacklistservices.yaml
 BIN := $(LOCAL)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup packages venv toolchain images cluster-up cluster-down cluster-status demo demo-down \
-        test test-unit lint values-table bench lock clean
+        test test-unit lint values-table crds bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -58,6 +60,10 @@ lint: venv ## ruff, mypy --strict and the import layering contract
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m blacklist_devtools.values_table --check
+	@cmp -s $(CRD_SOURCE) crds/blacklistservices.yaml || { echo "crds/blacklistservices.yaml differs from $(CRD_SOURCE): run make crds"; exit 1; }
+
+crds: ## Copy the CRD from the chart (its one source) to crds/ for `kubectl apply -f crds/`
+	cp $(CRD_SOURCE) crds/blacklistservices.yaml
 
 values-table: venv ## Regenerate chart/README.md's values table from chart/values.yaml
 	$(PY) -m blacklist_devtools.values_table

@@ -82,7 +82,7 @@ def up() -> None:
     stack.helm(
         handle, cluster.binary("helm"), "upgrade", "--install", RELEASE, str(CHART),
         "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
-        *stack.operator_image_values(),
+        stack.TAKE_OWNERSHIP, *stack.operator_image_values(),
     )  # fmt: skip
     cluster.kubectl(
         "apply",

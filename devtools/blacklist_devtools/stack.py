@@ -195,10 +195,33 @@ class Deployed:
         return get_json(self.cluster, "blacklistservice", self.name, "-n", self.namespace)
 
 
+# The chart installs the CRD, which is cluster-wide: the tests apply crds/ with kubectl, and
+# several releases share the test bed's cluster, so each install takes the CRD over (crds.keep
+# leaves it in place when a release is uninstalled).
+TAKE_OWNERSHIP = "--take-ownership"
+
+
+def default_image_values() -> list[str]:
+    """Helm ``--set`` arguments: the test bed's service and PostgreSQL images as the defaults.
+
+    The operator runs them for a resource that names no image, as ``make images`` built them.
+    """
+    return [
+        "--set", f"defaults.serviceImage={images.reference('service')}",
+        "--set", f"defaults.databaseImage={images.reference('postgres')}",
+    ]  # fmt: skip
+
+
 def operator_image_values() -> list[str]:
-    """Helm ``--set`` arguments that run the operator image ``make images`` built."""
+    """Helm ``--set`` arguments that run the images ``make images`` built.
+
+    The operator's own, and the service's and PostgreSQL's as its defaults.
+    """
     repository, _, tag = images.reference("operator").rpartition(":")
-    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}"]
+    return [
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        *default_image_values(),
+    ]  # fmt: skip
 
 
 def example_resource(
@@ -249,7 +272,7 @@ def installed_operator(
         helm(
             cluster, helm_path, "install", installed.release, str(CHART),
             "--namespace", installed.namespace, "--create-namespace",
-            "--wait", "--timeout", "120s", *operator_image_values(),
+            "--wait", "--timeout", "120s", TAKE_OWNERSHIP, *operator_image_values(),
         )  # fmt: skip
         yield installed
     finally:

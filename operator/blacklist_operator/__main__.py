@@ -20,13 +20,20 @@ from blacklist_operator import (
 )
 from blacklist_operator.config import (
     ADDRESS_MAP_ENV,
+    DEFAULT_DATABASE_IMAGE_ENV,
     DEFAULT_MAX_BANS,
+    DEFAULT_SERVICE_IMAGE_ENV,
     MAX_BANS_ENV,
     OperatorConfig,
     address_map_path,
 )
 from blacklist_operator.memo import OperatorMemo
-from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, host_path_allowed
+from blacklist_operator.model import (
+    DEFAULT_DATABASE_IMAGE,
+    DEFAULT_IMAGE,
+    ImageDefaults,
+    host_path_allowed,
+)
 from blacklist_operator.model_external import HostRule, parse_allowed_hosts
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
@@ -149,6 +156,24 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "before connecting. Default: empty, any host",
     )
     parser.add_argument(
+        "--default-service-image",
+        type=_image,
+        default=os.environ.get(DEFAULT_SERVICE_IMAGE_ENV) or DEFAULT_IMAGE,
+        metavar="IMAGE",
+        help="the service image of a BlacklistService without spec.image (default: env "
+        f"{DEFAULT_SERVICE_IMAGE_ENV}, set by the chart's defaults.serviceImage; else "
+        f"{DEFAULT_IMAGE})",
+    )
+    parser.add_argument(
+        "--default-database-image",
+        type=_image,
+        default=os.environ.get(DEFAULT_DATABASE_IMAGE_ENV) or DEFAULT_DATABASE_IMAGE,
+        metavar="IMAGE",
+        help="the PostgreSQL image of a BlacklistService without spec.database.image (default: "
+        f"env {DEFAULT_DATABASE_IMAGE_ENV}, set by the chart's defaults.databaseImage; else "
+        f"{DEFAULT_DATABASE_IMAGE})",
+    )
+    parser.add_argument(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
@@ -174,6 +199,12 @@ def _positive(text: str | int) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
     return value
+
+
+def _image(text: str) -> str:
+    if not text or any(character.isspace() for character in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an image reference")
+    return text
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -223,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         allowed_host_path_prefixes=tuple(arguments.allowed_host_path_prefix),
         host_path_init_image=arguments.host_path_init_image,
         allowed_external_database_hosts=arguments.allowed_external_database_hosts,
+        images=ImageDefaults(arguments.default_service_image, arguments.default_database_image),
     )
     # SIGUSR1 writes every thread's stack to the log (stderr) and the operator goes on:
     # the first thing to ask of an operator that seems stuck.

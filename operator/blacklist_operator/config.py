@@ -14,13 +14,15 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blacklist_operator.model import DEFAULT_DATABASE_IMAGE
+from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, ImageDefaults
 from blacklist_operator.model_external import HostRule
 
 ADDRESS_MAP_ENV = "BLACKLIST_OPERATOR_DATABASE_ADDRESS_MAP"
 MAX_BANS_ENV = "BLACKLIST_OPERATOR_MAX_BANS"
 # Entries a resource's ban list holds at most (SPEC: at least 5,000,000 with default resources).
 DEFAULT_MAX_BANS = 5_000_000
+DEFAULT_SERVICE_IMAGE_ENV = "BLACKLIST_OPERATOR_DEFAULT_SERVICE_IMAGE"
+DEFAULT_DATABASE_IMAGE_ENV = "BLACKLIST_OPERATOR_DEFAULT_DATABASE_IMAGE"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class OperatorConfig:
     host_path_init_image: str = DEFAULT_DATABASE_IMAGE
     # Networks and DNS suffixes an external database may be on; empty: any host.
     allowed_external_database_hosts: tuple[HostRule, ...] = ()
+    # The images of a resource whose spec names none (--default-service-image, ...).
+    images: ImageDefaults = field(default_factory=ImageDefaults)
 
 
 @dataclass

@@ -28,12 +28,18 @@ from blacklist_operator.model_knobs import (
     MetricsSpec,
 )
 
+# The operator's built-in image defaults; the chart replaces them with its release's images
+# (--default-service-image, --default-database-image).
 DEFAULT_IMAGE = "flask-blacklist-svc:v1"
 DEFAULT_DATABASE_IMAGE = "postgres:16"
 DEFAULT_DATABASE_NAME = "denied_access"
 DEFAULT_DATABASE_USER = "blacklist"
 DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_PORT = 5004
+# spec.service.type: how Service N exposes the service; the first is the default.
+SERVICE_TYPES = ("NodePort", "ClusterIP", "LoadBalancer")
+# The service serves /metrics on this port of its own (METRICS_PORT), never on spec.port.
+METRICS_PORT = 9090
 DEFAULT_SERVICE_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "256Mi"},
@@ -42,6 +48,18 @@ DEFAULT_DATABASE_RESOURCES: Mapping[str, Mapping[str, str]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
 }
+
+
+@dataclass(frozen=True)
+class ImageDefaults:
+    """The images a resource runs when its spec names none: the operator's, not the CRD's.
+
+    Not written into the resource: a resource without ``spec.image`` follows the
+    operator, so upgrading the operator moves it; a pinned ``spec.image`` stays.
+    """
+
+    service: str = DEFAULT_IMAGE
+    database: str = DEFAULT_DATABASE_IMAGE
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,7 @@ class StorageSpec:
 class DatabaseSpec:
     """The PostgreSQL instance of the ledger."""
 
+    # spec.database.image, else the operator's default (ImageDefaults.database).
     image: str = DEFAULT_DATABASE_IMAGE
     name: str = DEFAULT_DATABASE_NAME
     user: str = DEFAULT_DATABASE_USER
@@ -86,11 +105,14 @@ class DatabaseSpec:
 class BlacklistServiceSpec:
     """The desired state of one BlacklistService."""
 
+    # spec.image, else the operator's default (ImageDefaults.service).
     image: str = DEFAULT_IMAGE
     image_pull_policy: str = "IfNotPresent"
     replicas: int = 1
     port: int = DEFAULT_PORT
     node_port: int | None = None
+    # Service N's type (spec.service.type): NodePort, ClusterIP or LoadBalancer.
+    service_type: str = SERVICE_TYPES[0]
     resources: Mapping[str, Mapping[str, str]] = field(
         default_factory=lambda: DEFAULT_SERVICE_RESOURCES
     )
@@ -121,8 +143,12 @@ class BlacklistService:
     spec: BlacklistServiceSpec
 
 
-def parse(body: Mapping[str, Any]) -> BlacklistService:
-    """Parse a raw BlacklistService body; raise :class:`SpecError` on what is still wrong."""
+def parse(body: Mapping[str, Any], images: ImageDefaults | None = None) -> BlacklistService:
+    """Parse a raw BlacklistService body; raise :class:`SpecError` on what is still wrong.
+
+    ``images`` are the operator's defaults for an absent ``spec.image`` and
+    ``spec.database.image`` (the built-in ones when None).
+    """
     metadata = body.get("metadata") or {}
     spec = body.get("spec") or {}
     return BlacklistService(
@@ -130,22 +156,30 @@ def parse(body: Mapping[str, Any]) -> BlacklistService:
         namespace=str(metadata.get("namespace", "")),
         uid=str(metadata.get("uid", "")),
         generation=int(metadata.get("generation") or 0),
-        spec=parse_spec(spec),
+        spec=parse_spec(spec, images),
     )
 
 
-def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
-    """Parse ``spec`` with the CRD's defaults for anything absent."""
+def parse_spec(
+    spec: Mapping[str, Any], images: ImageDefaults | None = None
+) -> BlacklistServiceSpec:
+    """Parse ``spec`` with the CRD's defaults, and the operator's images, for anything absent."""
+    images = images or ImageDefaults()
     mail = fields.mapping(spec, "mail", "spec.mail")
     database = fields.mapping(spec, "database", "spec.database")
+    node_port = fields.optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767)
+    service_type = _parse_service_type(spec)
+    if node_port is not None and service_type == "ClusterIP":
+        raise SpecError("spec.nodePort", "needs spec.service.type NodePort or LoadBalancer")
     return BlacklistServiceSpec(
-        image=fields.string(spec, "image", "spec.image", DEFAULT_IMAGE),
+        image=fields.string(spec, "image", "spec.image", images.service),
         image_pull_policy=fields.choice(
             spec, "imagePullPolicy", "spec.imagePullPolicy", ("Always", "IfNotPresent", "Never")
         ),
         replicas=fields.integer(spec, "replicas", "spec.replicas", 1, 0, 1000),
-        port=fields.integer(spec, "port", "spec.port", DEFAULT_PORT, 1, 65535),
-        node_port=fields.optional_integer(spec, "nodePort", "spec.nodePort", 30000, 32767),
+        port=_parse_port(spec),
+        node_port=node_port,
+        service_type=service_type,
         resources=fields.resources(spec, "spec.resources", DEFAULT_SERVICE_RESOURCES),
         trusted_proxies=fields.networks(spec, "trustedProxies", "spec.trustedProxies"),
         allowlist=fields.networks(spec, "allowlist", "spec.allowlist"),
@@ -153,12 +187,27 @@ def parse_spec(spec: Mapping[str, Any]) -> BlacklistServiceSpec:
         ban_prefix_lengths=_parse_prefix_lengths(spec),
         workers=fields.optional_integer(spec, "workers", "spec.workers", 1, 64),
         mail=_parse_mail(mail),
-        database=_parse_database(database),
+        database=_parse_database(database, images.database),
         disruption=knobs.parse_disruption(spec),
         autoscaling=knobs.parse_autoscaling(spec),
         metrics=knobs.parse_metrics(spec),
         ingress=knobs.parse_ingress(spec),
     )
+
+
+def _parse_service_type(spec: Mapping[str, Any]) -> str:
+    service = fields.mapping(spec, "service", "spec.service")
+    service_type = service.get("type", SERVICE_TYPES[0])
+    if service_type not in SERVICE_TYPES:
+        raise SpecError("spec.service.type", f"must be one of {', '.join(SERVICE_TYPES)}")
+    return str(service_type)
+
+
+def _parse_port(spec: Mapping[str, Any]) -> int:
+    port = fields.integer(spec, "port", "spec.port", DEFAULT_PORT, 1, 65535)
+    if port == METRICS_PORT:
+        raise SpecError("spec.port", f"cannot be {METRICS_PORT}, the service's metrics port")
+    return port
 
 
 def _parse_prefix_lengths(spec: Mapping[str, Any]) -> tuple[int, int]:
@@ -191,7 +240,7 @@ def _parse_mail(mail: Mapping[str, Any]) -> MailSpec:
     return parsed
 
 
-def _parse_database(database: Mapping[str, Any]) -> DatabaseSpec:
+def _parse_database(database: Mapping[str, Any], default_image: str) -> DatabaseSpec:
     storage = fields.mapping(database, "storage", "spec.database.storage")
     name = fields.string(database, "name", "spec.database.name", DEFAULT_DATABASE_NAME)
     user = fields.string(database, "user", "spec.database.user", DEFAULT_DATABASE_USER)
@@ -205,7 +254,7 @@ def _parse_database(database: Mapping[str, Any]) -> DatabaseSpec:
     if host_path is not None and (not host_path.startswith("/") or ".." in host_path.split("/")):
         raise SpecError("spec.database.storage.hostPath", "must be an absolute path without '..'")
     return DatabaseSpec(
-        image=fields.string(database, "image", "spec.database.image", DEFAULT_DATABASE_IMAGE),
+        image=fields.string(database, "image", "spec.database.image", default_image),
         name=name,
         user=user,
         resources=fields.resources(database, "spec.database.resources", DEFAULT_DATABASE_RESOURCES),

@@ -13,9 +13,16 @@ from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import build_condition, merge_condition
 from blacklist_operator.builders.naming import database_name, service_name
-from blacklist_operator.builders.status import READY, condition_changed, find_condition, now
+from blacklist_operator.builders.status import (
+    READY,
+    build_observed_status,
+    condition_changed,
+    find_condition,
+    now,
+    status_changed,
+)
 from blacklist_operator.model import BlacklistService, SpecError, check_host_path, parse
-from blacklist_operator.runtime import Runtime
+from blacklist_operator.runtime import DeploymentProgress, Runtime
 
 # Ready's reason while the Secret of spec.database.external is missing or incomplete.
 SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
@@ -23,27 +30,27 @@ SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
 CHILD_CONFLICT = "ChildConflict"
 
 
-def deployment_progress(deployment: Mapping[str, Any] | None) -> tuple[bool, str]:
-    """Whether a Deployment has all its replicas updated and available, and why not."""
+def deployment_progress(deployment: Mapping[str, Any] | None) -> DeploymentProgress:
+    """Whether a Deployment has all its replicas updated and available, why not, and its counts."""
     if deployment is None:
-        return False, "is missing"
+        return DeploymentProgress(False, "is missing")
     metadata = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     wanted = int(spec.get("replicas", 1))
+    total = int(status.get("replicas", 0))
+    counts = (total, int(status.get("readyReplicas", 0)))
     if int(status.get("observedGeneration", 0)) < int(metadata.get("generation", 0)):
-        return False, "is rolling out"
+        return DeploymentProgress(False, "is rolling out", *counts)
     available = int(status.get("availableReplicas", 0))
     updated = int(status.get("updatedReplicas", 0))
-    total = int(status.get("replicas", 0))
-    if available >= wanted and updated >= wanted and total <= wanted:
-        return True, f"has {available}/{wanted} replicas available"
-    return False, f"has {available}/{wanted} replicas available"
+    ok = available >= wanted and updated >= wanted and total <= wanted
+    return DeploymentProgress(ok, f"has {available}/{wanted} replicas available", *counts)
 
 
 def database_progress(
     bls: BlacklistService, deployment: Mapping[str, Any] | None
-) -> tuple[bool, str]:
+) -> DeploymentProgress:
     """:func:`deployment_progress` of ``N-postgres``; an external database has none to wait for.
 
     Whether the external database answers is the ban sync's DatabaseReady condition,
@@ -51,14 +58,16 @@ def database_progress(
     """
     external = bls.spec.database.external
     if external is not None:
-        return True, f"uses the external database of Secret {external.secret_name}"
+        return DeploymentProgress(
+            True, f"uses the external database of Secret {external.secret_name}"
+        )
     return deployment_progress(deployment)
 
 
 def ready_condition(
     bls: BlacklistService,
-    service: tuple[bool, str],
-    database: tuple[bool, str],
+    service: DeploymentProgress,
+    database: DeploymentProgress,
     failures: list[str],
     current: Any,
     database_secret_problem: str | None = None,
@@ -79,8 +88,8 @@ def ready_condition(
     elif failures:
         reason, ok, message = "ApplyFailed", False, "; ".join(failures)
     else:
-        service_ok, service_text = service
-        database_ok, database_text = database
+        service_ok, service_text = service.available, service.detail
+        database_ok, database_text = database.available, database.detail
         ok = service_ok and database_ok
         message = f"Deployment {service_name(bls)} {service_text}; "
         if bls.spec.database.external is None:
@@ -102,20 +111,23 @@ def write_status(
     body: Mapping[str, Any],
     ready: dict[str, Any],
     node_port: int | None,
+    service: DeploymentProgress,
+    image: str | None,
 ) -> None:
-    """Apply our part of the status (Ready, observedGeneration, nodePort) if it changed."""
+    """Apply our part of the status if it changed (:func:`build_observed_status`).
+
+    ``service`` is the service Deployment's progress, whose counts become
+    ``status.replicas`` and ``status.readyReplicas``; ``image`` is the service image
+    its pods run.
+    """
     status = body.get("status") or {}
-    current = status.get("conditions")
-    unchanged = (
-        not condition_changed(current, ready)
-        and status.get("observedGeneration") == bls.generation
-        and status.get("nodePort") == node_port
-    )
-    if unchanged:
+    fields = build_observed_status(bls, ready, node_port, service.replicas, service.ready_replicas)
+    if image is not None:
+        fields["image"] = image
+    if not condition_changed(status.get("conditions"), ready) and not status_changed(
+        status, fields
+    ):
         return
-    fields: dict[str, Any] = {"observedGeneration": bls.generation, "conditions": [ready]}
-    if node_port is not None:
-        fields["nodePort"] = node_port
     api.apply_status(bls.namespace, bls.name, fields, FIELD_MANAGER)
 
 
@@ -135,7 +147,7 @@ def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: Spec
     )
 
 
-def _progress(runtime: Runtime, namespace: str, deployment: str) -> tuple[bool, str]:
+def _progress(runtime: Runtime, namespace: str, deployment: str) -> DeploymentProgress:
     """A Deployment's progress as its watch last reported it, else as read now."""
     known = runtime.deployments.get((namespace, deployment))
     if known is None:
@@ -146,13 +158,14 @@ def _progress(runtime: Runtime, namespace: str, deployment: str) -> tuple[bool, 
 
 
 def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
-    """Update Ready from the Deployments' watched progress (no reads); True when ready.
+    """Update Ready and the replica counts from the Deployments' watched progress (no reads).
 
-    ``status.nodePort`` is kept as the last reconcile wrote it: it is ours under
-    server-side apply, so it must be sent again or it would be removed.
+    True when ready. ``status.nodePort`` and ``status.image`` are kept as the last
+    reconcile wrote them: they are ours under server-side apply, so they must be sent
+    again or they would be removed.
     """
     try:
-        bls = parse(body)
+        bls = parse(body, runtime.config.images)
         check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError:
         return False  # Ready=False InvalidSpec stays as the reconcile reported it.
@@ -168,14 +181,17 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
         # The last reconcile found the Secret unusable (or has not read it yet): only a
         # reconcile, which reads it again, may clear DatabaseSecretInvalid.
         return False
+    service = _progress(runtime, bls.namespace, service_name(bls))
     ready = ready_condition(
         bls,
-        _progress(runtime, bls.namespace, service_name(bls)),
+        service,
         database_progress(bls, None)
         if external
         else _progress(runtime, bls.namespace, database_name(bls)),
         [],
         status.get("conditions"),
     )
-    write_status(runtime.api, bls, body, ready, status.get("nodePort"))
+    write_status(
+        runtime.api, bls, body, ready, status.get("nodePort"), service, status.get("image")
+    )
     return bool(ready["status"] == "True")

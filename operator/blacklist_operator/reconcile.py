@@ -145,6 +145,15 @@ def delete_absent_children(
             outcome.failures.append(f"{kind} {name}: {error}")
 
 
+def running_image(deployment: Mapping[str, Any] | None) -> str | None:
+    """The service container's image in Deployment ``N`` as applied, or None without it."""
+    template = ((deployment or {}).get("spec") or {}).get("template") or {}
+    for container in (template.get("spec") or {}).get("containers") or []:
+        if container.get("name") == "service":
+            return str(container.get("image"))
+    return None
+
+
 def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
     """Whether ``child`` has this BlacklistService as its controller."""
     references = (child.get("metadata") or {}).get("ownerReferences") or []
@@ -206,7 +215,7 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
 def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     api = runtime.api
     try:
-        bls = parse(body)
+        bls = parse(body, runtime.config.images)
         check_host_path(bls, runtime.config.allowed_host_path_prefixes)
     except SpecError as error:
         report_invalid_spec(api, body, error)
@@ -283,9 +292,11 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     ports = (service.get("spec") or {}).get("ports") or [{}]
     # The applied Deployments may already be older than what their watch delivered;
     # the refresh that follows this status write corrects Ready from the watch.
+    service_deployment = live.get(("Deployment", service_name(bls)))
+    progress = deployment_progress(service_deployment)
     ready = ready_condition(
         bls,
-        deployment_progress(live.get(("Deployment", service_name(bls)))),
+        progress,
         database_progress(bls, live.get(("Deployment", database_name(bls)))),
         outcome.failures,
         (body.get("status") or {}).get("conditions"),
@@ -294,7 +305,8 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         outcome.conflicts,
     )
     outcome.ready = ready["status"] == "True"
-    write_status(api, bls, body, ready, ports[0].get("nodePort"))
+    image = running_image(service_deployment) or (body.get("status") or {}).get("image")
+    write_status(api, bls, body, ready, ports[0].get("nodePort"), progress, image)
     if outcome.database_secret_problem is not None:
         runtime.reconcile_later((bls.namespace, bls.name), SECRET_RETRY_SECONDS)
     elif outcome.conflicts:

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders.banlist import banlist_names, payload_digest
@@ -32,6 +32,16 @@ from blacklist_operator.workqueue import InstanceKey, Reason, WorkQueue
 
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+class DeploymentProgress(NamedTuple):
+    """What a child Deployment's status says: all replicas available (and why not), its counts."""
+
+    available: bool
+    detail: str
+    # status.replicas and status.readyReplicas, reported in the resource's status.
+    replicas: int = 0
+    ready_replicas: int = 0
 
 
 class Instances:
@@ -191,8 +201,8 @@ class Runtime:
     children: WorkQueue = field(default_factory=WorkQueue)
     # Ban-sync passes (LEDGER, DRIFT, DATABASE, SPEC, ...: see workqueue.Reason).
     banlists: WorkQueue = field(default_factory=WorkQueue)
-    # (namespace, Deployment name) -> (all replicas available, why not): from the watch.
-    deployments: dict[tuple[str, str], tuple[bool, str]] = field(default_factory=dict)
+    # (namespace, Deployment name) -> its progress, from the watch.
+    deployments: dict[tuple[str, str], DeploymentProgress] = field(default_factory=dict)
     # Optional children known not to exist, so the reconcile does not read them.
     absent_children: AbsentChildren = field(default_factory=AbsentChildren)
     # Children known to be ours, so the reconcile does not read them before applying.
@@ -255,4 +265,4 @@ class Runtime:
             return True
         namespace, instance = key
         progress = self.deployments.get((namespace, database_name_of(instance)))
-        return bool(progress and progress[0])
+        return bool(progress and progress.available)

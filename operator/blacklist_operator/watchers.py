@@ -24,7 +24,7 @@ import kopf
 from blacklist_contract.wire import head_name
 from blacklist_operator import GROUP, PLURAL, VERSION
 from blacklist_operator.builders import build_children, child_key, contains
-from blacklist_operator.builders.children import OPTIONAL_KINDS
+from blacklist_operator.builders.children import optional_children
 from blacklist_operator.builders.naming import (
     COMPONENT_BANLIST,
     COMPONENT_DATABASE,
@@ -36,7 +36,7 @@ from blacklist_operator.builders.status import READY, find_condition
 from blacklist_operator.memo import OperatorMemo
 from blacklist_operator.model import SpecError, parse
 from blacklist_operator.readiness import deployment_progress
-from blacklist_operator.runtime import Runtime
+from blacklist_operator.runtime import DeploymentProgress, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
 MANAGED = {MANAGED_BY_LABEL: "blacklist-operator"}
@@ -97,17 +97,25 @@ def _deployment_changed(
 ) -> None:
     metadata = body.get("metadata") or {}
     where = (key[0], str(metadata.get("name")))
-    progress = (False, "is missing") if event_type == "DELETED" else deployment_progress(body)
+    progress = (
+        DeploymentProgress(False, "is missing")
+        if event_type == "DELETED"
+        else deployment_progress(body)
+    )
     previous = runtime.deployments.get(where)
     runtime.deployments[where] = progress
     if progress == previous:
         return
     # Availability lost may mean a child that is not watched (Secret N-db) is gone:
     # a full reconcile checks every child; otherwise Ready is only recomputed.
-    lost = previous is not None and previous[0] and not progress[0]
+    lost = previous is not None and previous.available and not progress.available
     runtime.children.wake(key, Reason.DRIFT if lost else Reason.STATUS)
     component = (metadata.get("labels") or {}).get(COMPONENT_LABEL)
-    if component == COMPONENT_DATABASE and progress[0] and not (previous and previous[0]):
+    if (
+        component == COMPONENT_DATABASE
+        and progress.available
+        and not (previous and previous.available)
+    ):
         runtime.banlists.wake(key, Reason.DATABASE)
 
 
@@ -120,8 +128,9 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     if (instance.get("status") or {}).get("observedGeneration") != generation:
         return False  # The reconcile of this generation is under way; it applies everything.
     try:
+        bls = parse(instance, runtime.config.images)
         children = build_children(
-            parse(instance),
+            bls,
             runtime.config.operator_namespace,
             external=runtime.external_databases.get(key),
             host_path_init_image=runtime.config.host_path_init_image,
@@ -132,7 +141,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     desired = next((child for child in children if child_key(child) == wanted), None)
     if event_type == "DELETED":
         # An optional child the spec no longer asks for was deleted by the reconcile itself.
-        return desired is not None or body.get("kind") not in OPTIONAL_KINDS
+        return desired is not None or wanted not in optional_children(bls)
     return desired is not None and not contains(body, desired)
 
 

@@ -41,13 +41,50 @@ def test_chart_metadata() -> None:
     assert chart["kubeVersion"].startswith(">=")
 
 
-def test_chart_crd_is_the_crds_dir_file() -> None:
-    # One source: chart/crds/ links to crds/ (helm follows the link when it installs or
-    # packages the chart), so the two can never differ.
-    chart_crd = CHART / "crds" / "blacklistservices.yaml"
-    assert chart_crd.is_symlink()
-    assert chart_crd.resolve() == (REPO_ROOT / "crds" / "blacklistservices.yaml").resolve()
-    assert chart_crd.read_bytes() == (REPO_ROOT / "crds" / "blacklistservices.yaml").read_bytes()
+def test_crds_dir_is_a_copy_of_the_charts_one_crd() -> None:
+    # One source: the chart renders chart/crd/, `make crds` copies it to crds/ (and `make
+    # lint` checks the copy). Helm's install-only chart/crds/ is gone: it never upgraded.
+    source = CHART / "crd" / "blacklistservices.yaml"
+    assert source.read_bytes() == (REPO_ROOT / "crds" / "blacklistservices.yaml").read_bytes()
+    assert not (CHART / "crds").exists()
+
+
+@pytest.mark.helm
+def test_the_crd_is_installed_upgraded_and_kept() -> None:
+    crd = only(render(), "CustomResourceDefinition")
+    source = yaml.safe_load((REPO_ROOT / "crds" / "blacklistservices.yaml").read_text())
+    assert crd["metadata"]["name"] == "blacklistservices.blacklist.dev"
+    assert crd["spec"] == source["spec"]
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    labels = crd["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "Helm"
+    assert labels["app.kubernetes.io/instance"] == RELEASE
+    assert labels["app.kubernetes.io/part-of"] == "blacklist-operator"
+    unkept = only(render("crds.keep=false"), "CustomResourceDefinition")
+    assert "annotations" not in unkept["metadata"]
+    assert not [m for m in render("crds.enabled=false") if m["kind"] == "CustomResourceDefinition"]
+
+
+@pytest.mark.helm
+def test_the_charts_resource_waits_for_the_crd_on_a_fresh_cluster() -> None:
+    # No cluster serving the CRD yet: a post-install hook, after the CRD, that the next
+    # upgrade adopts by Helm's ownership annotations.
+    fresh = only(render("blacklistService.enabled=true"), "BlacklistService")
+    assert fresh["metadata"]["annotations"] == {
+        "helm.sh/hook": "post-install",
+        "meta.helm.sh/release-name": RELEASE,
+        "meta.helm.sh/release-namespace": "blacklist-system",
+    }
+    assert fresh["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+    # The CRD served (an upgrade): an ordinary object of the release.
+    served = only(
+        render(
+            "blacklistService.enabled=true", api_versions=("blacklist.dev/v1/BlacklistService",)
+        ),
+        "BlacklistService",
+    )
+    assert "annotations" not in served["metadata"]
+    assert served["spec"] == fresh["spec"]
 
 
 @pytest.mark.helm
@@ -290,7 +327,9 @@ def test_blacklist_service_reproduces_the_original_deployment() -> None:
     assert resource["metadata"]["name"] == "flask-blacklist"
     assert resource["metadata"]["namespace"] == "microservices"
     spec = resource["spec"]
-    assert spec["image"] == "flask-blacklist-svc:v1"
+    # No pinned image: it runs the operator's defaults (defaults.serviceImage) and follows it.
+    assert "image" not in spec
+    assert "image" not in spec["database"]
     assert spec["port"] == 5004
     assert spec["nodePort"] == 30911
     assert spec["replicas"] == 1
@@ -327,7 +366,27 @@ def test_blacklist_service_outside_the_watched_namespaces_is_refused() -> None:
     assert "operator.watchNamespaces" in result.stderr
 
 
+@pytest.mark.helm
+def test_default_images_reach_the_operator() -> None:
+    def environment(*values: str) -> dict[str, str]:
+        (container,) = only(render(*values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {item["name"]: item.get("value", "") for item in container["env"]}
+
+    built_in = environment()
+    assert built_in["BLACKLIST_OPERATOR_DEFAULT_SERVICE_IMAGE"] == "flask-blacklist-svc:v1"
+    assert built_in["BLACKLIST_OPERATOR_DEFAULT_DATABASE_IMAGE"] == "postgres:16"
+    chosen = environment(
+        "defaults.serviceImage=registry.example/svc@sha256:" + "a" * 64,
+        "defaults.databaseImage=registry.example/postgres:16.4",
+    )
+    assert chosen["BLACKLIST_OPERATOR_DEFAULT_SERVICE_IMAGE"].endswith("a" * 64)
+    assert chosen["BLACKLIST_OPERATOR_DEFAULT_DATABASE_IMAGE"] == "registry.example/postgres:16.4"
+
+
 BAD_VALUES = [
+    ("crds.enabled=maybe", "/crds/enabled"),
+    ("crds.keep=1", "/crds/keep"),
+    ("defaults.serviceImage=", "/defaults/serviceImage"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("image.repository=", "/image/repository"),
     ("replicaCount=-1", "/replicaCount"),

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blacklist_devtools import http
+from blacklist_devtools import http, stack
 from blacklist_devtools.kube import Cluster
 from tests.chart.helm import CHART, CRD_NAME, EXAMPLES, Manifest, helm, render
 from tests.operator.helpers import (
@@ -161,6 +161,9 @@ def install(cluster: Cluster, release: str, namespace: str, *set_values: str) ->
         "install", release, str(CHART), "--namespace", namespace,
         "--kubeconfig", str(cluster.kubeconfig), "--wait", "--timeout", "120s",
     ]  # fmt: skip
+    # The test bed's images as the operator's defaults, for resources that name none; the
+    # shared CRD taken over from whichever release or test applied it last.
+    arguments += [stack.TAKE_OWNERSHIP, *stack.default_image_values()]
     for value in set_values:
         arguments += ["--set", value]
     helm(*arguments)
@@ -237,7 +240,7 @@ def test_install_watching_all_namespaces(
     assert_rights(cluster, subject, "default", [], [("get", lease, ()), ("update", lease, ())])
     assert_rights(cluster, subject, "default", ALLOWED_IN_WATCHED_NAMESPACE, [])
 
-    # The CRD installed from chart/crds/ accepts the chart's BlacklistService and the examples.
+    # The CRD the chart installed accepts the chart's BlacklistService and the examples.
     chart_resource = [
         manifest
         for manifest in render("blacklistService.enabled=true", namespace=namespace)
@@ -254,7 +257,9 @@ def test_install_watching_all_namespaces(
     helm("uninstall", release, "--namespace", namespace, "--kubeconfig", str(cluster.kubeconfig),
          "--wait", "--timeout", "30s")  # fmt: skip
     assert not cluster.kubectl("get", "clusterrole", fullname, "--ignore-not-found").strip()
-    get_json(cluster, "crd", CRD_NAME)  # Helm never deletes a chart's CRDs.
+    # crds.keep: the CRD (and every BlacklistService with it) outlives the release.
+    kept = get_json(cluster, "crd", CRD_NAME)
+    assert kept["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_install_scoped_to_one_namespace(

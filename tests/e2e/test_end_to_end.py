@@ -166,7 +166,8 @@ def test_uninstall_keeps_the_crd_and_deleting_the_resource_cleans_up(
     # Without the operator the finalizer would hold the resource; reinstall it to clean up.
     stack.helm(
         cluster, deployed.helm_path, "install", deployed.release, "chart",
-        "--namespace", deployed.operator_namespace, "--wait",
+        "--namespace", deployed.operator_namespace, "--wait", stack.TAKE_OWNERSHIP,
+        *stack.operator_image_values(),
     )  # fmt: skip
     cluster.kubectl(
         "delete", "blacklistservice", deployed.name, "-n", deployed.namespace, "--timeout=60s"

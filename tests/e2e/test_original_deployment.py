@@ -37,6 +37,7 @@ def original(cluster: Cluster) -> Iterator[Cluster]:
             cluster, helm, "install", RELEASE, str(stack.REPO_ROOT / "chart"), "-n", NAMESPACE,
             "--set", "blacklistService.enabled=true",
             "--set", f"blacklistService.spec.database.image={images.reference('postgres')}",
+            stack.TAKE_OWNERSHIP, *stack.default_image_values(),
             "--wait", "--timeout", "180s",
         )  # fmt: skip
         stack.wait_ready(cluster, NAMESPACE, RELEASE, stack.READY_TIMEOUT)

@@ -68,6 +68,11 @@ class OperatorProcess:
                     "2",
                     # hostPath's root init container: an image the node has, as an admin's.
                     f"--host-path-init-image={images.reference('postgres')}",
+                    # The test bed's images for a resource that names none, as the chart sets.
+                    "--default-service-image",
+                    images.reference("service"),
+                    "--default-database-image",
+                    images.reference("postgres"),
                     *self.arguments,
                 ],
                 env=self.cluster.env,

@@ -1,11 +1,15 @@
-"""The operator's command line: log level (flag, else the chart's variable), metrics, ban limit."""
+"""The operator's command line: log level, metrics, ban limit, default images (flag or variable)."""
 
 from __future__ import annotations
 
 import pytest
 
 from blacklist_operator.__main__ import LOG_LEVEL_ENV, METRICS_ADDRESS_ENV, parse_arguments
-from blacklist_operator.config import MAX_BANS_ENV
+from blacklist_operator.config import (
+    DEFAULT_DATABASE_IMAGE_ENV,
+    DEFAULT_SERVICE_IMAGE_ENV,
+    MAX_BANS_ENV,
+)
 
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 (what an address without a host means)
 
@@ -59,5 +63,35 @@ def test_the_ban_list_limit_is_a_flag_or_its_variable(monkeypatch: pytest.Monkey
     with pytest.raises(SystemExit):
         parse_arguments(["--max-bans", "0"])
     monkeypatch.setenv(MAX_BANS_ENV, "many")
+    with pytest.raises(SystemExit):
+        parse_arguments([])
+
+
+def test_default_images_are_built_in_unless_the_chart_or_a_flag_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(DEFAULT_SERVICE_IMAGE_ENV, raising=False)
+    monkeypatch.delenv(DEFAULT_DATABASE_IMAGE_ENV, raising=False)
+    built_in = parse_arguments([])
+    assert (built_in.default_service_image, built_in.default_database_image) == (
+        "flask-blacklist-svc:v1",
+        "postgres:16",
+    )
+    monkeypatch.setenv(DEFAULT_SERVICE_IMAGE_ENV, "registry.example/svc:1.2.3")
+    monkeypatch.setenv(DEFAULT_DATABASE_IMAGE_ENV, "registry.example/postgres:16")
+    chart = parse_arguments([])
+    assert chart.default_service_image == "registry.example/svc:1.2.3"
+    assert chart.default_database_image == "registry.example/postgres:16"
+    flagged = parse_arguments(["--default-service-image", "svc@sha256:" + "0" * 64])
+    assert flagged.default_service_image == "svc@sha256:" + "0" * 64
+
+
+@pytest.mark.parametrize("image", ["", "has space"])
+def test_a_default_image_that_is_no_reference_is_refused(
+    monkeypatch: pytest.MonkeyPatch, image: str
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_arguments(["--default-service-image", image])
+    monkeypatch.setenv(DEFAULT_DATABASE_IMAGE_ENV, "has space")
     with pytest.raises(SystemExit):
         parse_arguments([])

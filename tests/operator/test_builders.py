@@ -145,6 +145,16 @@ def test_service_environment_follows_the_contract() -> None:
     assert mounts[env["STATE_DIR"]["value"]] == "state"
 
 
+def test_ban_prefix_lengths_reach_the_service_environment() -> None:
+    (default,) = build_service_deployment(make())["spec"]["template"]["spec"]["containers"]
+    assert env_of(default)["BAN_PREFIX_IPV4"] == {"name": "BAN_PREFIX_IPV4", "value": "32"}
+    assert env_of(default)["BAN_PREFIX_IPV6"] == {"name": "BAN_PREFIX_IPV6", "value": "64"}
+    wide = make(banPrefixLengths={"ipv4": 24, "ipv6": 48})
+    (container,) = build_service_deployment(wide)["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["BAN_PREFIX_IPV4"]["value"] == "24"
+    assert env_of(container)["BAN_PREFIX_IPV6"]["value"] == "48"
+
+
 def test_no_literal_secret_in_any_pod_spec() -> None:
     for deployment in (build_service_deployment(make()), build_database_deployment(make())):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
@@ -160,6 +170,22 @@ def test_nodeport_service() -> None:
     (port,) = service["spec"]["ports"]
     assert (port["port"], port["nodePort"], port["targetPort"]) == (5004, 30911, "http")
     assert "nodePort" not in build_service(make())["spec"]["ports"][0]
+
+
+def test_load_balancer_service_keeps_the_client_addresses() -> None:
+    service = build_service(make(nodePort=30911, service={"type": "LoadBalancer"}))
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert service["spec"]["ports"][0]["nodePort"] == 30911
+
+
+def test_cluster_ip_service_has_no_node_port_and_no_traffic_policy() -> None:
+    service = build_service(make(service={"type": "ClusterIP"}))
+    assert service["spec"]["type"] == "ClusterIP"
+    # Left out, not set to a default: server-side apply then removes them on a switch.
+    assert "externalTrafficPolicy" not in service["spec"]
+    (port,) = service["spec"]["ports"]
+    assert port == {"name": "http", "port": 5004, "targetPort": "http", "protocol": "TCP"}
 
 
 def test_database_deployment() -> None:

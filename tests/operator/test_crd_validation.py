@@ -6,9 +6,16 @@ import subprocess
 from typing import Any
 
 import pytest
+import yaml
 
 from blacklist_devtools.kube import Cluster, wait_until
-from tests.operator.helpers import apply_manifest, blacklist_service, get_json, install_crd
+from tests.operator.helpers import (
+    CRD,
+    apply_manifest,
+    blacklist_service,
+    get_json,
+    install_crd,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -17,8 +24,11 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"replicas": "two"}, "spec.replicas"),
     ({"port": 0}, "spec.port"),
     ({"port": 70000}, "spec.port"),
+    ({"port": 9090}, "spec.port"),
     ({"nodePort": 80}, "spec.nodePort"),
     ({"nodePort": 32768}, "spec.nodePort"),
+    ({"nodePort": 30911, "service": {"type": "ClusterIP"}}, "spec.nodePort"),
+    ({"service": {"type": "ExternalName"}}, "spec.service.type"),
     ({"image": ""}, "spec.image"),
     ({"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
     ({"allowlist": ["10.0.0.0/33"]}, "spec.allowlist"),
@@ -41,6 +51,14 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"resources": {"requests": {"memory": "lots"}}}, "spec.resources.requests.memory"),
     ({"banDuration": "24 hours"}, "spec.banDuration"),
     ({"banDuration": "-1h"}, "spec.banDuration"),
+    ({"banDuration": "0s"}, "spec.banDuration"),
+    ({"banDuration": "0d0h"}, "spec.banDuration"),
+    ({"banDuration": "3651d"}, "spec.banDuration"),
+    ({"banDuration": "3650d1s"}, "spec.banDuration"),
+    ({"banDuration": "9999999d"}, "spec.banDuration"),
+    ({"banPrefixLengths": {"ipv4": 0}}, "spec.banPrefixLengths.ipv4"),
+    ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
+    ({"banPrefixLengths": {"ipv6": 129}}, "spec.banPrefixLengths.ipv6"),
     ({"workers": 0}, "spec.workers"),
     ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.autoscaling"),
     ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas"),
@@ -70,12 +88,24 @@ def test_defaults_are_filled_in(crd: Cluster, namespace: str) -> None:
     body = get_json(crd, "bls", "defaults", "-n", namespace)
     assert body is not None
     spec = body["spec"]
-    assert (spec["image"], spec["replicas"], spec["port"]) == ("flask-blacklist-svc:v1", 1, 5004)
+    assert (spec["replicas"], spec["port"]) == (1, 5004)
+    # No image is written into the resource: the operator's default applies, and moves with it.
+    assert "image" not in spec
+    assert "image" not in spec["database"]
     assert spec["mail"]["recipient"] == "test@domain.com"
-    assert spec["database"]["image"] == "postgres:16"
     assert spec["database"]["name"] == "denied_access"
     assert spec["database"]["storage"] == {"size": "1Gi", "retainOnDelete": False}
     assert spec["allowlist"] == []
+    assert spec["banPrefixLengths"] == {"ipv4": 32, "ipv6": 64}
+    assert spec["service"] == {"type": "NodePort"}
+
+
+@pytest.mark.parametrize("duration", ["1s", "30m", "24h", "7d", "1d12h", "3650d", "3649d86399s"])
+def test_ban_durations_in_range_are_accepted(crd: Cluster, namespace: str, duration: str) -> None:
+    apply_manifest(crd, blacklist_service("lasting", namespace, banDuration=duration))
+    stored = get_json(crd, "bls", "lasting", "-n", namespace)
+    assert stored is not None
+    assert stored["spec"]["banDuration"] == duration
 
 
 @pytest.mark.parametrize(
@@ -141,3 +171,58 @@ def test_printer_columns(crd: Cluster, namespace: str) -> None:
     apply_manifest(crd, blacklist_service("columns", namespace, replicas=2))
     header = crd.kubectl("get", "bls", "-n", namespace).splitlines()[0].split()
     assert header == ["NAME", "READY", "REPLICAS", "BANNED", "NODEPORT", "AGE"]
+    wide = crd.kubectl("get", "bls", "-n", namespace, "-o", "wide").splitlines()[0].split()
+    assert wide == [*header, "READY-REPLICAS", "REASON", "IMAGE"]
+
+
+def test_the_blacklist_category_lists_the_resources(crd: Cluster, namespace: str) -> None:
+    apply_manifest(crd, blacklist_service("listed", namespace))
+    listed = crd.kubectl("get", "blacklist", "-n", namespace, "-o", "name")
+    assert "blacklistservice.blacklist.dev/listed" in listed.split()
+
+
+def test_kubectl_scale_sets_spec_replicas(crd: Cluster, namespace: str) -> None:
+    apply_manifest(crd, blacklist_service("scaled", namespace))
+    crd.kubectl("scale", "bls/scaled", "-n", namespace, "--replicas=3")
+    stored = get_json(crd, "bls", "scaled", "-n", namespace)
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 3
+
+
+def test_scale_is_refused_while_an_autoscaler_owns_the_replicas(
+    crd: Cluster, namespace: str
+) -> None:
+    apply_manifest(crd, blacklist_service("auto", namespace, autoscaling={"maxReplicas": 4}))
+    with pytest.raises(subprocess.CalledProcessError) as rejected:
+        crd.kubectl("scale", "bls/auto", "-n", namespace, "--replicas=3")
+    assert "spec.replicas cannot change while spec.autoscaling owns" in rejected.value.stderr
+    with pytest.raises(subprocess.CalledProcessError):
+        apply_manifest(
+            crd, blacklist_service("auto", namespace, replicas=2, autoscaling={"maxReplicas": 4})
+        )
+    # Setting and removing the autoscaler, or changing its bounds, stays possible.
+    apply_manifest(crd, blacklist_service("auto", namespace, autoscaling={"maxReplicas": 6}))
+    apply_manifest(crd, blacklist_service("auto", namespace, replicas=2))
+    stored = get_json(crd, "bls", "auto", "-n", namespace)
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 2
+    assert "autoscaling" not in stored["spec"]
+
+
+def test_every_field_has_a_description() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = crd["spec"]["versions"]
+    missing: list[str] = []
+
+    def walk(schema: dict[str, Any], path: str) -> None:
+        # The API server refuses anything but the type on metadata; kubectl explains it anyway.
+        if "description" not in schema and path != ".metadata":
+            missing.append(path)
+        for name, child in (schema.get("properties") or {}).items():
+            walk(child, f"{path}.{name}")
+        if "items" in schema:
+            walk(schema["items"], f"{path}[]")
+
+    walk(version["schema"]["openAPIV3Schema"], "")
+    assert missing == []
+    assert all(column.get("description") for column in version["additionalPrinterColumns"])

@@ -19,6 +19,7 @@ from blacklist_operator.model_external import (
     parse_database_secret,
 )
 from blacklist_operator.readiness import database_progress, ready_condition
+from blacklist_operator.runtime import DeploymentProgress
 
 
 def make(**external: Any) -> BlacklistService:
@@ -177,11 +178,18 @@ def test_ready_needs_no_database_deployment_but_a_usable_secret() -> None:
     bls = make()
     database = database_progress(bls, None)
     assert database[0]
-    ready = ready_condition(bls, (True, "has 1/1 replicas available"), database, [], None)
+    ready = ready_condition(
+        bls, DeploymentProgress(True, "has 1/1 replicas available"), database, [], None
+    )
     assert (ready["status"], ready["reason"]) == ("True", "AllReplicasAvailable")
     assert "external database of Secret pg" in ready["message"]
     invalid = ready_condition(
-        bls, (True, "ok"), database, [], None, "Secret pg (spec.database.external) not found"
+        bls,
+        DeploymentProgress(True, "ok"),
+        database,
+        [],
+        None,
+        "Secret pg (spec.database.external) not found",
     )
     assert (invalid["status"], invalid["reason"]) == ("False", "DatabaseSecretInvalid")
     assert "Secret pg" in invalid["message"]

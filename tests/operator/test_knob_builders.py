@@ -50,6 +50,7 @@ def test_one_replica_has_no_budget_and_the_optional_children_are_absent() -> Non
         ("networking.k8s.io/v1", "Ingress", "demo"),
         ("policy/v1", "PodDisruptionBudget", "demo"),
         ("autoscaling/v2", "HorizontalPodAutoscaler", "demo"),
+        ("v1", "Service", "demo-metrics"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "demo"),
     ]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from blacklist_operator.model import SpecError, parse, parse_spec
+from blacklist_operator.model import ImageDefaults, SpecError, parse, parse_spec
 
 
 def test_an_empty_spec_gets_the_crd_defaults() -> None:
@@ -22,6 +22,19 @@ def test_an_empty_spec_gets_the_crd_defaults() -> None:
     assert spec.database.storage.size == "1Gi"
     assert spec.database.storage.retain_on_delete is False
     assert spec.allowlist == ()
+
+
+def test_absent_images_are_the_operators_defaults_and_a_pinned_image_wins() -> None:
+    defaults = ImageDefaults(service="registry.example/svc:2", database="registry.example/pg:16")
+    following = parse_spec({}, defaults)
+    assert (following.image, following.database.image) == (
+        "registry.example/svc:2",
+        "registry.example/pg:16",
+    )
+    pinned = parse_spec({"image": "svc:1", "database": {"image": "postgres:15"}}, defaults)
+    assert (pinned.image, pinned.database.image) == ("svc:1", "postgres:15")
+    body = {"metadata": {"name": "demo", "namespace": "ns"}, "spec": {}}
+    assert parse(body, defaults).spec.image == "registry.example/svc:2"
 
 
 def test_identity_and_networks_are_parsed() -> None:
@@ -48,6 +61,7 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"replicas": -1}, "spec.replicas"),
         ({"replicas": "2"}, "spec.replicas"),
         ({"port": 0}, "spec.port"),
+        ({"port": 9090}, "spec.port"),
         ({"nodePort": 80}, "spec.nodePort"),
         ({"image": "has space"}, "spec.image"),
         ({"allowlist": ["not-an-ip"]}, "spec.allowlist[0]"),
@@ -61,6 +75,10 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"banDuration": "0s"}, "spec.banDuration"),
         ({"banDuration": "3651d"}, "spec.banDuration"),
         ({"workers": 0}, "spec.workers"),
+        ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
+        ({"service": {"type": "ExternalName"}}, "spec.service.type"),
+        ({"service": {"type": "ClusterIP"}, "nodePort": 30911}, "spec.nodePort"),
+        ({"banPrefixLengths": {"ipv6": 0}}, "spec.banPrefixLengths.ipv6"),
     ],
 )
 def test_what_the_schema_should_have_caught_is_a_spec_error(
@@ -78,6 +96,18 @@ def test_what_the_schema_should_have_caught_is_a_spec_error(
 def test_ban_durations_are_parsed_in_seconds(text: str, seconds: int) -> None:
     assert parse_spec({"banDuration": text}).ban_duration == seconds
     assert parse_spec({}).ban_duration is None
+
+
+def test_ban_prefix_lengths_default_to_one_address_and_one_ipv6_network() -> None:
+    assert parse_spec({}).ban_prefix_lengths == (32, 64)
+    assert parse_spec({"banPrefixLengths": {"ipv4": 24}}).ban_prefix_lengths == (24, 64)
+
+
+def test_the_service_type_defaults_to_node_port() -> None:
+    assert parse_spec({}).service_type == "NodePort"
+    assert parse_spec({"service": {"type": "ClusterIP"}}).service_type == "ClusterIP"
+    balanced = parse_spec({"service": {"type": "LoadBalancer"}, "nodePort": 30911})
+    assert (balanced.service_type, balanced.node_port) == ("LoadBalancer", 30911)
 
 
 def test_production_knobs_are_parsed_with_their_defaults() -> None:

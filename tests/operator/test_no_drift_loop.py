@@ -45,6 +45,8 @@ SPECS = {
         "workers": 3,
     },
     "external database": {"database": {"external": {"secretRef": {"name": "pg"}}}},
+    "cluster ip": {"service": {"type": "ClusterIP"}, "metrics": {"serviceMonitor": True}},
+    "load balancer": {"service": {"type": "LoadBalancer"}},
 }
 
 

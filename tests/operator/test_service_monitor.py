@@ -37,10 +37,10 @@ def test_service_monitor_follows_the_spec(
         operator_process,
     )
     monitor = get_json(cluster, "servicemonitor", "demo", "-n", namespace) or {}
-    service = get_json(cluster, "service", "demo", "-n", namespace) or {}
+    service = get_json(cluster, "service", "demo-metrics", "-n", namespace) or {}
     owner = monitor["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("BlacklistService", "demo", True)
-    # It selects Service demo by its labels, and scrapes a port that Service has by name.
+    # It selects Service demo-metrics by its labels, and scrapes the port that Service has.
     selector = monitor["spec"]["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [namespace]
@@ -55,7 +55,10 @@ def test_service_monitor_follows_the_spec(
         "-l",
         ",".join(f"{key}={value}" for key, value in selector.items()),
     )
-    assert [item["metadata"]["name"] for item in (services or {})["items"]] == ["demo"]
+    assert [item["metadata"]["name"] for item in (services or {})["items"]] == ["demo-metrics"]
+    # Service demo, the NodePort, does not carry the metrics port.
+    public = get_json(cluster, "service", "demo", "-n", namespace) or {}
+    assert [port["name"] for port in public["spec"]["ports"]] == ["http"]
     wait_for(
         lambda: (
             condition(get_json(cluster, "bls", "demo", "-n", namespace), "Ready").get("status")
@@ -80,6 +83,12 @@ def test_service_monitor_follows_the_spec(
         lambda: get_json(cluster, "servicemonitor", "demo", "-n", namespace) is None,
         60,
         "the ServiceMonitor to be deleted",
+        operator_process,
+    )
+    wait_for(
+        lambda: get_json(cluster, "service", "demo-metrics", "-n", namespace) is None,
+        60,
+        "Service demo-metrics to be deleted",
         operator_process,
     )
     assert get_json(cluster, "service", "demo", "-n", namespace) is not None

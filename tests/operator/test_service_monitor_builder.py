@@ -10,8 +10,13 @@ import logging
 from typing import Any, cast
 
 from blacklist_operator.apply import KubernetesApi
-from blacklist_operator.builders import absent_children, build_children, build_service
-from blacklist_operator.builders.monitoring import build_service_monitor
+from blacklist_operator.builders import (
+    absent_children,
+    build_children,
+    build_service,
+    build_service_deployment,
+)
+from blacklist_operator.builders.monitoring import build_metrics_service, build_service_monitor
 from blacklist_operator.model import BlacklistService, parse
 from blacklist_operator.outcome import Outcome
 from blacklist_operator.reconcile import served_children
@@ -31,12 +36,15 @@ def test_no_service_monitor_unless_asked_for() -> None:
         assert build_service_monitor(bls) is None
         assert "ServiceMonitor" not in {child["kind"] for child in build_children(bls)}
         assert ("monitoring.coreos.com/v1", "ServiceMonitor", "demo") in absent_children(bls)
+        assert ("v1", "Service", "demo-metrics") in absent_children(bls)
 
 
-def test_service_monitor_scrapes_the_services_http_port() -> None:
+def test_service_monitor_scrapes_the_pods_metrics_port_through_service_n_metrics() -> None:
     bls = make(port=8080, metrics={"serviceMonitor": True})
     monitor = build_service_monitor(bls)
+    metrics_service = build_metrics_service(bls)
     assert monitor is not None
+    assert metrics_service is not None
     assert (monitor["apiVersion"], monitor["kind"]) == (
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
@@ -45,15 +53,45 @@ def test_service_monitor_scrapes_the_services_http_port() -> None:
     assert (metadata["name"], metadata["namespace"]) == ("demo", "team")
     (owner,) = metadata["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("BlacklistService", "uid-1", True)
-    service = build_service(bls)
-    # The same labels as every other child, and a selector that picks Service N.
-    assert metadata["labels"] == service["metadata"]["labels"]
+    # It selects Service demo-metrics by its labels, and not Service demo.
     selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= service["metadata"]["labels"].items()
+    assert selector.items() <= metrics_service["metadata"]["labels"].items()
+    assert not selector.items() <= build_service(bls)["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team"]}
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint == {"port": "http", "path": "/metrics"}
-    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert (endpoint["port"], endpoint["path"]) == ("metrics", "/metrics")
+    # The series' service label stays N (the instance label of N-metrics), as the dashboard needs.
+    (relabeling,) = endpoint["relabelings"]
+    assert relabeling["targetLabel"] == "service"
+    assert relabeling["sourceLabels"] == [
+        "__meta_kubernetes_service_label_app_kubernetes_io_instance"
+    ]
+    assert metrics_service["metadata"]["labels"]["app.kubernetes.io/instance"] == "demo"
+    # demo-metrics: headless, the metrics port alone, in front of the service pods.
+    spec = metrics_service["spec"]
+    assert metrics_service["metadata"]["name"] == "demo-metrics"
+    assert (spec["type"], spec["clusterIP"]) == ("ClusterIP", "None")
+    assert spec["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    deployment = build_service_deployment(bls)
+    assert spec["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+
+
+def test_service_n_never_exposes_the_metrics_port() -> None:
+    for bls in (
+        make(),
+        make(metrics={"serviceMonitor": True}),
+        make(service={"type": "ClusterIP"}),
+    ):
+        (port,) = build_service(bls)["spec"]["ports"]
+        assert (port["name"], port["targetPort"]) == ("http", "http")
+    (container,) = build_service_deployment(make())["spec"]["template"]["spec"]["containers"]
+    environment = {item["name"]: item.get("value") for item in container["env"]}
+    assert environment["METRICS_PORT"] == "9090"
+    assert environment["PORT"] == "5004"
 
 
 def test_service_monitor_is_an_optional_child_applied_last() -> None:
@@ -61,6 +99,7 @@ def test_service_monitor_is_an_optional_child_applied_last() -> None:
     children = build_children(bls)
     assert children[-1]["kind"] == "ServiceMonitor"
     assert all(kind != "ServiceMonitor" for _, kind, _ in absent_children(bls))
+    assert ("Service", "demo-metrics") in {(c["kind"], c["metadata"]["name"]) for c in children}
 
 
 class Discovery:

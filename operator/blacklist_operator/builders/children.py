@@ -2,8 +2,9 @@
 
 The Secret (created once, never applied) and the ban-list ConfigMaps (written by
 the ban sync) are not in this list. The optional children (PodDisruptionBudget,
-HorizontalPodAutoscaler, Ingress, ServiceMonitor) are in it when the spec asks for them, and in
-:func:`absent_children`, to be deleted, when it does not. With an external
+HorizontalPodAutoscaler, Ingress, the metrics Service and the ServiceMonitor) are
+in it when the spec asks for them, and in :func:`absent_children`, to be deleted,
+when it does not. With an external
 database (``spec.database.external``) there is no database Deployment, Service,
 claim, volume or NetworkPolicy at all: ConfigMap ``N-db`` points at that database.
 """
@@ -27,9 +28,10 @@ from blacklist_operator.builders.database import (
 from blacklist_operator.builders.ingress import build_ingress
 from blacklist_operator.builders.monitoring import (
     SERVICE_MONITOR_API_VERSION,
+    build_metrics_service,
     build_service_monitor,
 )
-from blacklist_operator.builders.naming import service_name
+from blacklist_operator.builders.naming import metrics_service_name, service_name
 from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
 from blacklist_operator.builders.service import build_service, build_service_deployment
 from blacklist_operator.builders.storage import (
@@ -39,16 +41,24 @@ from blacklist_operator.builders.storage import (
 from blacklist_operator.model import BlacklistService
 from blacklist_operator.model_external import ExternalDatabase
 
-# (apiVersion, kind, builder) of each optional child, all named N; a builder returns
-# None when the spec does not ask for its child.
-_OPTIONAL: tuple[tuple[str, str, Callable[[BlacklistService], dict[str, Any] | None]], ...] = (
-    ("networking.k8s.io/v1", "Ingress", build_ingress),
-    ("policy/v1", "PodDisruptionBudget", build_pod_disruption_budget),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", build_horizontal_pod_autoscaler),
+# (apiVersion, kind, name, builder) of each optional child; a builder returns None when
+# the spec does not ask for its child.
+_OPTIONAL: tuple[
+    tuple[
+        str,
+        str,
+        Callable[[BlacklistService], str],
+        Callable[[BlacklistService], dict[str, Any] | None],
+    ],
+    ...,
+] = (
+    ("networking.k8s.io/v1", "Ingress", service_name, build_ingress),
+    ("policy/v1", "PodDisruptionBudget", service_name, build_pod_disruption_budget),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", service_name, build_horizontal_pod_autoscaler),
+    ("v1", "Service", metrics_service_name, build_metrics_service),
     # A CRD's kind: applied only while the API serves it (reconcile.served_children).
-    (SERVICE_MONITOR_API_VERSION, "ServiceMonitor", build_service_monitor),
+    (SERVICE_MONITOR_API_VERSION, "ServiceMonitor", service_name, build_service_monitor),
 )
-OPTIONAL_KINDS = frozenset(kind for _, kind, _ in _OPTIONAL)
 # Kinds of CRDs a cluster may lack: applied (and looked for) only while the API serves them.
 CUSTOM_KINDS = frozenset({"ServiceMonitor"})
 
@@ -93,17 +103,22 @@ def build_children(
         build_role_binding(bls),
         build_service(bls),
         *service,
-        *(child for _, _, build in _OPTIONAL if (child := build(bls)) is not None),
+        *(child for _, _, _, build in _OPTIONAL if (child := build(bls)) is not None),
     ]
 
 
 def absent_children(bls: BlacklistService) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of the optional children the spec does not ask for."""
     return [
-        (api_version, kind, service_name(bls))
-        for api_version, kind, build in _OPTIONAL
+        (api_version, kind, name(bls))
+        for api_version, kind, name, build in _OPTIONAL
         if build(bls) is None
     ]
+
+
+def optional_children(bls: BlacklistService) -> frozenset[tuple[str, str]]:
+    """(kind, name) of every optional child, asked for or not."""
+    return frozenset((kind, name(bls)) for _, kind, name, _ in _OPTIONAL)
 
 
 def child_key(manifest: dict[str, Any]) -> tuple[str, str]:

@@ -18,6 +18,8 @@ OPERATOR_APP_NAME = "blacklist-operator"
 COMPONENT_SERVICE = "service"
 COMPONENT_DATABASE = "database"
 COMPONENT_BANLIST = "banlist"
+# The Service N-metrics: its own component, so that a ServiceMonitor selects it and not Service N.
+COMPONENT_METRICS = "metrics"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -38,6 +40,11 @@ def service_name(bls: BlacklistService) -> str:
 def service_name_of(instance: str) -> str:
     """:func:`service_name` of the instance named ``instance`` (for callers without a spec)."""
     return instance
+
+
+def metrics_service_name(bls: BlacklistService) -> str:
+    """Name of the Service that exposes the service pods' metrics port inside the cluster."""
+    return f"{bls.name}-metrics"
 
 
 def database_name(bls: BlacklistService) -> str:

@@ -1,9 +1,10 @@
-"""The service's Deployment and its NodePort Service."""
+"""The service's Deployment and its Service (NodePort by default)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from blacklist_operator.builders.monitoring import METRICS_PORT_NAME
 from blacklist_operator.builders.naming import (
     COMPONENT_SERVICE,
     EXTERNAL_SECRET_ANNOTATION,
@@ -20,7 +21,7 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model import METRICS_PORT, BlacklistService
 from blacklist_operator.model_external import URL_KEY, ExternalDatabase
 
 STATE_DIR = "/var/lib/blacklist"
@@ -121,6 +122,8 @@ def service_environment(
     """
     return [
         {"name": "PORT", "value": str(bls.spec.port)},
+        # /metrics is served there, not on PORT: Service N never exposes it.
+        {"name": "METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "STATE_DIR", "value": STATE_DIR},
         {"name": "BANLIST_CONFIGMAP", "value": banlist_shard_name(bls.name, 0)},
         _field("POD_NAMESPACE", "metadata.namespace"),
@@ -130,6 +133,9 @@ def service_environment(
         _text("TRUSTED_PROXIES", ",".join(str(n) for n in bls.spec.trusted_proxies)),
         # Seconds; empty: bans last until lifted.
         _text("BAN_DURATION", str(bls.spec.ban_duration or "")),
+        # A hit bans the covering prefix of the caller's address, of these many bits.
+        {"name": "BAN_PREFIX_IPV4", "value": str(bls.spec.ban_prefix_lengths[0])},
+        {"name": "BAN_PREFIX_IPV6", "value": str(bls.spec.ban_prefix_lengths[1])},
         *_mail_environment(bls),
         *_workers_environment(bls),
     ]
@@ -192,7 +198,10 @@ def build_service_deployment(
         "name": "service",
         "image": spec.image,
         "imagePullPolicy": spec.image_pull_policy,
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
+            {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "env": service_environment(bls, external),
         "readinessProbe": _probe("/readyz", period=5, failures=3),
         "livenessProbe": _probe("/healthz", period=10, failures=6),
@@ -233,23 +242,34 @@ def build_service_deployment(
 
 
 def build_service(bls: BlacklistService) -> dict[str, Any]:
-    """The NodePort Service ``N``; ``Local`` traffic policy keeps client addresses intact."""
+    """The Service ``N`` of ``spec.service.type`` (NodePort by default), port ``spec.port`` only.
+
+    A NodePort or LoadBalancer Service keeps ``externalTrafficPolicy: Local``, so the
+    pods see the clients' own addresses (and ban them, not a node). A ClusterIP
+    Service has neither that policy nor a NodePort: under server-side apply, leaving
+    them out of the manifest removes them when the type is switched in place, and the
+    API server drops the NodePort it allocated itself.
+    """
+    service_type = bls.spec.service_type
     port: dict[str, Any] = {
-        # builders.monitoring.METRICS_PORT_NAME: the ServiceMonitor scrapes this port.
+        # The service's port only: the metrics port stays inside the cluster (N-metrics).
         "name": "http",
         "port": bls.spec.port,
         "targetPort": "http",
         "protocol": "TCP",
     }
-    if bls.spec.node_port is not None:
+    external = service_type != "ClusterIP"
+    if external and bls.spec.node_port is not None:
         port["nodePort"] = bls.spec.node_port
+    spec: dict[str, Any] = {"type": service_type}
+    if external:
+        spec["externalTrafficPolicy"] = "Local"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
         "spec": {
-            "type": "NodePort",
-            "externalTrafficPolicy": "Local",
+            **spec,
             "selector": selector_labels(bls, COMPONENT_SERVICE),
             "ports": [port],
         },

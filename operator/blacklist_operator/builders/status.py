@@ -1,7 +1,9 @@
-"""Status conditions by Kubernetes convention, as pure values.
+"""The operator's part of a BlacklistService's status, as pure values.
 
-A condition keeps its ``lastTransitionTime`` while its status stays the same, so
-that readers can tell how long a state has held.
+Conditions by Kubernetes convention: a condition keeps its ``lastTransitionTime``
+while its status stays the same, so that readers can tell how long a state has
+held. Beside them, what ``kubectl get`` and the ``scale`` subresource read: the
+service's replica counts, its pod selector, its NodePort and its image.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from blacklist_operator.builders.naming import COMPONENT_SERVICE, selector_labels
+from blacklist_operator.model import BlacklistService
 
 READY = "Ready"
 DATABASE_READY = "DatabaseReady"
@@ -64,3 +69,47 @@ def condition_changed(current: Sequence[Mapping[str, Any]] | None, new: Mapping[
         return True
     keys = ("status", "reason", "message", "observedGeneration")
     return any(previous.get(key) != new.get(key) for key in keys)
+
+
+def service_selector(bls: BlacklistService) -> str:
+    """The service pods' label selector as text: the ``scale`` subresource's ``status.selector``.
+
+    An autoscaler that targets the resource itself counts the pods it selects.
+    """
+    return ",".join(
+        f"{key}={value}" for key, value in selector_labels(bls, COMPONENT_SERVICE).items()
+    )
+
+
+def build_observed_status(
+    bls: BlacklistService,
+    ready: dict[str, Any],
+    node_port: int | None,
+    replicas: int,
+    ready_replicas: int,
+) -> dict[str, Any]:
+    """The status fields the reconcile owns (under server-side apply: all sent, every time).
+
+    ``replicas`` and ``ready_replicas`` are the service Deployment's own counts, so
+    ``kubectl get bls`` is true under an autoscaler too. ``nodePort`` is left out
+    when the Service has none (type ClusterIP), which removes a stale one.
+    """
+    fields: dict[str, Any] = {
+        "observedGeneration": bls.generation,
+        "conditions": [ready],
+        "replicas": replicas,
+        "readyReplicas": ready_replicas,
+        "selector": service_selector(bls),
+    }
+    if node_port is not None:
+        fields["nodePort"] = node_port
+    return fields
+
+
+def status_changed(current: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    """Whether applying ``fields`` would change a status field other than the conditions.
+
+    A field we stopped sending (a NodePort gone with the type ClusterIP) is a change too.
+    """
+    keys = ("observedGeneration", "replicas", "readyReplicas", "selector", "nodePort", "image")
+    return any(current.get(key) != fields.get(key) for key in keys)
