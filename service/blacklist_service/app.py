@@ -15,7 +15,7 @@ from blacklist_service.extensions import mail
 from blacklist_service.metrics import SET_ASIDE, RequestCounter
 from blacklist_service.outbox import Outbox
 from blacklist_service.state import EXTENSION_KEY, ServiceState
-from blacklist_service.views import blacklisted, health, metrics, square
+from blacklist_service.views import blacklisted, health, square
 from blacklist_service.views.guard import BanGuard
 from blacklist_service.views.square import SquareFastPath
 
@@ -38,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     background = Background(app, settings, outbox, bans)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, bans, outbox, background)
 
-    for module in (square, blacklisted, health, metrics):
+    for module in (square, blacklisted, health):
         app.register_blueprint(module.blueprint)
     # Outermost first: count every answer, refuse banned clients, answer plain squares, then Flask.
     guarded = BanGuard(SquareFastPath(app.wsgi_app), settings, bans)

@@ -21,6 +21,8 @@ from blacklist_service.addresses import NetworkSet
 from blacklist_service.durations import parse_duration
 
 DEFAULT_PORT = 5004
+DEFAULT_METRICS_PORT = 9090
+MAX_PORT = 65535
 DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_SENDER = "blacklist-service@localhost"
 DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -28,6 +30,7 @@ DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Read from the environment as text; everything else in app.config stays as given.
 ENVIRONMENT_KEYS = (
     "PORT",
+    "METRICS_PORT",
     "BIND_ADDRESS",
     "DATABASE_URL",
     "STATE_DIR",
@@ -50,7 +53,7 @@ ENVIRONMENT_KEYS = (
     "BAN_DURATION",
 )
 BOOLEAN_KEYS = ("MAIL_USE_TLS", "MAIL_USE_SSL", "BACKGROUND")
-INTEGER_KEYS = ("PORT", "MAIL_PORT")
+INTEGER_KEYS = ("PORT", "METRICS_PORT", "MAIL_PORT")
 
 
 class ConfigError(ValueError):
@@ -84,10 +87,22 @@ def parse_integer(name: str, value: object) -> int:
         raise ConfigError(f"{name} must be an integer, not {value!r}") from None
 
 
+def parse_metrics_port(value: object, port: int) -> int:
+    """``METRICS_PORT``: a TCP port of its own, never the public ``PORT``."""
+    metrics_port = parse_integer("METRICS_PORT", value)
+    if not 1 <= metrics_port <= MAX_PORT:
+        raise ConfigError(f"METRICS_PORT must be between 1 and {MAX_PORT}, not {metrics_port}")
+    if metrics_port == port:
+        # Both on one port would put the metrics back on the public interface.
+        raise ConfigError(f"METRICS_PORT must differ from PORT ({port})")
+    return metrics_port
+
+
 def defaults() -> dict[str, Any]:
     """The settings a bare ``create_app()`` starts from."""
     return {
         "PORT": DEFAULT_PORT,
+        "METRICS_PORT": DEFAULT_METRICS_PORT,
         "BIND_ADDRESS": "0.0.0.0",  # noqa: S104 - a server in a pod listens on every interface
         "MAIL_SERVER": None,
         "MAIL_PORT": 25,
@@ -143,6 +158,7 @@ class Settings:
     kubernetes_port: int
     background: bool
     ban_duration: int | None = None  # seconds; None: bans last for ever
+    metrics_port: int = DEFAULT_METRICS_PORT
 
     @property
     def in_cluster(self) -> bool:
@@ -153,6 +169,7 @@ class Settings:
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Parse Flask's ``app.config`` (defaults, environment and overrides merged)."""
         port = parse_integer("PORT", config.get("PORT", DEFAULT_PORT))
+        metrics_port = parse_metrics_port(config.get("METRICS_PORT", DEFAULT_METRICS_PORT), port)
         state_dir = Path(config.get("STATE_DIR") or default_state_dir(port))
         database_url = str(config.get("DATABASE_URL") or "").strip()
         if not database_url:
@@ -193,4 +210,5 @@ class Settings:
             ),
             background=parse_boolean("BACKGROUND", config.get("BACKGROUND", True)),
             ban_duration=ban_duration,
+            metrics_port=metrics_port,
         )

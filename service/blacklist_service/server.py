@@ -4,9 +4,10 @@
 worker processes (else a count from the container's limits, see
 :mod:`blacklist_service.workers`), each building its own app (no preload),
 with ``WORKER_THREADS`` threads calling it (default 4) and an access log only
-with ``ACCESS_LOG=1``. Both stop gracefully on SIGTERM: the workers finish the
-requests in flight, then each stops its background work (the delivery worker
-ends its round), within :data:`GRACEFUL_TIMEOUT`.
+with ``ACCESS_LOG=1``. ``/metrics`` is served on ``METRICS_PORT``, not on
+``PORT`` (:mod:`blacklist_service.metrics_server`). Both stop gracefully on
+SIGTERM: the workers finish the requests in flight, then each stops its
+background work (the delivery worker ends its round), within :data:`GRACEFUL_TIMEOUT`.
 
 granian is the default by measurement (``bench/service_bench.py``, same run,
 side by side, 2 cores): its HTTP layer is Rust, so the interpreter spends its
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
 from blacklist_service.markers import clear_markers
+from blacklist_service.metrics_server import bind_listener, serve_metrics
 from blacklist_service.workers import worker_plan
 
 if TYPE_CHECKING:
@@ -95,6 +97,8 @@ def start_worker() -> Flask:
     from blacklist_service.app import create_app
 
     app = create_app()
+    if not serve_metrics(app):
+        logger.error("Worker %d has no metrics socket: its main process bound none", os.getpid())
     gc.freeze()
     logger.info("Worker %d serves", os.getpid())
     return app
@@ -125,10 +129,13 @@ def main() -> None:
         server = server_name(os.environ.get("SERVER"))
         threads = worker_threads()
         plan = worker_plan()
+        # Bound before any worker starts: the workers inherit it (metrics_server).
+        bind_listener(bind_host(settings), settings.metrics_port)
     except ConfigError as error:
         raise SystemExit(f"blacklist-service: bad configuration: {error}") from None
     prepare(settings)
     logger.info("Starting %s with %d worker(s): %s", server, plan.count, plan.reason)
+    logger.info("Metrics on port %d at /metrics (not on PORT)", settings.metrics_port)
     if server == "granian":
         from blacklist_service.server_granian import serve
     else:
