@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -20,6 +21,10 @@ from blacklist_service.views.guard import BanGuard
 from blacklist_service.views.square import SquareFastPath
 
 
+def _count_set_aside(_aside: Path) -> None:
+    SET_ASIDE.inc()
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: defaults, then the environment, then ``config`` (tests)."""
     app = Flask("blacklist_service", static_folder=None)  # no static files to serve
@@ -32,9 +37,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     bans = BanStore(settings.state_dir / BAN_FILE)
-    outbox = Outbox(settings.state_dir / "outbox.sqlite3")
-    if outbox.set_aside is not None:
-        SET_ASIDE.inc()
+    outbox = Outbox(settings.state_dir / "outbox.sqlite3", on_set_aside=_count_set_aside)
     background = Background(app, settings, outbox, bans)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, bans, outbox, background)
 

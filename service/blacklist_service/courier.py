@@ -139,6 +139,7 @@ class LedgerChannel(Channel):
         self._engine: Engine | None = None
         self._schema_ready = False
         self._bans_loaded = False
+        self._set_aside_drained = False
         self.lifts = LiftFollower(settings.state_dir, outbox, bans)
 
     @property
@@ -149,8 +150,12 @@ class LedgerChannel(Channel):
         return self._engine
 
     def deliver_once(self) -> bool:
-        """Schema and bans first (once), then a batch of hits."""
+        """Set-aside outboxes, schema and bans first (once), then a batch of hits."""
         state_dir = self.settings.state_dir
+        if not self._set_aside_drained:
+            # Before any delivery, so the copied hits go out with the rest.
+            self.outbox.drain_set_aside()
+            self._set_aside_drained = True
         try:
             if not self._schema_ready:
                 ledger.ensure_schema(self.engine)
