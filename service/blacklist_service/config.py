@@ -23,6 +23,8 @@ from blacklist_service.durations import parse_duration
 DEFAULT_PORT = 5004
 DEFAULT_METRICS_PORT = 9090
 MAX_PORT = 65535
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
 DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_SENDER = "blacklist-service@localhost"
 DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -51,6 +53,7 @@ ENVIRONMENT_KEYS = (
     "KUBERNETES_SERVICE_HOST",
     "KUBERNETES_SERVICE_PORT",
     "BAN_DURATION",
+    "LOG_FORMAT",
 )
 BOOLEAN_KEYS = ("MAIL_USE_TLS", "MAIL_USE_SSL", "BACKGROUND")
 INTEGER_KEYS = ("PORT", "METRICS_PORT", "MAIL_PORT")
@@ -85,6 +88,14 @@ def parse_integer(name: str, value: object) -> int:
         return int(str(value).strip())
     except ValueError:
         raise ConfigError(f"{name} must be an integer, not {value!r}") from None
+
+
+def parse_log_format(value: object) -> str:
+    """``LOG_FORMAT``: ``text`` (the default) or ``json`` (:mod:`blacklist_service.logs`)."""
+    name = str(value or "").strip().lower() or DEFAULT_LOG_FORMAT
+    if name not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
+    return name
 
 
 def parse_metrics_port(value: object, port: int) -> int:
@@ -159,6 +170,7 @@ class Settings:
     background: bool
     ban_duration: int | None = None  # seconds; None: bans last for ever
     metrics_port: int = DEFAULT_METRICS_PORT
+    log_format: str = DEFAULT_LOG_FORMAT
 
     @property
     def in_cluster(self) -> bool:
@@ -211,4 +223,5 @@ class Settings:
             background=parse_boolean("BACKGROUND", config.get("BACKGROUND", True)),
             ban_duration=ban_duration,
             metrics_port=metrics_port,
+            log_format=parse_log_format(config.get("LOG_FORMAT")),
         )

@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import gc
 import logging
+import logging.config
 import os
 import shutil
 from typing import TYPE_CHECKING
 
-from blacklist_service.config import ConfigError, Settings, defaults, from_environment
+from blacklist_service.config import (
+    ConfigError,
+    Settings,
+    defaults,
+    from_environment,
+    parse_log_format,
+)
+from blacklist_service.logs import logging_config
 from blacklist_service.markers import clear_markers
 from blacklist_service.metrics_server import bind_listener, serve_metrics
 from blacklist_service.workers import worker_plan
@@ -36,7 +44,6 @@ if TYPE_CHECKING:
     from flask import Flask
 
 logger = logging.getLogger(__name__)
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 GRACEFUL_TIMEOUT = 25  # under Kubernetes' default 30 s termination grace period
 SERVERS = ("granian", "gunicorn")
 DEFAULT_SERVER = "granian"
@@ -121,9 +128,9 @@ def forget_worker(pid: int) -> None:
 
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     config = defaults()
     try:
+        logging.config.dictConfig(logging_config(parse_log_format(os.environ.get("LOG_FORMAT"))))
         config.update(from_environment())
         settings = Settings.from_config(config)
         server = server_name(os.environ.get("SERVER"))

@@ -33,7 +33,11 @@ def blacklisted() -> Response:
     """Ban the caller, record the hit, answer 444."""
     state = service_state()
     address: str = request.environ[CLIENT_ADDRESS]
-    logger.error("Access to this endpoint is blocked!")
+    # A security event, what the endpoint is for: INFO with an event field, not an error.
+    logger.info(
+        "Access to this endpoint is blocked!",
+        extra={"event": "ban", "client_address": address, "path": request.path},
+    )
     hit = Hit.now(address, request.path)
     key = address_key(address)
     if key is not None and key not in state.settings.allowlist:
