@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -153,9 +154,14 @@ class LedgerChannel(Channel):
         """Set-aside outboxes, schema and bans first (once), then a batch of hits."""
         state_dir = self.settings.state_dir
         if not self._set_aside_drained:
-            # Before any delivery, so the copied hits go out with the rest.
-            self.outbox.drain_set_aside()
-            self._set_aside_drained = True
+            # Before the round's delivery, so the copied hits go out with the rest; a
+            # failure (a full disk) is retried next round and never holds the outbox back.
+            try:
+                self.outbox.drain_set_aside()
+            except (sqlite3.Error, OSError) as error:
+                logger.warning("Draining set-aside outboxes failed (retried next round): %s", error)
+            else:
+                self._set_aside_drained = True
         try:
             if not self._schema_ready:
                 ledger.ensure_schema(self.engine)

@@ -141,7 +141,9 @@ class Outbox:
                     self._open_sound()
                 except sqlite3.Error as error:
                     self.close_connection()
-                    if not is_corrupt(error):
+                    # Once per process: a fresh file found corrupt too means a broken disk,
+                    # and setting file after file aside would only fill it.
+                    if not is_corrupt(error) or self.set_aside is not None:
                         raise
                     self.set_aside = self._set_aside(error)
                     if self._on_set_aside is not None:
