@@ -26,7 +26,7 @@ next use, so a worker that starts under such a condition serves (and bans) and
 delivers once it is over. A file set aside is still drained
 (:meth:`Outbox.drain_set_aside`): read-only, its undelivered hits are copied
 into the fresh outbox, so their ledger rows and mails still go out; it is then
-renamed ``…​.drained``.
+renamed with a ``.drained`` suffix.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from blacklist_service.salvage import salvage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -159,8 +161,8 @@ class Outbox:
         connection.execute(SCHEMA)
 
     def _reader(self) -> sqlite3.Connection:
-        """This thread's connection, once the file is checked."""
-        self.check()
+        """This thread's connection, once the file is checked (waiting for it as a request may)."""
+        self.check(RECORD_WAIT)
         return self._connection()
 
     def _set_aside(self, error: sqlite3.Error) -> Path:
@@ -318,7 +320,7 @@ class Outbox:
         for aside in sorted(self.path.parent.glob(f"{self.path.name}{CORRUPT_SUFFIX}*")):
             if aside.name.endswith(("-wal", "-shm", "-journal", DRAINED_SUFFIX)):
                 continue
-            rows = _salvage(aside)
+            rows = salvage(aside)
             if rows:
                 with self._writing() as connection:
                     connection.execute("BEGIN IMMEDIATE")
@@ -360,32 +362,6 @@ class Outbox:
         if descriptor is not None:
             os.close(descriptor)
             self._local.lock = None
-
-
-SalvagedRow = tuple[str, str, str, str, int, int]
-
-
-def _salvage(path: Path) -> list[SalvagedRow]:
-    """The undelivered rows of a set-aside outbox, read without writing to it."""
-    rows: list[SalvagedRow] = []
-    error: sqlite3.Error | None = None
-    # Read-only first (it sees the WAL's commits); immutable when even that cannot open it.
-    for mode in ("mode=ro", "immutable=1"):
-        try:
-            with closing(sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)) as source:
-                cursor = source.execute(
-                    "SELECT event_id, ip_address, path, time, ledger_delivered, mail_delivered "
-                    "FROM outbox WHERE ledger_delivered = 0 OR mail_delivered = 0"
-                )
-                while batch := cursor.fetchmany(500):
-                    rows.extend(batch)
-            return rows
-        except sqlite3.Error as failure:
-            error = failure
-            if rows:
-                break  # read part-way: keep what was read rather than read it twice
-    logger.error("Read %d hit(s) of the set-aside outbox %s, then: %s", len(rows), path, error)
-    return rows
 
 
 def _lock_within(descriptor: int, wait: float) -> None:
