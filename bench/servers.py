@@ -19,13 +19,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 # The service's settings that must not leak in from the caller's shell.
 CLEARED = (
     "DATABASE_URL", "MAIL_SERVER", "BANLIST_CONFIGMAP", "STATE_DIR", "PORT", "SERVER",
-    "WORKER_THREADS", "ACCESS_LOG",
+    "WORKER_THREADS", "ACCESS_LOG", "METRICS_PORT", "LOG_FORMAT",
 )  # fmt: skip
 
 
 def _environment(port: int, state_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in CLEARED}
     env.update({"PORT": str(port), "BIND_ADDRESS": "127.0.0.1", "STATE_DIR": str(state_dir)})
+    # A port of its own, not the default 9090: another service on this machine may hold it.
+    env["METRICS_PORT"] = str(free_port())
     env.update(extra)
     return env
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -15,11 +16,15 @@ from blacklist_service.extensions import mail
 from blacklist_service.metrics import SET_ASIDE, RequestCounter
 from blacklist_service.outbox import Outbox
 from blacklist_service.state import EXTENSION_KEY, ServiceState
-from blacklist_service.views import blacklisted, health, metrics, square
+from blacklist_service.views import blacklisted, health, square
 from blacklist_service.views.guard import BanGuard
 from blacklist_service.views.square import SquareFastPath
 
 BANS_DIRECTORY = "bans"  # in STATE_DIR: the ban store's generations (docs/service.md)
+
+
+def _count_set_aside(_aside: Path) -> None:
+    SET_ASIDE.inc()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -34,13 +39,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     bans = BanStore(settings.state_dir / BANS_DIRECTORY, carry_own=settings.in_cluster)
-    outbox = Outbox(settings.state_dir / "outbox.sqlite3")
-    if outbox.set_aside is not None:
-        SET_ASIDE.inc()
+    outbox = Outbox(settings.state_dir / "outbox.sqlite3", on_set_aside=_count_set_aside)
     background = Background(app, settings, outbox, bans)
     app.extensions[EXTENSION_KEY] = ServiceState(settings, bans, outbox, background)
 
-    for module in (square, blacklisted, health, metrics):
+    for module in (square, blacklisted, health):
         app.register_blueprint(module.blueprint)
     # Outermost first: count every answer, refuse banned clients, answer plain squares, then Flask.
     guarded = BanGuard(SquareFastPath(app.wsgi_app), settings, bans)

@@ -56,6 +56,16 @@ class Background:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self._compete()
+            except Exception:
+                # A transient failure (too many open files, a full disk) must not end the
+                # replica's delivery for the life of this worker: let go of the lock, retry.
+                logger.exception("Background work failed; retried in %.0f s", LEADER_RETRY)
+                self.stop_event.wait(LEADER_RETRY)
+
+    def _compete(self) -> None:
         lock_path = self.settings.state_dir / "leader.lock"
         descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -28,6 +28,10 @@ from blacklist_service.addresses import NetworkSet
 from blacklist_service.durations import parse_duration
 
 DEFAULT_PORT = 5004
+DEFAULT_METRICS_PORT = 9090
+MAX_PORT = 65535
+LOG_FORMATS = ("text", "json")
+DEFAULT_LOG_FORMAT = "text"
 DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_SENDER = "blacklist-service@localhost"
 DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -35,6 +39,7 @@ DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 # Read from the environment as text; everything else in app.config stays as given.
 ENVIRONMENT_KEYS = (
     "PORT",
+    "METRICS_PORT",
     "BIND_ADDRESS",
     "DATABASE_URL",
     "STATE_DIR",
@@ -57,9 +62,10 @@ ENVIRONMENT_KEYS = (
     "BAN_DURATION",
     "BAN_PREFIX_IPV4",
     "BAN_PREFIX_IPV6",
+    "LOG_FORMAT",
 )
 BOOLEAN_KEYS = ("MAIL_USE_TLS", "MAIL_USE_SSL", "BACKGROUND")
-INTEGER_KEYS = ("PORT", "MAIL_PORT")
+INTEGER_KEYS = ("PORT", "METRICS_PORT", "MAIL_PORT")
 
 
 class ConfigError(ValueError):
@@ -105,10 +111,30 @@ def parse_prefix_length(name: str, value: object, version: int) -> int:
     return length
 
 
+def parse_log_format(value: object) -> str:
+    """``LOG_FORMAT``: ``text`` (the default) or ``json`` (:mod:`blacklist_service.logs`)."""
+    name = str(value or "").strip().lower() or DEFAULT_LOG_FORMAT
+    if name not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {value!r}")
+    return name
+
+
+def parse_metrics_port(value: object, port: int) -> int:
+    """``METRICS_PORT``: a TCP port of its own, never the public ``PORT``."""
+    metrics_port = parse_integer("METRICS_PORT", value)
+    if not 1 <= metrics_port <= MAX_PORT:
+        raise ConfigError(f"METRICS_PORT must be between 1 and {MAX_PORT}, not {metrics_port}")
+    if metrics_port == port:
+        # Both on one port would put the metrics back on the public interface.
+        raise ConfigError(f"METRICS_PORT must differ from PORT ({port})")
+    return metrics_port
+
+
 def defaults() -> dict[str, Any]:
     """The settings a bare ``create_app()`` starts from."""
     return {
         "PORT": DEFAULT_PORT,
+        "METRICS_PORT": DEFAULT_METRICS_PORT,
         "BIND_ADDRESS": "0.0.0.0",  # noqa: S104 - a server in a pod listens on every interface
         "MAIL_SERVER": None,
         "MAIL_PORT": 25,
@@ -167,6 +193,8 @@ class Settings:
     # A hit bans the covering prefix of the caller's address, of these lengths.
     ban_prefix_ipv4: int = DEFAULT_IPV4_LENGTH
     ban_prefix_ipv6: int = DEFAULT_IPV6_LENGTH
+    metrics_port: int = DEFAULT_METRICS_PORT
+    log_format: str = DEFAULT_LOG_FORMAT
 
     @property
     def in_cluster(self) -> bool:
@@ -177,6 +205,7 @@ class Settings:
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """Parse Flask's ``app.config`` (defaults, environment and overrides merged)."""
         port = parse_integer("PORT", config.get("PORT", DEFAULT_PORT))
+        metrics_port = parse_metrics_port(config.get("METRICS_PORT", DEFAULT_METRICS_PORT), port)
         state_dir = Path(config.get("STATE_DIR") or default_state_dir(port))
         database_url = str(config.get("DATABASE_URL") or "").strip()
         if not database_url:
@@ -223,4 +252,6 @@ class Settings:
             ban_prefix_ipv6=parse_prefix_length(
                 "BAN_PREFIX_IPV6", config.get("BAN_PREFIX_IPV6") or DEFAULT_IPV6_LENGTH, IPV6
             ),
+            metrics_port=metrics_port,
+            log_format=parse_log_format(config.get("LOG_FORMAT")),
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class LedgerChannel(Channel):
         self._engine: Engine | None = None
         self._schema_ready = False
         self._bans_loaded = False
+        self._set_aside_drained = False
         self.lengths = (settings.ban_prefix_ipv4, settings.ban_prefix_ipv6)
         self.lifts = LiftFollower(settings.state_dir, outbox, bans, self.lengths)
 
@@ -150,8 +152,17 @@ class LedgerChannel(Channel):
         return self._engine
 
     def deliver_once(self) -> bool:
-        """Schema and bans first (once), then a batch of hits."""
+        """Set-aside outboxes, schema and bans first (once), then a batch of hits."""
         state_dir = self.settings.state_dir
+        if not self._set_aside_drained:
+            # Before the round's delivery, so the copied hits go out with the rest; a
+            # failure (a full disk) is retried next round and never holds the outbox back.
+            try:
+                self.outbox.drain_set_aside()
+            except (sqlite3.Error, OSError) as error:
+                logger.warning("Draining set-aside outboxes failed (retried next round): %s", error)
+            else:
+                self._set_aside_drained = True
         try:
             if not self._schema_ready:
                 ledger.ensure_schema(self.engine)

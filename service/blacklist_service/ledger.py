@@ -66,6 +66,42 @@ lifts = Table(
 Index("denied_access_lifts_ip_address", lifts.c.ip_address)
 
 
+# Bounds on every PostgreSQL connection of the service (the ledger thread, its lift
+# follower, the lift command). Whoever holds the database (a tenant's
+# ``LOCK TABLE denied_access_ledger IN ACCESS EXCLUSIVE MODE``, a long migration) or
+# loses it (a blackholed route) must not hold the ledger thread for ever: it gives up,
+# backs off and retries, while the mail thread goes on. Lock and statement timeouts are
+# startup parameters of the session, so no ROLLBACK (TO SAVEPOINT) ever undoes them.
+CONNECT_TIMEOUT = 5  # seconds to connect, per address tried
+LOCK_TIMEOUT_MS = 3_000  # waiting for a table or row lock
+STATEMENT_TIMEOUT_MS = 15_000  # any one statement
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000  # the server ends a transaction we left hanging
+# A silent peer: an idle connection is probed after 10 s, then every 5 s, dropped after
+# 3 unanswered probes; data unacknowledged for 20 s drops it too (a blackhole swallows
+# packets without a reset, which otherwise takes the kernel about 15 minutes).
+KEEPALIVES_IDLE = 10
+KEEPALIVES_INTERVAL = 5
+KEEPALIVES_COUNT = 3
+TCP_USER_TIMEOUT_MS = 20_000
+
+
+def postgres_connect_args() -> dict[str, Any]:
+    """The libpq connection parameters that bound every wait on PostgreSQL (see above)."""
+    return {
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": "blacklist-service",
+        "options": (
+            f"-c lock_timeout={LOCK_TIMEOUT_MS} -c statement_timeout={STATEMENT_TIMEOUT_MS} "
+            f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        ),
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVES_IDLE,
+        "keepalives_interval": KEEPALIVES_INTERVAL,
+        "keepalives_count": KEEPALIVES_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+    }
+
+
 def make_engine(url: str) -> Engine:
     """An engine that fails fast when the database is unreachable and checks pooled connections."""
     if url.startswith("sqlite"):
@@ -73,12 +109,7 @@ def make_engine(url: str) -> Engine:
         return create_engine(url, connect_args={"timeout": 30})
     connect_args: dict[str, Any] = {}
     if url.startswith("postgresql"):
-        connect_args = {
-            "connect_timeout": 5,
-            "application_name": "blacklist-service",
-            # A hung statement must not hold the delivery worker for ever.
-            "options": "-c statement_timeout=15000",
-        }
+        connect_args = postgres_connect_args()
     return create_engine(
         url,
         pool_pre_ping=True,

@@ -33,7 +33,8 @@ REQUESTS = Counter(
     ["route", "status"],
 )
 # Routes counted by name; any other path is "other", so clients cannot grow the label set.
-ROUTES = frozenset({"/", "/blacklisted", "/healthz", "/readyz", "/metrics"})
+# (/metrics is served on METRICS_PORT, apart: on PORT it is an unknown path.)
+ROUTES = frozenset({"/", "/blacklisted", "/healthz", "/readyz"})
 REFUSED = Counter("blacklist_refused_requests", "Requests refused with 403 because of a ban")
 HITS = Counter("blacklist_blacklisted_hits", "Requests to /blacklisted recorded in the outbox")
 RECORD_FAILURES = Counter(

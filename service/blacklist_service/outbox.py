@@ -13,12 +13,20 @@ between threads).
 
 The outbox must never stand between a client and its ban. Recording a hit
 waits at most ``RECORD_WAIT`` for the locks and raises on any failure (a held
-lock, a full disk), so the request can ban and answer regardless. A database
-file that is not a sound SQLite database when the replica starts (a crash
-mid-write on a broken disk, garbage) is renamed aside with a timestamp suffix,
-for a post-mortem, and a fresh outbox takes its place: otherwise every worker
-would fail at start and the replica would crash-loop on a file its
-``emptyDir`` keeps.
+lock, a full disk), so the request can ban and answer regardless.
+
+Each process checks the file once (``PRAGMA quick_check``) before its first
+use. Only a file that fails that check, or that SQLite calls corrupt or not a
+database, is renamed aside with a timestamp suffix, for a post-mortem, and a
+fresh outbox takes its place: otherwise every worker would fail at start and
+the replica would crash-loop on a file its ``emptyDir`` keeps. Any other error
+(too many open files, a full disk, a lock held: ``sqlite3.OperationalError``)
+says nothing about the file, which is kept; the check is tried again at the
+next use, so a worker that starts under such a condition serves (and bans) and
+delivers once it is over. A file set aside is still drained
+(:meth:`Outbox.drain_set_aside`): read-only, its undelivered hits are copied
+into the fresh outbox, so their ledger rows and mails still go out; it is then
+renamed with a ``.drained`` suffix.
 """
 
 from __future__ import annotations
@@ -30,11 +38,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from blacklist_service.salvage import salvage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -49,7 +59,23 @@ CREATE TABLE IF NOT EXISTS outbox (
 MAX_PATH_LENGTH = 2048  # the ledger's path column
 RECORD_WAIT = 2.0  # seconds a request waits for the outbox's locks
 CORRUPT_SUFFIX = ".corrupt-"
+DRAINED_SUFFIX = ".drained"
+# SQLite's primary result codes that condemn the file itself; any other says nothing of it.
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
 logger = logging.getLogger(__name__)
+
+
+class CorruptOutboxError(sqlite3.DatabaseError):
+    """The outbox file failed its integrity check."""
+
+
+def is_corrupt(error: sqlite3.Error) -> bool:
+    """Whether ``error`` condemns the database file (as opposed to a transient condition)."""
+    if isinstance(error, CorruptOutboxError):
+        return True
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in {SQLITE_CORRUPT, SQLITE_NOTADB}
 
 
 @dataclass(frozen=True)
@@ -74,31 +100,72 @@ def _hit(row: tuple[str, str, str, str]) -> Hit:
 class Outbox:
     """The outbox database of one replica, usable from any thread of any process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_set_aside: Callable[[Path], None] | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._threads_lock = threading.Lock()
+        self._check_lock = threading.Lock()
+        self._checked = False
         self._lock_path = path.with_suffix(".lock")
-        # Where this process set a corrupt outbox aside, if it did (for the metric).
+        self._on_set_aside = on_set_aside
+        # Where this process set a corrupt outbox aside, if it did.
         self.set_aside: Path | None = None
-        # Under the write lock: of several workers starting at once, the first sets a
-        # corrupt file aside and the others open the fresh one it made.
-        with self._locked():
-            try:
-                self._open_sound()
-            except sqlite3.DatabaseError as error:
-                self.set_aside = self._set_aside(error)
-                self._open_sound()
+        try:
+            self.check()
+        except (sqlite3.Error, OSError) as error:
+            logger.warning(
+                "The outbox %s cannot be opened now (%s): kept, and tried again at its next use",
+                self.path,
+                error,
+            )
+
+    def check(self, wait: float | None = None) -> None:
+        """Check the file once per process; set it aside if corrupt; raise transient errors.
+
+        Under the write lock: of several workers starting at once, the first sets a
+        corrupt file aside and the others open the fresh one it made. ``wait``
+        bounds the wait for the locks, as for :meth:`record`.
+        """
+        if self._checked:
+            return
+        if not self._check_lock.acquire(timeout=-1 if wait is None else wait):
+            raise TimeoutError(f"the outbox check waited for more than {wait:g} s")
+        try:
+            self._check_once(wait)
+        finally:
+            self._check_lock.release()
+
+    def _check_once(self, wait: float | None) -> None:
+        if not self._checked:  # another thread may have checked while this one waited
+            with self._locked(wait):
+                try:
+                    self._open_sound()
+                except sqlite3.Error as error:
+                    self.close_connection()
+                    # Once per process: a fresh file found corrupt too means a broken disk,
+                    # and setting file after file aside would only fill it.
+                    if not is_corrupt(error) or self.set_aside is not None:
+                        raise
+                    self.set_aside = self._set_aside(error)
+                    if self._on_set_aside is not None:
+                        self._on_set_aside(self.set_aside)
+                    self._open_sound()
+            self._checked = True
 
     def _open_sound(self) -> None:
         connection = self._connection()
         check = connection.execute("PRAGMA quick_check").fetchone()
         if check != ("ok",):
-            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+            raise CorruptOutboxError(f"integrity check failed: {check}")
         connection.execute(SCHEMA)
 
-    def _set_aside(self, error: sqlite3.DatabaseError) -> Path:
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's connection, once the file is checked (waiting for it as a request may)."""
+        self.check(RECORD_WAIT)
+        return self._connection()
+
+    def _set_aside(self, error: sqlite3.Error) -> Path:
         """Rename the unusable database (and its WAL files) aside; return its new name."""
         self.close_connection()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -109,7 +176,7 @@ class Outbox:
                 source.rename(target.with_name(target.name + suffix))
         logger.error(
             "The outbox %s is not a usable database (%s): set aside as %s; a fresh outbox "
-            "replaces it. Hits still pending in it are not delivered.",
+            "replaces it. Hits still pending in it are copied into the fresh one.",
             self.path,
             error,
             target,
@@ -119,6 +186,7 @@ class Outbox:
     @contextmanager
     def _writing(self, wait: float | None = None) -> Iterator[sqlite3.Connection]:
         """This thread's connection, holding the replica-wide write lock."""
+        self.check(wait)
         with self._locked(wait):
             yield self._connection()
 
@@ -182,7 +250,7 @@ class Outbox:
             )
 
     def _pending(self, column: str, limit: int) -> list[Hit]:
-        rows = self._connection().execute(
+        rows = self._reader().execute(
             f"SELECT event_id, ip_address, path, time FROM outbox WHERE {column} = 0 "  # noqa: S608 - column is one of two constants
             "ORDER BY time LIMIT ?",
             (limit,),
@@ -200,7 +268,7 @@ class Outbox:
     def latest_undelivered(self, addresses: list[str]) -> dict[str, datetime]:
         """The latest hit not yet in the ledger of each of ``addresses`` that has one."""
         placeholders = ",".join("?" * len(addresses))
-        rows = self._connection().execute(
+        rows = self._reader().execute(
             "SELECT ip_address, MAX(time) FROM outbox WHERE ledger_delivered = 0 "  # noqa: S608 - placeholders only
             f"AND ip_address IN ({placeholders}) GROUP BY ip_address",
             addresses,
@@ -233,12 +301,52 @@ class Outbox:
 
     def counts(self) -> tuple[int, int]:
         """How many ledger rows and mails are owed."""
-        row = self._connection().execute(
+        row = self._reader().execute(
             "SELECT COALESCE(SUM(1 - ledger_delivered), 0), COALESCE(SUM(1 - mail_delivered), 0) "
             "FROM outbox"
         )
         ledger, mail = row.fetchone()
         return int(ledger), int(mail)
+
+    def drain_set_aside(self) -> int:
+        """Copy the undelivered hits of every file set aside into this outbox; how many were read.
+
+        Each file is read read-only, as far as it can be read (a corrupt one may
+        fail part-way: what was read is kept), its hits added unless their event
+        is here already, and it is then renamed ``….drained`` so that no later
+        start copies them again.
+        """
+        copied = 0
+        for aside in sorted(self.path.parent.glob(f"{self.path.name}{CORRUPT_SUFFIX}*")):
+            if aside.name.endswith(("-wal", "-shm", "-journal", DRAINED_SUFFIX)):
+                continue
+            rows = salvage(aside)
+            if rows:
+                with self._writing() as connection:
+                    connection.execute("BEGIN IMMEDIATE")
+                    try:
+                        # OR IGNORE: a hit already here, or a row that lost a field, is skipped.
+                        connection.executemany(
+                            "INSERT OR IGNORE INTO outbox (event_id, ip_address, path, time, "
+                            "ledger_delivered, mail_delivered) VALUES (?, ?, ?, ?, ?, ?)",
+                            rows,
+                        )
+                        connection.execute("COMMIT")
+                    except BaseException:
+                        connection.execute("ROLLBACK")
+                        raise
+            for suffix in ("", "-wal", "-shm"):
+                source = aside.with_name(aside.name + suffix)
+                if source.exists():
+                    source.rename(aside.with_name(aside.name + DRAINED_SUFFIX + suffix))
+            logger.warning(
+                "Drained the set-aside outbox %s: %d undelivered hit(s) copied into %s",
+                aside,
+                len(rows),
+                self.path,
+            )
+            copied += len(rows)
+        return copied
 
     def close_connection(self) -> None:
         """Close this thread's database connection."""

@@ -4,9 +4,10 @@
 worker processes (else a count from the container's limits, see
 :mod:`blacklist_service.workers`), each building its own app (no preload),
 with ``WORKER_THREADS`` threads calling it (default 4) and an access log only
-with ``ACCESS_LOG=1``. Both stop gracefully on SIGTERM: the workers finish the
-requests in flight, then each stops its background work (the delivery worker
-ends its round), within :data:`GRACEFUL_TIMEOUT`.
+with ``ACCESS_LOG=1``. ``/metrics`` is served on ``METRICS_PORT``, not on
+``PORT`` (:mod:`blacklist_service.metrics_server`). Both stop gracefully on
+SIGTERM: the workers finish the requests in flight, then each stops its
+background work (the delivery worker ends its round), within :data:`GRACEFUL_TIMEOUT`.
 
 granian is the default by measurement (``bench/service_bench.py``, same run,
 side by side, 2 cores): its HTTP layer is Rust, so the interpreter spends its
@@ -22,19 +23,27 @@ from __future__ import annotations
 
 import gc
 import logging
+import logging.config
 import os
 import shutil
 from typing import TYPE_CHECKING
 
-from blacklist_service.config import ConfigError, Settings, defaults, from_environment
+from blacklist_service.config import (
+    ConfigError,
+    Settings,
+    defaults,
+    from_environment,
+    parse_log_format,
+)
+from blacklist_service.logs import logging_config
 from blacklist_service.markers import clear_markers
+from blacklist_service.metrics_server import bind_listener, serve_metrics
 from blacklist_service.workers import worker_plan
 
 if TYPE_CHECKING:
     from flask import Flask
 
 logger = logging.getLogger(__name__)
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 GRACEFUL_TIMEOUT = 25  # under Kubernetes' default 30 s termination grace period
 SERVERS = ("granian", "gunicorn")
 DEFAULT_SERVER = "granian"
@@ -98,6 +107,8 @@ def start_worker() -> Flask:
     from blacklist_service.app import create_app
 
     app = create_app()
+    if not serve_metrics(app):
+        logger.error("Worker %d has no metrics socket: its main process bound none", os.getpid())
     gc.freeze()
     logger.info("Worker %d serves", os.getpid())
     return app
@@ -120,18 +131,21 @@ def forget_worker(pid: int) -> None:
 
 def main() -> None:
     """Serve until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     config = defaults()
     try:
+        logging.config.dictConfig(logging_config(parse_log_format(os.environ.get("LOG_FORMAT"))))
         config.update(from_environment())
         settings = Settings.from_config(config)
         server = server_name(os.environ.get("SERVER"))
         threads = worker_threads()
         plan = worker_plan()
+        # Bound before any worker starts: the workers inherit it (metrics_server).
+        bind_listener(bind_host(settings), settings.metrics_port)
     except ConfigError as error:
         raise SystemExit(f"blacklist-service: bad configuration: {error}") from None
     prepare(settings)
     logger.info("Starting %s with %d worker(s): %s", server, plan.count, plan.reason)
+    logger.info("Metrics on port %d at /metrics (not on PORT)", settings.metrics_port)
     if server == "granian":
         from blacklist_service.server_granian import serve
     else:

@@ -33,9 +33,9 @@ from granian.http import HTTP1Settings
 from granian.log import LogLevels
 
 from blacklist_service.config import Settings
+from blacklist_service.logs import logging_config
 from blacklist_service.server import (
     GRACEFUL_TIMEOUT,
-    LOG_FORMAT,
     access_log,
     bind_host,
     forget_worker,
@@ -48,28 +48,6 @@ KEEP_ALIVE_MS = 5_000  # an idle keep-alive connection, or one slow to send its 
 MAX_HEAD_BYTES = 16 * 1024
 # Worker exit finalizers run by priority, highest first; nothing else registers any.
 FINALIZER_PRIORITY = 100
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "generic": {"()": "logging.Formatter", "fmt": LOG_FORMAT},
-        "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "generic"},
-        "access": {
-            "class": "logging.StreamHandler",
-            "formatter": "access",
-            "stream": "ext://sys.stdout",
-        },
-    },
-    "root": {"handlers": ["console"], "level": "INFO"},
-    "loggers": {
-        "_granian": {"handlers": [], "level": "INFO", "propagate": True},
-        "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
-    },
-}
 
 
 def _leave(app: Flask) -> None:
@@ -99,7 +77,8 @@ def server(settings: Settings, workers: int, threads: int) -> Any:
             header_read_timeout=KEEP_ALIVE_MS, keep_alive=True, max_buffer_size=MAX_HEAD_BYTES
         ),
         log_level=LogLevels.info,
-        log_dictconfig=LOGGING,
+        # Each worker configures its logging from this: the service's format for every line.
+        log_dictconfig=logging_config(settings.log_format),
         log_access=access_log(),
         respawn_failed_workers=True,
         workers_kill_timeout=GRACEFUL_TIMEOUT,

@@ -18,6 +18,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from blacklist_service.config import Settings
+from blacklist_service.logs import logging_config
 from blacklist_service.server import (
     GRACEFUL_TIMEOUT,
     access_log,
@@ -78,6 +79,8 @@ def options(settings: Settings, workers: int, threads: int) -> dict[str, Any]:
         "accesslog": "-" if access_log() else None,
         "errorlog": "-",
         "loglevel": "info",
+        # gunicorn's own lines in the service's format (LOG_FORMAT), secrets redacted.
+        "logconfig_dict": logging_config(settings.log_format),
         "proc_name": "blacklist-service",
         # gunicorn's runtime control socket would need a writable home directory and
         # offers nothing Kubernetes does not; the root filesystem is read-only anyway.

@@ -30,6 +30,7 @@ from blacklist_devtools import images, stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.network import client_address
+from blacklist_service.config import DEFAULT_METRICS_PORT
 from tests.operator.helpers import (
     apply_manifest,
     blacklist_service,
@@ -173,8 +174,10 @@ def fully_up(cluster: Cluster, namespace: str, replicas: int) -> bool:
     if not all(condition(body, kind).get("status") == "True" for kind in kinds):
         return False
     urls = service_urls(cluster, namespace)
+    # The metrics are on the pod's METRICS_PORT (default 9090), not on the service's port.
+    scrapes = [url.rsplit(":", 1)[0] + f":{DEFAULT_METRICS_PORT}/metrics" for url in urls]
     return len(urls) == replicas and all(
-        "blacklist_ledger_connected 1.0" in get(f"{url}/metrics", timeout=2).body for url in urls
+        "blacklist_ledger_connected 1.0" in get(scrape, timeout=2).body for scrape in scrapes
     )
 
 

@@ -26,10 +26,14 @@ class ServiceProcess:
         self.log_path = directory / "service.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Never the default 9090: replicas of parallel tests would collide on it.
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.env = {key: value for key, value in os.environ.items() if key not in SERVICE_VARIABLES}
         self.env.update(
             {
                 "PORT": str(self.port),
+                "METRICS_PORT": str(self.metrics_port),
                 "BIND_ADDRESS": "127.0.0.1",
                 "STATE_DIR": str(self.state_dir),
                 "WEB_CONCURRENCY": "2",

@@ -99,7 +99,7 @@ def test_every_metric_of_the_dashboard_is_exported_by_the_service(
     assert get(f"{service.url}/?n=3", source="127.0.0.4").status == 403
 
     def scraped() -> set[str]:
-        answer = get(f"{service.url}/metrics", source="127.0.0.3")
+        answer = get(service.metrics_url)
         assert answer.status == 200
         return exposed_sample_names(answer.body)
 

@@ -41,7 +41,7 @@ def test_multi_stage_on_a_slim_python_base() -> None:
     assert all(re.match(r"python:3\.\d+-slim", base) for base in bases), bases
 
 
-def test_runs_as_a_numeric_non_root_user_and_exposes_5004() -> None:
+def test_runs_as_a_numeric_non_root_user_and_exposes_5004_and_the_metrics_port() -> None:
     found = instructions()
     users = [arguments for keyword, arguments in found if keyword == "USER"]
     assert users, "no USER"
@@ -49,6 +49,7 @@ def test_runs_as_a_numeric_non_root_user_and_exposes_5004() -> None:
     assert user.isdigit()
     assert int(user) != 0
     assert ("EXPOSE", "5004") in found
+    assert ("EXPOSE", "9090") in found  # METRICS_PORT's default
     entrypoint = [arguments for keyword, arguments in found if keyword == "ENTRYPOINT"]
     assert entrypoint == ['["python", "-m", "blacklist_service"]']
 

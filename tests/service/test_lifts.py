@@ -190,7 +190,7 @@ def test_a_fresh_replica_loads_only_bans_neither_expired_nor_lifted(
     assert refused_by_every_worker(service.url, rebanned)
     assert served(service.url, expired)
     assert served(service.url, lifted)
-    metrics = get(f"{service.url}/metrics").body
+    metrics = get(service.metrics_url).body
     assert "blacklist_banned_addresses 2.0" in metrics
 
 

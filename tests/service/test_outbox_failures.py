@@ -42,7 +42,7 @@ def test_a_corrupt_outbox_is_set_aside_and_the_replica_starts(
     log = service.log()
     assert "ERROR" in log
     assert "set aside" in log
-    metrics = get(f"{service.url}/metrics", source="127.0.0.42").body
+    metrics = get(service.metrics_url).body
     assert "blacklist_outbox_set_aside_total 1.0" in metrics
     with sqlite3.connect(service.state_dir / "outbox.sqlite3") as outbox:
         assert outbox.execute("PRAGMA quick_check").fetchone() == ("ok",)
@@ -80,5 +80,5 @@ def test_a_held_outbox_lock_still_bans_and_answers_444(service_factory: ServiceF
     log = service.log()
     assert "Could not record the hit of 127.0.0.43" in log
     assert "Could not record the hit of 127.0.0.44" in log
-    metrics = get(f"{service.url}/metrics", source="127.0.0.45").body
+    metrics = get(service.metrics_url).body
     assert "blacklist_outbox_record_failures_total 2.0" in metrics

@@ -86,5 +86,5 @@ def test_a_stale_ledger_marker_does_not_survive_a_restart(
         assert service.stop() == 0
         (service.state_dir / "ledger.connected").touch()  # as a previous, connected run left it
         service.start()
-        metrics = get(f"{service.url}/metrics", source="127.0.0.25").body
+        metrics = get(service.metrics_url).body
         assert "blacklist_ledger_connected 0.0" in metrics

@@ -112,9 +112,16 @@ def test_the_server_answers_squares_and_bad_inputs(service_factory: ServiceFacto
 Answer = tuple[str, list[tuple[str, str]], bytes]
 
 
-def _answer(app: object, query: str, method: str = "GET") -> Answer:
-    """Status line, headers and body of ``app`` (a WSGI callable) for ``method /?query``."""
+def _answer(app: object, query: str, method: str = "GET", host: str | None = "localhost") -> Answer:
+    """Status line, headers and body of ``app`` (a WSGI callable) for ``method /?query``.
+
+    ``host`` is the ``Host`` header (None: none, as from an HTTP/1.0 client).
+    """
     environ = EnvironBuilder(path="/", query_string=query, method=method).get_environ()
+    if host is None:
+        del environ["HTTP_HOST"]
+    else:
+        environ["HTTP_HOST"] = host
     body, status, headers = run_wsgi_app(app, environ)  # type: ignore[arg-type]
     return status, list(headers.items()), b"".join(body)
 
@@ -155,6 +162,65 @@ def test_the_fast_path_answers_exactly_as_flask(flask_only: Flask, query: str, m
 def test_any_query_gets_the_same_answer_from_the_fast_path(flask_only: Flask, query: str) -> None:
     flask_app = Flask.wsgi_app.__get__(flask_only)
     assert _answer(SquareFastPath(flask_app), query) == _answer(flask_app, query)
+
+
+# Host headers: those Werkzeug binds, and those it refuses with 400 on every route
+# (an empty label, a label over 63 characters); then shapes in between.
+HOSTS = [
+    None,
+    "",
+    "localhost",
+    "localhost:5004",
+    "127.0.0.1:5004",
+    "[::1]:5004",
+    "[::1]",
+    "a" * 63,
+    "a" * 63 + "." + "b" * 63 + ".example",
+    "a" * 64,
+    "a" * 64 + ":5004",
+    "x." + "a" * 64 + ".example",
+    "a..b",
+    ".a",
+    "a.",
+    "...",
+    ".",
+    "a..b:5004",
+    "xn--",
+    "xn--zz",
+    "Example.COM",
+    "a b",
+    "a_b",
+    "é.example",
+    "1.2.3.4:0",
+    "a:99999",
+    "a:",
+]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("query", ["n=2", "n=1e200", "n=abc"])
+def test_the_fast_path_answers_every_host_as_flask(
+    flask_only: Flask, host: str | None, query: str
+) -> None:
+    flask_app = Flask.wsgi_app.__get__(flask_only)
+    assert _answer(SquareFastPath(flask_app), query, host=host) == _answer(
+        flask_app, query, host=host
+    )
+
+
+def test_a_host_werkzeug_refuses_is_a_400_on_the_fast_path_too(flask_only: Flask) -> None:
+    fast = SquareFastPath(Flask.wsgi_app.__get__(flask_only))
+    for host in ["a" * 64, "a..b", ".a"]:
+        assert _answer(fast, "n=2", host=host)[0] == "400 BAD REQUEST", host
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab.-:[]1_é ", max_size=70) | st.builds("a".__mul__, st.integers(55, 70)))
+def test_any_host_gets_the_same_answer_from_the_fast_path(flask_only: Flask, host: str) -> None:
+    flask_app = Flask.wsgi_app.__get__(flask_only)
+    assert _answer(SquareFastPath(flask_app), "n=2", host=host) == _answer(
+        flask_app, "n=2", host=host
+    )
 
 
 def test_the_fast_path_answers_plain_squares_without_flask() -> None:

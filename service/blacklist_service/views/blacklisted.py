@@ -39,7 +39,11 @@ def blacklisted() -> Response:
     state = service_state()
     settings = state.settings
     address: str = request.environ[CLIENT_ADDRESS]
-    logger.error("Access to this endpoint is blocked!")
+    # A security event, what the endpoint is for: INFO with an event field, not an error.
+    logger.info(
+        "Access to this endpoint is blocked!",
+        extra={"event": "ban", "client_address": address, "path": request.path},
+    )
     hit = Hit.now(address, request.path)
     parsed = parse_address(address)
     if parsed is not None and address_key(address) not in settings.allowlist:

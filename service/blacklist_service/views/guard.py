@@ -7,7 +7,11 @@ The probes (``/healthz``, ``/readyz``) pass: the kubelet probes from the
 node's address, and a ban must not get a replica restarted. The allowlist wins:
 an allowlisted address is served even inside a banned prefix. The client
 address is the TCP peer, or what trusted proxies report (``TRUSTED_PROXIES``);
-it is left in the WSGI environ for the views.
+it is left in the WSGI environ for the views. A trusted proxy is never taken for
+the client: when the proxies' ``X-Forwarded-For`` runs out on one of them (a
+missing, empty or blank header), the client is ``unknown``, recorded and never
+banned, as for an entry that is no address; banning the proxy would lock out
+everyone behind it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from blacklist_contract.prefixes import parse_address
-from blacklist_service.addresses import address_key, client_address, normalise
+from blacklist_service.addresses import (
+    UNKNOWN_CLIENT,
+    NetworkSet,
+    address_key,
+    client_address,
+    normalise,
+)
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
 from blacklist_service.metrics import REFUSED, StartResponse, WsgiApp
@@ -28,6 +38,19 @@ REFUSAL_HEADERS = [
     ("Content-Type", "text/plain; charset=utf-8"),
     ("Content-Length", str(len(REFUSAL))),
 ]
+
+
+def proxied_client(peer: str, forwarded_for: str | None, trusted: NetworkSet) -> str:
+    """The client behind trusted proxies; :data:`UNKNOWN_CLIENT` when the proxies name none.
+
+    :func:`~blacklist_service.addresses.client_address` walks the header
+    while the hop is trusted; when the header ends first (none, empty,
+    ``" , "``) the last hop is a trusted proxy, which stands for every client
+    behind it and so is no client of its own.
+    """
+    address = client_address(peer, forwarded_for, trusted)
+    key = address_key(address)
+    return UNKNOWN_CLIENT if key is not None and key in trusted else address
 
 
 class BanGuard:
@@ -43,7 +66,7 @@ class BanGuard:
         """Refuse a banned client; otherwise pass the request on with its client address."""
         peer = environ.get("REMOTE_ADDR") or ""
         if self.trusted_proxies:
-            address = client_address(
+            address = proxied_client(
                 peer, environ.get("HTTP_X_FORWARDED_FOR"), self.trusted_proxies
             )
         else:  # what client_address answers without proxies, for one cached lookup

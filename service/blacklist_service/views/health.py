@@ -38,7 +38,7 @@ def readyz() -> Response:
     state = service_state()
     try:
         state.outbox.counts()
-    except sqlite3.Error as error:
+    except (sqlite3.Error, OSError) as error:
         return Response(f"outbox unavailable: {error}\n", status=503, mimetype="text/plain")
     state_dir = state.settings.state_dir
     if state.settings.in_cluster:
