@@ -29,6 +29,7 @@ from blacklist_devtools.smtp import SmtpServer
 from blacklist_operator.banlist.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
 from blacklist_operator.model import parse
+from blacklist_service.config import DEFAULT_METRICS_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "chart"
@@ -64,6 +65,11 @@ def get_json(cluster: Cluster, *arguments: str) -> dict[str, Any]:
     return found
 
 
+def metrics_url(service_url: str) -> str:
+    """The metrics of the replica at ``service_url``: its own port, which the Service omits."""
+    return f"{service_url.rsplit(':', 1)[0]}:{DEFAULT_METRICS_PORT}/metrics"
+
+
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> dict[str, Any]:
     """Wait until the BlacklistService is fully up for its current generation.
 
@@ -87,7 +93,7 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float) -> d
                 urls
                 and all(answers(f"{url}/readyz") for url in urls)
                 and all(
-                    "blacklist_ledger_connected 1.0" in get(f"{url}/metrics", timeout=2).body
+                    "blacklist_ledger_connected 1.0" in get(metrics_url(url), timeout=2).body
                     for url in urls
                 )
             ):
