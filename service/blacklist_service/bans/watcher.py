@@ -16,6 +16,11 @@ event), and streamed into a new snapshot generation of the store
 (:meth:`BanStore.install`). Then the head's lines go into the store's log
 (:mod:`blacklist_service.bans.lines`). The replica holds the whole list once
 both are done, and only then is it ready.
+
+A replica starting afresh applies no head before its lift follower has read
+the lift table once (:data:`LIFTS_WAIT` at most): the head may still list a
+ban lifted while the operator was down, and only the lift's record in the
+store makes the replica skip that line.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ RETRY_MAXIMUM = 15.0
 # this often, this many times, then wait for the next change of the head.
 PART_RETRY = 0.2
 PART_ATTEMPTS = 25
+# How long the first head waits for the lift table's first read; a database that
+# does not answer must not keep the replica from ever holding the operator's list.
+LIFTS_WAIT = 30.0
 
 
 class ApiError(RuntimeError):
@@ -164,6 +172,7 @@ class BanListWatcher:
         bans: BanStore,
         stop: threading.Event,
         on_synced: Callable[[], None],
+        lifts_read: threading.Event | None = None,
     ) -> None:
         assert settings.banlist_configmap is not None
         self.resource = settings.banlist_configmap.removesuffix("-banlist")
@@ -172,6 +181,7 @@ class BanListWatcher:
         self.bans = bans
         self.stop = stop
         self.on_synced = on_synced
+        self.lifts_read = lifts_read
         self._thread: threading.Thread | None = None
         self._applied: Head | None = None  # the head applied last, whole
 
@@ -234,6 +244,9 @@ class BanListWatcher:
         self.on_synced()
 
     def _follow(self) -> None:
+        if self.lifts_read is not None and not self.lifts_read.wait(LIFTS_WAIT):
+            logger.warning("The lift table was not read within %.0f s: following %s anyway",
+                           LIFTS_WAIT, self.head)  # fmt: skip
         delay = RETRY_INITIAL
         while not self.stop.is_set():
             try:
