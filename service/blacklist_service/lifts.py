@@ -127,6 +127,7 @@ class LiftFollower:
         self._handled: set[int] = set()
         self._next_poll = 0.0
         self._failures = 0
+        self._refused = False  # the last read could not take the lock for want of a right
         # Set once every lift committed before the first poll has been applied.
         self.caught_up = threading.Event()
 
@@ -152,6 +153,14 @@ class LiftFollower:
         """Apply the lifts not handled yet; True when a full exact batch was read."""
         limit = 10_000
         read = ledger.read_lifts(engine, self.cursor, limit)
+        if read.refused and not self._refused:
+            logger.warning(
+                "The database role may not lock %s IN SHARE MODE (grant it UPDATE on the "
+                "table): lifts are read without the lock, all again from lift %d",
+                ledger.LIFTS_TABLE,
+                self.cursor + 1,
+            )
+        self._refused = read.refused
         fresh = [lift for lift in read.lifts if lift.id not in self._handled]
         if fresh:
             self._apply(engine, fresh)

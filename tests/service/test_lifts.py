@@ -387,3 +387,33 @@ def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(tmp_path: Path) ->
     assert not banned(bans, "203.0.113.9")
     assert banned(bans, "198.51.100.9")
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_lock_the_lift_table_still_applies_lifts(
+    database: Engine, postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DBA's tables and a role with SELECT and INSERT only: no SHARE lock, lifts still apply."""
+    ledger.ensure_schema(database)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    postgres.create_role(role, "reader")
+    with database.begin() as connection:
+        connection.execute(
+            text(f"GRANT SELECT, INSERT ON denied_access_ledger, denied_access_lifts TO {role}")
+        )
+    url = postgres.url.replace(f"{postgres.user}:{postgres.password}@", f"{role}:reader@")
+    engine = ledger.make_engine(url)
+    lifted = "10.7.0.1"
+    bans = BanStore(tmp_path / "bans")
+    bans.ban([(prefix(lifted), 0)])
+    time.sleep(1.1)  # the lift comes in a later second than the ban
+    ledger.insert_lifts(database, [lifted], "")
+    follower = LiftFollower(tmp_path, Outbox(tmp_path / "outbox.sqlite3"), bans, (32, 64))
+    with caplog.at_level("WARNING", logger="blacklist_service.lifts"):
+        follower.poll(engine)
+        follower.poll(engine)
+    assert not banned(bans, lifted)
+    assert follower.cursor == 0  # never moved by a read made without the lock
+    warnings = [r.getMessage() for r in caplog.records if "grant it UPDATE" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    engine.dispose()
