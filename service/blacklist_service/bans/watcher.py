@@ -243,10 +243,23 @@ class BanListWatcher:
         self._applied = head
         self.on_synced()
 
+    def _wait_for_lifts(self) -> bool:
+        """Wait until the lift table was read once (LIFTS_WAIT at most); False on a stop."""
+        if self.lifts_read is None:
+            return True
+        deadline = time.monotonic() + LIFTS_WAIT
+        while not self.lifts_read.wait(0.1):
+            if self.stop.is_set():
+                return False
+            if time.monotonic() >= deadline:
+                logger.warning("The lift table was not read within %.0f s: following %s anyway",
+                               LIFTS_WAIT, self.head)  # fmt: skip
+                break
+        return True
+
     def _follow(self) -> None:
-        if self.lifts_read is not None and not self.lifts_read.wait(LIFTS_WAIT):
-            logger.warning("The lift table was not read within %.0f s: following %s anyway",
-                           LIFTS_WAIT, self.head)  # fmt: skip
+        if not self._wait_for_lifts():
+            return
         delay = RETRY_INITIAL
         while not self.stop.is_set():
             try:
