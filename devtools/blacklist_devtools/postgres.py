@@ -216,6 +216,16 @@ class PostgresServer(Server):
         finally:
             connection.close()
 
+    def create_role(self, name: str, password: str) -> None:
+        """A login role with no rights of its own (a DBA's narrower role for the service)."""
+        connection = self._superuser_connection()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP ROLE IF EXISTS {name}")
+                cursor.execute(f"CREATE ROLE {name} LOGIN PASSWORD %s", (password,))
+        finally:
+            connection.close()
+
     def connect_to(self, name: str) -> psycopg2.extensions.connection:
         """Open a connection to database ``name`` as the password user, over TCP."""
         return psycopg2.connect(self.dsn.replace(f"dbname={self.database}", f"dbname={name}"))

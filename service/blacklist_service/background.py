@@ -83,8 +83,15 @@ class Background:
         self.is_leader = True
         logger.info("Worker %d delivers the outbox%s", os.getpid(),
                     " and follows the ban list" if self.settings.in_cluster else "")  # fmt: skip
+        courier = Courier(self.app, self.settings, self.outbox, self.bans)
         if self.settings.in_cluster:
             marker = synced_marker(self.settings.state_dir)
-            watcher = BanListWatcher(self.settings, self.bans, self.stop_event, marker.touch)
+            watcher = BanListWatcher(
+                self.settings,
+                self.bans,
+                self.stop_event,
+                marker.touch,
+                courier.ledger.lifts.caught_up,
+            )
             watcher.start()
-        Courier(self.app, self.settings, self.outbox, self.bans).run(self.stop_event)
+        courier.run(self.stop_event)

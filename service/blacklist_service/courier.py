@@ -195,7 +195,6 @@ class LedgerChannel(Channel):
         ban loaded here would outlive the deletion of its ledger rows.
         """
         started = time.monotonic()
-        self.lifts.start(self.engine)
         if self.settings.in_cluster:
             return
         total = load_bans(self.engine, self.bans, self.settings.ban_duration, self.lengths)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2.errors
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from blacklist_service.outbox import Hit
 
@@ -212,26 +214,61 @@ class Lift:
     time: datetime
 
 
-def latest_lift_id(engine: Engine) -> int:
-    """The highest id in the lift table (0 when it is empty)."""
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.coalesce(func.max(lifts.c.id), 0))).scalar_one())
+@dataclass(frozen=True)
+class LiftRead:
+    """Lifts read past a cursor, and whether the read was exact."""
+
+    lifts: list[Lift]
+    # No lift with an id at or below the highest one read can still commit: a
+    # cursor may move up to it. Otherwise a lift with a lower id may commit later.
+    exact: bool
+    # The role may not take the lock (it lacks UPDATE on the table).
+    refused: bool = False
 
 
-def lifts_after(engine: Engine, cursor: int, since: datetime, limit: int = 10_000) -> list[Lift]:
-    """Lifts with an id above ``cursor`` or a time after ``since``, by id.
+LOCK_TIMEOUT_MS = 250
+# Errors of the lock after which the lifts are read without it.
+UNLOCKED_READ_ERRORS = (psycopg2.errors.LockNotAvailable, psycopg2.errors.InsufficientPrivilege)
 
-    Rows can commit out of id order, so a reader following an id cursor also
-    reads a window of recent ones again.
+
+def read_lifts(engine: Engine, cursor: int, limit: int = 10_000) -> LiftRead:
+    """Lifts with an id above ``cursor``, by id, read under the table's SHARE lock if free.
+
+    Ids are drawn when a row is inserted, not when it commits, so a long lift
+    transaction can commit an id below one already read. Every ``INSERT``
+    holds ``ROW EXCLUSIVE`` on the table until it commits, so while this read
+    holds ``SHARE`` no id can still appear below the highest one read: such a
+    read is exact (docs/CONTRACTS.md, "Lift table"). When the lock is not free
+    within ``LOCK_TIMEOUT_MS`` (a lift transaction still open) the read goes
+    ahead without it and says so. SQLite has one writer at a time, whose ids
+    are visible only once it commits, in id order: its reads are always exact.
     """
     query = (
         select(lifts.c.id, lifts.c.ip_address, lifts.c.time)
-        .where(or_(lifts.c.id > cursor, lifts.c.time > since))
+        .where(lifts.c.id > cursor)
         .order_by(lifts.c.id)
         .limit(limit)
     )
+    exact, refused = True, False
+    if engine.dialect.name == "postgresql":
+        # Its own transaction: a lock that timed out leaves a transaction that can
+        # only roll back, and rolling a savepoint back would undo the time-out too.
+        try:
+            with engine.begin() as connection:
+                connection.execute(text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
+                connection.execute(text(f"LOCK TABLE {LIFTS_TABLE} IN SHARE MODE"))
+                rows = connection.execute(query).all()
+            return LiftRead([Lift(int(r[0]), str(r[1]), as_utc(r[2])) for r in rows], True)
+        except DBAPIError as error:
+            # A role without UPDATE on the table may not take the lock: read without
+            # it, never advancing the cursor (docs/CONTRACTS.md names the privilege).
+            if not isinstance(error.orig, UNLOCKED_READ_ERRORS):
+                raise
+            refused = isinstance(error.orig, psycopg2.errors.InsufficientPrivilege)
+        exact = False
     with engine.connect() as connection:
-        return [Lift(int(r[0]), str(r[1]), as_utc(r[2])) for r in connection.execute(query)]
+        rows = connection.execute(query).all()
+    return LiftRead([Lift(int(r[0]), str(r[1]), as_utc(r[2])) for r in rows], exact, refused)
 
 
 def insert_lifts(engine: Engine, addresses: Sequence[str], reason: str) -> list[Lift]:

@@ -5,23 +5,33 @@ address's latest hit bans its covering prefix (``BAN_PREFIX_IPV4``/``_IPV6``)
 until that hit plus ``BAN_DURATION`` (expired ones skipped), unless a lift of
 that prefix came later. (In a cluster the operator's list carries them.)
 Then, about twice a second, it reads the lift table (``denied_access_lifts``)
-after its id cursor, plus the lifts of the last minute again (rows can commit
-out of id order), and lifts in the replica's ban store, for a row naming an
-address, every held prefix that covers it, and for a row naming a CIDR, that
-prefix; unless the prefix was banned again after the lift: the ledger holds a
-later hit of the address, or the outbox one not delivered yet, or this
-replica made the ban after the lift.
+past its id cursor and records each lift in the replica's ban store: for a row
+naming an address, on every held prefix that covers it and on its prefix of
+the configured length (held or not, so that an operator line older than the
+lift is refused later), for a row naming a CIDR, on that prefix; unless the
+prefix was banned again after the lift: the ledger holds a later hit of the
+address, or the outbox one not delivered yet, or this replica made the ban
+after the lift.
+
+Lifts are ordered by id, never by time: ``time`` is when the lift's
+transaction began, not when it committed. The cursor moves only on a read
+made under the table's lock (:func:`ledger.read_lifts`), below which no id
+can still commit; a read without it applies what it finds and reads from the
+same cursor again. A lift is recorded with its id, which the operator's
+lifts-seen (the id below which it has applied every lift) is compared with.
+
 Applying a lift twice changes nothing. The cursor is kept in ``STATE_DIR``, so
 a restarted process applies only the lifts it has not seen; a fresh state
-directory starts at the newest lift, as its load already left lifted bans out
-(the last minute's lifts are still checked again, which only catches a ban-list
-line the operator wrote before it saw one of them).
+directory starts at the first lift: the operator's list may still carry a ban
+lifted long ago (the operator stalled or down), and only the lift's record
+makes the replica refuse that line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +57,6 @@ from blacklist_service.outbox import Outbox
 
 logger = logging.getLogger("blacklist_service.lifts")
 POLL_INTERVAL = 0.5  # the contract asks for at least once a second
-REREAD_WINDOW = timedelta(minutes=1)
 RETRY_MAXIMUM = 30.0
 # Ledger bans go into the store this many at a time, each batch one fold of its
 # snapshot: bounded memory (a batch), and few folds however long the ledger.
@@ -112,17 +121,15 @@ class LiftFollower:
         self.cursor_path = state_dir / "lifts.cursor"
         self.outbox = outbox
         self.bans = bans
-        self.cursor = read_cursor(self.cursor_path)
-        # Ids of the lifts in the re-read window already handled, with their times.
-        self._handled: dict[int, datetime] = {}
+        # Every lift id at or below the cursor has been applied; none can still commit.
+        self.cursor = read_cursor(self.cursor_path) or 0
+        # Ids above the cursor applied already, from reads made without the lock.
+        self._handled: set[int] = set()
         self._next_poll = 0.0
         self._failures = 0
-
-    def start(self, engine: Engine) -> None:
-        """With a fresh state directory, skip the lifts made so far (call before loading bans)."""
-        if self.cursor is None:
-            self.cursor = ledger.latest_lift_id(engine)
-            write_cursor(self.cursor_path, self.cursor)
+        self._refused = False  # the last read could not take the lock for want of a right
+        # Set once every lift committed before the first poll has been applied.
+        self.caught_up = threading.Event()
 
     def poll_if_due(self, engine: Engine) -> bool:
         """Poll when it is time to; True when there may be more lifts to read at once."""
@@ -143,27 +150,35 @@ class LiftFollower:
         return busy
 
     def poll(self, engine: Engine) -> bool:
-        """Apply the lifts not handled yet; True when a full batch was read."""
-        if self.cursor is None:
-            self.start(engine)
-        assert self.cursor is not None
-        since = datetime.now(UTC) - REREAD_WINDOW
+        """Apply the lifts not handled yet; True when a full exact batch was read."""
         limit = 10_000
-        found = ledger.lifts_after(engine, self.cursor, since, limit)
-        fresh = [lift for lift in found if lift.id not in self._handled]
+        read = ledger.read_lifts(engine, self.cursor, limit)
+        if read.refused and not self._refused:
+            logger.warning(
+                "The database role may not lock %s IN SHARE MODE (grant it UPDATE on the "
+                "table): lifts are read without the lock, all again from lift %d",
+                ledger.LIFTS_TABLE,
+                self.cursor + 1,
+            )
+        self._refused = read.refused
+        fresh = [lift for lift in read.lifts if lift.id not in self._handled]
         if fresh:
             self._apply(engine, fresh)
-            for lift in fresh:
-                self._handled[lift.id] = lift.time
-            newest = max(lift.id for lift in fresh)
-            if newest > self.cursor:
-                self.cursor = newest
-                write_cursor(self.cursor_path, newest)
-        self._handled = {id_: at for id_, at in self._handled.items() if at > since}
-        return len(found) >= limit
+        full = len(read.lifts) >= limit
+        if not full:
+            # Every lift committed so far is applied (one still open is no lift yet).
+            self.caught_up.set()
+        if not read.exact:
+            self._handled.update(lift.id for lift in fresh)
+            return False
+        if read.lifts:
+            self.cursor = read.lifts[-1].id
+            write_cursor(self.cursor_path, self.cursor)
+            self._handled = {lift_id for lift_id in self._handled if lift_id > self.cursor}
+        return full
 
     def _targets(self, text: str) -> list[Prefix]:
-        """What a lift row lifts: its CIDR, or every prefix held that covers its address."""
+        """What a lift row lifts: its CIDR, or its address's prefixes held and configured."""
         if "/" in text:
             prefix = parse_prefix(text)
             return [] if prefix is None else [prefix]
@@ -175,13 +190,12 @@ class LiftFollower:
         return self.bans.covering(version, number, [configured])
 
     def _apply(self, engine: Engine, found: list[ledger.Lift]) -> None:
-        # The latest lift of each prefix; those recorded as late already need nothing.
-        latest: dict[Prefix, tuple[int, str]] = {}
+        # The latest lift (by id) of each prefix; those recorded as late already need nothing.
+        latest: dict[Prefix, tuple[int, int, str]] = {}
         for lift in found:
-            at = milliseconds(lift.time)
             for prefix in self._targets(lift.ip_address):
-                if at > latest.get(prefix, (0, ""))[0]:
-                    latest[prefix] = (at, lift.ip_address)
+                if lift.id > latest.get(prefix, (0, 0, ""))[0]:
+                    latest[prefix] = (lift.id, milliseconds(lift.time), lift.ip_address)
         wanted = {
             prefix: lift
             for prefix, lift in latest.items()
@@ -196,20 +210,20 @@ class LiftFollower:
         # between the two checks.) A later hit of another address in the prefix made
         # here is spared by the store itself (BanStore.lift), one made on another
         # replica comes back through the operator's list.
-        texts = sorted({text for _, text in wanted.values() if "/" not in text})
+        texts = sorted({text for _, _, text in wanted.values() if "/" not in text})
         hits = ledger.latest_hits(engine, texts)
         wanted = {
-            prefix: (at, text)
-            for prefix, (at, text) in wanted.items()
+            prefix: (lift_id, at, text)
+            for prefix, (lift_id, at, text) in wanted.items()
             if text not in hits or milliseconds(hits[text]) <= at
         }
         with self.bans.locked():
             pending = self.outbox.latest_undelivered(
-                sorted({text for _, text in wanted.values() if "/" not in text})
+                sorted({text for _, _, text in wanted.values() if "/" not in text})
             )
             lifts = [
-                (prefix, at)
-                for prefix, (at, text) in wanted.items()
+                (prefix, lift_id, at)
+                for prefix, (lift_id, at, text) in wanted.items()
                 if text not in pending or milliseconds(pending[text]) <= at
             ]
             written = self.bans.lift(lifts)

@@ -416,6 +416,8 @@ BAD_VALUES = [
     ("metrics.enabled=yes", "/metrics/enabled"),
     ("metrics.serviceMonitor.interval=often", "/metrics/serviceMonitor/interval"),
     ("metrics.serviceMonitor.scrapeTimeout=5", "/metrics/serviceMonitor/scrapeTimeout"),
+    ("metrics.networkPolicy.enabled=no", "/metrics/networkPolicy/enabled"),
+    ("metrics.networkPolicy.from[0].namespace=monitoring", "/metrics/networkPolicy/from/0"),
 ]
 
 
@@ -549,3 +551,72 @@ def test_operator_service_monitor_needs_the_value_and_the_crd() -> None:
     assert endpoint["interval"] == "15s"
     # The per-instance series keep their BlacklistService's namespace label.
     assert endpoint["honorLabels"] is True
+
+
+def ingress_sources(policy: Manifest, port: int) -> list[list[dict[str, object]] | None]:
+    """The ``from`` of each ingress rule that admits ``port`` (None: every source)."""
+    return [
+        rule.get("from")
+        for rule in policy["spec"]["ingress"]
+        if any(entry["port"] == port for entry in rule["ports"])
+    ]
+
+
+@pytest.mark.helm
+def test_operator_metrics_admit_only_the_chosen_peers_and_liveness_anyone() -> None:
+    manifests = render()
+    policy = only(manifests, "NetworkPolicy")
+    pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["metadata"]["namespace"] == "blacklist-system"
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == (
+        "operator"
+    )
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress: API server and databases
+    # The kubelet probes the liveness port from the node: any source.
+    assert ingress_sources(policy, 8080) == [None]
+    # /metrics: the release namespace's pods and namespaces labelled for scraping, only.
+    assert ingress_sources(policy, 8081) == [
+        [
+            {"podSelector": {}},
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"blacklist.dev/scrape-operator-metrics": "true"}
+                }
+            },
+        ]
+    ]
+    assert {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]} == {
+        8080,
+        8081,
+    }
+
+
+@pytest.mark.helm
+def test_operator_network_policy_takes_the_admins_peers_and_ports() -> None:
+    policy = only(
+        render(
+            "metrics.port=9102",
+            "operator.healthPort=9000",
+            "metrics.networkPolicy.from[0].namespaceSelector.matchLabels.team=observability",
+            "metrics.networkPolicy.from[1].ipBlock.cidr=10.9.0.0/16",
+        ),
+        "NetworkPolicy",
+    )
+    assert ingress_sources(policy, 9000) == [None]
+    assert ingress_sources(policy, 9102) == [
+        [
+            {"namespaceSelector": {"matchLabels": {"team": "observability"}}},
+            {"ipBlock": {"cidr": "10.9.0.0/16"}},
+        ]
+    ]
+    # No peers: no one may scrape (a rule without peers would admit everyone).
+    closed = only(render("metrics.networkPolicy.from=null"), "NetworkPolicy")
+    assert ingress_sources(closed, 8081) == []
+    assert ingress_sources(closed, 8080) == [None]
+    # Without metrics only the liveness port is open; the policy can be left out.
+    assert only(render("metrics.enabled=false"), "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
+    off = render("metrics.networkPolicy.enabled=false")
+    assert not [manifest for manifest in off if manifest["kind"] == "NetworkPolicy"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BANNED = CLIENT_ADDRESSES[0]
 BYSTANDER = CLIENT_ADDRESSES[1]
+LIFTED_WHILE_OPERATOR_DOWN = CLIENT_ADDRESSES[3]
 
 
 def test_both_replicas_square_numbers(deployed: Deployed) -> None:
@@ -106,6 +108,91 @@ def test_a_lifted_ban_leaves_every_replica_within_five_seconds(deployed: Deploye
         deployed.cluster, "configmap", f"{deployed.name}-banlist", "-n", deployed.namespace
     )
     assert BANNED not in banlist["data"]["addresses"].split()
+
+
+def service_pods(deployed: Deployed) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={deployed.name},app.kubernetes.io/component=service"
+    found = stack.get_json(deployed.cluster, "pods", "-n", deployed.namespace, "-l", selector)
+    return [pod for pod in found["items"] if not pod["metadata"].get("deletionTimestamp")]
+
+
+def head_lines(deployed: Deployed) -> list[str]:
+    head = stack.get_json(
+        deployed.cluster, "configmap", f"{deployed.name}-banlist", "-n", deployed.namespace
+    )
+    return [line.split()[0] for line in head["data"]["addresses"].splitlines() if line.strip()]
+
+
+def test_a_lift_made_while_the_operator_is_down_holds_on_a_new_replica(
+    deployed: Deployed,
+) -> None:
+    """Issue 19, item 5: operator stopped, X lifted, a minute later a new pod, the operator back.
+
+    The operator's ban list still carries X while it is down; the new pod must
+    not ban X from it, and neither may any pod once the operator is back.
+    """
+    address = LIFTED_WHILE_OPERATOR_DOWN
+    cluster = deployed.cluster
+
+    def served_everywhere() -> bool:
+        urls = deployed.instance().service_urls
+        return len(urls) == 2 and all(
+            get(f"{url}/?n=2", source=address).status == 200 for url in urls
+        )
+
+    first = deployed.instance().service_urls[0]
+    assert get(f"{first}/blacklisted", source=address).status == 444
+    assert wait_until(lambda: address in head_lines(deployed), timeout=10.0, interval=0.2)
+    operator = f"{deployed.release}-blacklist-operator"
+    replicas = stack.get_json(cluster, "deployment", operator, "-n", deployed.operator_namespace)[
+        "spec"
+    ]["replicas"]
+    cluster.kubectl("scale", f"deployment/{operator}", "-n", deployed.operator_namespace,
+                    "--replicas=0")  # fmt: skip
+    try:
+        assert wait_until(
+            lambda: not stack.get_json(
+                cluster, "pods", "-n", deployed.operator_namespace,
+                "-l", "app.kubernetes.io/component=operator",
+            )["items"],
+            timeout=90.0,
+            interval=1.0,
+        )  # fmt: skip
+        cluster.kubectl(
+            "exec", f"deploy/{deployed.name}", "-n", deployed.namespace, "--",
+            "python", "-m", "blacklist_service", "lift", address, "--reason", "e2e, operator down",
+        )  # fmt: skip
+        assert wait_until(served_everywhere, timeout=5.0, interval=0.1)
+        assert address in head_lines(deployed)  # nobody dropped it: the operator is down
+        time.sleep(65)  # past the minute replicas used to read lifts again
+        # A new replica: its ReplicaSet replaces a deleted pod, with a fresh state directory.
+        before = {pod["metadata"]["name"] for pod in service_pods(deployed)}
+        cluster.kubectl("delete", "pod", sorted(before)[0], "-n", deployed.namespace)
+
+        def replaced_and_ready() -> bool:
+            pods = service_pods(deployed)
+            names = {pod["metadata"]["name"] for pod in pods}
+            return (
+                len(pods) == 2
+                and names != before
+                and all(
+                    any(c["type"] == "Ready" and c["status"] == "True"
+                        for c in pod["status"].get("conditions", []))
+                    for pod in pods
+                )
+            )  # fmt: skip
+
+        assert wait_until(replaced_and_ready, timeout=120.0, interval=1.0)
+        for _ in range(10):
+            assert served_everywhere()
+            time.sleep(0.5)
+    finally:
+        cluster.kubectl("scale", f"deployment/{operator}", "-n", deployed.operator_namespace,
+                        f"--replicas={replicas}")  # fmt: skip
+    assert wait_until(lambda: address not in head_lines(deployed), timeout=90.0, interval=1.0)
+    for _ in range(10):
+        assert served_everywhere()
+        time.sleep(0.5)
 
 
 def test_ban_duration_ends_bans_on_every_replica(deployed: Deployed) -> None:

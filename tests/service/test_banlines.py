@@ -89,8 +89,8 @@ def test_head_lines_ban_and_the_lifts_seen_rule_holds(tmp_path: Path) -> None:
     apply_head(store, parse_head(head(listed)), "test")
     assert banned(store, "1.2.3.4")
     assert banned(store, "2001:db8:1:2::99")
-    # Lifted here at 10,000 ms; a head written before the operator saw it is stale.
-    store.lift([(prefix("1.2.3.4"), 10_000)])
+    # Lifted here by lift 10,000; a head written before the operator read it is stale.
+    store.lift([(prefix("1.2.3.4"), 10_000, 10_000)])
     apply_head(store, parse_head(head(listed, lifts_seen=9_999)), "test")
     assert not banned(store, "1.2.3.4")
     apply_head(store, parse_head(head(listed, lifts_seen=10_000)), "test")
@@ -115,8 +115,8 @@ def test_an_operator_snapshot_replaces_its_bans_and_keeps_own_bans_and_newer_lif
     store = BanStore(tmp_path, carry_own=True)
     apply_head(store, parse_head(head([(prefix("9.9.9.9"), 0)])), "t")
     store.ban([(prefix("10.0.0.1"), 0), (prefix("10.0.0.2"), 0)])  # own hits of this replica
-    store.lift([(prefix("10.1.0.1"), 20_000)])
-    store.lift([(prefix("10.1.0.2"), 5_000)])
+    store.lift([(prefix("10.1.0.1"), 20_000, 20_000)])
+    store.lift([(prefix("10.1.0.2"), 5_000, 5_000)])
     install(
         store,
         "g1",

@@ -26,6 +26,7 @@ from blacklist_service.bans.files import log_path
 from blacklist_service.bans.records import LISTED, OWN, RECORD_SIZE, Record, decode, encode
 from blacklist_service.bans.snapshot import Snapshot, SnapshotWriter
 from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.values import lifted_at
 from tests.service.full_disk import fill, free, small_tmpfs
 
 
@@ -120,13 +121,15 @@ def test_a_lift_holds_in_every_store_and_a_later_ban_wins(tmp_path: Path) -> Non
     worker, leader = BanStore(tmp_path), BanStore(tmp_path)
     worker.ban([(prefix("1.2.3.4"), 0), (prefix("5.6.7.8"), 0)])
     lifted_ms = int(time.time() * 1000) + 1000  # after the bans' second
-    assert leader.lift([(prefix("1.2.3.4"), lifted_ms)]) == [prefix("1.2.3.4")]
+    assert leader.lift([(prefix("1.2.3.4"), 7, lifted_ms)]) == [prefix("1.2.3.4")]
     assert not banned(worker, "1.2.3.4")
     assert banned(worker, "5.6.7.8")
-    assert worker.value(prefix("1.2.3.4")) == -lifted_ms
-    # The same lift again, or an older one, writes nothing.
+    assert lifted_at(worker.value(prefix("1.2.3.4"))) == 7
+    # The same lift again, or one committed before it (a lower id, even if its
+    # transaction began later), writes nothing.
     size = current_log(leader).stat().st_size
-    assert leader.lift([(prefix("1.2.3.4"), lifted_ms), (prefix("1.2.3.4"), lifted_ms - 1)]) == []
+    again = [(prefix("1.2.3.4"), 7, lifted_ms), (prefix("1.2.3.4"), 6, lifted_ms + 1)]
+    assert leader.lift(again) == []
     assert current_log(leader).stat().st_size == size
     # A hit after the lift bans again, in every store, and survives a reopening.
     assert worker.ban([(prefix("1.2.3.4"), 0)]) == [prefix("1.2.3.4")]
@@ -140,7 +143,7 @@ def test_a_lift_spares_a_ban_this_replica_made_after_it(tmp_path: Path) -> None:
     store = BanStore(tmp_path)
     before = int(time.time() * 1000) - 5000
     store.ban([(prefix("10.9.8.0/24"), 0)])
-    assert store.lift([(prefix("10.9.8.0/24"), before)]) == []
+    assert store.lift([(prefix("10.9.8.0/24"), 1, before)]) == []
     assert banned(store, "10.9.8.1")
 
 
@@ -159,7 +162,7 @@ def test_a_decision_taken_holding_the_store_is_not_overtaken(tmp_path: Path) -> 
         thread.start()
         # The worker's ban waits for the lift, and then sees it: it bans again.
         assert not banned_again.wait(0.3)
-        leader.lift([(prefix("1.2.3.4"), int(time.time() * 1000) + 1000)])
+        leader.lift([(prefix("1.2.3.4"), 1, int(time.time() * 1000) + 1000)])
     thread.join()
     assert banned(leader, "1.2.3.4")
     assert banned(worker, "1.2.3.4")
@@ -190,7 +193,7 @@ def test_the_log_folds_into_a_new_generation_every_worker_follows(
     addresses = random.Random(7).sample(range(1 << 32), 5000)
     lifted = prefix("2001:db8::/64")
     writer.ban([(lifted, 0)])
-    writer.lift([(lifted, int(time.time() * 1000) + 1000)])
+    writer.lift([(lifted, 1, int(time.time() * 1000) + 1000)])
     for start in range(0, len(addresses), 250):
         writer.ban([(Prefix(IPV4, a, 32), 0) for a in addresses[start : start + 250]])
     assert writer.generation > 1
@@ -290,7 +293,7 @@ def test_a_load_in_bulk_bans_as_ban_does_in_one_new_generation(tmp_path: Path) -
     store, other = BanStore(tmp_path), BanStore(tmp_path)
     later = int(time.time()) + 600
     store.ban([(prefix("1.1.1.1"), 0), (prefix("2.2.2.2"), later)])
-    store.lift([(prefix("3.3.3.3"), int(time.time() * 1000) + 1000)])
+    store.lift([(prefix("3.3.3.3"), 1, int(time.time() * 1000) + 1000)])
     generation = store.generation
     fresh = store.ban_in_bulk(
         [

@@ -23,14 +23,18 @@ from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
+from blacklist_operator.banlist.lifts import Lifts
 from blacklist_service import ledger
 from blacklist_service.bans.files import log_path
+from blacklist_service.bans.lines import parse_head
 from blacklist_service.bans.records import RECORD_SIZE
 from blacklist_service.bans.store import BanStore
+from blacklist_service.bans.watcher import apply_head
 from blacklist_service.durations import parse_duration
 from blacklist_service.lifts import LiftFollower
 from blacklist_service.outbox import Hit, Outbox
 from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
+from tests.service.test_banlines import head as banlist_head
 
 LIFT_BOUND = 5.0  # README "Lifting a ban": a lifted or expired ban stops within 5 seconds
 
@@ -255,27 +259,24 @@ def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path
     time.sleep(1.1)  # the lifts below come in a later second than these bans
 
     follower = LiftFollower(state_dir, outbox, bans, (32, 64))
-    follower.start(engine)
-    assert follower.cursor == 1  # a fresh state directory skips the lifts made so far
+    assert follower.cursor == 0  # a fresh state directory reads every lift
 
     ledger.insert_lifts(engine, [pending, delivered, later], "")
     time.sleep(0.01)
     outbox.record(Hit.now(pending, "/blacklisted"))  # a hit after the lift, not yet delivered
     record_hit(engine, delivered, datetime.now(UTC))  # one already in the ledger
     follower.poll(engine)
+    assert follower.caught_up.is_set()
     assert not banned(bans, later)
     assert banned(bans, pending)
     assert banned(bans, delivered)
-    assert banned(bans, old)
+    assert banned(bans, old)  # this replica banned it after that lift
     assert (state_dir / "lifts.cursor").read_text().strip() == "4"
 
-    # A restarted process continues from the cursor; a lift committed behind it but
-    # within the last minute is read again and applied; applying twice writes nothing.
+    # A restarted process continues from the cursor; applying twice writes nothing.
     bans.ban([(prefix(later), 0)])
     time.sleep(1.1)
     record_lift(engine, later, datetime.now(UTC))
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE denied_access_lifts SET id = 0 WHERE id = 5"))
     restarted = LiftFollower(state_dir, outbox, bans, (32, 64))
     assert restarted.cursor == 4
     log = log_path(bans.directory, bans.generation)
@@ -290,6 +291,85 @@ def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path
     engine.dispose()
 
 
+@pytest.mark.postgres
+def test_a_fresh_replica_refuses_a_listed_ban_lifted_before_it_started(
+    database: Engine, tmp_path: Path
+) -> None:
+    """Issue 19, item 5a: the operator was down when X was lifted, long ago.
+
+    Its list still carries X, with a lifts-seen from before the lift. A replica
+    started afterwards with a fresh state directory must not ban X from it.
+    """
+    ledger.ensure_schema(database)
+    lifted, other = "10.5.0.1", "10.5.0.2"
+    record_hit(database, lifted, datetime.now(UTC) - timedelta(hours=2))
+    record_lift(database, lifted, datetime.now(UTC) - timedelta(hours=1))
+    bans = BanStore(tmp_path / "bans", carry_own=True)
+    follower = LiftFollower(tmp_path, Outbox(tmp_path / "outbox.sqlite3"), bans, (32, 64))
+    follower.poll(database)
+    assert follower.caught_up.is_set()
+
+    stale = [(prefix(lifted), 0), (prefix(other), 0)]
+    apply_head(bans, parse_head(banlist_head(stale, lifts_seen=0)), "test")
+    assert not banned(bans, lifted)
+    assert banned(bans, other)
+    # The operator back: its list drops X and says it has seen the lift.
+    apply_head(bans, parse_head(banlist_head([(prefix(other), 0)], lifts_seen=1)), "test")
+    assert not banned(bans, lifted)
+    # A hit after the lift, listed by an operator that has seen the lift: banned again.
+    apply_head(bans, parse_head(banlist_head(stale, lifts_seen=1)), "test")
+    assert banned(bans, lifted)
+
+
+@pytest.mark.postgres
+def test_overlapping_lifts_committed_out_of_order_are_all_applied(
+    database: Engine, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """Issue 19, item 5b: lift 1 begins first and commits after lift 2.
+
+    Neither the replica's cursor nor the operator's lifts-seen may pass lift 1
+    while it is open, however long it stays open.
+    """
+    ledger.ensure_schema(database)
+    first, second = "10.6.0.1", "10.6.0.2"
+    bans = BanStore(tmp_path / "bans", carry_own=True)
+    listed = [(prefix(first), 0), (prefix(second), 0)]
+    apply_head(bans, parse_head(banlist_head(listed)), "test")
+    follower = LiftFollower(tmp_path, Outbox(tmp_path / "outbox.sqlite3"), bans, (32, 64))
+    operator_lifts = Lifts()
+    operator_connection = postgres.connect()
+    operator_connection.autocommit = True
+
+    long_lift = database.connect()
+    transaction = long_lift.begin()
+    long_lift.execute(ledger.lifts.insert().values(ip_address=first))  # id 1, time: now
+    ledger.insert_lifts(database, [second], "")  # id 2, committed at once
+    follower.poll(database)
+    operator_lifts.read(operator_connection, (32, 64))
+    assert not banned(bans, second)
+    assert banned(bans, first)
+    assert follower.cursor == 0
+    assert operator_lifts.seen == 0  # lift 1 may still commit: not seen
+    # The operator's list, written meanwhile, still lists the first address.
+    apply_head(bans, parse_head(banlist_head(listed, lifts_seen=operator_lifts.seen)), "test")
+    assert not banned(bans, second)
+
+    transaction.commit()
+    long_lift.close()
+    follower.poll(database)
+    operator_lifts.read(operator_connection, (32, 64))
+    assert not banned(bans, first)
+    assert not banned(bans, second)
+    assert follower.cursor == 2
+    assert operator_lifts.seen == 2
+    # The operator holds lift 1 too, so its next list leaves the first address out.
+    assert operator_lifts.time_of(prefix(first)) > 0
+    # A list it wrote while lift 1 was open still cannot ban it again.
+    apply_head(bans, parse_head(banlist_head(listed, lifts_seen=0)), "test")
+    assert not banned(bans, first)
+    operator_connection.close()
+
+
 def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(tmp_path: Path) -> None:
     engine = ledger.make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     ledger.ensure_schema(engine)
@@ -299,7 +379,6 @@ def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(tmp_path: Path) ->
     bans.ban([(prefix("198.51.100.0/24"), 0), (prefix("203.0.113.0/24"), 0)])
     time.sleep(1.1)
     follower = LiftFollower(tmp_path, outbox, bans, (24, 64))
-    follower.start(engine)
     # An address inside each of two bans, and one CIDR lifted exactly.
     ledger.insert_lifts(engine, ["2001:db8:1:2::77", "2001:db8:9::5", "203.0.113.0/24"], "")
     follower.poll(engine)
@@ -307,4 +386,34 @@ def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(tmp_path: Path) ->
     assert not banned(bans, "2001:db8:9:ffff::1")
     assert not banned(bans, "203.0.113.9")
     assert banned(bans, "198.51.100.9")
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_lock_the_lift_table_still_applies_lifts(
+    database: Engine, postgres: PostgresServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A DBA's tables and a role with SELECT and INSERT only: no SHARE lock, lifts still apply."""
+    ledger.ensure_schema(database)
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    postgres.create_role(role, "reader")
+    with database.begin() as connection:
+        connection.execute(
+            text(f"GRANT SELECT, INSERT ON denied_access_ledger, denied_access_lifts TO {role}")
+        )
+    url = postgres.url.replace(f"{postgres.user}:{postgres.password}@", f"{role}:reader@")
+    engine = ledger.make_engine(url)
+    lifted = "10.7.0.1"
+    bans = BanStore(tmp_path / "bans")
+    bans.ban([(prefix(lifted), 0)])
+    time.sleep(1.1)  # the lift comes in a later second than the ban
+    ledger.insert_lifts(database, [lifted], "")
+    follower = LiftFollower(tmp_path, Outbox(tmp_path / "outbox.sqlite3"), bans, (32, 64))
+    with caplog.at_level("WARNING", logger="blacklist_service.lifts"):
+        follower.poll(engine)
+        follower.poll(engine)
+    assert not banned(bans, lifted)
+    assert follower.cursor == 0  # never moved by a read made without the lock
+    warnings = [r.getMessage() for r in caplog.records if "grant it UPDATE" in r.getMessage()]
+    assert len(warnings) == 1, warnings
     engine.dispose()

@@ -15,6 +15,8 @@ import base64
 import json
 import time
 import urllib.parse
+import uuid
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from blacklist_contract.wire import (
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.postgres import PostgresServer
+from blacklist_service import ledger
+from blacklist_service.outbox import Hit
 from tests.service.conftest import ledger_addresses
 from tests.service.processes import ServiceFactory, ServiceProcess
 
@@ -111,7 +115,9 @@ def write(core: client.CoreV1Api, namespace: str, name: str, body: dict[str, obj
         core.create_namespaced_config_map(namespace, body)
 
 
-def head(bans: list[str], snapshot: str = "0", parts: int = 0) -> dict[str, object]:
+def head(
+    bans: list[str], snapshot: str = "0", parts: int = 0, lifts_seen: int = 0
+) -> dict[str, object]:
     """The head's body: text lines of ``bans``, the snapshot generation and its parts."""
     listed: list[tuple[Prefix, int]] = []
     for text in bans:
@@ -119,7 +125,7 @@ def head(bans: list[str], snapshot: str = "0", parts: int = 0) -> dict[str, obje
         assert found is not None
         listed.append((found, 0))
     return {
-        "metadata": {"annotations": {LIFTS_SEEN_ANNOTATION: "0"}},
+        "metadata": {"annotations": {LIFTS_SEEN_ANNOTATION: str(lifts_seen)}},
         "data": {
             "addresses": format_lines(listed),
             "snapshot": snapshot,
@@ -213,3 +219,58 @@ def test_a_ban_on_one_replica_holds_on_the_other_within_two_seconds(
         assert refused_everywhere(replica, banned)
         assert refused_everywhere(replica, "127.0.2.11")
     assert get(f"{first.url}/?n=3", source=bystander).status == 200
+
+
+def test_a_replica_started_after_a_lift_never_bans_it_from_an_older_list(
+    cluster: Cluster,
+    namespace: str,
+    postgres: PostgresServer,
+    service_factory: ServiceFactory,
+    tmp_path: Path,
+) -> None:
+    """Issue 19, item 5a: the operator stopped, an address was lifted long ago, a pod scales up.
+
+    The operator's list still carries the address (in its snapshot and its head,
+    with a lifts-seen from before the lift); the new replica, with a fresh state
+    directory, must never refuse it, from its first answer on.
+    """
+    lifted, listed = "127.0.3.1", "127.0.3.2"
+    engine = ledger.make_engine(postgres.url)
+    ledger.ensure_schema(engine)
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    ledger.insert_hits(
+        engine, [Hit(str(uuid.uuid4()), a, "/blacklisted", two_hours_ago) for a in (lifted, listed)]
+    )
+    with engine.begin() as connection:  # far older than any window a replica re-reads
+        connection.execute(
+            ledger.lifts.insert().values(
+                ip_address=lifted, time=datetime.now(UTC) - timedelta(hours=1)
+            )
+        )
+    engine.dispose()
+    core = client.CoreV1Api(cluster.api_client())
+    write(core, namespace, part_name(NAME, 1), part("g1", [lifted, listed]))
+    write(core, namespace, BANLIST, head([lifted], snapshot="g1", parts=1))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=rbac(namespace))
+    account = service_account_dir(cluster, namespace, tmp_path / "serviceaccount")
+    api = urllib.parse.urlsplit(cluster.server)
+    replica = service_factory(
+        DATABASE_URL=postgres.url,
+        SERVICE_ACCOUNT_DIR=str(account),
+        KUBERNETES_SERVICE_HOST=str(api.hostname),
+        KUBERNETES_SERVICE_PORT=str(api.port),
+        BANLIST_CONFIGMAP=BANLIST,
+        POD_NAMESPACE=namespace,
+    )
+    deadline = time.monotonic() + 30
+    while not ready(replica):
+        assert time.monotonic() < deadline, replica.log()
+        assert served(replica, lifted), replica.log()
+    assert refused_everywhere(replica, listed), replica.log()
+    for _ in range(10):  # several lift polls and head applications later
+        assert served(replica, lifted), replica.log()
+        time.sleep(0.2)
+    # The operator back: its next head says it saw the lift; a later hit bans again.
+    write(core, namespace, BANLIST, head([], snapshot="g1", parts=1, lifts_seen=1))
+    assert get(f"{replica.url}/blacklisted", source=lifted).status == 444
+    assert refused_everywhere(replica, lifted)

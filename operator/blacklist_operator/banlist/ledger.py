@@ -112,6 +112,8 @@ class LiftRead:
     rows: list[tuple[int, Prefix, int]]
     last_id: int
     full: bool
+    # Read under the lock: no lift id at or below ``last_id`` can still commit.
+    exact: bool
 
 
 def _read(connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool) -> TableRead:
@@ -149,14 +151,14 @@ def read_hits(connection: Any, cursor_id: int, *, exact: bool, batch: int = BATC
 
 
 def read_lifts(connection: Any, cursor_id: int, batch: int = BATCH) -> LiftRead:
-    """Lift rows past ``cursor_id``, always under the lock (lifts are few and rare)."""
+    """Lift rows past ``cursor_id``, under the lock when it is free (lifts are few and rare)."""
     fetched, read = _fetch(connection, LIFTS_TABLE, cursor_id, batch, lock=True)
     rows = [
         (int(row_id), prefix, int(ms))
         for row_id, raw, ms in fetched
         if (prefix := parse_prefix(str(raw))) is not None
     ]
-    return LiftRead(rows, read.last_id, read.full)
+    return LiftRead(rows, read.last_id, read.full, read.exact)
 
 
 def hits_since(connection: Any, since_ms: int) -> list[tuple[int, int]]:

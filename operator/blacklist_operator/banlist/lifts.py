@@ -5,6 +5,12 @@ range no wider than one ban, lifts the ban covering it; a wider range lifts
 every ban inside it. A ban stays when an address it covers was hit after the
 lift. Every lift is kept (they are few), so a hit that reaches the ledger late,
 after a lift of its ban, stays lifted.
+
+Lifts are ordered by id, the order they committed in as read under the
+table's lock, never by time (a lift's time is when its transaction began).
+The cursor moves only on such an exact read; a read without the lock applies
+what it finds and is made again from the same cursor. The ConfigMaps'
+lifts-seen is that cursor: every lift with an id at or below it is applied.
 """
 
 from __future__ import annotations
@@ -27,20 +33,26 @@ def address_key_of(prefix: Prefix) -> int:
 class Lifts:
     """Every lift read so far, by the ban it lifts (or, for a wide range, as a range)."""
 
-    def __init__(self, cursor: int = 0, seen: int = 0) -> None:
-        # Every lift id at or below ``cursor`` was read; those at or below ``applied``
-        # were applied to the list before (by this run or, as the head says, the last).
+    def __init__(self, cursor: int = 0) -> None:
+        # Every lift id at or below ``cursor`` was read, and none can still commit;
+        # those at or below ``applied`` were applied to the list before (by this
+        # run or, as the head says, the last).
         self.cursor = cursor
         self.applied = cursor
-        # The latest lift time (Unix ms) read: the ConfigMaps' lifts-seen.
-        self.seen = seen
+        # The ConfigMaps' lifts-seen: every lift id at or below it is applied. It
+        # never goes back, not even while a rescan reads the lifts again. (Not read
+        # back from the head: operators before lift ids wrote a time there.)
+        self.seen = cursor
         self.loaded = False
         self._by_ban: dict[Prefix, int] = {}
         self._wide: list[tuple[Prefix, int]] = []
+        # Ids above ``cursor`` taken in by a read made without the lock.
+        self._taken: set[int] = set()
 
     def restart(self) -> None:
         """Read every lift again from the first (after a restart, or for a rescan)."""
         self._by_ban, self._wide, self.cursor, self.loaded = {}, [], 0, True
+        self._taken = set()
 
     def time_of(self, prefix: Prefix) -> int:
         """The latest lift that reaches the ban of ``prefix`` (-1: none)."""
@@ -56,15 +68,21 @@ class Lifts:
         while True:
             read = ledger.read_lifts(connection, self.cursor)
             for row_id, lift, ms in read.rows:
+                if row_id in self._taken:
+                    continue
                 ban = lifted_ban(lift, lengths)
                 if ban is None:
                     self._wide.append((lift, ms))
                 else:
                     self._by_ban[ban] = max(self._by_ban.get(ban, 0), ms)
-                self.seen = max(self.seen, ms)
                 if row_id > self.applied:
                     fresh.append((lift, ms))
+                self._taken.add(row_id)
+            if not read.exact:
+                break
             self.cursor = read.last_id
+            self._taken = {row_id for row_id in self._taken if row_id > self.cursor}
+            self.seen = max(self.seen, self.cursor)
             if not read.full:
                 break
         self.applied = max(self.applied, self.cursor)

@@ -24,9 +24,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from blacklist_contract.wire import (
-    LIFTS_SEEN_ANNOTATION,
-)
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.banlist import ledger
 from blacklist_operator.banlist.filters import (
@@ -144,10 +141,7 @@ class BanListSync:
         self.cursor = self.seen = self._persisted_cursor = int(
             annotations.get(CURSOR_ANNOTATION, "0")
         )
-        self.lifts = Lifts(
-            int(annotations.get(LIFT_CURSOR_ANNOTATION, "0")),
-            int(annotations.get(LIFTS_SEEN_ANNOTATION, "0")),
-        )
+        self.lifts = Lifts(int(annotations.get(LIFT_CURSOR_ANNOTATION, "0")))
         self.table_oid = int(annotations.get(LEDGER_TABLE_ANNOTATION, "0"))
         # An incomplete snapshot (a compaction cut short, or the text shards of an
         # operator before snapshots) is rebuilt from the ledger at the first pass.

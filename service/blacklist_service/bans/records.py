@@ -8,7 +8,8 @@ a pad byte, the Unix second it was written, the network as two 64-bit halves
   start), ``value`` the expiry (Unix seconds, ``0`` for ever). In a cluster it
   stays in the log across folds until the operator's list has included it once;
 * :data:`LISTED`: a ban the operator's list holds, ``value`` its expiry;
-* :data:`LIFT`: the ban was lifted at ``value`` Unix milliseconds;
+* :data:`LIFT`: the ban was lifted by the lift whose id (``denied_access_lifts``)
+  is ``value``;
 * :data:`REMOVED`: the operator's list dropped a ban it had listed;
 * :data:`NEXT`: the last record of a log: generation ``value`` replaces this one.
 

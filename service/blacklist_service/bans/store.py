@@ -72,6 +72,7 @@ from blacklist_service.bans.values import (
     fold_updates,
     is_active,
     key_of,
+    lift_value,
     lifted_at,
     prefix_of,
     with_bans,
@@ -214,7 +215,7 @@ class BanStore:
         if previous is None and self._snapshot is not None:
             previous = self._snapshot.find(record.prefix)
         if record.kind == LIFT:
-            value = -record.value
+            value = lift_value(record.value)
         elif record.kind == REMOVED:
             value = REMOVED_VALUE
         else:
@@ -256,7 +257,7 @@ class BanStore:
         return False
 
     def value(self, prefix: Prefix) -> int | None:
-        """The latest value of ``prefix`` (expiry, ``-ms`` of a lift, ``-1`` removed), or None."""
+        """The latest value of ``prefix`` (expiry, a lift, ``-1`` removed), or None."""
         self.refresh()
         return self._value(prefix)
 
@@ -357,26 +358,27 @@ class BanStore:
             self._append([Record(kind, p, until, written) for p, until in records.items()])
             return fresh
 
-    def lift(self, lifts: Iterable[tuple[Prefix, int]]) -> list[Prefix]:
-        """Record each ``(prefix, Unix milliseconds)`` lift unless one as late is recorded.
+    def lift(self, lifts: Iterable[tuple[Prefix, int, int]]) -> list[Prefix]:
+        """Record each ``(prefix, lift id, Unix milliseconds)`` lift unless a later one is.
 
-        A ban this replica made after the lift stands. Returns the prefixes
-        whose lift was written.
+        Lifts are ordered by id (the order they committed in), never by time. A
+        ban this replica made after the lift's time stands. Returns the
+        prefixes whose lift was written.
         """
         with self.locked():
             records: dict[Prefix, int] = {}
-            for prefix, at in lifts:
+            for prefix, lift_id, at in lifts:
                 previous = lifted_at(self._value(prefix))
                 if prefix in records:
                     previous = records[prefix]
-                if previous is not None and previous >= at:
+                if previous is not None and previous >= lift_id:
                     continue
                 written = self._own.get((prefix.version, key_of(prefix)))
                 if written is not None and written * 1000 > at:
                     continue
-                records[prefix] = at
+                records[prefix] = lift_id
             now = int(time.time())
-            self._append([Record(LIFT, p, at, now) for p, at in records.items()])
+            self._append([Record(LIFT, p, lift_id, now) for p, lift_id in records.items()])
             return list(records)
 
     # Generations ---------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """What a prefix's latest value in the ban store means, and what a new generation keeps (pure).
 
-A value is an expiry (Unix seconds, ``0`` for ever: a ban), ``-ms`` (lifted
-at those Unix milliseconds) or :data:`REMOVED_VALUE` (the operator's list
-dropped it). In a worker's dicts a prefix is the key ``network << 8 | length``
-of its version's dict.
+A value is an expiry (Unix seconds, ``0`` for ever: a ban), a lift
+(:func:`lift_value` of the lift's id in ``denied_access_lifts``: ids, read
+under the table's lock, are the order in which lifts committed) or
+:data:`REMOVED_VALUE` (the operator's list dropped it). In a worker's dicts
+a prefix is the key ``network << 8 | length`` of its version's dict.
 """
 
 from __future__ import annotations
@@ -23,9 +24,14 @@ def is_active(value: int | None, now: float) -> bool:
     return value is not None and (value == FOREVER or value > now)
 
 
+def lift_value(lift_id: int) -> int:
+    """The value of a prefix lifted by lift ``lift_id`` (below :data:`REMOVED_VALUE`)."""
+    return REMOVED_VALUE - 1 - lift_id
+
+
 def lifted_at(value: int | None) -> int | None:
-    """The Unix milliseconds of the lift a value records, or None if it is no lift."""
-    return -value if value is not None and value < REMOVED_VALUE else None
+    """The id of the lift a value records, or None if it is no lift."""
+    return REMOVED_VALUE - 1 - value if value is not None and value < REMOVED_VALUE else None
 
 
 def extends(current: int | None, until: int, now: float) -> bool:
@@ -93,7 +99,7 @@ def carried_records(
 ) -> list[Record]:
     """The records a new generation's log starts with.
 
-    Lifts later than ``lifts_seen`` (they must keep beating older lines of the
+    Lifts with an id above ``lifts_seen`` (they must keep beating older lines of the
     operator), and with ``keep_own`` own bans still running that the incoming
     snapshot (``incoming`` finds its entries) does not hold.
     """
@@ -107,6 +113,6 @@ def carried_records(
                 running = value == FOREVER or value > now
                 if keep_own and running and (incoming is None or incoming(prefix) is None):
                     carried.append(Record(OWN, prefix, value, written))
-            elif value < REMOVED_VALUE and -value > lifts_seen:
-                carried.append(Record(LIFT, prefix, -value, second))
+            elif (lift_id := lifted_at(value)) is not None and lift_id > lifts_seen:
+                carried.append(Record(LIFT, prefix, lift_id, second))
     return carried

@@ -16,6 +16,11 @@ event), and streamed into a new snapshot generation of the store
 (:meth:`BanStore.install`). Then the head's lines go into the store's log
 (:mod:`blacklist_service.bans.lines`). The replica holds the whole list once
 both are done, and only then is it ready.
+
+A replica starting afresh applies no head before its lift follower has read
+the lift table once (:data:`LIFTS_WAIT` at most): the head may still list a
+ban lifted while the operator was down, and only the lift's record in the
+store makes the replica skip that line.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ RETRY_MAXIMUM = 15.0
 # this often, this many times, then wait for the next change of the head.
 PART_RETRY = 0.2
 PART_ATTEMPTS = 25
+# How long the first head waits for the lift table's first read; a database that
+# does not answer must not keep the replica from ever holding the operator's list.
+LIFTS_WAIT = 30.0
 
 
 class ApiError(RuntimeError):
@@ -164,6 +172,7 @@ class BanListWatcher:
         bans: BanStore,
         stop: threading.Event,
         on_synced: Callable[[], None],
+        lifts_read: threading.Event | None = None,
     ) -> None:
         assert settings.banlist_configmap is not None
         self.resource = settings.banlist_configmap.removesuffix("-banlist")
@@ -172,6 +181,7 @@ class BanListWatcher:
         self.bans = bans
         self.stop = stop
         self.on_synced = on_synced
+        self.lifts_read = lifts_read
         self._thread: threading.Thread | None = None
         self._applied: Head | None = None  # the head applied last, whole
 
@@ -233,7 +243,23 @@ class BanListWatcher:
         self._applied = head
         self.on_synced()
 
+    def _wait_for_lifts(self) -> bool:
+        """Wait until the lift table was read once (LIFTS_WAIT at most); False on a stop."""
+        if self.lifts_read is None:
+            return True
+        deadline = time.monotonic() + LIFTS_WAIT
+        while not self.lifts_read.wait(0.1):
+            if self.stop.is_set():
+                return False
+            if time.monotonic() >= deadline:
+                logger.warning("The lift table was not read within %.0f s: following %s anyway",
+                               LIFTS_WAIT, self.head)  # fmt: skip
+                break
+        return True
+
     def _follow(self) -> None:
+        if not self._wait_for_lifts():
+            return
         delay = RETRY_INITIAL
         while not self.stop.is_set():
             try:
