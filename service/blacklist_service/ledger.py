@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from blacklist_contract.database import URL_SCHEMES, parse_url
 from blacklist_service.outbox import Hit
 
 LEDGER_TABLE = "denied_access_ledger"
@@ -67,18 +68,27 @@ Index("denied_access_lifts_ip_address", lifts.c.ip_address)
 
 
 def make_engine(url: str) -> Engine:
-    """An engine that fails fast when the database is unreachable and checks pooled connections."""
+    """An engine that fails fast when the database is unreachable and checks pooled connections.
+
+    A PostgreSQL ``url`` the contract refuses raises ``DatabaseUrlError`` (a ValueError).
+    """
     if url.startswith("sqlite"):
         # A file on local disk: waiting for another writer's lock is the only delay.
         return create_engine(url, connect_args={"timeout": 30})
     connect_args: dict[str, Any] = {}
     if url.startswith("postgresql"):
+        # Every libpq setting comes from the contract's parse, the one the operator's ban
+        # sync makes of the same url: a url SQLAlchemy would read otherwise (a second
+        # host in its query) is refused, never half followed. The engine's own url is
+        # empty so that nothing of it reaches the driver besides.
         connect_args = {
+            **parse_url(url).keywords(),
             "connect_timeout": 5,
             "application_name": "blacklist-service",
             # A hung statement must not hold the delivery worker for ever.
             "options": "-c statement_timeout=15000",
         }
+        url = f"{URL_SCHEMES[-1]}://"
     return create_engine(
         url,
         pool_pre_ping=True,
