@@ -191,9 +191,10 @@ class PostgresServer(Server):
         if first_start:
             self._create_user_and_database()
 
-    def _superuser_connection(self) -> psycopg2.extensions.connection:
+    def superuser_connection(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
+        """An autocommit connection as the superuser, over the Unix socket (roles, grants)."""
         connection = psycopg2.connect(
-            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres"
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname=dbname
         )
         connection.autocommit = True
         return connection
@@ -208,7 +209,7 @@ class PostgresServer(Server):
                     f"see {self.log_path}:\n{self.log_path.read_text()[-2000:]}"
                 )
             try:
-                self._superuser_connection().close()
+                self.superuser_connection().close()
                 return
             except psycopg2.OperationalError as error:
                 last_error = error
@@ -216,7 +217,7 @@ class PostgresServer(Server):
         raise TimeoutError(f"PostgreSQL did not accept connections in {timeout} s: {last_error}")
 
     def _create_user_and_database(self) -> None:
-        connection = self._superuser_connection()
+        connection = self.superuser_connection()
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"CREATE ROLE {self.user} LOGIN PASSWORD %s", (self.password,))
@@ -230,7 +231,7 @@ class PostgresServer(Server):
 
     def create_database(self, name: str) -> None:
         """Another database owned by the password user (several tenants on one server)."""
-        connection = self._superuser_connection()
+        connection = self.superuser_connection()
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
