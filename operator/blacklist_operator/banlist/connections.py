@@ -25,7 +25,6 @@ import asyncio
 import base64
 import os
 import select
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -190,22 +189,24 @@ def wait_for_answer(connection: Any) -> None:
 
 @contextmanager
 def ca_file(certificate: str | None) -> Iterator[dict[str, str]]:
-    """``sslrootcert`` for libpq: ``certificate`` in a file only this process may read.
+    """``sslrootcert`` for libpq: ``certificate`` in an anonymous file of this process.
 
-    libpq takes the CA from a file only, and reads it while connecting: the file
-    lives for the connection attempt and is removed after it.
+    libpq takes the CA from a path only, and reads it while connecting. A memfd needs
+    no writable directory (the operator's root filesystem is read-only, with no
+    ``/tmp``), no other process can open it, and it vanishes when closed, after
+    the attempt.
     """
     if certificate is None:
         yield {}
         return
-    # mkstemp creates the file with mode 0600, under a name no other user can guess.
-    descriptor, path = tempfile.mkstemp(prefix="blacklist-database-ca-", suffix=".crt")
+    descriptor = os.memfd_create("blacklist-database-ca")
     try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(certificate)
-        yield {"sslrootcert": path}
+        content = certificate.encode()
+        while content:
+            content = content[os.write(descriptor, content) :]
+        yield {"sslrootcert": f"/proc/self/fd/{descriptor}"}
     finally:
-        os.unlink(path)
+        os.close(descriptor)
 
 
 def connect(address: ledger.DatabaseAddress) -> Any:
