@@ -6,6 +6,9 @@ names, so clients verify TLS instead of skipping it; the kubelet's serving
 certificate (the API server verifies it for logs, exec and port-forward); and
 the client certificate the API server presents to the kubelet. A separate RSA
 key signs ServiceAccount tokens.
+
+:func:`create_server_pki` makes a CA and one serving certificate for any other
+server a test runs with TLS (a PostgreSQL that a client verifies).
 """
 
 from __future__ import annotations
@@ -57,6 +60,27 @@ def _issue(directory: Path, name: str, subject: str, usage: str, names: tuple[st
     )  # fmt: skip
 
 
+def _create_ca(directory: Path, common_name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
+        "-subj", f"/CN={common_name}",
+        "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.crt"),
+    )  # fmt: skip
+
+
+def create_server_pki(directory: Path, common_name: str, names: tuple[str, ...]) -> None:
+    """Write a CA of its own (ca.crt/ca.key) and a serving certificate (server.crt/.key).
+
+    ``names`` are the certificate's subjectAltNames (``IP:127.0.0.1``, ``DNS:db``): a
+    client with ``sslmode=verify-full`` checks the host it dialled against them.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    _create_ca(directory, f"{common_name}-ca")
+    _issue(directory, "server", f"/CN={common_name}", "serverAuth", names)
+    for key in directory.glob("*.key"):
+        key.chmod(0o600)
+
+
 def create_pki(directory: Path, node_name: str, node_address: str) -> None:
     """Write the CA, the API server's and kubelet's certificates and the SA keys into ``directory``.
 
@@ -65,11 +89,7 @@ def create_pki(directory: Path, node_name: str, node_address: str) -> None:
     (the API server's client identity towards the kubelet) and sa.key/sa.pub.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "3650",
-        "-subj", "/CN=blacklist-local-ca",
-        "-keyout", str(directory / "ca.key"), "-out", str(directory / "ca.crt"),
-    )  # fmt: skip
+    _create_ca(directory, "blacklist-local")
     _issue(directory, "apiserver", "/CN=kube-apiserver", "serverAuth", API_SERVER_NAMES)
     _issue(
         directory, "kubelet", f"/O=system:nodes/CN=system:node:{node_name}", "serverAuth",

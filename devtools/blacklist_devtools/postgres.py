@@ -3,7 +3,8 @@
 ``initdb`` refuses to run as root, so when we are root the server runs as the
 ``postgres`` system user (created by Debian's package) through ``runuser``.
 The server can be stopped and started again on the same port with the same
-data, which is how tests take the database "down" and bring it back.
+data, which is how tests take the database "down" and bring it back. Given a
+directory of certificates it serves TLS too, for tests of ``sslmode=verify-full``.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ class PostgresServer(Server):
         host: str = "127.0.0.1",
         database: str = DEFAULT_DATABASE_NAME,
         user: str = DEFAULT_DATABASE_USER,
+        tls_dir: Path | None = None,
     ) -> None:
+        """``tls_dir``: serve TLS with its ``server.crt``/``server.key`` (pki.create_server_pki)."""
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="blacklist-pg-"))
+        self.tls_dir = tls_dir
         self.host = host
         self.port = port or free_port(host)
         self.database = database
@@ -129,6 +133,23 @@ class PostgresServer(Server):
             capture_output=True,
         )
         password_file.unlink()
+        if self.tls_dir is not None:
+            # The server refuses a key that others may read, or that it does not own.
+            for name in ("server.crt", "server.key"):
+                copy = self.base_dir / name
+                shutil.copyfile(self.tls_dir / name, copy)
+                copy.chmod(0o600)
+                if self._as_root:
+                    shutil.chown(copy, "postgres")
+
+    def _tls_settings(self) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        return [
+            "-c", "ssl=on",
+            "-c", f"ssl_cert_file={self.base_dir / 'server.crt'}",
+            "-c", f"ssl_key_file={self.base_dir / 'server.key'}",
+        ]  # fmt: skip
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the server (initialising it on first start) and wait until it accepts."""
@@ -160,6 +181,7 @@ class PostgresServer(Server):
                     "full_page_writes=off",
                     "-c",
                     "max_connections=300",
+                    *self._tls_settings(),
                 ),
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -169,9 +191,10 @@ class PostgresServer(Server):
         if first_start:
             self._create_user_and_database()
 
-    def _superuser_connection(self) -> psycopg2.extensions.connection:
+    def superuser_connection(self, dbname: str = "postgres") -> psycopg2.extensions.connection:
+        """An autocommit connection as the superuser, over the Unix socket (roles, grants)."""
         connection = psycopg2.connect(
-            host=str(self.socket_dir), port=self.port, user="postgres", dbname="postgres"
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname=dbname
         )
         connection.autocommit = True
         return connection
@@ -186,7 +209,7 @@ class PostgresServer(Server):
                     f"see {self.log_path}:\n{self.log_path.read_text()[-2000:]}"
                 )
             try:
-                self._superuser_connection().close()
+                self.superuser_connection().close()
                 return
             except psycopg2.OperationalError as error:
                 last_error = error
@@ -194,7 +217,7 @@ class PostgresServer(Server):
         raise TimeoutError(f"PostgreSQL did not accept connections in {timeout} s: {last_error}")
 
     def _create_user_and_database(self) -> None:
-        connection = self._superuser_connection()
+        connection = self.superuser_connection()
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"CREATE ROLE {self.user} LOGIN PASSWORD %s", (self.password,))
@@ -208,7 +231,7 @@ class PostgresServer(Server):
 
     def create_database(self, name: str) -> None:
         """Another database owned by the password user (several tenants on one server)."""
-        connection = self._superuser_connection()
+        connection = self.superuser_connection()
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -218,7 +241,7 @@ class PostgresServer(Server):
 
     def create_role(self, name: str, password: str) -> None:
         """A login role with no rights of its own (a DBA's narrower role for the service)."""
-        connection = self._superuser_connection()
+        connection = self.superuser_connection()
         try:
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP ROLE IF EXISTS {name}")

@@ -22,6 +22,7 @@ from blacklist_operator.model_external import (
     DatabaseSecretError,
     ExternalDatabase,
     HostRule,
+    ca_certificate,
     check_host_allowed,
     parse_database_secret,
 )
@@ -102,7 +103,21 @@ def read_external_database(
     secret = api.get("v1", "Secret", bls.namespace, external.secret_name)
     database = parse_database_secret(external, bls.spec.database.name, secret)
     check_host_allowed(database, allowed_hosts)
+    # A CA missing would leave the service's pods waiting for their volume: say it here.
+    read_ca_certificate(api, bls)
     return database
+
+
+def read_ca_certificate(api: KubernetesApi, bls: BlacklistService) -> str | None:
+    """The external database's CA certificate (PEM), read by name; None when none is set.
+
+    Raises DatabaseSecretError when the Secret or ConfigMap, or its key, is missing.
+    """
+    external = bls.spec.database.external
+    if external is None or external.ca is None:
+        return None
+    body = api.get("v1", external.ca.kind, bls.namespace, external.ca.name)
+    return ca_certificate(external.ca, body)
 
 
 def database_credentials(

@@ -23,18 +23,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
+from blacklist_contract.database import (
+    URL_SCHEMES,
+    VERIFYING_SSL_MODES,
+    DatabaseUrlError,
+    parse_url,
+)
 from blacklist_operator import model_fields as fields
-from blacklist_operator.model_knobs import SSL_MODES, ExternalDatabaseSpec
+from blacklist_operator.model_knobs import CaReference, ExternalDatabaseSpec
 
 URL_KEY = "url"
 SEPARATE_KEYS = ("host", "port", "username", "password")
-# Schemes both the service (SQLAlchemy) and the operator (libpq) understand.
-URL_SCHEMES = ("postgresql", "postgresql+psycopg2")
-DEFAULT_PORT = 5432
-# URL query parameters by which libpq (and so the service) would reach another host.
-URL_HOST_PARAMETERS = ("host", "hostaddr")
+# What a PEM CA certificate holds; anything else in the key is a mistake worth naming.
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 # A DNS name: letters, digits and inner hyphens per label; the last label starts with a
 # letter, so nothing libc would read as an address ("127.1", "0x7f000001") passes as a name.
 DNS_NAME = re.compile(
@@ -76,8 +78,8 @@ class ExternalDatabase:
     checksum: str
     user: str = field(default="", repr=False)
     password: str = field(default="", repr=False)
-    # Hosts the URL's query parameters name besides ``host`` (libpq would try them).
-    query_hosts: tuple[str, ...] = ()
+    # The url's other TLS settings (blacklist_contract.database.TLS_PARAMETERS).
+    tls: tuple[tuple[str, str], ...] = ()
 
 
 def secret_checksum(data: Mapping[str, str]) -> str:
@@ -105,44 +107,48 @@ def _port(text: str, secret_name: str, key: str) -> int:
 
 def _from_url(spec: ExternalDatabaseSpec, url: str, checksum: str) -> ExternalDatabase:
     name = spec.secret_name
-    parts = urlsplit(url)
-    if parts.scheme not in URL_SCHEMES:
-        raise DatabaseSecretError(
-            f"Secret {name}: url must start with {' or '.join(s + '://' for s in URL_SCHEMES)}"
-        )
+    # The service connects with what the same function makes of the same url.
     try:
-        port = parts.port or DEFAULT_PORT
-    except ValueError:
-        raise DatabaseSecretError(f"Secret {name}: url has an invalid port") from None
-    database = unquote(parts.path.lstrip("/"))
-    missing = [
-        what
-        for what, value in (
-            ("a host", parts.hostname),
-            ("a user name", parts.username),
-            ("a database name", database),
-        )
-        if not value
-    ]
-    if missing:
-        raise DatabaseSecretError(f"Secret {name}: url lacks {', '.join(missing)}")
-    # A sslmode in the URL wins in libpq; the operator follows it too.
-    sslmode = parse_qs(parts.query).get("sslmode", [spec.sslmode])[-1]
-    if sslmode not in SSL_MODES:
-        raise DatabaseSecretError(f"Secret {name}: url has an unknown sslmode {sslmode}")
-    query = parse_qs(parts.query)
+        settings = parse_url(url, default_sslmode=spec.sslmode)
+    except DatabaseUrlError as error:
+        raise DatabaseSecretError(f"Secret {name}: {error}") from None
+    if not settings.user:
+        raise DatabaseSecretError(f"Secret {name}: url lacks a user name")
     return ExternalDatabase(
         secret_name=name,
         from_url=True,
-        host=str(parts.hostname),
-        port=port,
-        database=database,
-        sslmode=sslmode,
+        host=settings.host,
+        port=settings.port,
+        database=settings.dbname,
+        sslmode=settings.sslmode or spec.sslmode,
         checksum=checksum,
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        query_hosts=tuple(value for key in URL_HOST_PARAMETERS for value in query.get(key, [])),
+        user=settings.user,
+        password=settings.password or "",
+        tls=settings.tls,
     )
+
+
+def _service_host(name: str, host: str, port: int, database: str) -> str:
+    """The host as the service reads it, or DatabaseSecretError if it would read another.
+
+    The service's DATABASE_URL is ``postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)``
+    (builders.service): a host holding ``/``, ``?`` or ``,`` would change what it names.
+    """
+    composed = f"{URL_SCHEMES[-1]}://{host}:{port}/{database}"
+    try:
+        settings = parse_url(composed)
+    except DatabaseUrlError:
+        settings = None
+    if settings is None or (settings.host, settings.port, settings.dbname) != (
+        host.lower(),
+        port,
+        database,
+    ):
+        raise DatabaseSecretError(
+            f"Secret {name}: host must be one host name or IPv4 address "
+            "(for an IPv6 address, give a url with the address in brackets)"
+        )
+    return settings.host
 
 
 def parse_database_secret(
@@ -155,7 +161,7 @@ def parse_database_secret(
     data = secret.get("data") or {}
     checksum = secret_checksum(data)
     if URL_KEY in data:
-        return _from_url(spec, _decoded(data, URL_KEY, name), checksum)
+        return _checked_tls(spec, _from_url(spec, _decoded(data, URL_KEY, name), checksum))
     missing = [key for key in SEPARATE_KEYS if key not in data]
     if missing:
         raise DatabaseSecretError(
@@ -170,17 +176,55 @@ def parse_database_secret(
         )
     if not values["host"] or not values["username"]:
         raise DatabaseSecretError(f"Secret {name}: host and username must not be empty")
-    return ExternalDatabase(
+    port = _port(values["port"], name, "port")
+    external = ExternalDatabase(
         secret_name=name,
         from_url=False,
-        host=values["host"],
-        port=_port(values["port"], name, "port"),
+        host=_service_host(name, values["host"], port, database),
+        port=port,
         database=database,
         sslmode=spec.sslmode,
         checksum=checksum,
         user=values["username"],
         password=values["password"],
     )
+    return _checked_tls(spec, external)
+
+
+def _checked_tls(spec: ExternalDatabaseSpec, database: ExternalDatabase) -> ExternalDatabase:
+    """Refuse a verifying sslmode without a CA: libpq would look for a file neither side has."""
+    if database.sslmode in VERIFYING_SSL_MODES and spec.ca is None:
+        raise DatabaseSecretError(
+            f"sslmode {database.sslmode} needs the CA that signed the server's certificate: "
+            "set spec.database.external.caSecretRef or caConfigMapRef"
+        )
+    return database
+
+
+def ca_certificate(reference: CaReference, body: Mapping[str, Any] | None) -> str:
+    """The PEM CA certificate ``reference`` names, from the object's raw ``body`` (None: missing).
+
+    Raises :class:`DatabaseSecretError`, as for the database's own Secret: the resource
+    is not ready until the CA is there, and neither side connects without it.
+    """
+    where = f"{reference.kind} {reference.name} (the external database's CA)"
+    if body is None:
+        raise DatabaseSecretError(f"{where} not found")
+    data = body.get("data") or {}
+    binary = body.get("binaryData") or {}
+    if reference.key in data:
+        text = (
+            _decoded(data, reference.key, reference.name)
+            if reference.kind == "Secret"
+            else str(data[reference.key])
+        )
+    elif reference.key in binary:
+        text = _decoded(binary, reference.key, reference.name)
+    else:
+        raise DatabaseSecretError(f"{where} has no key {reference.key}")
+    if PEM_CERTIFICATE not in text:
+        raise DatabaseSecretError(f"{where}: key {reference.key} holds no PEM certificate")
+    return text
 
 
 def parse_allowed_hosts(text: str) -> tuple[HostRule, ...]:
@@ -225,10 +269,10 @@ def host_allowed(host: str, rules: tuple[HostRule, ...]) -> bool:
 
 
 def check_host_allowed(database: ExternalDatabase, rules: tuple[HostRule, ...]) -> None:
-    """Raise :class:`DatabaseHostNotAllowedError` unless each host ``database`` names is allowed."""
-    for host in (database.host, *database.query_hosts):
-        if not host_allowed(host, rules):
-            raise DatabaseHostNotAllowedError(
-                f"Secret {database.secret_name}: host {host[:100]} is not allowed for an "
-                "external database by this operator (--allowed-external-database-hosts)"
-            )
+    """Raise :class:`DatabaseHostNotAllowedError` unless ``database``'s host is allowed."""
+    # The only host: blacklist_contract.database refuses a url naming a second one.
+    if not host_allowed(database.host, rules):
+        raise DatabaseHostNotAllowedError(
+            f"Secret {database.secret_name}: host {database.host[:100]} is not allowed for an "
+            "external database by this operator (--allowed-external-database-hosts)"
+        )

@@ -18,6 +18,10 @@ from blacklist_operator.model_fields import SpecError
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # The schema already holds this field; this version refuses it rather than ignore it.
 NOT_YET = "is not supported by this version of the operator yet"
+# A key of a Secret's or ConfigMap's data.
+_DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
+# Where the CA of an external database may be: the field, and the kind it names.
+CA_REFERENCES = {"caSecretRef": "Secret", "caConfigMapRef": "ConfigMap"}
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -60,6 +64,17 @@ class ExternalDatabaseSpec:
 
     secret_name: str
     sslmode: str = "prefer"
+    # The CA certificate that signed the server's: a key of a Secret or a ConfigMap.
+    ca: CaReference | None = None
+
+
+@dataclass(frozen=True)
+class CaReference:
+    """A PEM CA certificate in a Secret's or ConfigMap's key, in the resource's namespace."""
+
+    kind: str  # Secret or ConfigMap
+    name: str
+    key: str
 
 
 def parse_disruption(spec: Mapping[str, Any]) -> DisruptionSpec:
@@ -136,4 +151,22 @@ def parse_external(database: Mapping[str, Any]) -> ExternalDatabaseSpec | None:
     sslmode = external.get("sslmode", "prefer")
     if sslmode not in SSL_MODES:
         raise SpecError("spec.database.external.sslmode", f"must be one of {', '.join(SSL_MODES)}")
-    return ExternalDatabaseSpec(secret_name=name, sslmode=sslmode)
+    return ExternalDatabaseSpec(secret_name=name, sslmode=sslmode, ca=_parse_ca(external))
+
+
+def _parse_ca(external: Mapping[str, Any]) -> CaReference | None:
+    given = [field for field in CA_REFERENCES if external.get(field) is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise SpecError(
+            "spec.database.external", "caSecretRef and caConfigMapRef exclude each other"
+        )
+    path = f"spec.database.external.{given[0]}"
+    reference = fields.mapping(external, given[0], path)
+    name, key = reference.get("name"), reference.get("key")
+    if not (isinstance(name, str) and fields.DNS_SUBDOMAIN.match(name)):
+        raise SpecError(f"{path}.name", f"must name a {CA_REFERENCES[given[0]]}")
+    if not (isinstance(key, str) and _DATA_KEY.match(key)):
+        raise SpecError(f"{path}.key", "must be a key of its data")
+    return CaReference(CA_REFERENCES[given[0]], name, key)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from blacklist_contract.database import DatabaseUrlError, parse_url
 from blacklist_contract.prefixes import (
     DEFAULT_IPV4_LENGTH,
     DEFAULT_IPV6_LENGTH,
@@ -210,6 +211,11 @@ class Settings:
         database_url = str(config.get("DATABASE_URL") or "").strip()
         if not database_url:
             database_url = f"sqlite:///{state_dir / 'ledger.sqlite3'}"
+        if database_url.startswith("postgresql"):
+            try:
+                parse_url(database_url)
+            except DatabaseUrlError as error:
+                raise ConfigError(f"DATABASE_URL: {error}") from None
         banlist = str(config.get("BANLIST_CONFIGMAP") or "").strip() or None
         namespace = str(config.get("POD_NAMESPACE") or "").strip() or None
         account_dir = Path(str(config.get("SERVICE_ACCOUNT_DIR") or DEFAULT_SERVICE_ACCOUNT_DIR))

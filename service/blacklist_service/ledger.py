@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
+from blacklist_contract.database import URL_SCHEMES, parse_url
 from blacklist_service.outbox import Hit
 
 LEDGER_TABLE = "denied_access_ledger"
@@ -105,13 +106,22 @@ def postgres_connect_args() -> dict[str, Any]:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine that fails fast when the database is unreachable and checks pooled connections."""
+    """An engine that fails fast when the database is unreachable and checks pooled connections.
+
+    A PostgreSQL ``url`` the contract refuses raises ``DatabaseUrlError`` (a ValueError).
+    """
     if url.startswith("sqlite"):
         # A file on local disk: waiting for another writer's lock is the only delay.
         return create_engine(url, connect_args={"timeout": 30})
     connect_args: dict[str, Any] = {}
     if url.startswith("postgresql"):
-        connect_args = postgres_connect_args()
+        # Every libpq setting comes from the contract's parse, the one the operator's ban
+        # sync makes of the same url: a url SQLAlchemy would read otherwise (a second
+        # host in its query) is refused, never half followed. The engine's own url is
+        # empty so that nothing of it reaches the driver besides; the bounds on every
+        # wait come after, so the url cannot lift them.
+        connect_args = {**parse_url(url).keywords(), **postgres_connect_args()}
+        url = f"{URL_SCHEMES[-1]}://"
     return create_engine(
         url,
         pool_pre_ping=True,

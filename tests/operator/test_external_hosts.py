@@ -7,6 +7,7 @@ import pytest
 from blacklist_operator.__main__ import parse_arguments
 from blacklist_operator.model_external import (
     DatabaseHostNotAllowedError,
+    DatabaseSecretError,
     check_host_allowed,
     host_allowed,
     parse_allowed_hosts,
@@ -84,10 +85,16 @@ def test_a_secret_naming_a_host_not_allowed_is_refused_with_its_reason() -> None
     check_host_allowed(resolve(make(), secret(**{**KEYS, "host": "a.pg.internal"})), RULES)
 
 
-def test_hosts_in_the_url_query_are_checked_too() -> None:
+def test_a_url_query_naming_another_host_never_gets_past_the_parse() -> None:
     allowed = parse_allowed_hosts("db.example")
     check_host_allowed(resolve(make(), secret(url=URL)), allowed)
+    # The query repeating the url's own host is the one host: checked as such.
+    same = resolve(make(), secret(url="postgresql://app:pw@db.example/bans?host=DB.example"))
+    check_host_allowed(same, allowed)
     for query in ("host=127.0.0.1", "hostaddr=127.0.0.1", "sslmode=disable&host=db.example,x"):
-        database = resolve(make(), secret(url=f"postgresql://app:pw@db.example/bans?{query}"))
-        with pytest.raises(DatabaseHostNotAllowedError):
-            check_host_allowed(database, allowed)
+        with pytest.raises(DatabaseSecretError, match="host"):
+            resolve(make(), secret(url=f"postgresql://app:pw@db.example/bans?{query}"))
+    # Nor does a list of hosts, however it is spelt.
+    for url in ("postgresql://app:pw@db.example,127.0.0.1/bans", "postgresql://app@db%2Cx/bans"):
+        with pytest.raises(DatabaseSecretError, match="not one host"):
+            resolve(make(), secret(url=url))

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,7 @@ import psycopg2.extensions
 from blacklist_operator.banlist import ledger
 from blacklist_operator.builders.database import database_host
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
+from blacklist_operator.database_access import read_ca_certificate
 from blacklist_operator.model import BlacklistService, parse
 from blacklist_operator.model_external import (
     DatabaseSecretError,
@@ -143,6 +146,7 @@ def _external_address(
     try:
         database = parse_database_secret(external, bls.spec.database.name, secret)
         check_host_allowed(database, runtime.config.allowed_external_database_hosts)
+        certificate = read_ca_certificate(runtime.api, bls)
     except DatabaseSecretError as error:
         raise DatabaseSecretInvalidError(str(error)) from None
     host, port = runtime.addresses.lookup(bls.namespace, bls.name, database.host, database.port)
@@ -153,6 +157,8 @@ def _external_address(
         user=database.user,
         password=database.password,
         sslmode=database.sslmode,
+        tls=database.tls,
+        ca_certificate=certificate,
     )
 
 
@@ -181,26 +187,35 @@ def wait_for_answer(connection: Any) -> None:
         poller.unregister(descriptor)
 
 
+@contextmanager
+def ca_file(certificate: str | None) -> Iterator[dict[str, str]]:
+    """``sslrootcert`` for libpq: ``certificate`` in an anonymous file of this process.
+
+    libpq takes the CA from a path only, and reads it while connecting. A memfd needs
+    no writable directory (the operator's root filesystem is read-only, with no
+    ``/tmp``), no other process can open it, and it vanishes when closed, after
+    the attempt.
+    """
+    if certificate is None:
+        yield {}
+        return
+    descriptor = os.memfd_create("blacklist-database-ca")
+    try:
+        content = certificate.encode()
+        while content:
+            content = content[os.write(descriptor, content) :]
+        yield {"sslrootcert": f"/proc/self/fd/{descriptor}"}
+    finally:
+        os.close(descriptor)
+
+
 def connect(address: ledger.DatabaseAddress) -> Any:
     """An autocommit connection to ``address`` with the limits above on every statement."""
     # Process-wide; the ban sync's are the only PostgreSQL connections of the operator.
     psycopg2.extensions.set_wait_callback(wait_for_answer)
     try:
-        connection = psycopg2.connect(
-            host=address.host,
-            port=address.port,
-            dbname=address.database,
-            user=address.user,
-            password=address.password,
-            sslmode=address.sslmode,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            keepalives=1,
-            keepalives_idle=KEEPALIVES_IDLE_SECONDS,
-            keepalives_interval=KEEPALIVES_INTERVAL_SECONDS,
-            keepalives_count=KEEPALIVES_COUNT,
-            tcp_user_timeout=TCP_USER_TIMEOUT_MS,
-            application_name="blacklist-operator",
-        )
+        with ca_file(address.ca_certificate) as root_certificate:
+            connection = _connect(address, root_certificate)
     except psycopg2.OperationalError as error:
         # Without blocking, libpq's message no longer says where: the log should.
         where = f"connection to {address.host}:{address.port} failed"
@@ -216,6 +231,26 @@ def connect(address: ledger.DatabaseAddress) -> Any:
         connection.close()
         raise
     return connection
+
+
+def _connect(address: ledger.DatabaseAddress, root_certificate: dict[str, str]) -> Any:
+    return psycopg2.connect(
+        host=address.host,
+        port=address.port,
+        dbname=address.database,
+        user=address.user,
+        password=address.password,
+        sslmode=address.sslmode,
+        **dict(address.tls),
+        **root_certificate,
+        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        keepalives=1,
+        keepalives_idle=KEEPALIVES_IDLE_SECONDS,
+        keepalives_interval=KEEPALIVES_INTERVAL_SECONDS,
+        keepalives_count=KEEPALIVES_COUNT,
+        tcp_user_timeout=TCP_USER_TIMEOUT_MS,
+        application_name="blacklist-operator",
+    )
 
 
 def open_listening(runtime: Runtime, key: InstanceKey) -> Any:

@@ -53,6 +53,10 @@ class DatabaseAddress:
     password: str = field(repr=False)
     # libpq's sslmode; the bundled database is reached inside the cluster without TLS.
     sslmode: str = "prefer"
+    # An external database's other TLS keywords (blacklist_contract.database.TLS_PARAMETERS).
+    tls: tuple[tuple[str, str], ...] = ()
+    # The CA certificate's PEM (spec.database.external.caSecretRef); None: libpq's default.
+    ca_certificate: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

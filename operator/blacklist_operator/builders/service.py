@@ -38,6 +38,9 @@ PRE_STOP_SECONDS = 5
 SERVER_GRACEFUL_SECONDS = 25
 # The kubelet kills the pod after this: the hook, the graceful shutdown and a margin.
 TERMINATION_GRACE_SECONDS = PRE_STOP_SECONDS + SERVER_GRACEFUL_SECONDS + 5
+# Where the external database's CA is mounted (spec.database.external.caSecretRef).
+DATABASE_CA_DIR = "/etc/blacklist/database-ca"
+CA_FILE = "ca.crt"
 # Spread the replicas over nodes and zones; soft, so a small cluster still runs them all.
 SPREAD_TOPOLOGY_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
 
@@ -52,6 +55,27 @@ def _secret_key(variable: str, secret: str, key: str) -> dict[str, Any]:
 
 def _field(variable: str, path: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _database_ca_volume(bls: BlacklistService) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The external database's CA, read-only: the pod's volumes and the container's mounts.
+
+    A whole-volume mount (not ``subPath``), so a renewed CA reaches running pods; libpq
+    reads it at each new connection.
+    """
+    external = bls.spec.database.external
+    if external is None or external.ca is None:
+        return [], []
+    items = [{"key": external.ca.key, "path": CA_FILE}]
+    source = (
+        {"secret": {"secretName": external.ca.name, "items": items}}
+        if external.ca.kind == "Secret"
+        else {"configMap": {"name": external.ca.name, "items": items}}
+    )
+    return (
+        [{"name": "database-ca", **source}],
+        [{"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": True}],
+    )
 
 
 def _mail_environment(bls: BlacklistService) -> list[dict[str, Any]]:
@@ -94,6 +118,9 @@ def _database_environment(
         # libpq reads it whatever the URL's form; a sslmode in a Secret's url wins.
         sslmode = external.sslmode if external is not None else bls.spec.database.external.sslmode
         where.append({"name": "PGSSLMODE", "value": sslmode})
+        if bls.spec.database.external.ca is not None:
+            # libpq reads the CA from this file (mounted by _database_ca_volume).
+            where.append({"name": "PGSSLROOTCERT", "value": f"{DATABASE_CA_DIR}/{CA_FILE}"})
         if external is not None and external.from_url:
             # The Secret's url as is, by reference: it holds the credentials.
             return [*where, _secret_key("DATABASE_URL", secret, URL_KEY)]
@@ -189,6 +216,7 @@ def build_service_deployment(
     With ``spec.autoscaling`` the manifest has no ``replicas``: the autoscaler owns it.
     """
     spec = bls.spec
+    ca_volumes, ca_mounts = _database_ca_volume(bls)
     template_metadata = (
         pod_metadata(bls, COMPONENT_SERVICE, credentials)
         if external is None
@@ -212,6 +240,7 @@ def build_service_deployment(
             {"name": "state", "mountPath": STATE_DIR},
             # Writable scratch space for the WSGI server under a read-only root.
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+            *ca_mounts,
         ],
     }
     replicas = {} if spec.autoscaling is not None else {"replicas": spec.replicas}
@@ -234,6 +263,7 @@ def build_service_deployment(
                     "volumes": [
                         {"name": "state", "emptyDir": {"sizeLimit": STATE_SIZE_LIMIT}},
                         {"name": "tmp", "emptyDir": {}},
+                        *ca_volumes,
                     ],
                 },
             },
