@@ -236,7 +236,8 @@ class LiftRead:
     refused: bool = False
 
 
-LOCK_TIMEOUT_MS = 250
+# How long a lift reader waits for the lift table's SHARE lock before reading without it.
+LIFT_LOCK_TIMEOUT_MS = 250
 # Errors of the lock after which the lifts are read without it.
 UNLOCKED_READ_ERRORS = (psycopg2.errors.LockNotAvailable, psycopg2.errors.InsufficientPrivilege)
 
@@ -249,7 +250,7 @@ def read_lifts(engine: Engine, cursor: int, limit: int = 10_000) -> LiftRead:
     holds ``ROW EXCLUSIVE`` on the table until it commits, so while this read
     holds ``SHARE`` no id can still appear below the highest one read: such a
     read is exact (docs/CONTRACTS.md, "Lift table"). When the lock is not free
-    within ``LOCK_TIMEOUT_MS`` (a lift transaction still open) the read goes
+    within ``LIFT_LOCK_TIMEOUT_MS`` (a lift transaction still open) the read goes
     ahead without it and says so. SQLite has one writer at a time, whose ids
     are visible only once it commits, in id order: its reads are always exact.
     """
@@ -265,7 +266,7 @@ def read_lifts(engine: Engine, cursor: int, limit: int = 10_000) -> LiftRead:
         # only roll back, and rolling a savepoint back would undo the time-out too.
         try:
             with engine.begin() as connection:
-                connection.execute(text(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}"))
+                connection.execute(text(f"SET LOCAL lock_timeout = {LIFT_LOCK_TIMEOUT_MS}"))
                 connection.execute(text(f"LOCK TABLE {LIFTS_TABLE} IN SHARE MODE"))
                 rows = connection.execute(query).all()
             return LiftRead([Lift(int(r[0]), str(r[1]), as_utc(r[2])) for r in rows], True)

@@ -37,17 +37,20 @@ def refused_everywhere(urls: list[str], source: str) -> bool:
 
 def test_operator_killed_mid_reconcile_converges(deployed: Deployed) -> None:
     cluster = deployed.cluster
-    running = operator_pids(deployed)
-    assert len(running) == 1, running
-    killed = running[0]
+    # The chart runs two operator replicas (one leader): kill both, the leader and its standby.
+    killed = operator_pids(deployed)
+    assert len(killed) == 2, killed
     patch = json.dumps({"spec": {"replicas": 3}})
     cluster.kubectl(
         "patch", "blacklistservice", deployed.name, "-n", deployed.namespace,
         "--type=merge", "-p", patch,
     )  # fmt: skip
-    os.kill(killed, signal.SIGKILL)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
     assert wait_until(
-        lambda: operator_pids(deployed) not in ([], [killed]), timeout=120, interval=0.2
+        lambda: bool(operator_pids(deployed)) and not set(operator_pids(deployed)) & set(killed),
+        timeout=120,
+        interval=0.2,
     )
     resource = stack.wait_ready(cluster, deployed.namespace, deployed.name, 120)
     assert resource["status"]["observedGeneration"] == resource["metadata"]["generation"]

@@ -66,7 +66,7 @@ def test_a_ban_store_on_a_full_disk_still_records_the_hit_and_is_not_torn(
         first, second = "127.0.41.1", "127.0.41.2"
         assert get(f"{url}/blacklisted", source=first).status == 444
         assert wait_until(lambda: first in ledger_rows(service.state_dir), timeout=20)
-        metrics = get(f"{url}/metrics", source="127.0.41.200").body
+        metrics = get(service.metrics_url).body
         assert "blacklist_ban_store_write_failures_total 1.0" in metrics
         assert "Could not write the ban of 127.0.41.1" in service.log()
 

@@ -106,7 +106,7 @@ def test_a_hit_bans_its_prefix_the_allowlist_wins_and_a_lift_covers(
     # The ledger keeps the exact addresses.
     expected = {"2001:db8:1:2::a", "127.0.31.5", "127.0.33.7", "127.0.33.5", "2001:db8:5:5::1"}
     assert wait_until(lambda: ledger_rows(service.state_dir) == expected, timeout=20)
-    metrics = get(f"{url}/metrics", source="127.0.40.1").body
+    metrics = get(service.metrics_url).body
     assert "blacklist_banned_addresses 4.0" in metrics
 
     # Lifting an address lifts the prefix that covers it; a CIDR lifts that prefix.

@@ -52,6 +52,8 @@ RETRY_MAXIMUM = 15.0
 # this often, this many times, then wait for the next change of the head.
 PART_RETRY = 0.2
 PART_ATTEMPTS = 25
+# After PART_ATTEMPTS, the head is listed again this often until its parts match it.
+RELIST_SECONDS = 1.0
 # How long the first head waits for the lift table's first read; a database that
 # does not answer must not keep the replica from ever holding the operator's list.
 LIFTS_WAIT = 30.0
@@ -219,7 +221,8 @@ class BanListWatcher:
             head.parts,
         )
 
-    def _apply(self, api: KubernetesApi, config_map: dict[str, Any]) -> None:
+    def _apply(self, api: KubernetesApi, config_map: dict[str, Any]) -> bool:
+        """Apply a head and, for a new generation, its parts; False if a part is not there yet."""
         head = parse_head(config_map, self._applied)
         if head.bad_lines:
             logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",
@@ -234,14 +237,16 @@ class BanListWatcher:
                 except PartNotWrittenError as part:
                     if attempt + 1 == PART_ATTEMPTS or self.stop.wait(PART_RETRY):
                         logger.info(
-                            "Part %s is not at snapshot %s yet: waiting for the next change",
+                            "Part %s is not at snapshot %s yet: listing the head again in %.0f s",
                             part,
                             head.snapshot,
+                            RELIST_SECONDS,
                         )
-                        return
+                        return False
         apply_head(self.bans, head, f"ConfigMap {self.head}")
         self._applied = head
         self.on_synced()
+        return True
 
     def _wait_for_lifts(self) -> bool:
         """Wait until the lift table was read once (LIFTS_WAIT at most); False on a stop."""
@@ -265,13 +270,19 @@ class BanListWatcher:
             try:
                 api = KubernetesApi(self.settings)
                 found, version = api.list_one(self.head)
-                if found is not None:
-                    self._apply(api, found)
+                if found is not None and not self._apply(api, found):
+                    # A part of another generation than the head's: a compaction was under
+                    # way, or a part was rewritten without a head change. Neither need bring
+                    # a head event, so list the head again rather than wait for one.
+                    self.stop.wait(RELIST_SECONDS)
+                    continue
                 delay = RETRY_INITIAL
                 for event in api.watch_one(self.head, version, self.stop):
                     kind = event.get("type")
                     if kind in {"ADDED", "MODIFIED"}:
-                        self._apply(api, event["object"])
+                        if not self._apply(api, event["object"]):
+                            self.stop.wait(RELIST_SECONDS)
+                            break
                     elif kind == "ERROR":
                         # Usually 410 Gone: our version is too old; list again.
                         logger.info("Watch of %s ended: %s", self.head,
