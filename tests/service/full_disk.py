@@ -16,9 +16,13 @@ FILLER = ".filler"
 
 @contextlib.contextmanager
 def small_tmpfs(point: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``point`` for the block; skip the test when not root."""
+    """Mount a tmpfs of ``size`` at ``point`` for the block; fail the test when not root.
+
+    A full disk is proved on a real file system, never assumed: without root the
+    test fails and says why (`make test` runs as root, as the local node needs).
+    """
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.fail("mounting a tmpfs needs root: run the service tests as root")
     point.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], check=True)
     try:
