@@ -28,6 +28,8 @@ from blacklist_operator.runtime import DeploymentProgress, Runtime
 SECRET_INVALID = "DatabaseSecretInvalid"  # noqa: S105
 # Ready's reason while an object we did not create holds the name of one of our children.
 CHILD_CONFLICT = "ChildConflict"
+# Ready's reason while the API refuses a child; the reconcile retries it by itself.
+APPLY_FAILED = "ApplyFailed"
 
 
 def deployment_progress(deployment: Mapping[str, Any] | None) -> DeploymentProgress:
@@ -86,7 +88,7 @@ def ready_condition(
     elif conflicts:
         reason, ok, message = CHILD_CONFLICT, False, "; ".join(conflicts)
     elif failures:
-        reason, ok, message = "ApplyFailed", False, "; ".join(failures)
+        reason, ok, message = APPLY_FAILED, False, "; ".join(failures)
     else:
         service_ok, service_text = service.available, service.detail
         database_ok, database_text = database.available, database.detail
@@ -173,8 +175,13 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     if status.get("observedGeneration") != bls.generation:
         # The reconcile of this generation has not written its status yet; it will.
         return False
-    if (find_condition(status.get("conditions"), READY) or {}).get("reason") == CHILD_CONFLICT:
-        # Only a reconcile, which looks at the children again, may clear ChildConflict.
+    if (find_condition(status.get("conditions"), READY) or {}).get("reason") in (
+        CHILD_CONFLICT,
+        APPLY_FAILED,
+    ):
+        # Only a reconcile, which looks at the children again, may clear ChildConflict or
+        # ApplyFailed (it is retried by itself): the Deployments' progress says nothing of a
+        # child the API refused, and must not report Ready over it.
         return False
     external = bls.spec.database.external is not None
     if external and (bls.namespace, bls.name) not in runtime.external_databases:

@@ -307,8 +307,12 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     outcome.ready = ready["status"] == "True"
     image = running_image(service_deployment) or (body.get("status") or {}).get("image")
     write_status(api, bls, body, ready, ports[0].get("nodePort"), progress, image)
-    if outcome.database_secret_problem is not None:
-        runtime.reconcile_later((bls.namespace, bls.name), SECRET_RETRY_SECONDS)
+    key = (bls.namespace, bls.name)
+    retry = runtime.retry_delay(key, bool(outcome.failures))
+    if retry is not None:
+        runtime.reconcile_later(key, retry)
+    elif outcome.database_secret_problem is not None:
+        runtime.reconcile_later(key, SECRET_RETRY_SECONDS)
     elif outcome.conflicts:
-        runtime.reconcile_later((bls.namespace, bls.name), CONFLICT_RETRY_SECONDS)
+        runtime.reconcile_later(key, CONFLICT_RETRY_SECONDS)
     return outcome

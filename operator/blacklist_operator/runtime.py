@@ -30,6 +30,10 @@ from blacklist_operator.handler_context import HandlerContext
 from blacklist_operator.model_external import ExternalDatabase
 from blacklist_operator.workqueue import InstanceKey, Reason, WorkQueue
 
+# A reconcile that could not apply a child is retried after this long, doubling up to the max.
+FAILURE_RETRY_SECONDS = 5.0
+FAILURE_RETRY_MAX_SECONDS = 60.0
+
 # kopf hands handlers either a logger or an adapter that adds the object to each line.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -218,6 +222,24 @@ class Runtime:
     external_databases: dict[InstanceKey, ExternalDatabase] = field(default_factory=dict)
     # Instances with a full reconcile scheduled by reconcile_later.
     _reconciling_later: set[InstanceKey] = field(default_factory=set)
+    # Instances whose last reconciles failed to apply a child: how many in a row.
+    _failed_reconciles: dict[InstanceKey, int] = field(default_factory=dict)
+    _failures_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry_delay(self, key: InstanceKey, failed: bool) -> float | None:
+        """After a reconcile of ``key``: the delay of its retry, or None when it succeeded.
+
+        A child the API refused to apply, update or delete (a timeout, a 5xx, a
+        conflict) is tried again without waiting for the next event or resync:
+        after 5 s, doubling with each failure in a row up to a minute.
+        """
+        with self._failures_lock:
+            if not failed:
+                self._failed_reconciles.pop(key, None)
+                return None
+            count = self._failed_reconciles.get(key, 0)
+            self._failed_reconciles[key] = count + 1
+        return float(min(FAILURE_RETRY_SECONDS * 2**count, FAILURE_RETRY_MAX_SECONDS))
 
     def reconcile_later(self, key: InstanceKey, delay: float) -> None:
         """Queue a full reconcile of ``key`` in ``delay`` seconds (from any thread; once).

@@ -241,3 +241,56 @@ def test_ingress_follows_the_spec(operator_process: OperatorProcess, namespace: 
         "the Ingress to be deleted",
         operator_process,
     )
+
+
+def test_a_child_the_api_refused_is_applied_once_the_refusal_ends(
+    operator_process: OperatorProcess, namespace: str
+) -> None:
+    """A refused apply is retried by itself: no event or resync is needed to bring the child."""
+    cluster = operator_process.cluster
+    # The quota refuses every PodDisruptionBudget in the namespace; nothing else.
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-budgets", "namespace": namespace},
+        "spec": {"hard": {"count/poddisruptionbudgets.policy": "0"}},
+    }
+    apply_manifest(cluster, quota)
+    wait_for(
+        lambda: (
+            "count/poddisruptionbudgets.policy"
+            in (
+                (get_json(cluster, "resourcequota", "no-budgets", "-n", namespace) or {}).get(
+                    "status"
+                )
+                or {}
+            ).get("hard", {})
+        ),
+        30,
+        "the quota to be in force",
+        operator_process,
+    )
+    apply_manifest(cluster, blacklist_service("demo", namespace, replicas=2))
+    wait_for(
+        lambda: (
+            "PodDisruptionBudget"
+            in condition(get_json(cluster, "bls", "demo", "-n", namespace) or {}, "Ready").get(
+                "message", ""
+            )
+        ),
+        60,
+        "Ready to name the refused budget",
+        operator_process,
+    )
+    assert get_json(cluster, "pdb", "demo", "-n", namespace) is None
+
+    # Lifting the quota changes nothing the operator watches: only its retry brings the budget,
+    # well before the 300 s resync.
+    cluster.kubectl("delete", "resourcequota", "no-budgets", "-n", namespace)
+    wait_for(
+        lambda: get_json(cluster, "pdb", "demo", "-n", namespace) is not None,
+        90,
+        "the budget once the quota is gone",
+        operator_process,
+    )
+    wait_for(lambda: settled(cluster, namespace, ready=True), 120, "Ready=True", operator_process)

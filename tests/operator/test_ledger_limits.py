@@ -141,29 +141,36 @@ def test_a_statement_that_never_ends_is_cancelled(
             cursor.execute("ALTER TABLE real_ledger RENAME TO denied_access_ledger")
 
 
-def silent_after_login(listener: socket.socket) -> None:
+def silent_after_login(listener: socket.socket, clients: list[socket.socket]) -> None:
     """A server that logs any client in, as PostgreSQL would, then never answers again.
 
     What a tenant can point an external database at: its kernel acknowledges every
-    packet and keepalive, so nothing below the protocol notices the silence.
+    packet and keepalive, so nothing below the protocol notices the silence. The
+    connections it accepted go to ``clients``, for the test to close.
     """
     while True:
         try:
             client, _ = listener.accept()
         except OSError:
             return
-        length = struct.unpack("!I", client.recv(4))[0]
-        client.recv(length - 4)
-        client.sendall(b"R" + struct.pack("!II", 8, 0))  # AuthenticationOk
-        for key, value in ((b"client_encoding", b"UTF8"), (b"server_version", b"16.0")):
-            body = key + b"\0" + value + b"\0"
-            client.sendall(b"S" + struct.pack("!I", len(body) + 4) + body)
-        client.sendall(b"Z" + struct.pack("!I", 5) + b"I")  # ReadyForQuery, and then nothing
+        clients.append(client)
+        try:
+            length = struct.unpack("!I", client.recv(4))[0]
+            client.recv(length - 4)
+            client.sendall(b"R" + struct.pack("!II", 8, 0))  # AuthenticationOk
+            for key, value in ((b"client_encoding", b"UTF8"), (b"server_version", b"16.0")):
+                body = key + b"\0" + value + b"\0"
+                client.sendall(b"S" + struct.pack("!I", len(body) + 4) + body)
+            client.sendall(b"Z" + struct.pack("!I", 5) + b"I")  # ReadyForQuery, then nothing
+        except (OSError, struct.error):
+            continue  # The test closed it, or the client gave up: next one.
 
 
 def test_a_database_that_never_answers_fails_the_connection_within_the_limit() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=silent_after_login, args=(listener,), daemon=True).start()
+    clients: list[socket.socket] = []
+    server = threading.Thread(target=silent_after_login, args=(listener, clients), daemon=True)
+    server.start()
     address = ledger.DatabaseAddress(
         host="127.0.0.1",
         port=listener.getsockname()[1],
@@ -183,4 +190,8 @@ def test_a_database_that_never_answers_fails_the_connection_within_the_limit() -
         assert "did not answer" in str(error)
         assert elapsed < connections.ANSWER_TIMEOUT_SECONDS + 2
     finally:
+        listener.shutdown(socket.SHUT_RDWR)  # Wakes the accept() of the server thread.
         listener.close()
+        server.join(5)
+        for client in clients:
+            client.close()
