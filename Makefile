@@ -35,15 +35,14 @@ venv: $(VENV)/.installed ## Create .venv/ with the pinned Python packages
 toolchain: ## Build the control plane, the node, kubectl, helm and kwok from Go modules (cached outside the repo)
 	bash hack/toolchain.sh
 
-images: ## Build the product's images here (no registry); a running node imports them
+images: setup ## Build the product's images and push them to the test bed's registry (the node pulls them)
 	bash hack/images.sh
-	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.cluster import-images; fi
 
 cluster-up: setup images ## Start the local cluster: control plane and node (reuses a running one); writes .local/kubeconfig
 	$(PY) -m blacklist_devtools.cluster up
 
-cluster-down: ## Stop the local control plane and remove its state
-	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.cluster down; fi
+cluster-down: ## Stop the local control plane and the registry, and remove their state
+	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.cluster down; $(PY) -m blacklist_devtools.registry down; fi
 
 cluster-status: ## Show the local control plane's processes
 	$(PY) -m blacklist_devtools.cluster status

@@ -1,32 +1,30 @@
 #!/usr/bin/env bash
-# Builds the product's container images on this machine, without any registry, and exports
-# them for the local node's containerd:
+# Builds the product's container images on this machine and pushes them to the test bed's OCI
+# registry (blacklist_devtools.registry, started here when it is not running), from which the
+# node's containerd pulls them, as any cluster pulls its images:
 #
 #   flask-blacklist-svc:v1      Dockerfile.service
 #   blacklist-operator:v1       Dockerfile.operator (also tagged with the chart's appVersion,
 #                               the tag the chart deploys by default)
 #   blacklist-postgres:15       images/postgres/: Debian's PostgreSQL 15 behind our entrypoint
-#   registry.k8s.io/pause:3.10  images/pause/: the pod sandbox image, a static C program
+#   pause:3.10                  images/pause/: the pod sandbox image, a static C program
 #
-# Why: nothing can be pulled here, not even the official base images. So the bases are made
-# here too: debian:bookworm-slim with mmdebstrap, and on it images/python/, a stand-in for
-# python:3.11-slim-bookworm with Debian's Python 3.11. Both are tagged under localhost/, where
-# `buildah bud --pull=never` resolves the Dockerfiles' short names; the Dockerfiles themselves
-# stay valid for a Docker build on the official images.
+# Why build everything: nothing can be pulled here, not even the official base images. So the
+# bases are made here too: debian:bookworm-slim with mmdebstrap, and on it images/python/, a
+# stand-in for python:3.11-slim-bookworm with Debian's Python 3.11. Both are tagged under
+# localhost/, where `buildah bud --pull=never` resolves the Dockerfiles' short names; the
+# Dockerfiles themselves stay valid for a Docker build on the official images.
 #
 # It is idempotent and cheap when nothing changed: every image carries a label with a hash of
 # its inputs (Dockerfile, sources, lock file, base image) and is rebuilt only when that hash
 # changes; the image store (~/.cache/blacklist-operator/images) survives between runs, so a
-# rebuild reuses the unchanged layers. Each image is exported as a docker-archive that names
-# it as the kubelet looks it up (`flask-blacklist-svc:v1` is
-# `docker.io/library/flask-blacklist-svc:v1`), ready for
-#
-#   ctr -n k8s.io images import .local/images/flask-blacklist-svc.tar
-#
-# and .local/images/images.json records what was built. buildah and podman are configured
-# through files under .local/images/ (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF); no global
-# configuration is changed. pip reaches PyPI during a build through the host's CA bundle,
-# mounted as a build secret for the pip install steps only: no image keeps it.
+# rebuild reuses the unchanged layers, and a push sends only the layers the registry lacks.
+# .local/images/images.json records each image as the node pulls it, by digest
+# (localhost:5050/flask-blacklist-svc:v1@sha256:...), so a pod runs what was built last
+# whatever the node cached. buildah and podman are configured through files under
+# .local/images/ (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF); no global configuration is
+# changed. pip reaches PyPI during a build through the host's CA bundle, mounted as a build
+# secret for the pip install steps only: no image keeps it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -220,17 +218,15 @@ build_product_images() {
     hash=$( (echo "$SERVICE"; image_id "$PYTHON_BASE") | inputs_hash \
         Dockerfile.service .dockerignore service contract requirements-service.lock)
     build "localhost/$SERVICE" "$hash" "$ROOT/Dockerfile.service" "$ROOT" \
-        --tag "docker.io/library/$SERVICE" "${pip_build_args[@]}"
+        "${pip_build_args[@]}"
 
     hash=$( (echo "$OPERATOR $OPERATOR_CHART"; image_id "$PYTHON_BASE") | inputs_hash \
         Dockerfile.operator .dockerignore operator contract requirements-operator.lock)
     build "localhost/$OPERATOR" "$hash" "$ROOT/Dockerfile.operator" "$ROOT" \
-        --tag "docker.io/library/$OPERATOR" --tag "localhost/$OPERATOR_CHART" \
-        --tag "docker.io/library/$OPERATOR_CHART" "${pip_build_args[@]}"
+        --tag "localhost/$OPERATOR_CHART" "${pip_build_args[@]}"
 
     hash=$( (echo "$POSTGRES"; image_id "$DEBIAN_BASE") | inputs_hash images/postgres)
-    build "localhost/$POSTGRES" "$hash" "$ROOT/images/postgres/Dockerfile" "$ROOT/images/postgres" \
-        --tag "docker.io/library/$POSTGRES"
+    build "localhost/$POSTGRES" "$hash" "$ROOT/images/postgres/Dockerfile" "$ROOT/images/postgres"
 }
 
 build_pause_image() {
@@ -244,50 +240,41 @@ build_pause_image() {
     rm -rf "$context"
 }
 
-# export_image FILE REFERENCE...: a docker-archive naming the image by every REFERENCE, which
-# `ctr images import` keeps (normalised: `x:v1` is `docker.io/library/x:v1`).
-export_image() {
-    local archive=$OUT/$1 stamp
-    shift
-    stamp="$(image_id "$1") $*"
-    if [[ -f $archive && -f $archive.stamp && $(<"$archive.stamp") == "$stamp" ]]; then
-        return
-    fi
-    log "exporting $* to ${archive#"$ROOT"/}"
-    rm -f "$archive" "$archive.stamp"
-    podman save --quiet --format docker-archive --output "$archive.partial" "$@"
-    mv "$archive.partial" "$archive"
-    printf '%s\n' "$stamp" >"$archive.stamp"
+# push_image KIND REFERENCE: pushes the image to the test bed's registry as
+# REGISTRY/REFERENCE (the name without its docker.io/library/, localhost/ or registry.k8s.io/
+# prefix), layers uncompressed (the registry is on this machine: no time goes into gzip, and a
+# layer the registry has is never sent again), and records REGISTRY/NAME:TAG@DIGEST.
+push_image() {
+    local kind=$1 local_ref=$2 name target digest_file
+    name=${local_ref#localhost/}
+    name=${name#docker.io/library/}
+    name=${name#registry.k8s.io/}
+    target=$REGISTRY/$name
+    digest_file=$OUT/work/$kind.digest
+    run "$OUT/logs/push-$kind.log" \
+        buildah push --quiet --disable-compression --tls-verify=false \
+        --digestfile "$digest_file" "$local_ref" "docker://$target"
+    PUSHED[$kind]="$target@$(<"$digest_file")"
+    rm -f "$digest_file"
 }
 
+# images.json: each image as the node pulls it, REGISTRY/NAME:TAG@DIGEST.
 write_manifest() {
     local manifest=$OUT/images.json
     cat >"$manifest.partial" <<EOF
 {
-  "service": "$SERVICE",
-  "operator": "$OPERATOR",
-  "operator_chart": "$OPERATOR_CHART",
-  "postgres": "$POSTGRES",
-  "pause": "$PAUSE",
-  "node_references": {
-    "service": ["docker.io/library/$SERVICE"],
-    "operator": ["docker.io/library/$OPERATOR", "docker.io/library/$OPERATOR_CHART"],
-    "postgres": ["docker.io/library/$POSTGRES"],
-    "pause": ["$PAUSE"]
-  },
-  "archives": {
-    "service": "$OUT/flask-blacklist-svc.tar",
-    "operator": "$OUT/blacklist-operator.tar",
-    "postgres": "$OUT/blacklist-postgres.tar",
-    "pause": "$OUT/pause.tar"
-  },
+  "registry": "$REGISTRY",
+  "service": "${PUSHED[service]}",
+  "operator": "${PUSHED[operator]}",
+  "operator_chart": "${PUSHED[operator_chart]}",
+  "postgres": "${PUSHED[postgres]}",
+  "pause": "${PUSHED[pause]}",
   "ids": {
     "service": "sha256:$(image_id "localhost/$SERVICE")",
     "operator": "sha256:$(image_id "localhost/$OPERATOR")",
     "postgres": "sha256:$(image_id "localhost/$POSTGRES")",
     "pause": "sha256:$(image_id "$PAUSE")"
-  },
-  "import": "ctr -n k8s.io images import ARCHIVE"
+  }
 }
 EOF
     mv "$manifest.partial" "$manifest"
@@ -307,11 +294,13 @@ main() {
     build_product_images
     build_pause_image
 
-    export_image flask-blacklist-svc.tar "docker.io/library/$SERVICE"
-    export_image blacklist-operator.tar "docker.io/library/$OPERATOR" \
-        "docker.io/library/$OPERATOR_CHART"
-    export_image blacklist-postgres.tar "docker.io/library/$POSTGRES"
-    export_image pause.tar "$PAUSE"
+    REGISTRY=$("$ROOT/.venv/bin/python" -m blacklist_devtools.registry up)
+    declare -gA PUSHED=()
+    push_image service "localhost/$SERVICE"
+    push_image operator "localhost/$OPERATOR"
+    push_image operator_chart "localhost/$OPERATOR_CHART"
+    push_image postgres "localhost/$POSTGRES"
+    push_image pause "$PAUSE"
     write_manifest
     log "images ready in $((SECONDS - started)) s; see ${OUT#"$ROOT"/}/images.json"
 }

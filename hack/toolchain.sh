@@ -2,7 +2,8 @@
 # Builds the Kubernetes toolchain from Go modules through the Go module proxy:
 # the control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
 # etcd), the node (kubelet, kube-proxy, containerd with its runc shim, crictl,
-# CoreDNS, the NetworkPolicy engine), and kubectl, helm and kwok. It caches
+# CoreDNS, the NetworkPolicy engine), kubectl, helm and kwok, and the OCI
+# registry the node pulls the product's images from. It caches
 # each component outside the repository under a directory
 # keyed by its version, and links the binaries into .local/bin/.
 #
@@ -19,6 +20,7 @@ CONTAINERD_VERSION="${CONTAINERD_VERSION:-2.2.9}"
 CRICTL_VERSION="${CRICTL_VERSION:-1.37.0}"
 COREDNS_VERSION="${COREDNS_VERSION:-1.14.7}"
 NETWORK_POLICIES_VERSION="${NETWORK_POLICIES_VERSION:-0.8.0}"
+REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${BLACKLIST_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blacklist-operator/toolchain}"
@@ -237,6 +239,14 @@ GO
   go build -trimpath -ldflags "-s -w" -o bin/kube-network-policies "$module/cmd"
 }
 
+# The CNCF distribution registry, the OCI registry of the local test bed (make images pushes
+# to it, the node pulls from it).
+build_registry() {
+  local version="$1"
+  GOBIN="$PWD/bin" go install -trimpath -ldflags "-s -w" \
+    "github.com/distribution/distribution/v3/cmd/registry@v$version"
+}
+
 build_component kubernetes "$K8S_VERSION" build_kubernetes \
   kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
 build_component etcd "$ETCD_VERSION" build_etcd etcd
@@ -246,6 +256,7 @@ build_component containerd "$CONTAINERD_VERSION" build_containerd containerd con
 build_component crictl "$CRICTL_VERSION" build_crictl crictl
 build_component coredns "$COREDNS_VERSION" build_coredns coredns
 build_component network-policies "$NETWORK_POLICIES_VERSION" build_network_policies kube-network-policies
+build_component registry "$REGISTRY_VERSION" build_registry registry
 
 mkdir -p "$LINKS"
 link() { ln -sfn "$1" "$LINKS/$(basename "$1")"; }
@@ -262,4 +273,5 @@ link "$CACHE/etcd-v$ETCD_VERSION/bin/etcd"
 link "$CACHE/kwok-v$KWOK_VERSION/bin/kwok"
 ln -sfn "$CACHE/kwok-v$KWOK_VERSION/bin/stages" "$ROOT/.local/kwok-stages"
 link "$CACHE/helm-v$HELM_VERSION/bin/helm"
-log "toolchain ready in $LINKS (kubernetes v$K8S_VERSION, etcd v$ETCD_VERSION, kwok v$KWOK_VERSION, helm v$HELM_VERSION, containerd v$CONTAINERD_VERSION, crictl v$CRICTL_VERSION, coredns v$COREDNS_VERSION, kube-network-policies v$NETWORK_POLICIES_VERSION)"
+link "$CACHE/registry-v$REGISTRY_VERSION/bin/registry"
+log "toolchain ready in $LINKS (kubernetes v$K8S_VERSION, etcd v$ETCD_VERSION, kwok v$KWOK_VERSION, helm v$HELM_VERSION, containerd v$CONTAINERD_VERSION, crictl v$CRICTL_VERSION, coredns v$COREDNS_VERSION, kube-network-policies v$NETWORK_POLICIES_VERSION, registry v$REGISTRY_VERSION)"

@@ -79,7 +79,11 @@ The name of the operator's ServiceAccount.
 The operator's image: repository and tag, the tag defaulting to appVersion.
 */}}
 {{- define "blacklist-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
+{{- end }}
 {{- end }}
 
 {{/*

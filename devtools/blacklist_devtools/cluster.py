@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from blacklist_devtools import controlplane, network, node, nodeconfig, processes
+from blacklist_devtools import controlplane, network, node, nodeconfig, processes, registry
 from blacklist_devtools.controlplane import SIMULATED_NODE_NAME
 from blacklist_devtools.kube import KubectlError, run_kubectl
 from blacklist_devtools.net import free_port, wait_for_port
@@ -320,6 +320,8 @@ def _up() -> ClusterState:
         log("a previous cluster is partly down; stopping what is left of it")
         _down()
     with_node = node_wanted()
+    if with_node:
+        registry.up()  # The node pulls every image from it, the pause image first.
     log(
         "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler"
         + (", the node (containerd, kubelet, kube-proxy, CoreDNS)" if with_node else "")
@@ -404,33 +406,16 @@ def status() -> int:
     return 0 if healthy(state) else 1
 
 
-def import_images() -> None:
-    """Import the images ``make images`` wrote into the running node, if there is one."""
-    state = ClusterState.load()
-    running = (
-        state is not None
-        and state.node
-        and any(record.name == "containerd" and record.alive() for record in state.processes)
-    )
-    if not running:
-        return
-    references = node.import_images(LOCAL_DIR, binary("ctr"), node.image_archives(LOCAL_DIR))
-    log(f"the node has {len(references)} images: {' '.join(sorted(references))}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``up``, ``down``, ``status`` or ``import-images``."""
+    """Command line: ``up``, ``down`` or ``status``."""
     parser = argparse.ArgumentParser(description="The local Kubernetes cluster.")
-    parser.add_argument("command", choices=["up", "down", "status", "import-images"])
+    parser.add_argument("command", choices=["up", "down", "status"])
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         up()
         return 0
     if arguments.command == "down":
         down()
-        return 0
-    if arguments.command == "import-images":
-        import_images()
         return 0
     return status()
 

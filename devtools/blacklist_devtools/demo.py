@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from blacklist_devtools import cluster, images, processes, stack
+from blacklist_devtools import cluster, images, processes, registry, stack
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.net import free_port, port_is_open, wait_for_port
 from blacklist_devtools.network import CLIENT_ADDRESSES, CLIENT_NETNS, NODE_ADDRESS
@@ -167,7 +167,7 @@ def save_records(records: dict[str, ProcessRecord], smtp_port: int) -> None:
 
 
 def down() -> None:
-    """Stop the SMTP server and the cluster (and so every pod)."""
+    """Stop the SMTP server, the cluster (and so every pod) and the registry."""
     for name in ("smtp",):
         record = load_records().get(name)
         if record is not None:
@@ -175,6 +175,7 @@ def down() -> None:
     STATE_FILE.unlink(missing_ok=True)
     DEMO_JSON.unlink(missing_ok=True)
     cluster.down()
+    registry.down()
     log("demo stopped")
 
 

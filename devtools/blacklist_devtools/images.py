@@ -1,9 +1,11 @@
-"""The images ``make images`` built: their references, as the node's containerd knows them.
+"""The images ``make images`` built: their references, as the node pulls them.
 
-``hack/images.sh`` writes ``.local/images/images.json``; the demo, the tests and
-the benchmarks read it here, so that the local PostgreSQL image (built from
-Debian's package, honestly named) is what they set as ``spec.database.image``,
-while the CRD's default stays the official image for real clusters.
+``hack/images.sh`` pushes them to the test bed's registry and writes
+``.local/images/images.json``: each image as ``REGISTRY/NAME:TAG@DIGEST``. The
+demo, the tests and the benchmarks read it here, so that the local PostgreSQL
+image (built from Debian's package, honestly named) is what they set as
+``spec.database.image``, while the CRD's default stays the official image for
+real clusters.
 """
 
 from __future__ import annotations
@@ -26,8 +28,21 @@ def manifest() -> dict[str, Any]:
 
 
 def reference(kind: str) -> str:
-    """``repository:tag`` of the ``service``, ``operator`` or ``postgres`` image."""
+    """``REGISTRY/NAME:TAG@DIGEST`` of the ``service``, ``operator`` or ``postgres`` image."""
     return str(manifest()[kind])
+
+
+def parts(kind: str) -> tuple[str, str, str]:
+    """``(REGISTRY/NAME, TAG, DIGEST)`` of an image, as a chart's ``image`` values take it."""
+    named, _, digest = reference(kind).partition("@")
+    repository, _, tag = named.rpartition(":")
+    return repository, tag, digest
+
+
+def by_digest(kind: str) -> str:
+    """``REGISTRY/NAME@DIGEST``: the same image under another reference (no tag)."""
+    repository, _, digest = parts(kind)
+    return f"{repository}@{digest}"
 
 
 def spec_images() -> dict[str, Any]:

@@ -5,8 +5,9 @@ machine: containerd with runc runs the pods as containers on a CNI bridge,
 the kubelet (cgroupfs driver) manages them, kube-proxy (iptables mode) serves
 ClusterIPs and NodePorts on the node's address, CoreDNS answers for
 ``cluster.local`` as the ``kube-dns`` Service, and kube-network-policies
-enforces NetworkPolicies. The product's images, built by ``make images``, are
-imported into containerd, so no registry is involved.
+enforces NetworkPolicies. The product's images, built by ``make images`` and
+pushed to the test bed's registry (``registry.py``), are pulled by containerd
+as on any cluster: a ``hosts.toml`` names the registry.
 
 The configuration is built by ``nodeconfig.py`` (pure functions); this module
 writes it, starts the processes (``cluster.py`` records their PIDs), and
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from blacklist_devtools import network
+from blacklist_devtools import network, registry
 from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.nodeconfig import (
     NODE_NAME,
@@ -37,6 +38,7 @@ from blacklist_devtools.nodeconfig import (
     kube_proxy_config,
     kubelet_config,
     network_policy_argv,
+    registry_hosts_toml,
 )
 
 CONTAINERD_NAMESPACE = "k8s.io"
@@ -69,8 +71,13 @@ def write_configs(
         "kube-proxy": state_dir / "kube-proxy.json",
         "coredns": state_dir / "Corefile",
     }
+    hosts = state_dir / "certs.d"
+    (hosts / registry.address()).mkdir(parents=True, exist_ok=True)
+    (hosts / registry.address() / "hosts.toml").write_text(registry_hosts_toml(registry.address()))
     files["containerd"].write_text(
-        containerd_config(local_dir / "containerd", runtime_dir(local_dir), state_dir / "cni")
+        containerd_config(
+            local_dir / "containerd", runtime_dir(local_dir), state_dir / "cni", hosts
+        )
     )
     files["kubelet"].write_text(
         json.dumps(
@@ -111,20 +118,6 @@ def ctr(local_dir: Path, ctr_path: str, *arguments: str) -> str:
     if completed.returncode != 0:
         raise RuntimeError(f"ctr {' '.join(arguments)} failed: {completed.stderr.strip()}")
     return completed.stdout
-
-
-def import_images(local_dir: Path, ctr_path: str, archives: list[Path]) -> list[str]:
-    """Import image archives into the node's containerd; return the references now present."""
-    for archive in archives:
-        ctr(local_dir, ctr_path, "images", "import", str(archive))
-    references = ctr(local_dir, ctr_path, "images", "list", "--quiet").split()
-    # Pinned: the kubelet never garbage-collects an image it could not pull back. The
-    # CRI's own ``sha256:`` aliases follow their named image.
-    for reference in references:
-        if not reference.startswith("sha256:"):
-            ctr(local_dir, ctr_path, "images", "label", reference,
-                "io.cri-containerd.pinned=pinned")  # fmt: skip
-    return references
 
 
 def remove_pods(local_dir: Path, crictl_path: str) -> None:
@@ -185,13 +178,6 @@ def teardown_host(local_dir: Path, state_dir: Path, kube_proxy_path: str | None)
     shutil.rmtree(runtime_dir(local_dir), ignore_errors=True)
 
 
-def image_archives(local_dir: Path) -> list[Path]:
-    """The archives ``make images`` wrote (pause image first)."""
-    directory = local_dir / "images"
-    archives = sorted(directory.glob("*.tar"), key=lambda path: (path.stem != "pause", path.name))
-    return archives
-
-
 def start(
     local_dir: Path,
     state_dir: Path,
@@ -201,7 +187,7 @@ def start(
     spawn: Callable[[str, list[str]], None],
     binary: Callable[[str], str],
 ) -> None:
-    """Start containerd, import the images, then the kubelet, kube-proxy and CoreDNS.
+    """Start containerd, then the kubelet, kube-proxy and CoreDNS (images are pulled).
 
     ``spawn(name, argv)`` starts and records one process; ``binary(name)``
     finds a toolchain binary.
@@ -211,10 +197,6 @@ def start(
     socket = containerd_socket(local_dir)
     spawn("containerd", [binary("containerd"), "--config", str(files["containerd"])])
     wait_for(socket.exists, 60, f"containerd did not open {socket}")
-    archives = image_archives(local_dir)
-    if not archives:
-        raise SystemExit(f"no images in {local_dir / 'images'}: run `make images`")
-    import_images(local_dir, binary("ctr"), archives)
     spawn(
         "kubelet",
         [

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from blacklist_devtools import registry
 from blacklist_devtools.network import (
     CLUSTER_DNS,
     CNI_BRIDGE,
@@ -23,19 +24,23 @@ from blacklist_devtools.network import (
 
 NODE_NAME = "blacklist-node"
 KUBELET_PORT = 10250
-# The image containerd starts for each pod's sandbox; built locally by `make images`.
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# The image containerd starts for each pod's sandbox; built by `make images`, pulled from the
+# test bed's registry like every other image.
+PAUSE_IMAGE = f"{registry.address()}/pause:3.10"
 RUNC = "/usr/sbin/runc"
 CNI_PLUGINS = "/usr/lib/cni"
 # The nftables table the NetworkPolicy engine owns.
 POLICY_TABLE = "kube-network-policies"
 
 
-def containerd_config(image_store: Path, run_dir: Path, cni_dir: Path) -> str:
+def containerd_config(
+    image_store: Path, run_dir: Path, cni_dir: Path, registry_hosts: Path | None = None
+) -> str:
     """The config.toml of the node's containerd (version 3, containerd 2.x).
 
     ``image_store`` is its root (content and snapshots), ``run_dir`` its state and
-    sockets, ``cni_dir`` where the CNI configuration is.
+    sockets, ``cni_dir`` where the CNI configuration is, ``registry_hosts`` the
+    directory of per-registry ``hosts.toml`` files (:func:`registry_hosts_toml`).
     """
     cri = "plugins.'io.containerd.cri.v1.runtime'"
     images = "plugins.'io.containerd.cri.v1.images'"
@@ -68,12 +73,36 @@ def containerd_config(image_store: Path, run_dir: Path, cni_dir: Path) -> str:
         "  snapshotter = 'overlayfs'",
         f"[{images}.pinned_images]",
         f"  sandbox = {json.dumps(PAUSE_IMAGE)}",
+        *(
+            [f"[{images}.registry]", f"  config_path = {json.dumps(str(registry_hosts))}"]
+            if registry_hosts is not None
+            else []
+        ),
         "[plugins.'io.containerd.grpc.v1.cri']",
         # kubectl exec/attach/port-forward streams, proxied by the kubelet.
         "  stream_server_address = '127.0.0.1'",
         "  stream_server_port = '0'",
     ]
     return "\n".join(lines) + "\n"
+
+
+def registry_hosts_toml(address: str) -> str:
+    """``certs.d/ADDRESS/hosts.toml``: containerd pulls ``ADDRESS/...`` images over plain HTTP.
+
+    The test bed's registry listens on loopback only, where TLS would protect
+    nothing; a cluster's registry is named here the same way, with ``https://``
+    and its CA (``ca = "..."``).
+    """
+    return (
+        "\n".join(
+            [
+                f'server = "http://{address}"',
+                f'[host."http://{address}"]',
+                '  capabilities = ["pull", "resolve"]',
+            ]
+        )
+        + "\n"
+    )
 
 
 def cni_config() -> dict[str, Any]:

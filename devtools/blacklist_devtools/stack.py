@@ -223,10 +223,10 @@ def operator_image_values() -> list[str]:
 
     The operator's own, and the service's and PostgreSQL's as its defaults.
     """
-    repository, _, tag = images.reference("operator").rpartition(":")
+    repository, tag, digest = images.parts("operator")
     return [
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        *default_image_values(),
+        "--set", f"image.digest={digest}", *default_image_values(),
     ]  # fmt: skip
 
 

@@ -1,18 +1,20 @@
 """Unit tests of the local node's pure builders: what each component is told, and why it matters.
 
 These are the settings this machine needs (cgroup v1, no negative
-oom_score_adj, nothing pulled, nothing leaving the machine) and the firewall
-clean-up that must leave everyone else's rules alone.
+oom_score_adj, images pulled only from the test bed's registry, nothing
+leaving the machine) and the firewall clean-up that must leave everyone
+else's rules alone.
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from blacklist_devtools import controlplane, network, nodeconfig
+from blacklist_devtools import controlplane, network, nodeconfig, registry
 
 PKI = Path("/pki")
 
@@ -26,7 +28,7 @@ def test_kubelet_runs_on_cgroup_v1_without_systemd_or_negative_oom_scores() -> N
     assert config["clusterDNS"] == [network.CLUSTER_DNS]
     assert config["authentication"]["anonymous"]["enabled"] is False
     assert config["authorization"]["mode"] == "Webhook"
-    # Images are imported, never pulled back: the kubelet must not collect them.
+    # Images pulled once stay: the kubelet never collects them (a test bed's disk is shared).
     assert config["imageGCHighThresholdPercent"] == 100
 
 
@@ -42,6 +44,25 @@ def test_containerd_uses_runc_cgroupfs_the_local_pause_image_and_no_negative_oom
     assert images["pinned_images"]["sandbox"] == nodeconfig.PAUSE_IMAGE
     assert config["grpc"]["address"] == "/run/node/containerd.sock"
     assert config["root"] == "/store"
+
+
+def test_containerd_pulls_from_the_test_bed_registry_over_plain_http_on_loopback() -> None:
+    text = nodeconfig.containerd_config(
+        Path("/store"), Path("/run/node"), Path("/state/cni"), Path("/state/certs.d")
+    )
+    images = tomllib.loads(text)["plugins"]["io.containerd.cri.v1.images"]
+    assert images["registry"]["config_path"] == "/state/certs.d"
+    hosts = tomllib.loads(nodeconfig.registry_hosts_toml("localhost:5050"))
+    assert hosts["server"] == "http://localhost:5050"
+    assert hosts["host"]["http://localhost:5050"]["capabilities"] == ["pull", "resolve"]
+    # The sandbox image is pulled from there too: nothing reaches the node another way.
+    assert nodeconfig.PAUSE_IMAGE.startswith(f"{registry.address()}/")
+
+
+def test_the_registry_listens_on_loopback_with_a_store_that_outlives_it() -> None:
+    config = json.loads(registry.config(Path("/cache/registry"), 5050))
+    assert config["http"]["addr"] == "127.0.0.1:5050"
+    assert config["storage"]["filesystem"]["rootdirectory"] == "/cache/registry"
 
 
 def test_pods_are_never_masqueraded_off_the_machine() -> None:

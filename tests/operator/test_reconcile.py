@@ -129,8 +129,8 @@ def test_spec_changes_are_applied(operator_process: OperatorProcess, namespace: 
     apply_manifest(cluster, blacklist_service("demo", namespace))
     wait_for(lambda: ready(cluster, namespace, "demo"), 90, "first Ready", operator_process)
     node_port = node_port_for(namespace, 1)
-    # The same local image under its fully qualified name: a new image reference that runs.
-    other_image = f"docker.io/library/{images.reference('service')}"
+    # The same image by digest alone (no tag): a new image reference that runs.
+    other_image = images.by_digest("service")
     apply_manifest(
         cluster,
         blacklist_service("demo", namespace, replicas=3, image=other_image, nodePort=node_port),
