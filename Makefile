@@ -9,10 +9,13 @@ LOCAL := .local
 # The one source of the CRD: the chart renders it, `make crds` copies it to crds/.
 CRD_SOURCE := chart/crd/blacklistservices.yaml
 BIN := $(LOCAL)/bin
+SITE := $(LOCAL)/site
+# mkdocs-material prints a banner about its successor at every build; the build is what we want.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup packages venv toolchain images cluster-up cluster-down cluster-status demo demo-down \
-        test test-unit lint values-table crds bench lock clean
+        test test-unit lint values-table crd-reference docs docs-check crds bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -53,19 +56,32 @@ demo: setup images ## Run the main job: cluster, operator, a BlacklistService wi
 demo-down: ## Stop everything `make demo` started
 	@if [ -x $(PY) ]; then $(PY) -m blacklist_devtools.demo down; fi
 
-lint: venv ## ruff, mypy --strict and the import layering contract
+lint: venv ## ruff, mypy --strict, the import layering contract, the generated tables, the CRD copy, the docs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(PY) -m blacklist_devtools.values_table --check
+	$(PY) -m blacklist_devtools.crd_reference --check
 	@cmp -s $(CRD_SOURCE) crds/blacklistservices.yaml || { echo "crds/blacklistservices.yaml differs from $(CRD_SOURCE): run make crds"; exit 1; }
+	$(MAKE) --no-print-directory docs-check
+
+docs-check: venv ## Every relative link of the Markdown pages leads to a file (and heading) that exists; the site builds strictly
+	$(PY) -m blacklist_devtools.doclinks
+	$(MKDOCS) build --strict --quiet --site-dir $(SITE)
+
+docs: venv ## Build the user guide in docs/ as a site into .local/site (strict: a broken link fails)
+	$(MKDOCS) build --strict --site-dir $(SITE)
+	@echo "The site is in $(SITE)/index.html"
 
 crds: ## Copy the CRD from the chart (its one source) to crds/ for `kubectl apply -f crds/`
 	cp $(CRD_SOURCE) crds/blacklistservices.yaml
 
 values-table: venv ## Regenerate chart/README.md's values table from chart/values.yaml
 	$(PY) -m blacklist_devtools.values_table
+
+crd-reference: venv ## Regenerate docs/configuration.md's field reference from the CRD
+	$(PY) -m blacklist_devtools.crd_reference
 
 test: setup images ## Run the whole test suite (starts what it needs)
 	$(MAKE) --no-print-directory lint

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make lock`: resolve the extras of pyproject.toml into hashed lock files.
 #
-#   requirements.lock           every extra (service, operator, test, dev): what `make setup` installs
+#   requirements.lock           every extra (service, operator, test, dev, docs): what `make setup` installs
 #   requirements-service.lock   the extra `service`: what Dockerfile.service installs
 #   requirements-operator.lock  the extra `operator`: what Dockerfile.operator installs
 #
@@ -29,7 +29,7 @@ compile() {  # compile OUTPUT EXTRA... [-- pip-compile arguments]
 }
 
 export CUSTOM_COMPILE_COMMAND="make lock"
-compile requirements.lock service operator test dev
+compile requirements.lock service operator test dev docs
 pins=$venv/pins.txt  # a fixed path: the locks' "via" comments name it
 grep -E '^[A-Za-z0-9_.-]+==' requirements.lock | sed 's/ .*//' > "$pins"
 compile requirements-service.lock service -- --constraint "$pins"

@@ -11,8 +11,8 @@ as on any cluster: a ``hosts.toml`` names the registry.
 
 The configuration is built by ``nodeconfig.py`` (pure functions); this module
 writes it, starts the processes (``cluster.py`` records their PIDs), and
-undoes on the way down what they did to the host. See the README's "The local
-environment" for the whole picture.
+undoes on the way down what they did to the host. See devtools/README.md, "The
+local environment: what is real", for the whole picture.
 """
 
 from __future__ import annotations
