@@ -32,7 +32,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv/ with the pinned Python packages
 
-toolchain: ## Build the control plane, the node, kubectl, helm and kwok from Go modules (cached outside the repo)
+toolchain: ## Build the control plane, the node, kubectl, helm, kwok and promtool from Go modules (cached outside the repo)
 	bash hack/toolchain.sh
 
 images: ## Build the product's images here (no registry); a running node imports them
@@ -72,8 +72,8 @@ test: setup images ## Run the whole test suite (starts what it needs)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
-test-unit: venv ## Only the tests that need no cluster, database, mail server or helm
-	$(VENV)/bin/pytest -m "not cluster and not postgres and not helm"
+test-unit: venv ## Only the tests that need no cluster, database, mail server, helm or promtool
+	$(VENV)/bin/pytest -m "not cluster and not postgres and not helm and not promtool"
 
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py
