@@ -3,15 +3,20 @@
 ``helm template`` with and without ``--api-versions monitoring.coreos.com/v1/PrometheusRule``
 (what ``.Capabilities.APIVersions`` says the cluster serves): the rule is created only
 when ``metrics.prometheusRule.enabled`` and the kind is served; its groups are those of
-``chart/rules/alerts.yaml``, which promtool tests, with the chart's options applied.
+``chart/rules/alerts.yaml``, which promtool tests, with the chart's options applied. On
+the real control plane, with the Prometheus Operator's real PrometheusRule CRD, the API
+server accepts the rendered rule (a server-side dry run).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from blacklist_devtools import prometheus_crds
+from blacklist_devtools.kube import Cluster
 from tests.alerts.rules import alerts, groups
 from tests.chart.helm import Manifest, only, render
 
@@ -73,3 +78,42 @@ def test_options_label_filter_and_link_the_rules() -> None:
         assert {
             key: value for key, value in alert.items() if key not in {"labels", "annotations"}
         } == {key: value for key, value in source.items() if key not in {"labels", "annotations"}}
+
+
+@pytest.fixture(scope="session")
+def prometheus_rule_crd(cluster: Cluster) -> Cluster:
+    """The cluster with the Prometheus Operator's real PrometheusRule CRD (left installed).
+
+    As for the ServiceMonitor CRD (``tests/conftest.py``): cluster-wide, so removing it
+    would delete other sessions' rules; applying it again is a no-op.
+    """
+    path = prometheus_crds.crd_path("prometheusrules")
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/prometheusrules.monitoring.coreos.com",
+        "--timeout=60s",
+    )
+    return cluster
+
+
+@pytest.mark.cluster
+def test_the_api_server_accepts_the_rendered_rule(
+    prometheus_rule_crd: Cluster, namespace: str
+) -> None:
+    rule = only(
+        prometheus_rules(
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.ruleLabels.team=security",
+            "metrics.prometheusRule.runbookBaseUrl=https://example.com/",
+        ),
+        "PrometheusRule",
+    )
+    rule["metadata"]["namespace"] = namespace
+    output = prometheus_rule_crd.kubectl(
+        "apply", "--server-side", "--dry-run=server", "-o", "json", "-f", "-",
+        input=json.dumps(rule),
+    )  # fmt: skip
+    accepted = json.loads(output)
+    assert accepted["spec"]["groups"] == rule["spec"]["groups"]
