@@ -35,7 +35,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv/ with the pinned Python packages
 
-toolchain: ## Build the control plane, the node, kubectl, helm and kwok from Go modules (cached outside the repo)
+toolchain: ## Build the control plane, the node, kubectl, helm, kwok and promtool from Go modules (cached outside the repo)
 	bash hack/toolchain.sh
 
 images: setup ## Build the product's images and push them to the test bed's registry (the node pulls them)
@@ -87,8 +87,8 @@ test: setup images ## Run the whole test suite (starts what it needs)
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest
 
-test-unit: venv ## Only the tests that need no cluster, database, mail server or helm
-	$(VENV)/bin/pytest -m "not cluster and not postgres and not helm"
+test-unit: venv ## Only the tests that need no cluster, database, mail server, helm or promtool
+	$(VENV)/bin/pytest -m "not cluster and not postgres and not helm and not promtool"
 
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py

@@ -2,8 +2,8 @@
 # Builds the Kubernetes toolchain from Go modules through the Go module proxy:
 # the control plane (kube-apiserver, kube-controller-manager, kube-scheduler,
 # etcd), the node (kubelet, kube-proxy, containerd with its runc shim, crictl,
-# CoreDNS, the NetworkPolicy engine), kubectl, helm and kwok, and the OCI
-# registry the node pulls the product's images from. It caches
+# CoreDNS, the NetworkPolicy engine), kubectl, helm, kwok and promtool, and the
+# OCI registry the node pulls the product's images from. It caches
 # each component outside the repository under a directory
 # keyed by its version, and links the binaries into .local/bin/.
 #
@@ -21,6 +21,8 @@ CRICTL_VERSION="${CRICTL_VERSION:-1.37.0}"
 COREDNS_VERSION="${COREDNS_VERSION:-1.14.7}"
 NETWORK_POLICIES_VERSION="${NETWORK_POLICIES_VERSION:-0.8.0}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
+# Prometheus publishes its Go module as v0.3MM.P for release 3.MM.P.
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.16.0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${BLACKLIST_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blacklist-operator/toolchain}"
@@ -153,6 +155,17 @@ build_coredns() {
   GOBIN="$PWD/bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@v$version"
 }
 
+# promtool checks and unit-tests the chart's alerting rules (tests/alerts/).
+build_promtool() {
+  local version="$1" major minor patch
+  IFS=. read -r major minor patch <<<"$version"
+  local module_version="v0.$((major * 100 + minor)).$patch" ldflags="-s -w"
+  ldflags="$ldflags -X github.com/prometheus/common/version.Version=$version"
+  ldflags="$ldflags -X github.com/prometheus/common/version.Revision=module"
+  GOBIN="$PWD/bin" go install -trimpath -tags netgo -ldflags "$ldflags" \
+    "github.com/prometheus/prometheus/cmd/promtool@$module_version"
+}
+
 # The NetworkPolicy engine sends the first packet of each connection to or from
 # a pod that a policy selects to user space through an NFQUEUE, and decides
 # there. A copy of its module is patched before the build, in two ways:
@@ -257,6 +270,7 @@ build_component crictl "$CRICTL_VERSION" build_crictl crictl
 build_component coredns "$COREDNS_VERSION" build_coredns coredns
 build_component network-policies "$NETWORK_POLICIES_VERSION" build_network_policies kube-network-policies
 build_component registry "$REGISTRY_VERSION" build_registry registry
+build_component promtool "$PROMETHEUS_VERSION" build_promtool promtool
 
 mkdir -p "$LINKS"
 link() { ln -sfn "$1" "$LINKS/$(basename "$1")"; }
@@ -274,4 +288,5 @@ link "$CACHE/kwok-v$KWOK_VERSION/bin/kwok"
 ln -sfn "$CACHE/kwok-v$KWOK_VERSION/bin/stages" "$ROOT/.local/kwok-stages"
 link "$CACHE/helm-v$HELM_VERSION/bin/helm"
 link "$CACHE/registry-v$REGISTRY_VERSION/bin/registry"
-log "toolchain ready in $LINKS (kubernetes v$K8S_VERSION, etcd v$ETCD_VERSION, kwok v$KWOK_VERSION, helm v$HELM_VERSION, containerd v$CONTAINERD_VERSION, crictl v$CRICTL_VERSION, coredns v$COREDNS_VERSION, kube-network-policies v$NETWORK_POLICIES_VERSION, registry v$REGISTRY_VERSION)"
+link "$CACHE/promtool-v$PROMETHEUS_VERSION/bin/promtool"
+log "toolchain ready in $LINKS (kubernetes v$K8S_VERSION, etcd v$ETCD_VERSION, kwok v$KWOK_VERSION, helm v$HELM_VERSION, containerd v$CONTAINERD_VERSION, crictl v$CRICTL_VERSION, coredns v$COREDNS_VERSION, kube-network-policies v$NETWORK_POLICIES_VERSION, registry v$REGISTRY_VERSION, promtool v$PROMETHEUS_VERSION)"

@@ -15,6 +15,7 @@ import kopf
 from blacklist_operator import (
     handlers,  # noqa: F401  (registers the handlers with kopf)
     leadership,
+    logs,
     metrics,
     namespace_watch,
 )
@@ -37,6 +38,7 @@ from blacklist_operator.model import (
 from blacklist_operator.model_external import HostRule, parse_allowed_hosts
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
+LOG_FORMAT_ENV = "BLACKLIST_OPERATOR_LOG_FORMAT"
 METRICS_ADDRESS_ENV = "BLACKLIST_OPERATOR_METRICS_ADDRESS"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -184,10 +186,23 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--verbose", "-v", action="store_true", help="log debug messages (--log-level debug)"
     )
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=logs.LOG_FORMATS,
+        default=os.environ.get(LOG_FORMAT_ENV) or logs.LOG_FORMATS[0],
+        help="text: the message alone; json: one JSON object per line with time, level, logger, "
+        "message and the resource's namespace and name (default: env "
+        f"{LOG_FORMAT_ENV}, set by the chart's operator.logFormat; else text)",
+    )
     leadership.add_arguments(parser)
     arguments = parser.parse_args(argv)
     if arguments.log_level not in LOG_LEVELS:  # argparse does not check a default
         parser.error(f"{LOG_LEVEL_ENV}={arguments.log_level}: not one of {', '.join(LOG_LEVELS)}")
+    if arguments.log_format not in logs.LOG_FORMATS:
+        parser.error(
+            f"{LOG_FORMAT_ENV}={arguments.log_format}: not one of {', '.join(logs.LOG_FORMATS)}"
+        )
     return arguments
 
 
@@ -262,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     namespace_watch.install()
     level = "debug" if arguments.verbose else arguments.log_level
     kopf.configure(verbose=level == "debug", log_format=kopf.LogFormat.PLAIN)
+    logs.use_format(arguments.log_format)
     logging.getLogger().setLevel(level.upper())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:

@@ -71,6 +71,19 @@ LEADER = Gauge(
     "serves the BlacklistServices; 0 while it is a standby",
 )
 
+# Set by the leader at every status write of a resource, so they follow the service
+# Deployment's watched progress; removed with the resource's other series.
+REPLICAS_DESIRED = Gauge(
+    "blacklist_operator_service_replicas_desired",
+    "Replicas the instance's service Deployment wants (its spec.replicas, an autoscaler's count)",
+    ["namespace", "name"],
+)
+REPLICAS_READY = Gauge(
+    "blacklist_operator_service_replicas_ready",
+    "Ready replicas of the instance's service Deployment (the resource's status.readyReplicas)",
+    ["namespace", "name"],
+)
+
 for _outcome in OUTCOMES:
     RECONCILES.labels(_outcome)  # every outcome shows from the start, at 0
 
@@ -181,6 +194,12 @@ def leading(leader: bool) -> None:
     LEADER.set(1.0 if leader else 0.0)
 
 
+def service_replicas(key: InstanceKey, desired: int, ready: int) -> None:
+    """The service Deployment of ``key`` wants ``desired`` replicas and has ``ready`` ready."""
+    REPLICAS_DESIRED.labels(*key).set(desired)
+    REPLICAS_READY.labels(*key).set(ready)
+
+
 def count_instances(source: Callable[[], int]) -> None:
     """Read the number of managed instances from ``source`` at every scrape."""
     INSTANCES.set_function(lambda: float(source()))
@@ -227,6 +246,8 @@ def forget_instance(key: InstanceKey) -> None:
     SYNC_FAILURES.remove(*key)
     DROPPED.remove(*key)
     BAN_LATENCY.remove(*key)
+    REPLICAS_DESIRED.remove(*key)
+    REPLICAS_READY.remove(*key)
 
 
 def parse_address(text: str) -> tuple[str, int]:

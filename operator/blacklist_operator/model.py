@@ -38,6 +38,8 @@ DEFAULT_RECIPIENT = "test@domain.com"
 DEFAULT_PORT = 5004
 # spec.service.type: how Service N exposes the service; the first is the default.
 SERVICE_TYPES = ("NodePort", "ClusterIP", "LoadBalancer")
+# spec.logFormat, the service's LOG_FORMAT; the first is the default.
+LOG_FORMATS = ("text", "json")
 # The service serves /metrics on this port of its own (METRICS_PORT), never on spec.port.
 METRICS_PORT = 9090
 DEFAULT_SERVICE_RESOURCES: Mapping[str, Mapping[str, str]] = {
@@ -124,6 +126,8 @@ class BlacklistServiceSpec:
     ban_prefix_lengths: tuple[int, int] = (DEFAULT_IPV4_LENGTH, DEFAULT_IPV6_LENGTH)
     # Server worker processes per container; None: derived from the container's limits.
     workers: int | None = None
+    # The service's LOG_FORMAT: text or json.
+    log_format: str = LOG_FORMATS[0]
     mail: MailSpec = field(default_factory=MailSpec)
     database: DatabaseSpec = field(default_factory=DatabaseSpec)
     disruption: DisruptionSpec = field(default_factory=DisruptionSpec)
@@ -186,6 +190,7 @@ def parse_spec(
         ban_duration=fields.duration(spec, "banDuration", "spec.banDuration"),
         ban_prefix_lengths=_parse_prefix_lengths(spec),
         workers=fields.optional_integer(spec, "workers", "spec.workers", 1, 64),
+        log_format=_parse_log_format(spec),
         mail=_parse_mail(mail),
         database=_parse_database(database, images.database),
         disruption=knobs.parse_disruption(spec),
@@ -193,6 +198,13 @@ def parse_spec(
         metrics=knobs.parse_metrics(spec),
         ingress=knobs.parse_ingress(spec),
     )
+
+
+def _parse_log_format(spec: Mapping[str, Any]) -> str:
+    log_format = spec.get("logFormat", LOG_FORMATS[0])
+    if log_format not in LOG_FORMATS:
+        raise SpecError("spec.logFormat", f"must be one of {', '.join(LOG_FORMATS)}")
+    return str(log_format)
 
 
 def _parse_service_type(spec: Mapping[str, Any]) -> str:

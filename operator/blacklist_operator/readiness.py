@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from blacklist_operator import FIELD_MANAGER
+from blacklist_operator import FIELD_MANAGER, metrics
 from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import build_condition, merge_condition
 from blacklist_operator.builders.naming import database_name, service_name
@@ -41,7 +41,7 @@ def deployment_progress(deployment: Mapping[str, Any] | None) -> DeploymentProgr
     status = deployment.get("status") or {}
     wanted = int(spec.get("replicas", 1))
     total = int(status.get("replicas", 0))
-    counts = (total, int(status.get("readyReplicas", 0)))
+    counts = (total, int(status.get("readyReplicas", 0)), wanted)
     if int(status.get("observedGeneration", 0)) < int(metadata.get("generation", 0)):
         return DeploymentProgress(False, "is rolling out", *counts)
     available = int(status.get("availableReplicas", 0))
@@ -119,9 +119,11 @@ def write_status(
     """Apply our part of the status if it changed (:func:`build_observed_status`).
 
     ``service`` is the service Deployment's progress, whose counts become
-    ``status.replicas`` and ``status.readyReplicas``; ``image`` is the service image
-    its pods run.
+    ``status.replicas`` and ``status.readyReplicas`` (and the gauges of
+    :func:`metrics.service_replicas`); ``image`` is the service image its pods run.
     """
+    wanted = bls.spec.replicas if service.wanted is None else service.wanted
+    metrics.service_replicas((bls.namespace, bls.name), wanted, service.ready_replicas)
     status = body.get("status") or {}
     fields = build_observed_status(bls, ready, node_port, service.replicas, service.ready_replicas)
     if image is not None:

@@ -46,6 +46,8 @@ class DeploymentProgress(NamedTuple):
     # status.replicas and status.readyReplicas, reported in the resource's status.
     replicas: int = 0
     ready_replicas: int = 0
+    # spec.replicas of the Deployment (None while it is missing): what it wants ready.
+    wanted: int | None = None
 
 
 class Instances:

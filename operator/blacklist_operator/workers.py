@@ -23,6 +23,7 @@ from typing import Any
 import kopf
 
 from blacklist_operator.apply import ApiError
+from blacklist_operator.logs import about
 from blacklist_operator.model import SpecError
 from blacklist_operator.outcome import Outcome
 from blacklist_operator.readiness import refresh_status
@@ -79,7 +80,7 @@ async def follow_children(runtime: Runtime, logger: Logger) -> None:
             # A copy of a kopf handler's context carries kopf's Event queue to the thread.
             context = runtime.handler_context.fresh()
             await loop.run_in_executor(
-                runtime.executor, context.run, _follow, runtime, body, reasons, logger
+                runtime.executor, context.run, _follow, runtime, body, reasons, about(logger, *key)
             )
         except ApiError as error:
             logger.warning(f"Could not follow a change of {key[0]}/{key[1]}: {error}")

@@ -118,6 +118,7 @@ def test_operator_deployment_renders_the_documented_security_context() -> None:
     assert container["resources"]["limits"]["memory"]
     env = {variable["name"]: variable for variable in container["env"]}
     assert env["BLACKLIST_OPERATOR_LOG_LEVEL"]["value"] == "info"
+    assert env["BLACKLIST_OPERATOR_LOG_FORMAT"]["value"] == "text"
 
 
 @pytest.mark.helm
@@ -181,6 +182,7 @@ def test_deployment_takes_its_scheduling_and_image_values() -> None:
             "tolerations[0].operator=Exists",
             "podAnnotations.team=platform",
             "operator.logLevel=debug",
+            "operator.logFormat=json",
         ),
         "Deployment",
     )
@@ -195,6 +197,7 @@ def test_deployment_takes_its_scheduling_and_image_values() -> None:
     assert template["metadata"]["annotations"] == {"team": "platform"}
     env = {variable["name"]: variable for variable in container["env"]}
     assert env["BLACKLIST_OPERATOR_LOG_LEVEL"]["value"] == "debug"
+    assert env["BLACKLIST_OPERATOR_LOG_FORMAT"]["value"] == "json"
     assert "--verbose" in container["args"]
 
 
@@ -397,6 +400,7 @@ BAD_VALUES = [
     ("podDisruptionBudget.enabled=yes", "/podDisruptionBudget/enabled"),
     ("replicaCount=one", "/replicaCount"),
     ("operator.logLevel=verbose", "/operator/logLevel"),
+    ("operator.logFormat=logfmt", "/operator/logFormat"),
     ("operator.healthPort=80", "/operator/healthPort"),
     ("operator.healthPort=70000", "/operator/healthPort"),
     ("operator.watchNamespaces[0]=Not_A_Namespace", "/operator/watchNamespaces/0"),

@@ -1,10 +1,15 @@
-"""The operator's command line: log level, metrics, ban limit, default images (flag or variable)."""
+"""The operator's command line: log level and format, metrics, ban limit, images (flag or env)."""
 
 from __future__ import annotations
 
 import pytest
 
-from blacklist_operator.__main__ import LOG_LEVEL_ENV, METRICS_ADDRESS_ENV, parse_arguments
+from blacklist_operator.__main__ import (
+    LOG_FORMAT_ENV,
+    LOG_LEVEL_ENV,
+    METRICS_ADDRESS_ENV,
+    parse_arguments,
+)
 from blacklist_operator.config import (
     DEFAULT_DATABASE_IMAGE_ENV,
     DEFAULT_SERVICE_IMAGE_ENV,
@@ -29,6 +34,23 @@ def test_an_unknown_log_level_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(SystemExit):
         parse_arguments(["--log-level", "verbose"])
     monkeypatch.setenv(LOG_LEVEL_ENV, "verbose")
+    with pytest.raises(SystemExit):
+        parse_arguments([])
+
+
+def test_the_log_format_is_text_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(LOG_FORMAT_ENV, raising=False)
+    assert parse_arguments([]).log_format == "text"
+    assert parse_arguments(["--log-format", "JSON"]).log_format == "json"
+    monkeypatch.setenv(LOG_FORMAT_ENV, "json")
+    assert parse_arguments([]).log_format == "json"
+    assert parse_arguments(["--log-format", "text"]).log_format == "text"
+
+
+def test_an_unknown_log_format_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit):
+        parse_arguments(["--log-format", "logfmt"])
+    monkeypatch.setenv(LOG_FORMAT_ENV, "logfmt")
     with pytest.raises(SystemExit):
         parse_arguments([])
 

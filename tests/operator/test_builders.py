@@ -109,6 +109,15 @@ def test_service_workers_follow_spec_workers() -> None:
     assert "WEB_CONCURRENCY" not in env_of(default)
 
 
+def test_service_log_format_follows_spec_log_format() -> None:
+    for spec, expected in (({}, "text"), ({"logFormat": "json"}, "json")):
+        (container,) = build_service_deployment(make(**spec))["spec"]["template"]["spec"][
+            "containers"
+        ]
+        # Always set, so the image's own default never decides.
+        assert env_of(container)["LOG_FORMAT"] == {"name": "LOG_FORMAT", "value": expected}
+
+
 def test_service_environment_follows_the_contract() -> None:
     bls = make(
         allowlist=["10.0.0.0/8", "127.0.0.1"],

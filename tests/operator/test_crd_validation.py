@@ -60,6 +60,7 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
     ({"banPrefixLengths": {"ipv6": 129}}, "spec.banPrefixLengths.ipv6"),
     ({"workers": 0}, "spec.workers"),
+    ({"logFormat": "logfmt"}, "spec.logFormat"),
     ({"autoscaling": {"minReplicas": 3, "maxReplicas": 2}}, "spec.autoscaling"),
     ({"autoscaling": {"minReplicas": 1}}, "spec.autoscaling.maxReplicas"),
     ({"ingress": {"host": "Not A Host"}}, "spec.ingress.host"),

@@ -1,9 +1,10 @@
 """The operator's ``/metrics`` (``--metrics-address``), scraped from a real operator process.
 
 A BlacklistService whose ledger is a real PostgreSQL: the reconciles are counted,
-the per-instance gauge of the ban list equals ``status.bannedCount``, a database
-outage counts failures, every operator metric the Grafana dashboard queries is
-exported, and the instance's series leave ``/metrics`` when it is deleted.
+the per-instance gauges of the ban list and of the service's replicas equal
+``status.bannedCount`` and ``status.readyReplicas``, a database
+outage counts failures, every operator metric the Grafana dashboard or an alert
+queries is exported, and the instance's series leave ``/metrics`` when it is deleted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blacklist_devtools.postgres import PostgresServer
+from tests.alerts.rules import rule_metric_names
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,
@@ -96,6 +98,17 @@ def test_metrics_follow_reconciles_bans_outages_and_deletion(
         return value(scrape(operator), "blacklist_operator_banned_addresses", **it) == count
 
     wait_for(gauge_is_status, 10, "the banned-addresses gauge equal to bannedCount", operator)
+
+    def replicas_are_status() -> bool:
+        ready = int(status(operator, namespace)["status"].get("readyReplicas", 0))
+        samples = scrape(operator)
+        return (
+            value(samples, "blacklist_operator_service_replicas_desired", **it) == 1
+            and value(samples, "blacklist_operator_service_replicas_ready", **it) == ready
+        )
+
+    # The replica gauges (alert BlacklistReplicasNotReady) follow the resource's status.
+    wait_for(replicas_are_status, 30, "the replica gauges equal to the status", operator)
     samples = scrape(operator)
     ok = value(samples, "blacklist_operator_reconciles_total", outcome="ok")
     assert ok is not None
@@ -119,8 +132,9 @@ def test_metrics_follow_reconciles_bans_outages_and_deletion(
     assert value(samples, "blacklist_operator_ban_latency_seconds_bucket", le="2.5", **it) == 1
 
     assert len(instance_series(samples, namespace, "bl")) >= 10
-    # Every operator metric the dashboard queries is exported by this real process.
-    wanted = {name for name in used_metric_names() if OPERATOR_METRIC.match(name)}
+    # Every operator metric the dashboard or an alert queries is exported by this real process.
+    queried = used_metric_names() | rule_metric_names()
+    wanted = {name for name in queried if OPERATOR_METRIC.match(name)}
     assert wanted
     exported = {name for name, _ in samples}
     assert wanted - exported == set()

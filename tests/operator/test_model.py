@@ -75,6 +75,7 @@ def test_identity_and_networks_are_parsed() -> None:
         ({"banDuration": "0s"}, "spec.banDuration"),
         ({"banDuration": "3651d"}, "spec.banDuration"),
         ({"workers": 0}, "spec.workers"),
+        ({"logFormat": "logfmt"}, "spec.logFormat"),
         ({"banPrefixLengths": {"ipv4": 33}}, "spec.banPrefixLengths.ipv4"),
         ({"service": {"type": "ExternalName"}}, "spec.service.type"),
         ({"service": {"type": "ClusterIP"}, "nodePort": 30911}, "spec.nodePort"),

@@ -1,10 +1,11 @@
 """The Grafana dashboard of the chart (``chart/dashboards/blacklist.json``) reads real metrics.
 
-Every metric name in a panel's or a variable's query must be one that a real
-process exposes on ``/metrics``: the service's names are checked here, on a
-service scraped after the requests that make each series appear (a square, a
-hit, its deliveries); the operator's (``blacklist_operator_*``) on a real
-operator process after a ban, in ``tests/operator/test_metrics.py``.
+Every metric name in a panel's or a variable's query, and in an alert's expression
+(``chart/rules/alerts.yaml``), must be one that a real process exposes on
+``/metrics``: the service's names are checked here, on a service scraped after the
+requests that make each series appear (a square, a hit, its deliveries); the
+operator's (``blacklist_operator_*``) on a real operator process after a ban, in
+``tests/operator/test_metrics.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
+from tests.alerts.rules import rule_metric_names
 from tests.service.processes import ServiceFactory
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "chart" / "dashboards" / "blacklist.json"
@@ -88,11 +90,12 @@ def test_dashboard_is_a_grafana_dashboard_with_the_promised_panels() -> None:
 
 
 @pytest.mark.slow
-def test_every_metric_of_the_dashboard_is_exported_by_the_service(
+def test_every_metric_of_the_dashboard_and_alerts_is_exported_by_the_service(
     service_factory: ServiceFactory,
 ) -> None:
     service = service_factory()
-    wanted = {name for name in used_metric_names() if not OPERATOR_METRIC.match(name)}
+    queried = used_metric_names() | rule_metric_names()
+    wanted = {name for name in queried if not OPERATOR_METRIC.match(name)}
     assert get(f"{service.url}/?n=3", source="127.0.0.3").body == "9.0"
     # A hit (and its ledger and mail deliveries) and a refusal make the labelled series appear.
     assert get(f"{service.url}/blacklisted", source="127.0.0.4").status == 444

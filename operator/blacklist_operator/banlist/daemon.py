@@ -25,6 +25,7 @@ from blacklist_operator.banlist.connections import (
 )
 from blacklist_operator.banlist.step import InstanceState, run_pass
 from blacklist_operator.banlist.sync import BanListSync
+from blacklist_operator.logs import about
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
 
@@ -134,7 +135,7 @@ class BanSyncSupervisor:
             self._executor,
             run_pass,
             self._runtime,
-            self._logger,
+            about(self._logger, *key),
             key,
             state,
             reasons,

@@ -163,6 +163,7 @@ def service_environment(
         # A hit bans the covering prefix of the caller's address, of these many bits.
         {"name": "BAN_PREFIX_IPV4", "value": str(bls.spec.ban_prefix_lengths[0])},
         {"name": "BAN_PREFIX_IPV6", "value": str(bls.spec.ban_prefix_lengths[1])},
+        {"name": "LOG_FORMAT", "value": bls.spec.log_format},
         *_mail_environment(bls),
         *_workers_environment(bls),
     ]
