@@ -241,13 +241,15 @@ build_pause_image() {
 }
 
 # push_image KIND REFERENCE: pushes the image to the test bed's registry as
-# REGISTRY/REFERENCE (the name without its docker.io/library/, localhost/ or registry.k8s.io/
-# prefix), layers uncompressed (the registry is on this machine: no time goes into gzip, and a
-# layer the registry has is never sent again), and records REGISTRY/NAME:TAG@DIGEST.
+# REGISTRY/REFERENCE (the name without its localhost/ or registry.k8s.io/ prefix), layers
+# uncompressed (the registry is on this machine: no time goes into gzip, and a layer the
+# registry has is never sent again), and records REGISTRY/NAME:TAG@DIGEST. The product's
+# images also go to REGISTRY/library/NAME:TAG, where the node's containerd looks for a short
+# name such as `flask-blacklist-svc:v1` (docker.io/library/...): the registry is the node's
+# mirror of docker.io, as on an air-gapped cluster, so the chart's defaults run as they are.
 push_image() {
     local kind=$1 local_ref=$2 name target digest_file
     name=${local_ref#localhost/}
-    name=${name#docker.io/library/}
     name=${name#registry.k8s.io/}
     target=$REGISTRY/$name
     digest_file=$OUT/work/$kind.digest
@@ -256,6 +258,11 @@ push_image() {
         --digestfile "$digest_file" "$local_ref" "docker://$target"
     PUSHED[$kind]="$target@$(<"$digest_file")"
     rm -f "$digest_file"
+    if [[ $local_ref == localhost/* ]]; then
+        run "$OUT/logs/push-$kind.log" \
+            buildah push --quiet --disable-compression --tls-verify=false \
+            "$local_ref" "docker://$REGISTRY/library/$name"
+    fi
 }
 
 # images.json: each image as the node pulls it, REGISTRY/NAME:TAG@DIGEST.

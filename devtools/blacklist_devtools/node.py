@@ -7,7 +7,9 @@ ClusterIPs and NodePorts on the node's address, CoreDNS answers for
 ``cluster.local`` as the ``kube-dns`` Service, and kube-network-policies
 enforces NetworkPolicies. The product's images, built by ``make images`` and
 pushed to the test bed's registry (``registry.py``), are pulled by containerd
-as on any cluster: a ``hosts.toml`` names the registry.
+as on any cluster: a ``hosts.toml`` names the registry, and another makes it
+the node's mirror of docker.io, so a short name (``flask-blacklist-svc:v1``)
+is pulled from it too.
 
 The configuration is built by ``nodeconfig.py`` (pure functions); this module
 writes it, starts the processes (``cluster.py`` records their PIDs), and
@@ -30,6 +32,7 @@ from pathlib import Path
 from blacklist_devtools import network, registry
 from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.nodeconfig import (
+    DOCKER_HUB,
     NODE_NAME,
     POLICY_TABLE,
     cni_config,
@@ -72,8 +75,9 @@ def write_configs(
         "coredns": state_dir / "Corefile",
     }
     hosts = state_dir / "certs.d"
-    (hosts / registry.address()).mkdir(parents=True, exist_ok=True)
-    (hosts / registry.address() / "hosts.toml").write_text(registry_hosts_toml(registry.address()))
+    for host, upstream in ((registry.address(), None), (DOCKER_HUB, DOCKER_HUB)):
+        (hosts / host).mkdir(parents=True, exist_ok=True)
+        (hosts / host / "hosts.toml").write_text(registry_hosts_toml(registry.address(), upstream))
     files["containerd"].write_text(
         containerd_config(
             local_dir / "containerd", runtime_dir(local_dir), state_dir / "cni", hosts

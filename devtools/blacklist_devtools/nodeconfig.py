@@ -86,23 +86,27 @@ def containerd_config(
     return "\n".join(lines) + "\n"
 
 
-def registry_hosts_toml(address: str) -> str:
-    """``certs.d/ADDRESS/hosts.toml``: containerd pulls ``ADDRESS/...`` images over plain HTTP.
+# The registry whose images a short name such as ``flask-blacklist-svc:v1`` means.
+DOCKER_HUB = "docker.io"
 
-    The test bed's registry listens on loopback only, where TLS would protect
-    nothing; a cluster's registry is named here the same way, with ``https://``
-    and its CA (``ca = "..."``).
+
+def registry_hosts_toml(address: str, upstream: str | None = None) -> str:
+    """``certs.d/HOST/hosts.toml``: containerd pulls from the registry at ``address`` over HTTP.
+
+    Without ``upstream``, for images named ``ADDRESS/...``. With it, the registry
+    is a mirror of ``upstream`` (``docker.io``: ``certs.d/docker.io/hosts.toml``),
+    tried first, as an air-gapped cluster's nodes are set up; nothing here can
+    reach the upstream itself. The test bed's registry listens on loopback only,
+    where TLS would protect nothing; a cluster's registry is named the same way,
+    with ``https://`` and its CA (``ca = "..."``).
     """
-    return (
-        "\n".join(
-            [
-                f'server = "http://{address}"',
-                f'[host."http://{address}"]',
-                '  capabilities = ["pull", "resolve"]',
-            ]
-        )
-        + "\n"
-    )
+    server = f"https://{upstream}" if upstream is not None else f"http://{address}"
+    lines = [
+        f'server = "{server}"',
+        f'[host."http://{address}"]',
+        '  capabilities = ["pull", "resolve"]',
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def cni_config() -> dict[str, Any]:

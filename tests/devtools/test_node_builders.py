@@ -55,6 +55,10 @@ def test_containerd_pulls_from_the_test_bed_registry_over_plain_http_on_loopback
     hosts = tomllib.loads(nodeconfig.registry_hosts_toml("localhost:5050"))
     assert hosts["server"] == "http://localhost:5050"
     assert hosts["host"]["http://localhost:5050"]["capabilities"] == ["pull", "resolve"]
+    # A mirror of docker.io: short names (the chart's defaults) are pulled from it too.
+    mirror = tomllib.loads(nodeconfig.registry_hosts_toml("localhost:5050", "docker.io"))
+    assert mirror["server"] == "https://docker.io"
+    assert list(mirror["host"]) == ["http://localhost:5050"]
     # The sandbox image is pulled from there too: nothing reaches the node another way.
     assert nodeconfig.PAUSE_IMAGE.startswith(f"{registry.address()}/")
 
