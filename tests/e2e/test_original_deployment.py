@@ -71,11 +71,10 @@ def test_helm_uninstall_removes_the_resource_and_its_children(original: Cluster)
         "--wait", "--timeout", "120s",
     )  # fmt: skip
 
-    def gone() -> bool:
-        left = original.kubectl(
+    def left() -> str:
+        return original.kubectl(
             "get", "blacklistservices,deployments,services,persistentvolumeclaims",
             "-n", NAMESPACE, "-o", "name",
-        )  # fmt: skip
-        return not left.strip()
+        ).strip()  # fmt: skip
 
-    assert wait_until(gone, timeout=60, interval=0.5)
+    assert wait_until(lambda: not left(), timeout=120, interval=0.5), f"left behind: {left()}"
