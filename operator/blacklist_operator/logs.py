@@ -22,8 +22,9 @@ import json
 import logging
 import re
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
 from typing import Any
+
+from blacklist_contract.logs import json_fields
 
 LOG_FORMATS = ("text", "json")
 REDACTED = "***"
@@ -82,23 +83,13 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON object on one line."""
-        moment = datetime.fromtimestamp(record.created, UTC)
-        line: dict[str, Any] = {
-            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "process": record.process,
-        }
+        extra: dict[str, str] = {}
         namespace, name = resource_of(record)
         if name:
             if namespace:
-                line["namespace"] = namespace
-            line["name"] = name
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            line["exception"] = record.exc_text
+                extra["namespace"] = namespace
+            extra["name"] = name
+        line = json_fields(record, self, extra)
         # Redacted after encoding too: a password must not survive as an escaped string.
         return redact(json.dumps(line, ensure_ascii=False, default=str))
 

@@ -25,8 +25,9 @@ import logging
 import os
 import re
 import sys
-from datetime import UTC, datetime
 from typing import Any
+
+from blacklist_contract.logs import json_fields
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 REDACTED = "***"
@@ -84,22 +85,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON object on one line."""
-        moment = datetime.fromtimestamp(record.created, UTC)
-        line: dict[str, Any] = {
-            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "process": record.process,
+        extra = {
+            field: value
+            for field in (*REQUEST_FIELDS, EVENT_FIELD)
+            if (value := getattr(record, field, None)) is not None
         }
-        for field in (*REQUEST_FIELDS, EVENT_FIELD):
-            value = getattr(record, field, None)
-            if value is not None:
-                line[field] = value
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            line["exception"] = record.exc_text
+        line = json_fields(record, self, extra)
         # Redacted after encoding too: a secret must not survive as an escaped string.
         return redact(json.dumps(line, ensure_ascii=False, default=str), self.secrets)
 
