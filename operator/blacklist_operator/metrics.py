@@ -15,6 +15,7 @@ for kopf's event loop, and a busy loop never makes a scrape time out.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from blacklist_contract.build import build_labels
 
 InstanceKey = tuple[str, str]
 
@@ -83,6 +86,13 @@ REPLICAS_READY = Gauge(
     "Ready replicas of the instance's service Deployment (the resource's status.readyReplicas)",
     ["namespace", "name"],
 )
+
+BUILD_INFO = Gauge(
+    "blacklist_operator_build_info",
+    "Always 1: the release (version) and git revision of this operator",
+    ["version", "revision"],
+)
+BUILD_INFO.labels(*build_labels(os.environ)).set(1)
 
 for _outcome in OUTCOMES:
     RECONCILES.labels(_outcome)  # every outcome shows from the start, at 0

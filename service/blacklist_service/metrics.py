@@ -24,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from blacklist_contract.build import build_labels
 from blacklist_service.bans.store import BanStore
 from blacklist_service.outbox import Outbox
 
@@ -129,6 +130,13 @@ class StateCollector(Collector):
         pending.add_metric(["ledger"], ledger)
         pending.add_metric(["mail"], mail)
         yield pending
+        info = GaugeMetricFamily(
+            "blacklist_build_info",
+            "Always 1: the release (version) and git revision of this service",
+            labels=["version", "revision"],
+        )
+        info.add_metric(list(build_labels(os.environ)), 1.0)
+        yield info
         yield GaugeMetricFamily(
             "blacklist_ledger_connected",
             "1 when this replica's last attempt to reach the ledger succeeded",

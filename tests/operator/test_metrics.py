@@ -14,6 +14,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from blacklist_contract.build import VERSION
 from blacklist_devtools.postgres import PostgresServer
 from tests.alerts.rules import rule_metric_names
 from tests.operator.helpers import (
@@ -117,6 +118,8 @@ def test_metrics_follow_reconciles_bans_outages_and_deletion(
     assert value(samples, "blacklist_operator_instances") == instances_before + 1
     # Without --leader-election the one operator serves: it counts as the leader.
     assert value(samples, "blacklist_operator_leader") == 1
+    # Which release serves: this tree's version (no release set the environment).
+    assert value(samples, "blacklist_operator_build_info", version=VERSION, revision="unknown") == 1
     assert value(samples, "blacklist_operator_ledger_rows_behind", **it) == 0
     assert value(samples, "blacklist_operator_ban_sync_failures_total", **it) == 0
     # Passes run every 2 s (--ban-poll-interval of the tests): the last success is recent.

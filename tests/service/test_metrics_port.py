@@ -29,7 +29,9 @@ SQUARES = 40
 def test_metrics_are_served_on_their_own_port_for_every_worker(
     service_factory: ServiceFactory, server: str
 ) -> None:
-    service = service_factory(SERVER=server, WEB_CONCURRENCY="2")
+    service = service_factory(
+        SERVER=server, WEB_CONCURRENCY="2", BLACKLIST_VERSION="9.8.7", BLACKLIST_REVISION="abc123"
+    )
     public = get(f"{service.url}/metrics")
     unknown = get(f"{service.url}/no-such-page")
     assert public.status == 404
@@ -53,6 +55,8 @@ def test_metrics_are_served_on_their_own_port_for_every_worker(
         assert scrape.headers["content-type"].startswith("text/plain; version=")
         assert expected in scrape.body
         assert "blacklist_banned_addresses 0.0" in scrape.body
+        # A released image says which release it is, from its environment.
+        assert 'blacklist_build_info{revision="abc123",version="9.8.7"} 1.0' in scrape.body
     # The 404 above is counted as an unknown path on PORT; scrapes are not counted at all.
     assert 'blacklist_http_requests_total{route="other",status="404"} 2.0' in scrape.body
     assert get(service.metrics_url.replace("/metrics", "/other")).status == 404
