@@ -83,6 +83,8 @@ class Released:
     version: str
     registry: str
     revision: str
+    # The local image each published one was labelled from (hack/images.sh's build).
+    built: dict[str, str] = field(default_factory=dict)
     images: dict[str, str] = field(default_factory=dict)
     chart: str = ""
     chart_digest: str = ""
@@ -289,7 +291,7 @@ def release(options: Options) -> Released:
     directory = RELEASES / options.version
     directory.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    ids = build_images()
+    ids = released.built = build_images()
     released.seconds["build"] = round(time.monotonic() - started, 1)
     labels = oci_labels(options.version, revision, options.source)
     with tempfile.TemporaryDirectory(prefix="release-") as scratch:
