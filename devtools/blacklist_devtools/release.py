@@ -22,7 +22,10 @@
 5. with ``--tag-git``, tags the commit ``vX.Y.Z`` (annotated), and prints the
    ``helm install`` of the published chart.
 
-``.local/release/X.Y.Z/release.json`` records it all. A registry on the loopback
+``.local/release/X.Y.Z/release.json`` records it all. ``make demo`` publishes this
+tree the same way as the development version ``APPVERSION-dev`` (:func:`dev_options`:
+no CHANGELOG section, uncommitted changes allowed, republished at every run, no
+SBOM) and installs it from the registry as users do. A registry on the loopback
 (the test bed's, ``localhost:5050``, started here when it is not running) is
 spoken to in plain HTTP; any other with TLS, with the credentials of ``helm
 registry login`` and ``buildah login``.
@@ -40,6 +43,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import yaml
 
 from blacklist_devtools import registry as local_registry
 from blacklist_devtools.cluster import binary
@@ -74,6 +79,9 @@ class Options:
     changelog: Path
     allow_dirty: bool = False
     tag_git: bool = False
+    sbom: bool = True
+    # A development snapshot: no CHANGELOG section needed, and published over the previous one.
+    snapshot: bool = False
 
 
 @dataclass
@@ -135,12 +143,16 @@ def default_source() -> str:
 def check(options: Options) -> str:
     """Everything that can refuse the release before anything is built; the revision."""
     check_version(options.version)
+    if options.snapshot and not options.allow_dirty:
+        raise ReleaseError("a development snapshot is built from the working tree: allow_dirty")
     if not options.source:
         raise ReleaseError(
             "the repository has no `origin` remote: say where its source lives with "
             "SOURCE=https://... (the images' org.opencontainers.image.source)"
         )
-    if not changelog_has_section(options.changelog.read_text(), options.version):
+    if not options.snapshot and not changelog_has_section(
+        options.changelog.read_text(), options.version
+    ):
         raise ReleaseError(
             f"{options.changelog.name} has no `## [{options.version}]` section: move the "
             "Unreleased entries under it first"
@@ -208,7 +220,11 @@ def containers_env() -> dict[str, str]:
 def publish_image(
     options: Options, image_id: str, name: str, labels: dict[str, str], work: Path
 ) -> str:
-    """Label a copy of the image, push it as ``REGISTRY/NAME:VERSION``; its digest reference."""
+    """Label a copy of the image, push it as ``REGISTRY/NAME:VERSION``; its digest reference.
+
+    The copy's creation time is the commit's (as SOURCE_DATE_EPOCH would make it), so the
+    same image, version and commit always give the same digest, a release run again too.
+    """
     env = containers_env()
     context = work / f"label-{name}"
     context.mkdir()
@@ -221,6 +237,7 @@ def publish_image(
     insecure = plain_http(options.registry)
     run(
         "buildah", "bud", "--quiet", "--pull=never", "--layers", "--tag", local,
+        "--timestamp", git("log", "-1", "--format=%ct"),
         "--file", str(context / "Containerfile"), str(context), env=env,
     )  # fmt: skip
     try:
@@ -286,7 +303,8 @@ def release(options: Options) -> Released:
     helm = binary("helm")
     if options.registry == local_registry.address():
         local_registry.up()
-    refuse_existing_release(options, helm)
+    if not options.snapshot:
+        refuse_existing_release(options, helm)
     released = Released(version=options.version, registry=options.registry, revision=revision)
     directory = RELEASES / options.version
     directory.mkdir(parents=True, exist_ok=True)
@@ -302,7 +320,7 @@ def release(options: Options) -> Released:
             log(f"pushed {released.images[kind]}")
         released.seconds["push_images"] = round(time.monotonic() - started, 1)
         started = time.monotonic()
-        for kind, name in IMAGE_NAMES.items():
+        for kind, name in IMAGE_NAMES.items() if options.sbom else ():
             sbom = write_sbom(options, released.images[kind], name, directory)
             released.sboms[kind] = str(sbom)
             log(f"SBOM of {name}: {sbom}")
@@ -322,6 +340,20 @@ def release(options: Options) -> Released:
     )
     (directory / "release.json").write_text(json.dumps(asdict(released), indent=2) + "\n")
     return released
+
+
+def dev_options(registry: str) -> Options:
+    """The development snapshot of this tree, ``APPVERSION-dev``, as ``make demo`` publishes it."""
+    chart = yaml.safe_load((REPO_ROOT / "chart" / "Chart.yaml").read_text())
+    return Options(
+        version=f"{chart['appVersion']}-dev",
+        registry=registry,
+        source=default_source() or REPO_ROOT.as_uri(),
+        changelog=REPO_ROOT / "CHANGELOG.md",
+        allow_dirty=True,
+        sbom=False,
+        snapshot=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  service image   {released.images['service']}\n"
         f"  operator image  {released.images['operator']}\n"
         f"  chart           {released.chart}\n"
-        f"  SBOMs           {', '.join(released.sboms.values())}\n"
+        f"  SBOMs           {', '.join(released.sboms.values()) or 'none'}\n"
         f"  record          {RELEASES / released.version / 'release.json'}\n\n"
         f"Install it:\n  {released.install}"
     )

@@ -17,6 +17,8 @@ import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import pytest
 from blacklist_devtools import images, registry, stack
 from blacklist_devtools.cluster import binary
 from blacklist_devtools.kube import Cluster
-from blacklist_devtools.release import RELEASES
+from blacklist_devtools.release import RELEASES, Released
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -74,8 +76,16 @@ def image_store_env() -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class ReleaseOfTheTests:
+    """What the release of the tests published, and what it printed."""
+
+    published: Released
+    stdout: str
+
+
 @pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def test_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseOfTheTests]:
     """A release of a test version; its artifacts are removed from the registry afterwards."""
     version = f"0.0.0-test.r{uuid.uuid4().hex[:8]}"
     changelog = tmp_path_factory.mktemp("release") / "CHANGELOG.md"
@@ -84,16 +94,14 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     record = RELEASES / version / "release.json"
     try:
         assert completed.returncode == 0, completed.stderr
-        result: dict[str, Any] = json.loads(record.read_text())
-        result["stdout"] = completed.stdout
-        yield result
+        yield ReleaseOfTheTests(Released(**json.loads(record.read_text())), completed.stdout)
     finally:
         if record.exists():
-            published = json.loads(record.read_text())
-            for reference in published["images"].values():
+            published = Released(**json.loads(record.read_text()))
+            for reference in published.images.values():
                 named, _, digest = reference.partition("@")
                 registry.delete_manifest(named.split("/", 1)[1].rpartition(":")[0], digest)
-            registry.delete_manifest("charts/blacklist-operator", published["chart_digest"])
+            registry.delete_manifest("charts/blacklist-operator", published.chart_digest)
         subprocess.run(["rm", "-rf", str(RELEASES / version)], check=False)
 
 
@@ -108,37 +116,51 @@ def test_a_version_that_is_not_semantic_or_not_in_the_changelog_is_refused() -> 
     assert "images:" not in missing.stderr
 
 
-def test_the_images_carry_the_oci_labels_and_the_built_layers(released: dict[str, Any]) -> None:
+def test_the_images_carry_the_oci_labels_and_the_built_layers(
+    test_release: ReleaseOfTheTests,
+) -> None:
+    released = test_release.published
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=REPO_ROOT
     ).stdout.strip()
-    version, registry_address = released["version"], released["registry"]
-    assert released["revision"] in (head, f"{head}-dirty")
+    committed = datetime.fromtimestamp(
+        int(
+            subprocess.run(
+                ["git", "log", "-1", "--format=%ct"],
+                capture_output=True, text=True, check=True, cwd=REPO_ROOT,
+            ).stdout
+        ),
+        UTC,
+    )  # fmt: skip
+    version, registry_address = released.version, released.registry
+    assert released.revision in (head, f"{head}-dirty")
     names = {"service": "flask-blacklist-svc", "operator": "blacklist-operator"}
     for kind, name in names.items():
-        reference = released["images"][kind]
+        reference = released.images[kind]
         assert reference.startswith(f"{registry_address}/{name}:{version}@sha256:")
         # The tag resolves to the recorded digest.
         assert registry.manifest_digest(name, version) == reference.partition("@")[2]
         manifest, config = image_manifest_and_config(reference)
         labels = config["config"]["Labels"]
         assert labels["org.opencontainers.image.version"] == version
-        assert labels["org.opencontainers.image.revision"] == released["revision"]
+        assert labels["org.opencontainers.image.revision"] == released.revision
         assert labels["org.opencontainers.image.source"] == SOURCE
+        # Created at the commit's time: the same commit and version give the same digest.
+        assert config["created"].startswith(committed.strftime("%Y-%m-%dT%H:%M:%S"))
         # Labels only: the layers are those of the image `hack/images.sh build` made.
         built = subprocess.run(
             ["podman", "image", "inspect", "--format", "{{json .RootFS.Layers}}",
-             released["built"][kind]],
+             released.built[kind]],
             capture_output=True, text=True, check=True, env={**os.environ, **image_store_env()},
         )  # fmt: skip
         assert config["rootfs"]["diff_ids"] == json.loads(built.stdout)
         assert len(manifest["layers"]) == len(config["rootfs"]["diff_ids"])
 
 
-def test_each_image_has_an_spdx_sbom_of_what_it_holds(released: dict[str, Any]) -> None:
+def test_each_image_has_an_spdx_sbom_of_what_it_holds(test_release: ReleaseOfTheTests) -> None:
     expected = {"service": {"flask", "granian", "sqlalchemy"}, "operator": {"kopf", "kubernetes"}}
     for kind, packages in expected.items():
-        sbom = json.loads(Path(released["sboms"][kind]).read_text())
+        sbom = json.loads(Path(test_release.published.sboms[kind]).read_text())
         assert sbom["spdxVersion"] == "SPDX-2.3"
         names = {package["name"].lower() for package in sbom["packages"]}
         assert packages <= names, f"{kind}: {packages - names} missing"
@@ -146,29 +168,31 @@ def test_each_image_has_an_spdx_sbom_of_what_it_holds(released: dict[str, Any]) 
 
 
 def test_the_published_chart_installs_and_runs_the_release_by_digest(
-    cluster: Cluster, namespace: str, released: dict[str, Any]
+    cluster: Cluster, namespace: str, test_release: ReleaseOfTheTests
 ) -> None:
     helm = binary("helm")
-    version, chart = released["version"], released["chart"]
-    assert chart.startswith(f"oci://{released['registry']}/charts/blacklist-operator:{version}@")
-    assert f"--version {version}" in released["stdout"]
+    released = test_release.published
+    version = released.version
+    assert released.chart.startswith(
+        f"oci://{released.registry}/charts/blacklist-operator:{version}@sha256:"
+    )
+    assert released.install in test_release.stdout
     release_name = f"release-{uuid.uuid4().hex[:6]}"
-    service_image = released["images"]["service"]
+    service_image = released.images["service"]
     digest = service_image.partition("@")[2]
     try:
-        # As the release prints it; the operator watches only this namespace, and takes over
-        # the cluster-wide CRD as every test install does (crds.keep leaves it afterwards).
-        stack.helm(
-            cluster, helm, "install", release_name,
-            f"oci://{released['registry']}/charts/blacklist-operator", "--version", version,
-            "--plain-http", "--namespace", namespace, "--wait", "--timeout", "180s",
-            stack.TAKE_OWNERSHIP, "--set", f"operator.watchNamespaces={{{namespace}}}",
+        # As the release prints it (and as `make demo` installs); the operator watches only
+        # this namespace, and takes over the cluster-wide CRD as every test install does
+        # (crds.keep leaves it afterwards).
+        stack.install_published(
+            cluster, helm, release_name, namespace, released,
+            "--set", f"operator.watchNamespaces={{{namespace}}}",
             "--set", "rbac.persistentVolumes=false",
         )  # fmt: skip
         operator = stack.get_json(
             cluster, "deployment", f"{release_name}-blacklist-operator", "-n", namespace
         )
-        operator_image = released["images"]["operator"]
+        operator_image = released.images["operator"]
         tagged, _, operator_digest = operator_image.partition("@")
         assert operator["spec"]["template"]["spec"]["containers"][0]["image"] == (
             f"{tagged.rpartition(':')[0]}@{operator_digest}"
