@@ -122,7 +122,8 @@ def run(
 
 def plain_http(registry: str) -> bool:
     """Whether ``registry`` is on this machine's loopback, where registries speak plain HTTP."""
-    host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
+    authority = registry.split("/", 1)[0]
+    host = authority if authority.endswith("]") else authority.rsplit(":", 1)[0]
     return host in LOOPBACK_HOSTS
 
 
