@@ -55,6 +55,7 @@ from blacklist_devtools.release_metadata import (
     install_command,
     labelled_containerfile,
     oci_labels,
+    plain_http,
     release_chart_yaml,
     release_values_yaml,
 )
@@ -66,7 +67,6 @@ IMAGES_DIR = LOCAL_DIR / "images"
 CHART_NAME = "blacklist-operator"
 # The published image names, and the kind hack/images.sh prints each image's id under.
 IMAGE_NAMES = {"service": "flask-blacklist-svc", "operator": "blacklist-operator"}
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 @dataclass(frozen=True)
@@ -118,13 +118,6 @@ def run(
         tail = "\n".join((completed.stderr or completed.stdout).strip().splitlines()[-20:])
         raise ReleaseError(f"{' '.join(command)} failed:\n{tail}")
     return completed
-
-
-def plain_http(registry: str) -> bool:
-    """Whether ``registry`` is on this machine's loopback, where registries speak plain HTTP."""
-    authority = registry.split("/", 1)[0]
-    host = authority if authority.endswith("]") else authority.rsplit(":", 1)[0]
-    return host in LOOPBACK_HOSTS
 
 
 def git(*arguments: str) -> str:

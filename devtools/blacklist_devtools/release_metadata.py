@@ -27,6 +27,8 @@ SEMVER = re.compile(
 _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_./-]+):(?P<rest>.*)$")
 # What follows the colon of a key whose value is a block scalar (| or >, with indicators).
 _BLOCK_SCALAR = re.compile(r"^\s*[|>][-+0-9]*\s*(#.*)?$")
+# Registries on this machine's loopback speak plain HTTP (as the test bed's does).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 # Characters a Containerfile LABEL value may not hold here: quoting and variable expansion.
 _UNSAFE_LABEL = re.compile(r'[\s"\\$]')
 
@@ -144,6 +146,13 @@ def labelled_containerfile(base: str, labels: Mapping[str, str]) -> str:
             raise ReleaseError(f"label {key}={value!r}: no spaces, quotes, backslashes or $")
     body = " \\\n      ".join(f'{key}="{value}"' for key, value in labels.items())
     return f"FROM {base}\nLABEL {body}\n"
+
+
+def plain_http(registry: str) -> bool:
+    """Whether ``registry`` (``HOST[:PORT][/PATH]``) is on the loopback: plain HTTP, no TLS."""
+    authority = registry.split("/", 1)[0]
+    host = authority if authority.endswith("]") else authority.rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS
 
 
 def install_command(registry: str, version: str, plain_http: bool) -> str:

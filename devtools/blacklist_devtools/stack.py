@@ -25,7 +25,8 @@ from blacklist_devtools import images
 from blacklist_devtools.http import answers, get
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.network import NODE_ADDRESS
-from blacklist_devtools.release import CHART_NAME, Released, plain_http
+from blacklist_devtools.release import CHART_NAME, Released
+from blacklist_devtools.release_metadata import plain_http
 from blacklist_devtools.smtp import SmtpServer
 from blacklist_operator.banlist.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name

@@ -11,8 +11,10 @@ from blacklist_devtools.release_metadata import (
     ReleaseError,
     changelog_has_section,
     check_version,
+    install_command,
     labelled_containerfile,
     oci_labels,
+    plain_http,
     release_chart_yaml,
     release_values_yaml,
     set_scalar,
@@ -120,3 +122,24 @@ def test_the_containerfile_only_adds_labels() -> None:
 def test_a_label_that_the_containerfile_would_reinterpret_is_refused(source: str) -> None:
     with pytest.raises(ReleaseError, match="label"):
         labelled_containerfile("abc", oci_labels("1.0.0", "0" * 40, source))
+
+
+@pytest.mark.parametrize(
+    ("registry", "plain"),
+    [
+        ("localhost:5050", True),
+        ("127.0.0.1:5000/team", True),
+        ("[::1]:5000", True),
+        ("localhost", True),
+        ("registry.example.com", False),
+        ("registry.example.com:5000/localhost", False),
+        ("localhost.example.com:5050", False),
+    ],
+)
+def test_only_a_registry_on_the_loopback_is_spoken_to_in_plain_http(
+    registry: str, plain: bool
+) -> None:
+    assert plain_http(registry) is plain
+    assert (
+        install_command(registry, "1.0.0", plain_http(registry)).endswith(" --plain-http") is plain
+    )
