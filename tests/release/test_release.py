@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -102,7 +103,7 @@ def test_release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseOf
                 named, _, digest = reference.partition("@")
                 registry.delete_manifest(named.split("/", 1)[1].rpartition(":")[0], digest)
             registry.delete_manifest("charts/blacklist-operator", published.chart_digest)
-        subprocess.run(["rm", "-rf", str(RELEASES / version)], check=False)
+        shutil.rmtree(RELEASES / version, ignore_errors=True)
 
 
 def test_a_version_that_is_not_semantic_or_not_in_the_changelog_is_refused() -> None:
