@@ -347,7 +347,7 @@ class Runtime:
             self.external_databases[(namespace, instance)] = external
 
     def forget_deployments(self, key: InstanceKey) -> None:
-        """Drop what is kept of a deleted instance: Deployment progress, external database."""
+        """Drop what is kept of a deleted instance: Deployments, external database, roll."""
         namespace, instance = key
         self.deployments.pop((namespace, service_name_of(instance)), None)
         self.deployments.pop((namespace, database_name_of(instance)), None)
