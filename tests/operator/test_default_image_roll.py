@@ -1,9 +1,9 @@
-"""A new operator default image rolls the resources that follow it one at a time; a pin stays.
+"""New operator default images roll the resources that follow them one at a time; a pin stays.
 
-On the real node: three resources on the operator's default service image and one
-pinned to it; the operator restarts with another reference of the same image
-(by digest alone), as an upgrade of the operator brings a new default. The test
-polls the Deployments the whole time.
+On the real node: three resources on the operator's default service and database
+images, and one that pins both; the operator restarts with other references of
+the same images (by digest alone), as an upgrade of the operator brings new
+defaults. The test polls the Deployments the whole time.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ from tests.operator.helpers import (
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 FOLLOWERS = ("roll-a", "roll-b", "roll-c")
 PINNED = "pinned"
+CLUSTER_IP = {"type": "ClusterIP"}  # no NodePort taken on the shared node
 
 
 def deployments(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
-    """The service Deployments of the namespace, by name."""
-    listed = get_json(
-        cluster, "deployments", "-n", namespace, "-l", "app.kubernetes.io/component=service"
-    )
+    """Every Deployment of the namespace, by name."""
+    listed = get_json(cluster, "deployments", "-n", namespace)
     return {item["metadata"]["name"]: item for item in (listed or {}).get("items", [])}
 
 
@@ -52,6 +51,23 @@ def rolled_out(deployment: dict[str, Any]) -> bool:
     observed = status.get("observedGeneration", 0) >= deployment["metadata"]["generation"]
     counts = {status.get(key, 0) for key in ("updatedReplicas", "readyReplicas", "replicas")}
     return bool(observed and counts == {wanted})
+
+
+def pair(now: dict[str, dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service and database Deployments of resource ``name``."""
+    return now[name], now[f"{name}-postgres"]
+
+
+def roll_stage(now: dict[str, dict[str, Any]], name: str, new: tuple[str, str]) -> str:
+    """``old`` (neither Deployment moved), ``done`` (both moved and rolled out), or ``rolling``."""
+    moved = [
+        image(deployment) == wanted for deployment, wanted in zip(pair(now, name), new, strict=True)
+    ]
+    if not any(moved):
+        return "old"
+    if all(moved) and all(rolled_out(deployment) for deployment in pair(now, name)):
+        return "done"
+    return "rolling"
 
 
 def all_ready(cluster: Cluster, namespace: str) -> bool:
@@ -69,68 +85,72 @@ def involved(cluster: Cluster, namespace: str, reason: str) -> set[str]:
     return {event["involvedObject"]["name"] for event in json.loads(listed)["items"]}
 
 
-def test_a_new_default_image_rolls_one_resource_at_a_time(
+def test_new_default_images_roll_one_resource_at_a_time(
     crd: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    old, new = images.reference("service"), images.by_digest("service")
-    assert old != new
+    old = (images.reference("service"), images.reference("postgres"))
+    new = (images.by_digest("service"), images.by_digest("postgres"))
+    assert set(old).isdisjoint(new)
     operator = OperatorProcess(crd, tmp_path, "--namespace", namespace).start()
     try:
-        # ClusterIP: no NodePort taken on the shared node. No spec.image: the operator's default.
+        # No spec.image, no spec.database.image: the operator's defaults (the old references).
         for name in FOLLOWERS:
-            manifest = blacklist_service(
-                name, namespace, local=False, service={"type": "ClusterIP"}
-            )
-            apply_manifest(crd, manifest)
-        apply_manifest(
-            crd,
-            blacklist_service(
-                PINNED, namespace, local=False, image=old, service={"type": "ClusterIP"}
-            ),
+            apply_manifest(crd, blacklist_service(name, namespace, local=False, service=CLUSTER_IP))
+        pinned_manifest = blacklist_service(
+            PINNED, namespace, local=False, service=CLUSTER_IP, image=old[0]
         )
+        pinned_manifest["spec"]["database"] = {"image": old[1]}
+        apply_manifest(crd, pinned_manifest)
         wait_for(lambda: all_ready(crd, namespace), 120, "every resource Ready", operator)
         before = deployments(crd, namespace)
-        assert {name: image(item) for name, item in before.items()} == dict.fromkeys(
-            (*FOLLOWERS, PINNED), old
-        )
-        pinned_generation = before[PINNED]["metadata"]["generation"]
+        for name in (*FOLLOWERS, PINNED):
+            assert tuple(image(deployment) for deployment in pair(before, name)) == old
+        pinned_before = [
+            (image(deployment), deployment["metadata"]["generation"])
+            for deployment in pair(before, PINNED)
+        ]
 
         operator.stop()
-        # The upgraded operator: the same image under another reference is its new default.
+        # The upgraded operator: the same images under other references are its new defaults.
         operator = OperatorProcess(
-            crd, tmp_path, "--namespace", namespace, "--default-service-image", new
+            crd,
+            tmp_path,
+            "--namespace",
+            namespace,
+            "--default-service-image",
+            new[0],
+            "--default-database-image",
+            new[1],
         ).start()
         started = time.monotonic()
         first_seen: dict[str, float] = {}
         finished: dict[str, float] = {}
-        most_at_once = 0
         overlaps: list[list[str]] = []
-        pinned_images: set[str] = set()
-        pinned_generations: set[int] = set()
+        pinned_seen: set[tuple[tuple[str, int], ...]] = set()
         while time.monotonic() - started < 150:
             now = deployments(crd, namespace)
             moment = time.monotonic() - started
-            mid_roll = []
-            for name in FOLLOWERS:
-                if image(now[name]) != new:
-                    continue
-                first_seen.setdefault(name, moment)
-                if rolled_out(now[name]):
+            stages = {name: roll_stage(now, name, new) for name in FOLLOWERS}
+            for name, stage in stages.items():
+                if stage != "old":
+                    first_seen.setdefault(name, moment)
+                if stage == "done":
                     finished.setdefault(name, moment)
-                else:
-                    mid_roll.append(name)
+            mid_roll = [name for name, stage in stages.items() if stage == "rolling"]
             if len(mid_roll) > 1:
                 overlaps.append(mid_roll)
-            most_at_once = max(most_at_once, len(mid_roll))
-            pinned_images.add(image(now[PINNED]))
-            pinned_generations.add(now[PINNED]["metadata"]["generation"])
-            if len(finished) == len(FOLLOWERS) and not mid_roll:
+            pinned_seen.add(
+                tuple(
+                    (image(deployment), deployment["metadata"]["generation"])
+                    for deployment in pair(now, PINNED)
+                )
+            )
+            if set(stages.values()) == {"done"}:
                 break
             time.sleep(0.2)
         else:
             pytest.fail(f"not every resource rolled in 150 s: {first_seen}, {finished}")
         assert overlaps == [], f"resources mid-roll at the same moment: {overlaps}"
-        assert most_at_once == 1
         wait_for(lambda: all_ready(crd, namespace), 60, "every resource Ready again", operator)
         # Events: each follower said when it rolled; the last one that it waited for its turn.
         wait_for(
@@ -149,15 +169,15 @@ def test_a_new_default_image_rolls_one_resource_at_a_time(
     assert sorted(first_seen, key=first_seen.__getitem__) == list(FOLLOWERS)
     for earlier, later in itertools.pairwise(FOLLOWERS):
         assert finished[earlier] <= first_seen[later]
-    assert pinned_images == {old}
-    assert pinned_generations == {pinned_generation}
+    # The pinned resource's Deployments never changed at all.
+    assert pinned_seen == {tuple(pinned_before)}
     for name in FOLLOWERS:
         body = get_json(crd, "bls", name, "-n", namespace)
         assert body is not None
-        assert body["status"]["image"] == new
+        assert body["status"]["image"] == new[0]
     pinned = get_json(crd, "bls", PINNED, "-n", namespace)
     assert pinned is not None
-    assert pinned["status"]["image"] == old
+    assert pinned["status"]["image"] == old[0]
     timings = ", ".join(
         f"{name} {first_seen[name]:.1f}-{finished[name]:.1f} s" for name in FOLLOWERS
     )
