@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from blacklist_operator.apply import ApiError
@@ -101,6 +102,17 @@ def roll_state(runtime: Runtime, key: InstanceKey, body: Mapping[str, Any]) -> R
     )
 
 
+def _appliable(runtime: Runtime, body: Mapping[str, Any]) -> bool:
+    """Whether the reconcile can act on this spec (it refuses one with InvalidSpec)."""
+    try:
+        check_host_path(
+            parse(body, runtime.config.images), runtime.config.allowed_host_path_prefixes
+        )
+    except SpecError:
+        return False
+    return True
+
+
 def roll_states(runtime: Runtime) -> dict[InstanceKey, RollState]:
     """The :class:`RollState` of every resource that follows a default image and can be applied.
 
@@ -114,11 +126,8 @@ def roll_states(runtime: Runtime) -> dict[InstanceKey, RollState]:
             continue
         if follows_defaults(body) == (False, False):
             continue
-        try:
-            check_host_path(
-                parse(body, runtime.config.images), runtime.config.allowed_host_path_prefixes
-            )
-        except SpecError:
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        if not runtime.rollout.appliable(key, generation, partial(_appliable, runtime, body)):
             continue
         state = roll_state(runtime, key, body)
         if state is not None:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -217,6 +217,8 @@ class RolloutGate:
         self._lock = threading.Lock()
         self._started: set[InstanceKey] = set()
         self._waiting: dict[InstanceKey, HeldImages] = {}
+        # Whether each resource's spec, at a generation, is one the reconcile can apply.
+        self._appliable: dict[InstanceKey, tuple[int, bool]] = {}
 
     def decide(
         self, key: InstanceKey, states: Mapping[InstanceKey, RollState]
@@ -251,6 +253,22 @@ class RolloutGate:
         with self._lock:
             self._waiting.pop(key, None)
             self._started.discard(key)
+            self._appliable.pop(key, None)
+
+    def appliable(self, key: InstanceKey, generation: int, check: Callable[[], bool]) -> bool:
+        """Whether ``key``'s spec of ``generation`` can be applied: ``check()``, once for each.
+
+        Every decision looks at every resource: parsing each spec every time would cost
+        the square of their number during a roll.
+        """
+        with self._lock:
+            known = self._appliable.get(key)
+        if known is not None and known[0] == generation:
+            return known[1]
+        result = check()
+        with self._lock:
+            self._appliable[key] = (generation, result)
+        return result
 
     def held(self, key: InstanceKey) -> HeldImages | None:
         """The images ``key`` keeps while it waits, or None."""

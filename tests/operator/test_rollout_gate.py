@@ -112,8 +112,17 @@ def test_a_pinned_image_and_an_edit_of_it_apply_at_once() -> None:
 
 def test_a_resource_the_reconcile_refuses_holds_nobody_back() -> None:
     broken = body("a", database={"storage": {"hostPath": "/not/allowed"}})
-    runtime = runtime_with(broken, body("b"))
-    assert gate(runtime, "b").waiting is None
+    runtime = runtime_with(broken, body("b"), body("c"))
+    waiting = gate(runtime, "c").waiting
+    assert waiting is not None
+    assert "team/b rolls before it" in waiting
+    # Fixed (a new generation), it is first in line again.
+    fixed = body("a")
+    fixed["metadata"]["generation"] = 2
+    runtime.instances.update(fixed)
+    waiting = gate(runtime, "c").waiting
+    assert waiting is not None
+    assert "team/a rolls before it" in waiting
 
 
 def test_a_new_resource_is_created_on_the_default_at_once() -> None:
