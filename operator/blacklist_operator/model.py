@@ -362,3 +362,19 @@ def place_host_path(
     directory = kept or host_path_directory(bls, prefixes)
     database = replace(bls.spec.database, storage=replace(storage, host_path=directory))
     return replace(bls, spec=replace(bls.spec, database=database))
+
+
+def with_images(
+    bls: BlacklistService, service: str | None, database: str | None
+) -> BlacklistService:
+    """``bls`` running ``service`` and ``database`` images instead of its spec's (None: its own).
+
+    For a resource that waits for its turn to roll onto the operator's new default
+    images (:mod:`blacklist_operator.rollout`): it keeps the images it runs.
+    """
+    spec = bls.spec
+    if service is not None:
+        spec = replace(spec, image=service)
+    if database is not None:
+        spec = replace(spec, database=replace(spec.database, image=database))
+    return replace(bls, spec=spec)

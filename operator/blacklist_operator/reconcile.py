@@ -43,6 +43,7 @@ from blacklist_operator.readiness import (
     report_invalid_spec,
     write_status,
 )
+from blacklist_operator.rollout_gate import gate_default_images
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.volumes import check_volume_owner, kept_volume_path, static_volume_name
 
@@ -52,6 +53,9 @@ SECRET_RETRY_SECONDS = 10.0
 # A reconcile that left a child alone because an object of its name is someone else's runs
 # again this soon: that object carries none of our labels, so no watch tells of its removal.
 CONFLICT_RETRY_SECONDS = 30.0
+# A resource next in line to roll onto the operator's default images looks again this soon
+# (the end of a roll also wakes it at once).
+ROLLOUT_RETRY_SECONDS = 10.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
 
@@ -239,6 +243,12 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
             bls = place_host_path(bls, prefixes, kept)
         except ApiError as error:
             outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
+    gate = gate_default_images(runtime, body, bls)
+    bls = gate.bls
+    if gate.notice is not None:
+        outcome.notices.append(gate.notice)
+        logger.info(gate.notice[1])
+    outcome.rollout_retry = gate.retry
     try:
         hand_over_replicas(api, bls, logger)
     except ApiError as error:
@@ -315,4 +325,6 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         runtime.reconcile_later(key, SECRET_RETRY_SECONDS)
     elif outcome.conflicts:
         runtime.reconcile_later(key, CONFLICT_RETRY_SECONDS)
+    elif outcome.rollout_retry:
+        runtime.reconcile_later(key, ROLLOUT_RETRY_SECONDS)
     return outcome
