@@ -154,10 +154,10 @@ def ensure_schema(engine: Engine) -> None:
     metadata.create_all(engine, checkfirst=True)
     for table in metadata.sorted_tables:
         for index in sorted(table.indexes, key=lambda found: str(found.name)):
-            _ensure_index(engine, index)
+            _ensure_index(engine, table, index)
 
 
-def _ensure_index(engine: Engine, index: Index) -> None:
+def _ensure_index(engine: Engine, table: Table, index: Index) -> None:
     """Make ``index`` if it is missing; a failure is logged, never fatal.
 
     Without it the service works the same (the operator's lifts of wide ranges
@@ -167,6 +167,10 @@ def _ensure_index(engine: Engine, index: Index) -> None:
     """
     try:
         with engine.begin() as connection:
+            # Looked up first: CREATE INDEX locks the table (SHARE, against inserts) before
+            # it finds that the index exists, and every replica runs this at every start.
+            if engine.dialect.has_index(connection, table.name, str(index.name)):
+                return
             if engine.dialect.name == "postgresql":
                 connection.execute(text(f"SET LOCAL statement_timeout = {INDEX_BUILD_TIMEOUT_MS}"))
             connection.execute(CreateIndex(index, if_not_exists=True))
