@@ -35,6 +35,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
+from blacklist_service.bans.files import remove_stale_generations
 from blacklist_service.config import (
     ConfigError,
     Settings,
@@ -108,8 +109,12 @@ def prepare(settings: Settings) -> None:
     # loaded the ledger's bans, or claim a ledger connection it has not made.
     clear_markers(settings.state_dir)
     # A snapshot a previous run was writing when it stopped is of no use to anyone.
-    for unfinished in (settings.state_dir / "bans").glob("*.tmp"):
+    bans = settings.state_dir / "bans"
+    for unfinished in bans.glob("*.tmp"):
         unfinished.unlink(missing_ok=True)
+    # So are the files of a generation replaced just before it stopped.
+    for stale in remove_stale_generations(bans):
+        logger.info("Removed %s, left by a generation replaced as the last run stopped", stale.name)
 
 
 def start_worker() -> Flask:
