@@ -78,16 +78,23 @@ def test_someone_elses_banlist_configmap_is_left_untouched_and_reported(
         f"ConfigMap {taken} exists and was not created by this BlacklistService"
         in (reported["message"])
     )
-    events = cluster.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "reason=ChildConflict", "-o", "json"
-    )
-    assert f"ConfigMap {taken}" in events, "no ChildConflict Event naming it"
+
+    def event_posted() -> bool:
+        events = cluster.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", "reason=ChildConflict", "-o",
+            "json",
+        )  # fmt: skip
+        return f"ConfigMap {taken}" in events
+
+    # kopf posts Events from a queue of its own: shortly after the status.
+    wait_for(event_posted, 15, "a ChildConflict Event naming it", operator_process)
     # Passes go on meanwhile (the ledger is connected); none of them touches it.
     time.sleep(5)
     assert get_json(cluster, "configmap", taken, "-n", namespace) == before
     if taken != "bl-banlist":
         # No head names a generation whose part could not be written.
-        assert get_json(cluster, "configmap", "bl-banlist", "-n", namespace) is None
+        head = get_json(cluster, "configmap", "bl-banlist", "-n", namespace)
+        assert head is None, f"{head}\n{operator_process.log()[-4000:]}"
 
     # Its owner removes it: the sync writes its own list, the ledger's ban in it.
     cluster.kubectl("delete", "configmap", taken, "-n", namespace)
