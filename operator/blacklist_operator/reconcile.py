@@ -20,12 +20,8 @@ from blacklist_operator.builders import (
 )
 from blacklist_operator.builders.availability import applies_replicas, build_replicas_hand_over
 from blacklist_operator.builders.children import CUSTOM_KINDS
-from blacklist_operator.builders.naming import (
-    INSTANCE_LABEL,
-    MANAGED_BY_LABEL,
-    database_name,
-    service_name,
-)
+from blacklist_operator.builders.naming import database_name, service_name
+from blacklist_operator.builders.ownership import created_by, owned_by
 from blacklist_operator.database_access import database_credentials
 from blacklist_operator.model import (
     BlacklistService,
@@ -156,29 +152,6 @@ def running_image(deployment: Mapping[str, Any] | None) -> str | None:
         if container.get("name") == "service":
             return str(container.get("image"))
     return None
-
-
-def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
-    """Whether ``child`` has this BlacklistService as its controller."""
-    references = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == bls.uid and ref.get("controller") for ref in references)
-
-
-def created_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
-    """Whether an existing object is this resource's child, so that applying it takes nothing.
-
-    Ours: labelled managed-by this operator, and either controlled by this resource or
-    controlled by none and labelled with its instance (a claim kept by ``retainOnDelete``,
-    which outlives the resource that made it, is taken up by its successor).
-    """
-    metadata = child.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER:
-        return False
-    references = metadata.get("ownerReferences") or []
-    if any(ref.get("controller") for ref in references):
-        return owned_by(child, bls)
-    return labels.get(INSTANCE_LABEL) == bls.name
 
 
 def foreign_child(runtime: Runtime, bls: BlacklistService, manifest: Mapping[str, Any]) -> bool:
