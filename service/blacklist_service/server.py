@@ -11,7 +11,7 @@ background work (the delivery worker ends its round), within :data:`GRACEFUL_TIM
 
 granian is the default by measurement (``bench/service_bench.py``, same run,
 side by side, 2 cores): its HTTP layer is Rust, so the interpreter spends its
-time on the app; see the README's Performance section for the figures.
+time on the app; see docs/benchmarks.md for the figures.
 gunicorn stays selectable for a deployment that needs its behaviour, and is
 the default behind trusted proxies (``TRUSTED_PROXIES`` set): granian hands a
 request header ``X_Forwarded_For`` to the app as ``HTTP_X_FORWARDED_FOR``, the

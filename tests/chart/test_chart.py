@@ -2,7 +2,7 @@
 
 Those marked ``helm`` run ``helm lint`` and ``helm template`` (the binary that
 ``make setup`` builds) and assert on the parsed manifests:
-the security context the README documents, least-privilege RBAC in both watch
+the security context docs/security.md documents, least-privilege RBAC in both watch
 modes, the BlacklistService that reproduces the original deployment, a values
 schema that names the key it rejects, and values.yaml documented key by key.
 ``test_install.py`` installs the chart into the real cluster.

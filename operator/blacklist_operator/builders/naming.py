@@ -1,6 +1,6 @@
 """Names, labels and owner references shared by every child of a BlacklistService.
 
-Names are derived from the parent only (README, "What the operator creates"), so
+Names are derived from the parent only (docs/architecture.md, "What the operator creates"), so
 a restarted operator finds the same objects again and never creates duplicates.
 """
 
@@ -119,7 +119,10 @@ def selector_labels(bls: BlacklistService, component: str) -> dict[str, str]:
 
 
 def labels(bls: BlacklistService, component: str) -> dict[str, str]:
-    """Every label of a child (README, "What the operator creates"), our watch filter's too."""
+    """Every label of a child, our watch filter's too.
+
+    See docs/architecture.md, "What the operator creates".
+    """
     return {
         **selector_labels(bls, component),
         MANAGED_BY_LABEL: FIELD_MANAGER,

@@ -141,7 +141,9 @@ def _database_environment(
 def service_environment(
     bls: BlacklistService, external: ExternalDatabase | None = None
 ) -> list[dict[str, Any]]:
-    """The service container's environment (README "The service environment", docs/CONTRACTS.md).
+    """The service container's environment.
+
+    Documented in docs/configuration.md ("The service environment") and docs/CONTRACTS.md.
 
     ``external`` is the parsed Secret of ``spec.database.external``: the database
     variables then refer to that Secret (its ``url``, or its ``username`` and
