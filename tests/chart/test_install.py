@@ -64,6 +64,7 @@ ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
             "ingresses.networking.k8s.io",
             "poddisruptionbudgets.policy",
             "horizontalpodautoscalers.autoscaling",
+            "cronjobs.batch",
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
