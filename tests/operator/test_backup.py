@@ -50,8 +50,14 @@ def documented_blocks(section: str) -> list[str]:
     return blocks
 
 
-def run_documented(cluster: Cluster, section: str, timeout: float, **variables: str) -> str:
-    """Run the section's blocks with bash, ``set -e``, and their output."""
+def run_documented(
+    cluster: Cluster,
+    section: str,
+    timeout: float,
+    variables: dict[str, str],
+    cwd: Path | None = None,
+) -> str:
+    """Run the blocks of ``section`` with bash (``set -e``) and ``variables``; their output."""
     kubectl_directory = str(Path(cluster.kubectl_path).resolve().parent)
     env = {
         **cluster.env,
@@ -67,6 +73,7 @@ def run_documented(cluster: Cluster, section: str, timeout: float, **variables: 
             text=True,
             timeout=timeout,
             check=False,
+            cwd=cwd,
         )
         assert done.returncode == 0, f"{section}: {block}\n{done.stdout}\n{done.stderr}"
         output.append(done.stdout)
@@ -120,7 +127,7 @@ def run_step(
     for _ in range(3):
         ensure_backup(operator, namespace, name)
         try:
-            return run_documented(cluster, section, 180, NS=namespace, **variables)
+            return run_documented(cluster, section, 180, {"NS": namespace, **variables})
         except AssertionError as failure:
             failures.append(str(failure))
             cluster.kubectl("delete", "job", job, "-n", namespace, "--ignore-not-found")
@@ -133,7 +140,7 @@ def ready(cluster: Cluster, namespace: str, name: str) -> bool:
 
 
 def test_a_dump_restored_into_a_new_resource_holds_every_row(
-    operator_process: OperatorProcess, namespace: str
+    operator_process: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
     cluster = operator_process.cluster
     start(operator_process, namespace, SOURCE)
@@ -156,7 +163,20 @@ def test_a_dump_restored_into_a_new_resource_holds_every_row(
     log = run_step(
         operator_process, namespace, SOURCE, "Back up now", f"{SOURCE}-backup-now", FROM=SOURCE
     )
-    assert re.search(r"backup: wrote /backup/[0-9]{8}T[0-9]{6}Z\.dump \([0-9]+ bytes\)", log), log
+    written = re.search(r"backup: wrote /backup/([0-9]{8}T[0-9]{6}Z\.dump) \([0-9]+ bytes\)", log)
+    assert written is not None, log
+    cronjob = get_json(cluster, "cronjob", f"{SOURCE}-backup", "-n", namespace)
+    assert cronjob is not None
+    image = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    run_documented(
+        cluster,
+        "Copy a dump out",
+        120,
+        {"NS": namespace, "FROM": SOURCE, "IMAGE": image, "DUMP": written.group(1)},
+        cwd=tmp_path,
+    )
+    # pg_dump's custom format starts with its magic.
+    assert (tmp_path / written.group(1)).read_bytes().startswith(b"PGDMP")
 
     # The resource is lost, and the claim with its database with it.
     cluster.kubectl("delete", "bls", SOURCE, "-n", namespace, "--wait=true", "--timeout=90s")
@@ -212,3 +232,31 @@ def test_a_dump_restored_into_a_new_resource_holds_every_row(
         operator_process,
     )
     assert get_json(cluster, "pvc", f"{TARGET}-backup", "-n", namespace) is not None
+
+
+def test_an_edited_or_deleted_cronjob_is_restored(
+    operator_process: OperatorProcess, namespace: str
+) -> None:
+    cluster = operator_process.cluster
+    name = "drifting"
+    ensure_backup(operator_process, namespace, name)
+
+    def schedule() -> str | None:
+        cronjob = get_json(cluster, "cronjob", f"{name}-backup", "-n", namespace)
+        return None if cronjob is None else str(cronjob["spec"]["schedule"])
+
+    def settled() -> bool:
+        body = get_json(cluster, "bls", name, "-n", namespace) or {}
+        generation = (body.get("metadata") or {}).get("generation")
+        return (body.get("status") or {}).get("observedGeneration") == generation
+
+    wait_for(settled, 60, "the resource reconciled", operator_process)
+    patch = '{"spec": {"schedule": "@hourly"}}'
+    cluster.kubectl("patch", "cronjob", f"{name}-backup", "-n", namespace, "-p", patch)
+    wait_for(
+        lambda: schedule() == BACKUP["schedule"], 30, "the schedule put back", operator_process
+    )
+    cluster.kubectl("delete", "cronjob", f"{name}-backup", "-n", namespace, "--wait=true")
+    wait_for(
+        lambda: schedule() == BACKUP["schedule"], 30, "the CronJob recreated", operator_process
+    )
