@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from blacklist_devtools import network
-from blacklist_devtools.kube import Cluster
+from blacklist_devtools.kube import Cluster, KubectlError, wait_until
 from tests.operator.helpers import (
     REPO_ROOT,
     OperatorProcess,
@@ -101,17 +101,27 @@ def ensure_backup(operator: OperatorProcess, namespace: str, name: str) -> None:
 
     The cluster is shared: a test session of an older tree may put back a CRD without
     ``spec.database.backup``, which prunes the field (and the operator then deletes the
-    CronJob). Applying both again, as here before each documented step, puts it back.
+    CronJob), or refuses it. Applying both again, as here before each documented step,
+    puts it back; up to 5 attempts.
     """
     cluster = operator.cluster
-    install_crd(cluster)
-    apply_manifest(cluster, blacklist_service(name, namespace, database={"backup": BACKUP}))
-    wait_for(
-        lambda: get_json(cluster, "cronjob", f"{name}-backup", "-n", namespace) is not None,
-        30,
-        f"CronJob {name}-backup",
-        operator,
-    )
+    errors = []
+    for _ in range(5):
+        try:
+            install_crd(cluster)
+            manifest = blacklist_service(name, namespace, database={"backup": BACKUP})
+            apply_manifest(cluster, manifest)
+        except KubectlError as error:
+            errors.append(str(error))
+            continue
+        if wait_until(
+            lambda: get_json(cluster, "cronjob", f"{name}-backup", "-n", namespace) is not None,
+            timeout=30,
+            interval=0.25,
+        ):
+            return
+        errors.append(f"no CronJob {name}-backup within 30 s")
+    pytest.fail("\n".join(errors) + f"\n{operator.log()[-3000:]}")
 
 
 def run_step(
