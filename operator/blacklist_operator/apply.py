@@ -28,6 +28,7 @@ from blacklist_operator.fence import FENCE, ReleasedError
 # kind -> (plural, namespaced); only the kinds this operator writes or reads.
 _RESOURCES: dict[str, tuple[str, bool]] = {
     "ConfigMap": ("configmaps", True),
+    "CronJob": ("cronjobs", True),
     "Deployment": ("deployments", True),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
     "Ingress": ("ingresses", True),

@@ -22,6 +22,7 @@ from blacklist_operator.model_fields import IPNetwork as IPNetwork
 from blacklist_operator.model_fields import SpecError as SpecError
 from blacklist_operator.model_knobs import (
     AutoscalingSpec,
+    BackupSpec,
     DisruptionSpec,
     ExternalDatabaseSpec,
     IngressSpec,
@@ -101,6 +102,8 @@ class DatabaseSpec:
     storage: StorageSpec = field(default_factory=StorageSpec)
     # A PostgreSQL run elsewhere; None: the bundled one.
     external: ExternalDatabaseSpec | None = None
+    # The scheduled pg_dump of the bundled database; None: no backup.
+    backup: BackupSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ def _parse_database(database: Mapping[str, Any], default_image: str) -> Database
             ),
         ),
         external=knobs.parse_external(database),
+        backup=knobs.parse_backup(database),
     )
 
 

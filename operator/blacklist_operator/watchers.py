@@ -58,6 +58,7 @@ WATCHED_CHILDREN = (
     ("networking.k8s.io/v1", "ingresses"),
     ("policy/v1", "poddisruptionbudgets"),
     ("autoscaling/v2", "horizontalpodautoscalers"),
+    ("batch/v1", "cronjobs"),
 )
 
 

@@ -286,7 +286,12 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
             assert not {"delete", "update"} & rules_for(role, resource), resource
         # The optional children are deleted when the spec no longer asks for them.
         namespaced = bool(rules_for(role, "deployments"))
-        for resource in ("ingresses", "poddisruptionbudgets", "horizontalpodautoscalers"):
+        for resource in (
+            "ingresses",
+            "poddisruptionbudgets",
+            "horizontalpodautoscalers",
+            "cronjobs",
+        ):
             assert not namespaced or rules_for(role, resource) == {
                 "get",
                 "list",

@@ -52,6 +52,7 @@ def test_one_replica_has_no_budget_and_the_optional_children_are_absent() -> Non
         ("autoscaling/v2", "HorizontalPodAutoscaler", "demo"),
         ("v1", "Service", "demo-metrics"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "demo"),
+        ("batch/v1", "CronJob", "demo-backup"),
     ]
 
 

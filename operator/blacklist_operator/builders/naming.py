@@ -18,6 +18,8 @@ OPERATOR_APP_NAME = "blacklist-operator"
 COMPONENT_SERVICE = "service"
 COMPONENT_DATABASE = "database"
 COMPONENT_BANLIST = "banlist"
+# The CronJob N-backup, its pods and its claim.
+COMPONENT_BACKUP = "backup"
 # The Service N-metrics: its own component, so that a ServiceMonitor selects it and not Service N.
 COMPONENT_METRICS = "metrics"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -55,6 +57,11 @@ def database_name(bls: BlacklistService) -> str:
 def database_name_of(instance: str) -> str:
     """:func:`database_name` of the instance named ``instance`` (for callers without a spec)."""
     return f"{instance}-postgres"
+
+
+def backup_name(bls: BlacklistService) -> str:
+    """Name of the backup CronJob and of the claim its dumps are kept on."""
+    return f"{bls.name}-backup"
 
 
 def database_settings_name(bls: BlacklistService) -> str:
