@@ -23,6 +23,7 @@ SCRIPTS = (
     "takeover_bench.py",
     "propagation_bench.py",
     "flood_bench.py",
+    "upgrade_bench.py",
 )
 REPORT = BENCH_DIR.parent / ".local" / "bench" / "report.txt"
 
