@@ -24,6 +24,7 @@ SCRIPTS = (
     "propagation_bench.py",
     "flood_bench.py",
     "scrape_bench.py",
+    "upgrade_bench.py",
 )
 REPORT = BENCH_DIR.parent / ".local" / "bench" / "report.txt"
 

@@ -7,9 +7,10 @@
    the registry already has (a release is never overwritten);
 2. builds what changed (``hack/images.sh build``), then gives the service and the
    operator image their OCI labels (``org.opencontainers.image.version``,
-   ``.revision``, ``.source``) on a copy made with ``buildah bud`` from a
-   two-line Containerfile — labels only, so the layers are the built ones — and
-   pushes them as ``REGISTRY/flask-blacklist-svc:X.Y.Z`` and
+   ``.revision``, ``.source``) and the environment ``BLACKLIST_VERSION``,
+   ``BLACKLIST_REVISION`` (which their ``*_build_info`` metrics report) on a copy
+   made with ``buildah bud`` from a three-line Containerfile — configuration only,
+   so the layers are the built ones — and pushes them as ``REGISTRY/flask-blacklist-svc:X.Y.Z`` and
    ``REGISTRY/blacklist-operator:X.Y.Z``, recording their digests. The labels are
    applied here rather than as build arguments of the Dockerfiles, because a
    revision that changes with every commit would make ``make images`` rebuild
@@ -50,6 +51,7 @@ from blacklist_devtools import registry as local_registry
 from blacklist_devtools.cluster import binary
 from blacklist_devtools.release_metadata import (
     ReleaseError,
+    build_environment,
     changelog_has_section,
     check_version,
     install_command,
@@ -212,9 +214,17 @@ def containers_env() -> dict[str, str]:
 
 
 def publish_image(
-    options: Options, image_id: str, name: str, labels: dict[str, str], work: Path
+    options: Options,
+    image_id: str,
+    name: str,
+    labels: dict[str, str],
+    environment: dict[str, str],
+    work: Path,
 ) -> str:
     """Label a copy of the image, push it as ``REGISTRY/NAME:VERSION``; its digest reference.
+
+    The copy also carries ``environment`` (the release's version and revision, which the
+    ``*_build_info`` metrics report).
 
     The copy's creation time is the commit's (as SOURCE_DATE_EPOCH would make it), so the
     same image, version and commit always give the same digest, a release run again too.
@@ -223,7 +233,7 @@ def publish_image(
     context = work / f"label-{name}"
     context.mkdir()
     (context / "Containerfile").write_text(
-        labelled_containerfile(image_id.removeprefix("sha256:"), labels)
+        labelled_containerfile(image_id.removeprefix("sha256:"), labels, environment)
     )
     local = f"localhost/release/{name}:{options.version}"
     target = f"{options.registry}/{name}:{options.version}"
@@ -306,11 +316,14 @@ def release(options: Options) -> Released:
     ids = released.built = build_images()
     released.seconds["build"] = round(time.monotonic() - started, 1)
     labels = oci_labels(options.version, revision, options.source)
+    environment = build_environment(options.version, revision)
     with tempfile.TemporaryDirectory(prefix="release-") as scratch:
         work = Path(scratch)
         started = time.monotonic()
         for kind, name in IMAGE_NAMES.items():
-            released.images[kind] = publish_image(options, ids[kind], name, labels, work)
+            released.images[kind] = publish_image(
+                options, ids[kind], name, labels, environment, work
+            )
             log(f"pushed {released.images[kind]}")
         released.seconds["push_images"] = round(time.monotonic() - started, 1)
         started = time.monotonic()

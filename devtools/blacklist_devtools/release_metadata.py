@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from blacklist_contract.build import REVISION_ENV, VERSION_ENV
+
 # Semantic Versioning 2.0.0 (semver.org's own expression), without build metadata: an OCI
 # tag cannot hold "+", so a version with it could not name an image.
 SEMVER = re.compile(
@@ -29,8 +31,8 @@ _KEY = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_./-]+):(?P<rest>.*)$")
 _BLOCK_SCALAR = re.compile(r"^\s*[|>][-+0-9]*\s*(#.*)?$")
 # Registries on this machine's loopback speak plain HTTP (as the test bed's does).
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-# Characters a Containerfile LABEL value may not hold here: quoting and variable expansion.
-_UNSAFE_LABEL = re.compile(r'[\s"\\$]')
+# Characters a Containerfile LABEL or ENV value may not hold here: quoting and variable expansion.
+_UNSAFE_VALUE = re.compile(r'[\s"\\$]')
 
 
 class ReleaseError(Exception):
@@ -135,17 +137,34 @@ def oci_labels(version: str, revision: str, source: str) -> dict[str, str]:
     }
 
 
-def labelled_containerfile(base: str, labels: Mapping[str, str]) -> str:
-    """A Containerfile that adds ``labels`` to the image ``base`` and nothing else.
+def build_environment(version: str, revision: str) -> dict[str, str]:
+    """The environment of a released image: its release, for the ``*_build_info`` metrics."""
+    return {VERSION_ENV: version, REVISION_ENV: revision}
 
-    buildah (``--layers``) commits LABEL as an empty layer: the released image has the
-    same layers as ``base``, only its configuration differs.
+
+def _instruction(instruction: str, pairs: Mapping[str, str], what: str) -> str:
+    """A LABEL or ENV instruction of ``KEY="VALUE"`` pairs, one per line, aligned."""
+    for key, value in pairs.items():
+        if _UNSAFE_VALUE.search(value) or _UNSAFE_VALUE.search(key):
+            raise ReleaseError(f"{what} {key}={value!r}: no spaces, quotes, backslashes or $")
+    separator = " \\\n" + " " * (len(instruction) + 1)
+    return f"{instruction} " + separator.join(f'{key}="{value}"' for key, value in pairs.items())
+
+
+def labelled_containerfile(
+    base: str, labels: Mapping[str, str], environment: Mapping[str, str]
+) -> str:
+    """A Containerfile that adds ``labels`` and ``environment`` to the image ``base``, nothing else.
+
+    buildah (``--layers``) commits LABEL and ENV as empty layers: the released image has
+    the same layers as ``base``, only its configuration differs. The environment names
+    the release (:func:`build_environment`), so two releases of one tree differ visibly.
     """
-    for key, value in labels.items():
-        if _UNSAFE_LABEL.search(value) or _UNSAFE_LABEL.search(key):
-            raise ReleaseError(f"label {key}={value!r}: no spaces, quotes, backslashes or $")
-    body = " \\\n      ".join(f'{key}="{value}"' for key, value in labels.items())
-    return f"FROM {base}\nLABEL {body}\n"
+    return (
+        f"FROM {base}\n"
+        f"{_instruction('LABEL', labels, 'label')}\n"
+        f"{_instruction('ENV', environment, 'environment variable')}\n"
+    )
 
 
 def plain_http(registry: str) -> bool:

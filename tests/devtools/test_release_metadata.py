@@ -9,6 +9,7 @@ import yaml
 
 from blacklist_devtools.release_metadata import (
     ReleaseError,
+    build_environment,
     changelog_has_section,
     check_version,
     install_command,
@@ -108,20 +109,33 @@ def test_what_is_not_one_plain_scalar_is_refused(text: str, path: list[str], mes
         set_scalar(text, path, "v")
 
 
-def test_the_containerfile_only_adds_labels() -> None:
+def test_the_containerfile_only_adds_labels_and_the_release_environment() -> None:
     labels = oci_labels("1.2.3", "0" * 40, "https://example.org/blacklist-operator")
-    assert labelled_containerfile("abc123", labels) == (
+    environment = build_environment("1.2.3", "0" * 40 + "-dirty")
+    assert environment == {"BLACKLIST_VERSION": "1.2.3", "BLACKLIST_REVISION": "0" * 40 + "-dirty"}
+    assert labelled_containerfile("abc123", labels, environment) == (
         "FROM abc123\n"
         'LABEL org.opencontainers.image.version="1.2.3" \\\n'
         f'      org.opencontainers.image.revision="{"0" * 40}" \\\n'
         '      org.opencontainers.image.source="https://example.org/blacklist-operator"\n'
+        'ENV BLACKLIST_VERSION="1.2.3" \\\n'
+        f'    BLACKLIST_REVISION="{"0" * 40}-dirty"\n'
     )
 
 
 @pytest.mark.parametrize("source", ["https://x/$HOME", 'https://x/"', "https://x/ y"])
 def test_a_label_that_the_containerfile_would_reinterpret_is_refused(source: str) -> None:
     with pytest.raises(ReleaseError, match="label"):
-        labelled_containerfile("abc", oci_labels("1.0.0", "0" * 40, source))
+        labelled_containerfile(
+            "abc", oci_labels("1.0.0", "0" * 40, source), build_environment("1.0.0", "0")
+        )
+
+
+def test_an_environment_value_that_the_containerfile_would_reinterpret_is_refused() -> None:
+    with pytest.raises(ReleaseError, match="environment variable BLACKLIST_REVISION"):
+        labelled_containerfile(
+            "abc", oci_labels("1.0.0", "0", "https://x"), build_environment("1.0.0", "$(id)")
+        )
 
 
 @pytest.mark.parametrize(

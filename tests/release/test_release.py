@@ -146,6 +146,10 @@ def test_the_images_carry_the_oci_labels_and_the_built_layers(
         assert labels["org.opencontainers.image.version"] == version
         assert labels["org.opencontainers.image.revision"] == released.revision
         assert labels["org.opencontainers.image.source"] == SOURCE
+        # The release's environment, which each side's *_build_info metric reports.
+        environment = config["config"]["Env"]
+        assert f"BLACKLIST_VERSION={version}" in environment
+        assert f"BLACKLIST_REVISION={released.revision}" in environment
         # Created at the commit's time: the same commit and version give the same digest.
         assert config["created"].startswith(committed.strftime("%Y-%m-%dT%H:%M:%S"))
         # Labels only: the layers are those of the image `hack/images.sh build` made.
