@@ -15,7 +15,7 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup packages venv toolchain images cluster-up cluster-down cluster-status demo demo-down \
-        test test-unit lint values-table crd-reference docs docs-check crds bench lock clean
+        test test-unit lint values-table crd-reference docs docs-check crds bench lock release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,12 @@ test-unit: venv ## Only the tests that need no cluster, database, mail server, h
 
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py
+
+release: venv ## Publish VERSION=x.y.z: images and chart to REGISTRY (default the test bed's), SBOMs; TAG_GIT=1 tags vVERSION
+	@[ -n "$(VERSION)" ] || { echo "usage: make release VERSION=x.y.z [REGISTRY=host:port] [SOURCE=url] [TAG_GIT=1]"; exit 2; }
+	$(PY) -m blacklist_devtools.release --version "$(VERSION)" \
+		$(if $(REGISTRY),--registry "$(REGISTRY)") $(if $(SOURCE),--source "$(SOURCE)") \
+		$(if $(filter 1,$(TAG_GIT)),--tag-git) $(if $(filter 1,$(ALLOW_DIRTY)),--allow-dirty)
 
 lock: ## Re-resolve the extras of pyproject.toml into the hashed lock files (UPGRADE=1: newest versions)
 	bash hack/lock.sh

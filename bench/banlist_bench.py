@@ -136,7 +136,12 @@ class Recorder:
         else:
             self.head_writes += 1
 
-    def delete(self, *_: Any) -> None:
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The first write of a name: counted as an apply, with the uid the next ones carry."""
+        self.apply(manifest)
+        return {"metadata": {"uid": f"uid-{manifest['metadata']['name']}"}}
+
+    def delete(self, *_: Any, **__: Any) -> None:
         """Nothing to count: a delete stores a tombstone only."""
 
     def get(self, *_: Any) -> None:

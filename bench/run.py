@@ -24,6 +24,7 @@ SCRIPTS = (
     "takeover_node_bench.py",
     "propagation_bench.py",
     "flood_bench.py",
+    "scrape_bench.py",
 )
 REPORT = BENCH_DIR.parent / ".local" / "bench" / "report.txt"
 

@@ -287,8 +287,12 @@ EOF
     mv "$manifest.partial" "$manifest"
 }
 
+# `hack/images.sh build` (for `make release`): builds what changed, pushes nothing, leaves
+# images.json as it is, and prints the product images' ids, `service sha256:...` and
+# `operator sha256:...`, which stay valid whatever later builds tag under the same names.
 main() {
-    local started=$SECONDS hash
+    local started=$SECONDS hash mode=${1:-push}
+    [[ $mode == push || $mode == build ]] || { log "usage: $0 [build]"; exit 2; }
     ensure_packages
     configure_containers
     # Two runs at once would race for the same tags and archives.
@@ -299,6 +303,12 @@ main() {
     hash=$( (echo "$PYTHON_BASE"; image_id "$DEBIAN_BASE") | inputs_hash images/python)
     build "$PYTHON_BASE" "$hash" "$ROOT/images/python/Dockerfile" "$ROOT/images/python"
     build_product_images
+    if [[ $mode == build ]]; then
+        printf 'service sha256:%s\noperator sha256:%s\n' \
+            "$(image_id "localhost/$SERVICE")" "$(image_id "localhost/$OPERATOR")"
+        log "images built in $((SECONDS - started)) s (not pushed)"
+        return
+    fi
     build_pause_image
 
     REGISTRY=$("$ROOT/.venv/bin/python" -m blacklist_devtools.registry up)

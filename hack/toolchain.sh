@@ -23,6 +23,9 @@ NETWORK_POLICIES_VERSION="${NETWORK_POLICIES_VERSION:-0.8.0}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
 # Prometheus publishes its Go module as v0.3MM.P for release 3.MM.P.
 PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-3.16.0}"
+# syft writes the SBOM of each released image; only `make release` needs it, so it is built
+# on demand (`hack/toolchain.sh syft`), not by `make setup`.
+SYFT_VERSION="${SYFT_VERSION:-1.57.2}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${BLACKLIST_TOOLCHAIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blacklist-operator/toolchain}"
@@ -260,6 +263,23 @@ build_registry() {
     "github.com/distribution/distribution/v3/cmd/registry@v$version"
 }
 
+# The SBOM generator, with the version stamps of upstream's release builds.
+build_syft() {
+  local version="$1" ldflags="-s -w"
+  ldflags="$ldflags -X main.version=$version -X main.gitCommit=module -X main.buildDate=1970-01-01T00:00:00Z"
+  GOBIN="$PWD/bin" go install -trimpath -ldflags "$ldflags" "github.com/anchore/syft/cmd/syft@v$version"
+}
+
+mkdir -p "$LINKS"
+link() { ln -sfn "$1" "$LINKS/$(basename "$1")"; }
+
+# `hack/toolchain.sh syft`: the release's SBOM tool alone (about 3 minutes cold on 2 cores).
+if [ "${1:-}" = syft ]; then
+  build_component syft "$SYFT_VERSION" build_syft syft
+  link "$CACHE/syft-v$SYFT_VERSION/bin/syft"
+  exit 0
+fi
+
 build_component kubernetes "$K8S_VERSION" build_kubernetes \
   kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy
 build_component etcd "$ETCD_VERSION" build_etcd etcd
@@ -272,8 +292,6 @@ build_component network-policies "$NETWORK_POLICIES_VERSION" build_network_polic
 build_component registry "$REGISTRY_VERSION" build_registry registry
 build_component promtool "$PROMETHEUS_VERSION" build_promtool promtool
 
-mkdir -p "$LINKS"
-link() { ln -sfn "$1" "$LINKS/$(basename "$1")"; }
 for binary in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
   link "$CACHE/kubernetes-v$K8S_VERSION/bin/$binary"
 done

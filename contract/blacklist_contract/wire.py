@@ -14,7 +14,9 @@ A resource ``N``'s ban list is written by the operator as
   part whose generation is not the head's is being rewritten: read it again
   after the next head change.
 
-Both carry ``blacklist.dev/lifts-seen`` (docs/CONTRACTS.md). A part's bytes:
+Both carry ``blacklist.dev/lifts-seen`` (docs/CONTRACTS.md) and the operator's
+labels (:func:`written_by_operator`): a ConfigMap of one of these names without
+them is someone else's, and a reader takes nothing from it. A part's bytes:
 zlib of ``MAGIC`` then sections, each a header ``<BBI`` (version, length,
 count) and its columns, little-endian: ``keys`` (``I`` for IPv4; for IPv6 the
 top 64 bits as ``Q``), ``low`` (IPv6 longer than /64 only: the low 64 bits as
@@ -30,8 +32,9 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from blacklist_contract.prefixes import IPV4, IPV6, Prefix
 
@@ -44,6 +47,10 @@ MAX_PARTS = 64
 PART_DATA_KEY = "bans"
 SNAPSHOT_ANNOTATION = "blacklist.dev/snapshot"
 LIFTS_SEEN_ANNOTATION = "blacklist.dev/lifts-seen"
+# The labels the operator puts on every ConfigMap of a ban list.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+OPERATOR_NAME = "blacklist-operator"
 _HEADER = struct.Struct("<BBI")
 _LOW64 = (1 << 64) - 1
 
@@ -51,6 +58,16 @@ _LOW64 = (1 << 64) - 1
 def head_name(resource: str) -> str:
     """The head ConfigMap of a resource's ban list."""
     return f"{resource}{HEAD_SUFFIX}"
+
+
+def written_by_operator(config_map: Mapping[str, Any], resource: str) -> bool:
+    """Whether ``config_map`` carries the operator's labels for ``resource``'s ban list.
+
+    Another team's ConfigMap that happens to have the name (the operator leaves
+    it untouched and reports it) has not: its lines would ban or unban anything.
+    """
+    labels = (config_map.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == OPERATOR_NAME and labels.get(INSTANCE_LABEL) == resource
 
 
 def part_name(resource: str, index: int) -> str:

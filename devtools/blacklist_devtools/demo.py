@@ -2,11 +2,15 @@
 
 ``python -m blacklist_devtools.demo up`` starts the local cluster (control
 plane and a real node) and an SMTP server on the node's address that stores
-every mail in ``.local/demo/mailbox``; installs the operator with Helm from
-``chart/``; applies ``examples/blacklistservice.yaml`` (2 replicas) with its
-mail settings pointed at that SMTP server and its database image set to the
-locally built PostgreSQL image; waits until the ``BlacklistService`` is
-``Ready``; writes ``.local/demo.json``; and prints commands to try. ``down``
+every mail in ``.local/demo/mailbox``; publishes this tree to the test bed's
+registry as the development release ``APPVERSION-dev`` (``make release``'s
+path: images labelled and pushed by digest, the chart pushed as an OCI
+artifact, no SBOM) and installs the operator from there, ``helm install
+oci://localhost:5050/charts/blacklist-operator``, as users install a release;
+applies ``examples/blacklistservice.yaml`` (2 replicas) with its mail settings
+pointed at that SMTP server and its database image set to the locally built
+PostgreSQL image; waits until the ``BlacklistService`` is ``Ready``; writes
+``.local/demo.json``; and prints commands to try. ``down``
 stops all of it.
 """
 
@@ -19,11 +23,12 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from blacklist_devtools import cluster, images, processes, registry, stack
+from blacklist_devtools import cluster, images, processes, registry, release, stack
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.net import free_port, port_is_open, wait_for_port
 from blacklist_devtools.network import CLIENT_ADDRESSES, CLIENT_NETNS, NODE_ADDRESS
 from blacklist_devtools.processes import ProcessRecord
+from blacklist_devtools.release_metadata import ReleaseError
 from blacklist_operator.banlist.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import banlist_shard_name
 
@@ -32,7 +37,6 @@ STATE_FILE = DEMO_DIR / "state.json"
 DEMO_JSON = cluster.LOCAL_DIR / "demo.json"
 MAILBOX = DEMO_DIR / "mailbox"
 EXAMPLE = cluster.REPO_ROOT / "examples" / "blacklistservice.yaml"
-CHART = cluster.REPO_ROOT / "chart"
 NAMESPACE = "demo"
 OPERATOR_NAMESPACE = "blacklist-system"
 RELEASE = "blacklist-operator"
@@ -78,11 +82,17 @@ def up() -> None:
         wait_for_port(NODE_ADDRESS, smtp_port, 30)
     smtp_port = int(json.loads(STATE_FILE.read_text())["smtp_port"])
     log(f"SMTP server on {NODE_ADDRESS}:{smtp_port}, mails stored in {MAILBOX}")
-    log(f"installing the operator with Helm into namespace {OPERATOR_NAMESPACE}")
-    stack.helm(
-        handle, cluster.binary("helm"), "upgrade", "--install", RELEASE, str(CHART),
-        "--namespace", OPERATOR_NAMESPACE, "--create-namespace", "--wait", "--timeout", "180s",
-        stack.TAKE_OWNERSHIP, *stack.operator_image_values(),
+    options = release.dev_options(registry.address())
+    log(f"publishing this tree to {registry.address()} as release {options.version}")
+    try:
+        published = release.release(options)
+    except ReleaseError as error:
+        raise SystemExit(f"publishing {options.version} failed: {error}") from error
+    log(f"installing {published.chart} with Helm into namespace {OPERATOR_NAMESPACE}")
+    stack.install_published(
+        handle, cluster.binary("helm"), RELEASE, OPERATOR_NAMESPACE, published,
+        # For a resource that names no database image: the local PostgreSQL image.
+        "--set", f"defaults.databaseImage={images.reference('postgres')}",
     )  # fmt: skip
     cluster.kubectl(
         "apply",
@@ -111,7 +121,8 @@ def up() -> None:
         "client_addresses": list(CLIENT_ADDRESSES),
         "database_url": found.database_url,
         "mailbox": str(MAILBOX),
-        "images": {kind: images.reference(kind) for kind in ("service", "operator", "postgres")},
+        "release": published.chart,
+        "images": {**published.images, "postgres": images.reference("postgres")},
     }
     DEMO_JSON.write_text(json.dumps(summary, indent=2) + "\n")
     log(f"ready in {time.monotonic() - started:.1f} s; wrote {DEMO_JSON}")

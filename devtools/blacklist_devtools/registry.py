@@ -181,6 +181,23 @@ def manifest_digest(repository: str, tag: str) -> str | None:
         raise
 
 
+def delete_manifest(repository: str, digest: str) -> bool:
+    """Delete the manifest ``digest`` (and every tag on it); whether the registry had it.
+
+    Its blobs stay until a garbage collection; the tests remove what they published.
+    """
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/v2/{repository}/manifests/{digest}", method="DELETE"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status) == 202
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``up``, ``down``, ``status`` or ``address``."""
     parser = argparse.ArgumentParser(prog="python -m blacklist_devtools.registry")

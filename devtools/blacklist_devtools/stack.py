@@ -25,6 +25,8 @@ from blacklist_devtools import images
 from blacklist_devtools.http import answers, get
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.network import NODE_ADDRESS
+from blacklist_devtools.release import CHART_NAME, Released
+from blacklist_devtools.release_metadata import plain_http
 from blacklist_devtools.smtp import SmtpServer
 from blacklist_operator.banlist.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
@@ -205,6 +207,27 @@ class Deployed:
 # several releases share the test bed's cluster, so each install takes the CRD over (crds.keep
 # leaves it in place when a release is uninstalled).
 TAKE_OWNERSHIP = "--take-ownership"
+
+
+def install_published(
+    cluster: Cluster,
+    helm_path: str,
+    release: str,
+    namespace: str,
+    published: Released,
+    *arguments: str,
+) -> None:
+    """``helm upgrade --install`` the chart ``published`` pushed, from its OCI registry.
+
+    As the release prints it, with ``arguments`` added; waits for the operator.
+    """
+    helm(
+        cluster, helm_path, "upgrade", "--install", release,
+        f"oci://{published.registry}/charts/{CHART_NAME}", "--version", published.version,
+        *(["--plain-http"] if plain_http(published.registry) else []),
+        "--namespace", namespace, "--create-namespace", "--wait", "--timeout", "180s",
+        TAKE_OWNERSHIP, *arguments,
+    )  # fmt: skip
 
 
 def default_image_values() -> list[str]:

@@ -44,7 +44,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line; every flag also documented in README.md."""
+    """The command line; every flag also documented in docs/configuration.md."""
     parser = argparse.ArgumentParser(
         prog="python -m blacklist_operator",
         description="Run the blacklist-operator: reconcile BlacklistService resources.",

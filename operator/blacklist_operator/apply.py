@@ -28,6 +28,7 @@ from blacklist_operator.fence import FENCE, ReleasedError
 # kind -> (plural, namespaced); only the kinds this operator writes or reads.
 _RESOURCES: dict[str, tuple[str, bool]] = {
     "ConfigMap": ("configmaps", True),
+    "CronJob": ("cronjobs", True),
     "Deployment": ("deployments", True),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
     "Ingress": ("ingresses", True),
@@ -304,16 +305,25 @@ class KubernetesApi:
         )
         return body
 
-    def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
-        """Delete the object (in the background); ``False`` when it was already gone."""
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        uid: str | None = None,
+    ) -> bool:
+        """Delete the object (in the background); ``False`` when it was already gone.
+
+        With ``uid``, only that object: one of the same name made since (409) is left.
+        """
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid is not None:
+            body["preconditions"] = {"uid": uid}
         try:
-            self._call(
-                "DELETE",
-                _path(api_version, kind, namespace, name),
-                body={"propagationPolicy": "Background"},
-            )
+            self._call("DELETE", _path(api_version, kind, namespace, name), body=body)
         except ApiError as error:
-            if error.status == 404:
+            if error.status == 404 or (uid is not None and error.status == 409):
                 return False
             raise
         return True

@@ -72,7 +72,7 @@ class LeaderElection:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--leader-election*`` flags (README, "The operator")."""
+    """The ``--leader-election*`` flags (docs/configuration.md, "The operator")."""
     defaults = ElectionTiming()
     parser.add_argument(
         "--leader-election",

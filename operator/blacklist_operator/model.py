@@ -22,6 +22,7 @@ from blacklist_operator.model_fields import IPNetwork as IPNetwork
 from blacklist_operator.model_fields import SpecError as SpecError
 from blacklist_operator.model_knobs import (
     AutoscalingSpec,
+    BackupSpec,
     DisruptionSpec,
     ExternalDatabaseSpec,
     IngressSpec,
@@ -101,6 +102,8 @@ class DatabaseSpec:
     storage: StorageSpec = field(default_factory=StorageSpec)
     # A PostgreSQL run elsewhere; None: the bundled one.
     external: ExternalDatabaseSpec | None = None
+    # The scheduled pg_dump of the bundled database; None: no backup.
+    backup: BackupSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ def _parse_database(database: Mapping[str, Any], default_image: str) -> Database
             ),
         ),
         external=knobs.parse_external(database),
+        backup=knobs.parse_backup(database),
     )
 
 
@@ -362,3 +366,19 @@ def place_host_path(
     directory = kept or host_path_directory(bls, prefixes)
     database = replace(bls.spec.database, storage=replace(storage, host_path=directory))
     return replace(bls, spec=replace(bls.spec, database=database))
+
+
+def with_images(
+    bls: BlacklistService, service: str | None, database: str | None
+) -> BlacklistService:
+    """``bls`` running ``service`` and ``database`` images instead of its spec's (None: its own).
+
+    For a resource that waits for its turn to roll onto the operator's new default
+    images (:mod:`blacklist_operator.rollout`): it keeps the images it runs.
+    """
+    spec = bls.spec
+    if service is not None:
+        spec = replace(spec, image=service)
+    if database is not None:
+        spec = replace(spec, database=replace(spec.database, image=database))
+    return replace(bls, spec=spec)

@@ -1,6 +1,7 @@
 """The production knobs of a BlacklistService, typed: disruptions, autoscaling, scraping, ingress.
 
-Also the external database a resource may use instead of the bundled one. Each
+Also the external database a resource may use instead of the bundled one, and the
+scheduled backup of the bundled one. Each
 parser reads one object of the raw spec with the CRD's defaults, as
 :mod:`blacklist_operator.model_fields` does for single fields.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from blacklist_operator import model_fields as fields
@@ -22,6 +23,15 @@ NOT_YET = "is not supported by this version of the operator yet"
 _DATA_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 # Where the CA of an external database may be: the field, and the kind it names.
 CA_REFERENCES = {"caSecretRef": "Secret", "caConfigMapRef": "ConfigMap"}
+# A cron schedule, loosely: five fields, or a macro; the CronJob controller checks the rest.
+CRON_SCHEDULE = re.compile(
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+[ \t]+){4}\S+)$"
+)
+DEFAULT_BACKUP_RETENTION = 7
+DEFAULT_BACKUP_RESOURCES: Mapping[str, Mapping[str, str]] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
 _HOST = re.compile(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -66,6 +76,19 @@ class ExternalDatabaseSpec:
     sslmode: str = "prefer"
     # The CA certificate that signed the server's: a key of a Secret or a ConfigMap.
     ca: CaReference | None = None
+
+
+@dataclass(frozen=True)
+class BackupSpec:
+    """A scheduled ``pg_dump`` of the bundled database onto a claim of its own."""
+
+    schedule: str
+    retention: int = DEFAULT_BACKUP_RETENTION
+    size: str = "1Gi"
+    storage_class_name: str | None = None
+    resources: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: DEFAULT_BACKUP_RESOURCES
+    )
 
 
 @dataclass(frozen=True)
@@ -170,3 +193,43 @@ def _parse_ca(external: Mapping[str, Any]) -> CaReference | None:
     if not (isinstance(key, str) and _DATA_KEY.match(key)):
         raise SpecError(f"{path}.key", "must be a key of its data")
     return CaReference(CA_REFERENCES[given[0]], name, key)
+
+
+def parse_backup(database: Mapping[str, Any]) -> BackupSpec | None:
+    """``spec.database.backup``, or None when no backup is asked for."""
+    if database.get("backup") is None:
+        return None
+    if database.get("external") is not None:
+        raise SpecError(
+            "spec.database.backup",
+            "is for the bundled database only: back up your external database yourself",
+        )
+    backup = fields.mapping(database, "backup", "spec.database.backup")
+    schedule = backup.get("schedule")
+    if schedule is None:
+        raise SpecError("spec.database.backup.schedule", "is required")
+    if not isinstance(schedule, str) or not CRON_SCHEDULE.match(schedule.strip()):
+        raise SpecError(
+            "spec.database.backup.schedule",
+            "must be a cron schedule of five fields (such as '0 3 * * *') or a macro (@daily)",
+        )
+    storage = fields.mapping(backup, "storage", "spec.database.backup.storage")
+    size = fields.string(storage, "size", "spec.database.backup.storage.size", "1Gi")
+    if not fields.QUANTITY.match(size) or size.endswith("m"):
+        raise SpecError("spec.database.backup.storage.size", "must be a quantity such as 1Gi")
+    class_name = fields.optional_string(
+        storage, "storageClassName", "spec.database.backup.storage.storageClassName"
+    )
+    if class_name is not None and not fields.DNS_SUBDOMAIN.match(class_name):
+        raise SpecError("spec.database.backup.storage.storageClassName", "must name a StorageClass")
+    return BackupSpec(
+        schedule=schedule.strip(),
+        retention=fields.integer(
+            backup, "retention", "spec.database.backup.retention", DEFAULT_BACKUP_RETENTION, 1, 365
+        ),
+        size=size,
+        storage_class_name=class_name,
+        resources=fields.resources(
+            backup, "spec.database.backup.resources", DEFAULT_BACKUP_RESOURCES
+        ),
+    )

@@ -21,6 +21,10 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     # (reason, message) of Warning Events: what a user must know even when it healed.
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    # (reason, message) of Normal Events: a roll onto the operator's default images starts or waits.
+    notices: list[tuple[str, str]] = field(default_factory=list)
+    # Waiting for its turn to roll, and the next in line: reconcile again soon.
+    rollout_retry: bool = False
     ready: bool = False
     first: bool = False
     # Why the Secret of spec.database.external cannot be used (Ready=False DatabaseSecretInvalid),

@@ -41,13 +41,27 @@ def deployment_progress(deployment: Mapping[str, Any] | None) -> DeploymentProgr
     status = deployment.get("status") or {}
     wanted = int(spec.get("replicas", 1))
     total = int(status.get("replicas", 0))
-    counts = (total, int(status.get("readyReplicas", 0)), wanted)
-    if int(status.get("observedGeneration", 0)) < int(metadata.get("generation", 0)):
-        return DeploymentProgress(False, "is rolling out", *counts)
-    available = int(status.get("availableReplicas", 0))
     updated = int(status.get("updatedReplicas", 0))
+    image = template_image(deployment)
+    counts = (total, int(status.get("readyReplicas", 0)), wanted, image)
+    if int(status.get("observedGeneration", 0)) < int(metadata.get("generation", 0)):
+        return DeploymentProgress(False, "is rolling out", *counts, rolling_out=True)
+    available = int(status.get("availableReplicas", 0))
     ok = available >= wanted and updated >= wanted and total <= wanted
-    return DeploymentProgress(ok, f"has {available}/{wanted} replicas available", *counts)
+    return DeploymentProgress(
+        ok,
+        f"has {available}/{wanted} replicas available",
+        *counts,
+        rolling_out=updated < wanted or total > updated,
+    )
+
+
+def template_image(deployment: Mapping[str, Any]) -> str | None:
+    """The image of a Deployment's first container: the service's, or PostgreSQL's."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or [{}]
+    image = containers[0].get("image")
+    return None if image is None else str(image)
 
 
 def database_progress(
@@ -151,7 +165,7 @@ def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: Spec
     )
 
 
-def _progress(runtime: Runtime, namespace: str, deployment: str) -> DeploymentProgress:
+def watched_progress(runtime: Runtime, namespace: str, deployment: str) -> DeploymentProgress:
     """A Deployment's progress as its watch last reported it, else as read now."""
     known = runtime.deployments.get((namespace, deployment))
     if known is None:
@@ -190,13 +204,13 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
         # The last reconcile found the Secret unusable (or has not read it yet): only a
         # reconcile, which reads it again, may clear DatabaseSecretInvalid.
         return False
-    service = _progress(runtime, bls.namespace, service_name(bls))
+    service = watched_progress(runtime, bls.namespace, service_name(bls))
     ready = ready_condition(
         bls,
         service,
         database_progress(bls, None)
         if external
-        else _progress(runtime, bls.namespace, database_name(bls)),
+        else watched_progress(runtime, bls.namespace, database_name(bls)),
         [],
         status.get("conditions"),
     )

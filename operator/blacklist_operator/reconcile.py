@@ -20,12 +20,8 @@ from blacklist_operator.builders import (
 )
 from blacklist_operator.builders.availability import applies_replicas, build_replicas_hand_over
 from blacklist_operator.builders.children import CUSTOM_KINDS
-from blacklist_operator.builders.naming import (
-    INSTANCE_LABEL,
-    MANAGED_BY_LABEL,
-    database_name,
-    service_name,
-)
+from blacklist_operator.builders.naming import database_name, service_name
+from blacklist_operator.builders.ownership import created_by, owned_by
 from blacklist_operator.database_access import database_credentials
 from blacklist_operator.model import (
     BlacklistService,
@@ -43,6 +39,7 @@ from blacklist_operator.readiness import (
     report_invalid_spec,
     write_status,
 )
+from blacklist_operator.rollout_gate import gate_default_images
 from blacklist_operator.runtime import Logger, Runtime
 from blacklist_operator.volumes import check_volume_owner, kept_volume_path, static_volume_name
 
@@ -52,6 +49,9 @@ SECRET_RETRY_SECONDS = 10.0
 # A reconcile that left a child alone because an object of its name is someone else's runs
 # again this soon: that object carries none of our labels, so no watch tells of its removal.
 CONFLICT_RETRY_SECONDS = 30.0
+# A resource next in line to roll onto the operator's default images looks again this soon
+# (the end of a roll also wakes it at once).
+ROLLOUT_RETRY_SECONDS = 10.0
 # The second owner of Deployment N's spec.replicas while an autoscaler is set.
 REPLICAS_MANAGER = f"{FIELD_MANAGER}-replicas"
 
@@ -154,29 +154,6 @@ def running_image(deployment: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
-    """Whether ``child`` has this BlacklistService as its controller."""
-    references = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == bls.uid and ref.get("controller") for ref in references)
-
-
-def created_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
-    """Whether an existing object is this resource's child, so that applying it takes nothing.
-
-    Ours: labelled managed-by this operator, and either controlled by this resource or
-    controlled by none and labelled with its instance (a claim kept by ``retainOnDelete``,
-    which outlives the resource that made it, is taken up by its successor).
-    """
-    metadata = child.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    if labels.get(MANAGED_BY_LABEL) != FIELD_MANAGER:
-        return False
-    references = metadata.get("ownerReferences") or []
-    if any(ref.get("controller") for ref in references):
-        return owned_by(child, bls)
-    return labels.get(INSTANCE_LABEL) == bls.name
-
-
 def foreign_child(runtime: Runtime, bls: BlacklistService, manifest: Mapping[str, Any]) -> bool:
     """Whether an object of ``manifest``'s name exists that this resource did not create.
 
@@ -239,6 +216,12 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
             bls = place_host_path(bls, prefixes, kept)
         except ApiError as error:
             outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
+    gate = gate_default_images(runtime, body, bls)
+    bls = gate.bls
+    if gate.notice is not None:
+        outcome.notices.append(gate.notice)
+        logger.info(gate.notice[1])
+    outcome.rollout_retry = gate.retry
     try:
         hand_over_replicas(api, bls, logger)
     except ApiError as error:
@@ -315,4 +298,6 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         runtime.reconcile_later(key, SECRET_RETRY_SECONDS)
     elif outcome.conflicts:
         runtime.reconcile_later(key, CONFLICT_RETRY_SECONDS)
+    elif outcome.rollout_retry:
+        runtime.reconcile_later(key, ROLLOUT_RETRY_SECONDS)
     return outcome

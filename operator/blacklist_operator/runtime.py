@@ -14,7 +14,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -28,6 +28,7 @@ from blacklist_operator.builders.naming import (
 from blacklist_operator.config import AddressMap, OperatorConfig
 from blacklist_operator.handler_context import HandlerContext
 from blacklist_operator.model_external import ExternalDatabase
+from blacklist_operator.rollout import Decision, RollState, decide
 from blacklist_operator.workqueue import InstanceKey, Reason, WorkQueue
 
 # A reconcile that could not apply a child is retried after this long, doubling up to the max.
@@ -48,6 +49,10 @@ class DeploymentProgress(NamedTuple):
     ready_replicas: int = 0
     # spec.replicas of the Deployment (None while it is missing): what it wants ready.
     wanted: int | None = None
+    # The image of its pod template's first container (the service's, or PostgreSQL's).
+    image: str | None = None
+    # A rollout is under way: a template not yet observed, or pods of an older one left.
+    rolling_out: bool = False
 
 
 class Instances:
@@ -191,6 +196,91 @@ class OwnedChildren:
             self._owners.pop((namespace, kind, name), None)
 
 
+class HeldImages(NamedTuple):
+    """The images a resource waiting for its turn keeps running (None: not held back)."""
+
+    service: str | None
+    database: str | None
+
+
+class RolloutGate:
+    """Who rolls onto the operator's new default images: the state behind :mod:`.rollout`.
+
+    ``started``: the resources let roll, until a decision sees their roll finished;
+    ``waiting``: the ones held back, with the images they keep, so that the drift
+    check expects those and the end of a roll wakes the next in line. Shared by the
+    reconcile threads: every decision is taken and recorded under one lock, so two
+    resources are never let roll at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._started: set[InstanceKey] = set()
+        self._waiting: dict[InstanceKey, HeldImages] = {}
+        # Whether each resource's spec, at a generation, is one the reconcile can apply.
+        self._appliable: dict[InstanceKey, tuple[int, bool]] = {}
+
+    def decide(
+        self, key: InstanceKey, states: Mapping[InstanceKey, RollState]
+    ) -> tuple[Decision, bool]:
+        """Decide for ``key`` (:func:`rollout.decide`) and record it.
+
+        Also True when this changes what ``key`` does: it starts rolling, or starts waiting.
+        """
+        with self._lock:
+            decision = decide(key, states, self._started)
+            self._started -= decision.finished
+            if decision.may_roll:
+                changed = key not in self._started
+                self._started.add(key)
+                self._waiting.pop(key, None)
+            else:
+                changed = key not in self._waiting
+        return decision, changed
+
+    def hold(self, key: InstanceKey, images: HeldImages) -> None:
+        """``key`` waits for its turn, running ``images``."""
+        with self._lock:
+            self._waiting[key] = images
+
+    def current(self, key: InstanceKey) -> None:
+        """``key`` runs its default images (or pins its own): nothing to hold back."""
+        with self._lock:
+            self._waiting.pop(key, None)
+
+    def forget(self, key: InstanceKey) -> None:
+        """``key`` is gone."""
+        with self._lock:
+            self._waiting.pop(key, None)
+            self._started.discard(key)
+            self._appliable.pop(key, None)
+
+    def appliable(self, key: InstanceKey, generation: int, check: Callable[[], bool]) -> bool:
+        """Whether ``key``'s spec of ``generation`` can be applied: ``check()``, once for each.
+
+        Every decision looks at every resource: parsing each spec every time would cost
+        the square of their number during a roll.
+        """
+        with self._lock:
+            known = self._appliable.get(key)
+        if known is not None and known[0] == generation:
+            return known[1]
+        result = check()
+        with self._lock:
+            self._appliable[key] = (generation, result)
+        return result
+
+    def held(self, key: InstanceKey) -> HeldImages | None:
+        """The images ``key`` keeps while it waits, or None."""
+        with self._lock:
+            return self._waiting.get(key)
+
+    def next_waiting(self) -> InstanceKey | None:
+        """The first waiting resource in ``(namespace, name)`` order, or None."""
+        with self._lock:
+            return min(self._waiting, default=None)
+
+
 @dataclass
 class Runtime:
     """The operator's shared state: settings, the API, the instances and the work queues."""
@@ -215,6 +305,8 @@ class Runtime:
     owned_children: OwnedChildren = field(default_factory=OwnedChildren)
     # What the ban sync last wrote into each ban-list ConfigMap.
     written_banlist: WrittenBanList = field(default_factory=lambda: WrittenBanList())
+    # Which resource rolls onto the operator's new default images, and which wait.
+    rollout: RolloutGate = field(default_factory=RolloutGate)
     # A context of a kopf handler: kopf.info/warn find kopf's Event queue through it.
     handler_context: HandlerContext = field(default_factory=HandlerContext)
     # The shared worker tasks, cancelled by the cleanup handler.
@@ -273,11 +365,12 @@ class Runtime:
             self.external_databases[(namespace, instance)] = external
 
     def forget_deployments(self, key: InstanceKey) -> None:
-        """Drop what is kept of a deleted instance: Deployment progress, external database."""
+        """Drop what is kept of a deleted instance: Deployments, external database, roll."""
         namespace, instance = key
         self.deployments.pop((namespace, service_name_of(instance)), None)
         self.deployments.pop((namespace, database_name_of(instance)), None)
         self.external_databases.pop(key, None)
+        self.rollout.forget(key)
 
     def database_available(self, key: InstanceKey) -> bool:
         """Whether the instance's database Deployment is available, as its watch last said.

@@ -34,7 +34,7 @@ from blacklist_operator.builders.naming import (
 )
 from blacklist_operator.builders.status import READY, find_condition
 from blacklist_operator.memo import OperatorMemo
-from blacklist_operator.model import SpecError, parse
+from blacklist_operator.model import SpecError, parse, with_images
 from blacklist_operator.readiness import deployment_progress
 from blacklist_operator.runtime import DeploymentProgress, Runtime
 from blacklist_operator.workqueue import InstanceKey, Reason
@@ -58,6 +58,7 @@ WATCHED_CHILDREN = (
     ("networking.k8s.io/v1", "ingresses"),
     ("policy/v1", "poddisruptionbudgets"),
     ("autoscaling/v2", "horizontalpodautoscalers"),
+    ("batch/v1", "cronjobs"),
 )
 
 
@@ -69,6 +70,7 @@ def _instance_changed(runtime: Runtime, event_type: str | None, raw: Mapping[str
         runtime.children.discard(key)
         runtime.banlists.wake(key, Reason.REMOVED)
         runtime.forget_deployments(key)
+        _wake_next_roll(runtime)
         return
     previous = runtime.instances.get(key)
     runtime.instances.update(raw)
@@ -92,6 +94,13 @@ async def track_instances(event: kopf.RawEvent, memo: OperatorMemo, **_: Any) ->
         _instance_changed(runtime, event.get("type"), raw)
 
 
+def _wake_next_roll(runtime: Runtime) -> None:
+    """Reconcile the first resource waiting to roll onto the default images: its turn may be now."""
+    waiting = runtime.rollout.next_waiting()
+    if waiting is not None:
+        runtime.children.wake(waiting, Reason.RESYNC)
+
+
 def _deployment_changed(
     runtime: Runtime, key: InstanceKey, event_type: str | None, body: kopf.Body
 ) -> None:
@@ -110,6 +119,9 @@ def _deployment_changed(
     # a full reconcile checks every child; otherwise Ready is only recomputed.
     lost = previous is not None and previous.available and not progress.available
     runtime.children.wake(key, Reason.DRIFT if lost else Reason.STATUS)
+    if progress.available and not (previous and previous.available):
+        # A roll may have ended.
+        _wake_next_roll(runtime)
     component = (metadata.get("labels") or {}).get(COMPONENT_LABEL)
     if (
         component == COMPONENT_DATABASE
@@ -129,6 +141,10 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
         return False  # The reconcile of this generation is under way; it applies everything.
     try:
         bls = parse(instance, runtime.config.images)
+        held = runtime.rollout.held(key)
+        if held is not None:
+            # Waiting for its turn to roll: its Deployments keep their images.
+            bls = with_images(bls, held.service, held.database)
         children = build_children(
             bls,
             runtime.config.operator_namespace,

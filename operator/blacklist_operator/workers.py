@@ -47,6 +47,8 @@ def post_events(body: Any, outcome: Outcome) -> None:
             kopf.info(body, reason=reason, message=message)
         else:
             kopf.warn(body, reason=reason, message=message)
+    for reason, message in outcome.notices:
+        kopf.info(body, reason=reason, message=message[:1000])
     for reason, message in outcome.warnings:
         kopf.warn(body, reason=reason, message=message[:1000])
     if outcome.failures:

@@ -1,6 +1,6 @@
 """The service's settings: defaults, then the environment, then test overrides.
 
-The environment's names are listed in the README ("The service environment").
+The environment's names are listed in docs/configuration.md ("The service environment").
 
 Flask keeps configuration in ``app.config`` (Flask-Mail reads its ``MAIL_*``
 keys from there); :class:`Settings` is the typed view the rest of the code

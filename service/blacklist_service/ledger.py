@@ -14,6 +14,7 @@ the ledger stays the audit trail of every hit.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex
 
 from blacklist_contract.database import URL_SCHEMES, parse_url
 from blacklist_service.outbox import Hit
@@ -58,6 +60,9 @@ ledger = Table(
     Column("time", DateTime(timezone=True), nullable=False),
 )
 Index("denied_access_ledger_ip_address", ledger.c.ip_address)
+# The operator's lift of a range wider than one ban reads the hits since the lift
+# (``WHERE time > ...``): without it, a scan of the whole ledger per such lift.
+Index("denied_access_ledger_time", ledger.c.time)
 lifts = Table(
     LIFTS_TABLE,
     metadata,
@@ -78,6 +83,10 @@ Index("denied_access_lifts_ip_address", lifts.c.ip_address)
 CONNECT_TIMEOUT = 5  # seconds to connect, per address tried
 LOCK_TIMEOUT_MS = 3_000  # waiting for a table or row lock
 STATEMENT_TIMEOUT_MS = 15_000  # any one statement
+# Building an index missing from a ledger made by an earlier version, once, at start: a
+# large ledger takes longer than any one statement may (inserts wait meanwhile; hits
+# stay in the outbox).
+INDEX_BUILD_TIMEOUT_MS = 120_000
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000  # the server ends a transaction we left hanging
 # A silent peer: an idle connection is probed after 10 s, then every 5 s, dropped after
 # 3 unanswered probes; data unacknowledged for 20 s drops it too (a blackhole swallows
@@ -132,9 +141,41 @@ def make_engine(url: str) -> Engine:
     )
 
 
+logger = logging.getLogger("blacklist_service.ledger")
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Create the tables and their indexes if they are missing (safe to run at every start)."""
+    """Create the tables and their indexes if they are missing (safe to run at every start).
+
+    ``create_all`` makes the indexes of the tables it creates only; an index added
+    since (``denied_access_ledger_time``) is made on an existing table too, with
+    ``CREATE INDEX IF NOT EXISTS``.
+    """
     metadata.create_all(engine, checkfirst=True)
+    for table in metadata.sorted_tables:
+        for index in sorted(table.indexes, key=lambda found: str(found.name)):
+            _ensure_index(engine, table, index)
+
+
+def _ensure_index(engine: Engine, table: Table, index: Index) -> None:
+    """Make ``index`` if it is missing; a failure is logged, never fatal.
+
+    Without it the service works the same (the operator's lifts of wide ranges
+    read more); it fails where the role does not own the table (an external
+    database: its owner makes the index, docs/service.md) or when another
+    replica makes it at the same moment. The next start tries again.
+    """
+    try:
+        with engine.begin() as connection:
+            # Looked up first: CREATE INDEX locks the table (SHARE, against inserts) before
+            # it finds that the index exists, and every replica runs this at every start.
+            if engine.dialect.has_index(connection, table.name, str(index.name)):
+                return
+            if engine.dialect.name == "postgresql":
+                connection.execute(text(f"SET LOCAL statement_timeout = {INDEX_BUILD_TIMEOUT_MS}"))
+            connection.execute(CreateIndex(index, if_not_exists=True))
+    except DBAPIError as error:
+        logger.warning("Could not create index %s: %s", index.name, error.orig or error)
 
 
 def insert_hits(engine: Engine, hits: Sequence[Hit]) -> None:

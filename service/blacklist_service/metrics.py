@@ -123,6 +123,17 @@ class StateCollector(Collector):
         yield GaugeMetricFamily(
             "blacklist_lifted_addresses", "Prefixes whose ban was lifted", value=lifted
         )
+        yield GaugeMetricFamily(
+            "blacklist_own_bans_carried",
+            "Bans this replica made that the operator's list does not hold yet",
+            value=self.bans.own_carried(),
+        )
+        yield GaugeMetricFamily(
+            "blacklist_own_bans_folded",
+            "Own bans folded into the snapshot as plain bans past the carried limit "
+            "since the operator's last list (above 0: the operator is behind or down)",
+            value=self.bans.own_folded(),
+        )
         ledger, mail = self.outbox.counts()
         pending = GaugeMetricFamily(
             "blacklist_outbox_pending", "Hits not yet delivered, by channel", labels=["channel"]

@@ -11,8 +11,15 @@ background work (the delivery worker ends its round), within :data:`GRACEFUL_TIM
 
 granian is the default by measurement (``bench/service_bench.py``, same run,
 side by side, 2 cores): its HTTP layer is Rust, so the interpreter spends its
-time on the app; see the README's Performance section for the figures.
-gunicorn stays selectable for a deployment that needs its behaviour.
+time on the app; see docs/benchmarks.md for the figures.
+gunicorn stays selectable for a deployment that needs its behaviour, and is
+the default behind trusted proxies (``TRUSTED_PROXIES`` set): granian hands a
+request header ``X_Forwarded_For`` to the app as ``HTTP_X_FORWARDED_FOR``, the
+same key as ``X-Forwarded-For`` (the later of the two wins), so a client behind
+a proxy that passes headers with underscores on (most do; nginx drops them by
+default) names its own address: it escapes its ban and gets anyone banned.
+gunicorn drops such headers. ``SERVER=granian`` with trusted proxies is
+honoured with a warning at start: the proxies must drop those headers.
 
 This module holds what does not depend on the server: the settings, the
 preparation of the state directory before any worker starts, and what a
@@ -28,6 +35,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING
 
+from blacklist_service.bans.files import remove_stale_generations
 from blacklist_service.config import (
     ConfigError,
     Settings,
@@ -47,13 +55,20 @@ logger = logging.getLogger(__name__)
 GRACEFUL_TIMEOUT = 25  # under Kubernetes' default 30 s termination grace period
 SERVERS = ("granian", "gunicorn")
 DEFAULT_SERVER = "granian"
+# The default with TRUSTED_PROXIES: it drops request headers whose names have underscores.
+PROXIED_SERVER = "gunicorn"
 DEFAULT_THREADS = 4
 STOPPED_MESSAGE = "Stopped gracefully"
 
 
-def server_name(configured: str | None) -> str:
-    """The server ``SERVER`` names (default granian); ConfigError for any other value."""
-    name = (configured or "").strip().lower() or DEFAULT_SERVER
+def server_name(configured: str | None, behind_proxies: bool = False) -> str:
+    """The server ``SERVER`` names; ConfigError for any other value.
+
+    Unset: granian, or gunicorn ``behind_proxies`` (see the module's docstring).
+    """
+    name = (configured or "").strip().lower()
+    if not name:
+        name = PROXIED_SERVER if behind_proxies else DEFAULT_SERVER
     if name not in SERVERS:
         raise ConfigError(f"SERVER must be one of {', '.join(SERVERS)}, not {configured!r}")
     return name
@@ -94,8 +109,12 @@ def prepare(settings: Settings) -> None:
     # loaded the ledger's bans, or claim a ledger connection it has not made.
     clear_markers(settings.state_dir)
     # A snapshot a previous run was writing when it stopped is of no use to anyone.
-    for unfinished in (settings.state_dir / "bans").glob("*.tmp"):
+    bans = settings.state_dir / "bans"
+    for unfinished in bans.glob("*.tmp"):
         unfinished.unlink(missing_ok=True)
+    # So are the files of a generation replaced just before it stopped.
+    for stale in remove_stale_generations(bans):
+        logger.info("Removed %s, left by a generation replaced as the last run stopped", stale.name)
 
 
 def start_worker() -> Flask:
@@ -136,7 +155,7 @@ def main() -> None:
         logging.config.dictConfig(logging_config(parse_log_format(os.environ.get("LOG_FORMAT"))))
         config.update(from_environment())
         settings = Settings.from_config(config)
-        server = server_name(os.environ.get("SERVER"))
+        server = server_name(os.environ.get("SERVER"), bool(settings.trusted_proxies))
         threads = worker_threads()
         plan = worker_plan()
         # Bound before any worker starts: the workers inherit it (metrics_server).
@@ -144,6 +163,12 @@ def main() -> None:
     except ConfigError as error:
         raise SystemExit(f"blacklist-service: bad configuration: {error}") from None
     prepare(settings)
+    if server == "granian" and settings.trusted_proxies:
+        logger.warning(
+            "SERVER=granian with TRUSTED_PROXIES: granian reads a header X_Forwarded_For as "
+            "X-Forwarded-For, so the trusted proxies must drop headers with underscores "
+            "(nginx does by default), or a client names its own address"
+        )
     logger.info("Starting %s with %d worker(s): %s", server, plan.count, plan.reason)
     logger.info("Metrics on port %d at /metrics (not on PORT)", settings.metrics_port)
     if server == "granian":

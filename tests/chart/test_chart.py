@@ -2,7 +2,7 @@
 
 Those marked ``helm`` run ``helm lint`` and ``helm template`` (the binary that
 ``make setup`` builds) and assert on the parsed manifests:
-the security context the README documents, least-privilege RBAC in both watch
+the security context docs/security.md documents, least-privilege RBAC in both watch
 modes, the BlacklistService that reproduces the original deployment, a values
 schema that names the key it rejects, and values.yaml documented key by key.
 ``test_install.py`` installs the chart into the real cluster.
@@ -286,7 +286,12 @@ def test_rbac_holds_only_what_the_operator_calls() -> None:
             assert not {"delete", "update"} & rules_for(role, resource), resource
         # The optional children are deleted when the spec no longer asks for them.
         namespaced = bool(rules_for(role, "deployments"))
-        for resource in ("ingresses", "poddisruptionbudgets", "horizontalpodautoscalers"):
+        for resource in (
+            "ingresses",
+            "poddisruptionbudgets",
+            "horizontalpodautoscalers",
+            "cronjobs",
+        ):
             assert not namespaced or rules_for(role, resource) == {
                 "get",
                 "list",

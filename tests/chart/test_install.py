@@ -64,6 +64,7 @@ ALLOWED_IN_WATCHED_NAMESPACE: list[Check] = [
             "ingresses.networking.k8s.io",
             "poddisruptionbudgets.policy",
             "horizontalpodautoscalers.autoscaling",
+            "cronjobs.batch",
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
@@ -318,9 +319,16 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
         f"--namespace={namespace}",
     ).start()
     try:
-        # With every optional child whose rights are the chart's: the ServiceMonitor too.
+        # With every optional child whose rights are the chart's: the ServiceMonitor and the
+        # backup CronJob too.
         apply_manifest(
-            cluster, blacklist_service("rbac", namespace, metrics={"serviceMonitor": True})
+            cluster,
+            blacklist_service(
+                "rbac",
+                namespace,
+                metrics={"serviceMonitor": True},
+                database={"backup": {"schedule": "@daily"}},
+            ),
         )
 
         def ready() -> bool:
@@ -343,9 +351,11 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
             operator,
         )
         assert get_json(cluster, "servicemonitor", "rbac", "-n", namespace)
+        assert get_json(cluster, "cronjob", "rbac-backup", "-n", namespace)
         cluster.kubectl(
             "patch", "bls", "rbac", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"spec": {"metrics": {"serviceMonitor": False}}}),
+            "-p", json.dumps({"spec": {"metrics": {"serviceMonitor": False},
+                                       "database": {"backup": None}}}),
         )  # fmt: skip
         wait_for(
             lambda: (
@@ -355,6 +365,16 @@ def test_the_operator_runs_with_exactly_the_charts_rbac(
             ),
             30,
             "ServiceMonitor rbac deleted",
+            operator,
+        )
+        wait_for(
+            lambda: (
+                not cluster.kubectl(
+                    "get", "cronjob", "rbac-backup", "-n", namespace, "--ignore-not-found"
+                )
+            ),
+            30,
+            "CronJob rbac-backup deleted",
             operator,
         )
         # An RBAC denial reads 'x is forbidden: User "system:serviceaccount:..." cannot ...'.

@@ -201,6 +201,8 @@ def test_ban_duration_ends_bans_on_every_replica(deployed: Deployed) -> None:
         "-p", '{"spec":{"banDuration":"8s"}}',
     )  # fmt: skip
 
+    urls: list[str] = []
+
     def rolled_out() -> bool:
         found = deployed.instance()
         deployment = stack.get_json(
@@ -208,15 +210,19 @@ def test_ban_duration_ends_bans_on_every_replica(deployed: Deployed) -> None:
         )
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         status = deployment.get("status", {})
+        urls[:] = found.service_urls
         return (
             {"name": "BAN_DURATION", "value": "8"} in env
             and status.get("updatedReplicas") == status.get("replicas") == 2
             and status.get("availableReplicas") == 2
-            and len(found.service_urls) == 2
+            and not status.get("terminatingReplicas")
+            and len(urls) == 2
         )
 
+    # The replicas of the rolled-out Deployment, as seen together (a pod of the roll may still
+    # be stopping a moment after the Deployment counts it out).
     assert wait_until(rolled_out, timeout=120, interval=1.0)
-    first, second = deployed.instance().service_urls
+    first, second = urls
     assert get(f"{first}/blacklisted", source=BYSTANDER).status == 444
     banned_at = time.monotonic()
     assert wait_until(

@@ -6,8 +6,8 @@ import copy
 from typing import Any
 
 from blacklist_operator.builders import build_children
+from blacklist_operator.builders.ownership import created_by
 from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.reconcile import created_by
 
 
 def make(name: str = "demo", uid: str = "uid-1", **storage: Any) -> BlacklistService:

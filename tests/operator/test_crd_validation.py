@@ -69,6 +69,24 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
         {"database": {"external": {"secretRef": {"name": "pg"}, "sslmode": "x"}}},
         "spec.database.external.sslmode",
     ),
+    ({"database": {"backup": {"retention": 3}}}, "spec.database.backup.schedule"),
+    ({"database": {"backup": {"schedule": "daily"}}}, "spec.database.backup.schedule"),
+    (
+        {"database": {"backup": {"schedule": "@daily", "retention": 0}}},
+        "spec.database.backup.retention",
+    ),
+    (
+        {"database": {"backup": {"schedule": "@daily", "retention": 366}}},
+        "spec.database.backup.retention",
+    ),
+    (
+        {"database": {"backup": {"schedule": "@daily", "storage": {"size": "0"}}}},
+        "spec.database.backup.storage.size",
+    ),
+    (
+        {"database": {"backup": {"schedule": "@daily"}, "external": {"secretRef": {"name": "pg"}}}},
+        "back up your external database yourself",
+    ),
 ]
 
 

@@ -1,7 +1,7 @@
-"""The privileges an external database's role needs, exactly as the README lists them.
+"""The privileges an external database's role needs, exactly as docs/external-database.md says.
 
 The tables exist (created by their owner, as a DBA would); a second role gets
-what the README says: ``CONNECT``, ``USAGE`` on the schema, ``SELECT``, ``INSERT``
+what docs/external-database.md says: ``CONNECT``, ``USAGE`` on the schema, ``SELECT``, ``INSERT``
 and ``UPDATE`` on both tables and ``USAGE`` on their id sequences. With them the
 service records hits and lifts and the operator's ban sync reads both tables
 under their ``SHARE`` lock (an exact read). Without ``UPDATE`` the lock is
@@ -31,7 +31,7 @@ SEQUENCES = "denied_access_ledger_id_seq, denied_access_lifts_id_seq"
 
 @pytest.fixture(scope="module")
 def role(postgres: PostgresServer) -> str:
-    """A role with the README's privileges but UPDATE; returns its password."""
+    """A role with the documented privileges but UPDATE; returns its password."""
     owner = make_engine(postgres.url)
     ensure_schema(owner)
     owner.dispose()

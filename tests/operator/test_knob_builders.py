@@ -52,6 +52,7 @@ def test_one_replica_has_no_budget_and_the_optional_children_are_absent() -> Non
         ("autoscaling/v2", "HorizontalPodAutoscaler", "demo"),
         ("v1", "Service", "demo-metrics"),
         ("monitoring.coreos.com/v1", "ServiceMonitor", "demo"),
+        ("batch/v1", "CronJob", "demo-backup"),
     ]
 
 
@@ -68,6 +69,31 @@ def test_budget_with_replicas_or_autoscaling() -> None:
     assert zero["spec"]["maxUnavailable"] == 0
     assert build_pod_disruption_budget(make(autoscaling=AUTOSCALING)) is not None
     assert ("policy/v1", "PodDisruptionBudget", "demo") not in absent_children(make(replicas=2))
+
+
+def test_a_roll_takes_down_no_more_pods_than_the_disruption_budget() -> None:
+    def strategy(**spec: Any) -> Any:
+        return build_service_deployment(make(**spec))["spec"]["strategy"]
+
+    assert strategy(replicas=4, disruption={"maxUnavailable": 2}) == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 2, "maxSurge": "25%"},
+    }
+    assert strategy(replicas=4)["rollingUpdate"]["maxUnavailable"] == 1
+    assert strategy(replicas=4, disruption={"maxUnavailable": 0})["rollingUpdate"] == {
+        "maxUnavailable": 0,
+        "maxSurge": "25%",
+    }
+    # Never the last pod: one replica is replaced surge-first, whatever the budget.
+    assert strategy(replicas=1)["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy(replicas=3, disruption={"maxUnavailable": 5})["rollingUpdate"] == {
+        "maxUnavailable": 2,
+        "maxSurge": "25%",
+    }
+    # Under an autoscaler, its minimum is what may be running.
+    assert strategy(autoscaling=AUTOSCALING)["rollingUpdate"]["maxUnavailable"] == 1
+    single = {**AUTOSCALING, "minReplicas": 1}
+    assert strategy(autoscaling=single)["rollingUpdate"]["maxUnavailable"] == 0
 
 
 def test_autoscaler_targets_the_deployment_by_cpu() -> None:

@@ -20,6 +20,7 @@ from blacklist_operator.model import BlacklistService, parse
 SPECS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "host path storage": {"database": {"storage": {"hostPath": "/mnt/data/denied-access"}}},
+    "backup": {"database": {"backup": {"schedule": "@daily"}}},
     "mail with credentials": {
         "mail": {"host": "smtp.example.com", "port": 2525, "tls": True,
                  "secretRef": {"name": "mail-credentials"}},
@@ -35,9 +36,11 @@ def make(spec: dict[str, Any]) -> BlacklistService:
 
 
 def pod_specs(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [
-        child["spec"]["template"]["spec"] for child in children if child["kind"] == "Deployment"
+    """The pod spec of every Deployment and CronJob (the backup's) among ``children``."""
+    templates = [child["spec"] for child in children if child["kind"] == "Deployment"] + [
+        child["spec"]["jobTemplate"]["spec"] for child in children if child["kind"] == "CronJob"
     ]
+    return [template["template"]["spec"] for template in templates]
 
 
 @pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
@@ -64,8 +67,11 @@ def test_every_container_is_unprivileged(spec: dict[str, Any]) -> None:
             assert context.get("runAsUser", pod_context["runAsUser"]) != 0
 
 
-def test_every_root_filesystem_is_read_only() -> None:
-    for pod in pod_specs(build_children(make({}))):
+@pytest.mark.parametrize("spec", SPECS.values(), ids=SPECS.keys())
+def test_every_root_filesystem_is_read_only(spec: dict[str, Any]) -> None:
+    pods = pod_specs(build_children(make(spec)))
+    assert len(pods) == 3 if "backup" in spec.get("database", {}) else 2
+    for pod in pods:
         (container,) = pod["containers"]
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         mounted = {mount["mountPath"] for mount in container["volumeMounts"]}

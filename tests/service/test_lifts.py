@@ -36,7 +36,7 @@ from blacklist_service.outbox import Hit, Outbox
 from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
 from tests.service.test_banlines import head as banlist_head
 
-LIFT_BOUND = 5.0  # README "Lifting a ban": a lifted or expired ban stops within 5 seconds
+LIFT_BOUND = 5.0  # docs/ban-list.md "Lifting a ban": a lifted or expired ban stops within 5 seconds
 
 
 @pytest.fixture

@@ -26,8 +26,11 @@ from kubernetes import client
 from blacklist_contract.lines import format_lines
 from blacklist_contract.prefixes import Prefix, parse_prefix
 from blacklist_contract.wire import (
+    INSTANCE_LABEL,
     LIFTS_SEEN_ANNOTATION,
+    MANAGED_BY_LABEL,
     MAX_PARTS,
+    OPERATOR_NAME,
     SNAPSHOT_ANNOTATION,
     Section,
     encode_part,
@@ -106,7 +109,15 @@ def service_account_dir(cluster: Cluster, namespace: str, directory: Path) -> Pa
 def write(core: client.CoreV1Api, namespace: str, name: str, body: dict[str, object]) -> None:
     """Create or replace one ConfigMap of the ban list, as the operator does."""
     metadata = body.get("metadata")
-    body = {**body, "metadata": {"name": name, **(metadata if isinstance(metadata, dict) else {})}}
+    labels = {MANAGED_BY_LABEL: OPERATOR_NAME, INSTANCE_LABEL: NAME}
+    body = {
+        **body,
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            **(metadata if isinstance(metadata, dict) else {}),
+        },
+    }
     try:
         core.replace_namespaced_config_map(name, namespace, body)
     except client.ApiException as error:

@@ -1,7 +1,8 @@
 """A lone replica restarted with a fresh ``STATE_DIR``: its bans and its ledger status.
 
 Run alone (no cluster), the ledger is where a replica's bans outlive its state
-directory (README, "The service environment"): a replica started on an empty ``STATE_DIR`` must
+directory (docs/configuration.md, "The service environment"): a replica started on an
+empty ``STATE_DIR`` must
 refuse every address the ledger holds from the first request it answers as
 ready. Nothing left in the state directory by a previous run may claim a
 ledger connection the new run has not made.

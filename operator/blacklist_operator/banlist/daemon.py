@@ -131,8 +131,11 @@ class BanSyncSupervisor:
         connect_error = link.take_attempt()
         # The worker thread reads the connection now; the loop must not poll it meanwhile.
         link.unwatch()
+        # A copy of a kopf handler's context carries kopf's Event queue to the thread.
+        context = self._runtime.handler_context.fresh()
         next_pass = await asyncio.get_running_loop().run_in_executor(
             self._executor,
+            context.run,
             run_pass,
             self._runtime,
             about(self._logger, *key),

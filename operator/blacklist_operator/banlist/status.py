@@ -93,6 +93,19 @@ def synced(report: SyncReport) -> ConditionState:
     return True, "Synced", f"{report.count} entries, ledger read up to row {report.cursor}"
 
 
+def database_as_reported(body: Mapping[str, Any]) -> ConditionState:
+    """DatabaseReady as the status has it (a pass that stopped before the database)."""
+    found = find_condition((body.get("status") or {}).get("conditions"), DATABASE_READY)
+    if found is None:
+        return False, "NotConnected", "the ban sync has not connected to the database yet"
+    return found.get("status") == "True", str(found.get("reason")), str(found.get("message"))
+
+
+def conflict(message: str) -> ConditionState:
+    """BanListSynced while a ConfigMap of the list's names is someone else's."""
+    return False, "ChildConflict", message
+
+
 def kept(count: int) -> ConditionState:
     """BanListSynced while the database is away: the last synced list stays."""
     return False, "DatabaseUnreachable", f"keeping the last synced list of {count} addresses"

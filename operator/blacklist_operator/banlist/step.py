@@ -7,7 +7,10 @@ the ledger over the instance's connection: incrementally, or as a full rescan
 every ``--ban-rescan-interval`` seconds, so addresses whose ledger rows were
 deleted leave the list. Without a connection it asks the supervisor to open
 one; when the database cannot be reached it keeps the last synced list,
-reports ``DatabaseReady=False`` and backs off.
+reports ``DatabaseReady=False`` and backs off. When a ConfigMap of the list's
+names is someone else's it writes nothing, reports ``BanListSynced=False``
+(reason ``ChildConflict``, naming it) with a Warning Event, and looks again
+every ``CONFLICT_RETRY_SECONDS``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import kopf
 import psycopg2
 import urllib3
 
@@ -31,6 +35,7 @@ from blacklist_operator.banlist.connections import (
     DatabaseUnavailableError,
     public_message,
 )
+from blacklist_operator.banlist.store import BanListConflictError
 from blacklist_operator.banlist.sync import LOCK_RETRY_SECONDS, BanListSync, SyncReport
 from blacklist_operator.model import BlacklistService, SpecError, parse
 from blacklist_operator.model_external import secret_checksum
@@ -41,6 +46,9 @@ from blacklist_operator.workqueue import InstanceKey, Reason
 STATUS_PACE_SECONDS = 1.0
 # How often a connected pass looks whether an external database's Secret was edited.
 SECRET_CHECK_SECONDS = 30.0
+# A list held back by someone else's ConfigMap looks again this often: that object
+# carries none of our labels, so no watch tells of its removal.
+CONFLICT_RETRY_SECONDS = 30.0
 # What a pass survives: it reports the database unreachable and retries later.
 PASS_FAILURES = (
     DatabaseUnavailableError,
@@ -74,6 +82,8 @@ class InstanceState:
     secret_checked_at: float = field(default_factory=time.monotonic)
     # monotonic time of the last status write.
     status_at: float = 0.0
+    # The conflict last reported (its Event is posted once), None while there is none.
+    conflict: str | None = None
 
 
 def run_pass(
@@ -121,6 +131,9 @@ def run_pass(
         database = status.connected(link.connection)
         status_in = _report_status(runtime, bls, body, state, database, report)
         link.succeeded()
+        if state.conflict is not None:
+            logger.info(f"Ban sync of {bls.namespace}/{bls.name} resumed: the conflict is gone")
+            state.conflict = None
         metrics.ban_list_synced(key, report.count, report.rows_behind, report.oldest_new_row_ms)
         metrics.ban_list_limited(key, report.capacity, report.evicted_now)
         delay = runtime.config.ban_poll_interval
@@ -134,8 +147,43 @@ def run_pass(
         if status_in is not None:
             delay = min(delay, status_in)
         return Next(delay, Reason.POLL)
+    except BanListConflictError as error:
+        return _conflicted(runtime, logger, bls, body, state, error)
     except PASS_FAILURES as error:
         return _failed(runtime, logger, bls, body, state, error)
+
+
+def _conflicted(
+    runtime: Runtime,
+    logger: Logger,
+    bls: BlacklistService,
+    body: Mapping[str, Any],
+    state: InstanceState,
+    error: BanListConflictError,
+) -> Next:
+    """Report a ConfigMap of the list's names that is someone else's; look again later.
+
+    The list in memory is kept (and the ledger not read meanwhile): once the
+    object is gone, the next pass writes it whole.
+    """
+    message = str(error)
+    if state.conflict != message:
+        logger.warning(f"Ban sync of {bls.namespace}/{bls.name} held back: {message}")
+        kopf.warn(cast("kopf.Body", body), reason="ChildConflict", message=message[:1000])
+        state.conflict = message
+    count = len(state.sync.banlist)
+    try:
+        status.report_status(
+            runtime,
+            bls,
+            body,
+            status.database_as_reported(body),
+            status.conflict(message),
+            count,
+        )
+    except PASS_FAILURES as status_error:
+        logger.warning(f"Could not report the ban sync status: {status_error}")
+    return Next(CONFLICT_RETRY_SECONDS, Reason.RETRY)
 
 
 def _report_status(

@@ -2,9 +2,10 @@
 
 The Secret (created once, never applied) and the ban-list ConfigMaps (written by
 the ban sync) are not in this list. The optional children (PodDisruptionBudget,
-HorizontalPodAutoscaler, Ingress, the metrics Service and the ServiceMonitor) are
-in it when the spec asks for them, and in :func:`absent_children`, to be deleted,
-when it does not. With an external
+HorizontalPodAutoscaler, Ingress, the metrics Service, the ServiceMonitor and the
+backup CronJob) are in it when the spec asks for them, and in :func:`absent_children`,
+to be deleted, when it does not. The backup's claim is applied while a backup is
+asked for and never deleted: it outlives the CronJob and the resource. With an external
 database (``spec.database.external``) there is no database Deployment, Service,
 claim, volume or NetworkPolicy at all: ConfigMap ``N-db`` points at that database.
 """
@@ -18,6 +19,7 @@ from blacklist_operator.builders.availability import (
     build_horizontal_pod_autoscaler,
     build_pod_disruption_budget,
 )
+from blacklist_operator.builders.backup import build_backup_claim, build_backup_cronjob
 from blacklist_operator.builders.database import (
     DEFAULT_HOST_PATH_INIT_IMAGE,
     build_database_configmap,
@@ -31,7 +33,7 @@ from blacklist_operator.builders.monitoring import (
     build_metrics_service,
     build_service_monitor,
 )
-from blacklist_operator.builders.naming import metrics_service_name, service_name
+from blacklist_operator.builders.naming import backup_name, metrics_service_name, service_name
 from blacklist_operator.builders.rbac import build_role, build_role_binding, build_service_account
 from blacklist_operator.builders.service import build_service, build_service_deployment
 from blacklist_operator.builders.storage import (
@@ -58,6 +60,7 @@ _OPTIONAL: tuple[
     ("v1", "Service", metrics_service_name, build_metrics_service),
     # A CRD's kind: applied only while the API serves it (reconcile.served_children).
     (SERVICE_MONITOR_API_VERSION, "ServiceMonitor", service_name, build_service_monitor),
+    ("batch/v1", "CronJob", backup_name, build_backup_cronjob),
 )
 # Kinds of CRDs a cluster may lack: applied (and looked for) only while the API serves them.
 CUSTOM_KINDS = frozenset({"ServiceMonitor"})
@@ -87,9 +90,11 @@ def build_children(
         service = [] if external is None else [build_service_deployment(bls, None, external)]
     else:
         volume = build_persistent_volume(bls, volume_name)
+        backup_claim = build_backup_claim(bls)
         database = [
             *([volume] if volume is not None else []),
             build_persistent_volume_claim(bls, volume_name),
+            *([backup_claim] if backup_claim is not None else []),
             build_database_configmap(bls),
             build_database_service(bls),
             build_database_network_policy(bls, operator_namespace),
@@ -117,8 +122,13 @@ def absent_children(bls: BlacklistService) -> list[tuple[str, str, str]]:
 
 
 def optional_children(bls: BlacklistService) -> frozenset[tuple[str, str]]:
-    """(kind, name) of every optional child, asked for or not."""
-    return frozenset((kind, name(bls)) for _, kind, name, _ in _OPTIONAL)
+    """(kind, name) of every optional child, asked for or not, and of the backup's claim."""
+    return frozenset(
+        {
+            *((kind, name(bls)) for _, kind, name, _ in _OPTIONAL),
+            ("PersistentVolumeClaim", backup_name(bls)),
+        }
+    )
 
 
 def child_key(manifest: dict[str, Any]) -> tuple[str, str]:

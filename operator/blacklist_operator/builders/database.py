@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from blacklist_operator.builders.naming import (
+    COMPONENT_BACKUP,
     COMPONENT_DATABASE,
     COMPONENT_SERVICE,
     OPERATOR_APP_NAME,
@@ -280,15 +281,18 @@ def build_database_service(bls: BlacklistService) -> dict[str, Any]:
 def build_database_network_policy(
     bls: BlacklistService, operator_namespace: str | None = None
 ) -> dict[str, Any]:
-    """Admit only the service's pods and the operator's pods to PostgreSQL.
+    """Admit only the service's pods, the backup's and the operator's pods to PostgreSQL.
 
     The operator's pods only from ``operator_namespace``, its own: a label is all
     another team would need to pass for the operator. An operator that runs
     outside the cluster (no namespace) is no pod, so no pod is admitted in its name.
+    The pods of CronJob ``N-backup`` only while ``spec.database.backup`` asks for them.
     """
     sources: list[dict[str, Any]] = [
         {"podSelector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)}}
     ]
+    if bls.spec.database.backup is not None:
+        sources.append({"podSelector": {"matchLabels": selector_labels(bls, COMPONENT_BACKUP)}})
     if operator_namespace is not None:
         sources.append(
             {

@@ -1,6 +1,6 @@
 """Names, labels and owner references shared by every child of a BlacklistService.
 
-Names are derived from the parent only (README, "What the operator creates"), so
+Names are derived from the parent only (docs/architecture.md, "What the operator creates"), so
 a restarted operator finds the same objects again and never creates duplicates.
 """
 
@@ -18,6 +18,8 @@ OPERATOR_APP_NAME = "blacklist-operator"
 COMPONENT_SERVICE = "service"
 COMPONENT_DATABASE = "database"
 COMPONENT_BANLIST = "banlist"
+# The CronJob N-backup, its pods and its claim.
+COMPONENT_BACKUP = "backup"
 # The Service N-metrics: its own component, so that a ServiceMonitor selects it and not Service N.
 COMPONENT_METRICS = "metrics"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -55,6 +57,11 @@ def database_name(bls: BlacklistService) -> str:
 def database_name_of(instance: str) -> str:
     """:func:`database_name` of the instance named ``instance`` (for callers without a spec)."""
     return f"{instance}-postgres"
+
+
+def backup_name(bls: BlacklistService) -> str:
+    """Name of the backup CronJob and of the claim its dumps are kept on."""
+    return f"{bls.name}-backup"
 
 
 def database_settings_name(bls: BlacklistService) -> str:
@@ -119,7 +126,10 @@ def selector_labels(bls: BlacklistService, component: str) -> dict[str, str]:
 
 
 def labels(bls: BlacklistService, component: str) -> dict[str, str]:
-    """Every label of a child (README, "What the operator creates"), our watch filter's too."""
+    """Every label of a child, our watch filter's too.
+
+    See docs/architecture.md, "What the operator creates".
+    """
     return {
         **selector_labels(bls, component),
         MANAGED_BY_LABEL: FIELD_MANAGER,

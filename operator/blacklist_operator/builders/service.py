@@ -141,7 +141,9 @@ def _database_environment(
 def service_environment(
     bls: BlacklistService, external: ExternalDatabase | None = None
 ) -> list[dict[str, Any]]:
-    """The service container's environment (README "The service environment", docs/CONTRACTS.md).
+    """The service container's environment.
+
+    Documented in docs/configuration.md ("The service environment") and docs/CONTRACTS.md.
 
     ``external`` is the parsed Secret of ``spec.database.external``: the database
     variables then refer to that Secret (its ``url``, or its ``username`` and
@@ -203,6 +205,23 @@ def _spread(bls: BlacklistService) -> list[dict[str, Any]]:
     ]
 
 
+def rolling_update(bls: BlacklistService) -> dict[str, Any]:
+    """How Deployment ``N`` replaces its pods: never more than the disruption budget allows.
+
+    At most ``spec.disruption.maxUnavailable`` pods down at once, as for a drain, and
+    never the last one: a single replica (or an autoscaler's minimum of one) is
+    replaced surge-first, its successor ready before it stops. The surge (a quarter,
+    at least one pod) lets a roll proceed when none may be down.
+    """
+    spec = bls.spec
+    fewest = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
+    max_unavailable = min(spec.disruption.max_unavailable, max(fewest - 1, 0))
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": "25%"},
+    }
+
+
 def build_service_deployment(
     bls: BlacklistService,
     credentials: str | None = None,
@@ -251,6 +270,7 @@ def build_service_deployment(
         "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
         "spec": {
             **replicas,
+            "strategy": rolling_update(bls),
             "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
             "template": {
                 "metadata": template_metadata,

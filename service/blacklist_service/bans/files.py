@@ -31,6 +31,27 @@ def write_current(directory: Path, generation: int) -> None:
     os.replace(temporary, directory / CURRENT_FILE)
 
 
+def remove_stale_generations(directory: Path) -> list[Path]:
+    """Delete the snapshot and log files of generations other than ``current``'s; those deleted.
+
+    A generation is replaced by writing the new one, naming it in ``current``, then
+    unlinking the old files: a stop between the last two steps leaves the old ones,
+    as large as the list, for good. Only for a start, before any worker opens the
+    store (none then reads an old generation).
+    """
+    try:
+        current = int((directory / CURRENT_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return []  # Nothing named: the first worker makes generation 1 and picks up none.
+    keep = {snapshot_path(directory, current).name, log_path(directory, current).name}
+    removed = []
+    for path in (*directory.glob("snapshot-*"), *directory.glob("log-*")):
+        if path.name not in keep and path.name.rpartition("-")[2].isdigit():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def write_whole(descriptor: int, data: bytes, start: int) -> None:
     """Write all of ``data`` at the end, or cut the file back to ``start`` and raise."""
     view = memoryview(data)

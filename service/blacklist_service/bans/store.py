@@ -29,12 +29,21 @@ record, so every worker notices with the ``fstat`` it makes anyway, maps the
 new generation and drops the old one. Records that must outlive a generation
 are carried into the new log: lifts (they must keep beating an operator line
 older than them) and, in a cluster, this replica's own bans the operator has
-not listed yet.
+not listed yet, the newest :data:`OWN_CARRIED` of them. Every worker mirrors
+the log in its dicts, so own bans carried without a bound (a flood while the
+operator is down) would grow each worker's memory for as long as the outage
+lasts: a fold puts the older ones into the shared snapshot as plain bans
+(still enforced, in memory once per pod), logs it, and counts them in the
+snapshot's metadata (:meth:`BanStore.own_folded`, a gauge). What such a ban
+loses is being carried over the operator's next list: if that list does not
+hold it yet (its ledger row not yet read), it is enforced again when a later
+list does.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -74,6 +83,7 @@ from blacklist_service.bans.values import (
     key_of,
     lift_value,
     lifted_at,
+    newest_own,
     prefix_of,
     with_bans,
 )
@@ -81,6 +91,14 @@ from blacklist_service.bans.values import (
 # The log is folded into a new snapshot past this many records: each worker's dict
 # stays small (about 100 bytes a record) and a fold is rare.
 FOLD_RECORDS = 32_768
+# At most this many own bans are carried from one generation's log to the next; the
+# older ones are folded into the snapshot. With it the log, and so each worker's
+# dicts, stays under about ``2 * (FOLD_RECORDS + OWN_CARRIED)`` records (some 13 MB).
+OWN_CARRIED = FOLD_RECORDS
+# The snapshot metadata key counting own bans folded for want of room since the
+# operator's last list (an operator snapshot starts it again at 0).
+OWN_FOLDED_KEY = "own_folded"
+logger = logging.getLogger("blacklist_service.bans")
 # (length, netmask, the snapshot section's find, if it has that section)
 Probe = tuple[int, int, Callable[[int], int | None] | None]
 
@@ -294,6 +312,17 @@ class BanStore:
     def __len__(self) -> int:
         return self.counts()[0]
 
+    def own_folded(self) -> int:
+        """Own bans folded in past :data:`OWN_CARRIED` since the operator's last list."""
+        self.refresh()
+        assert self._snapshot is not None
+        return int(self._snapshot.metadata.get(OWN_FOLDED_KEY, 0))
+
+    def own_carried(self) -> int:
+        """Own bans the log carries (the operator's list does not hold them yet); O(1)."""
+        self.refresh()
+        return len(self._own)
+
     def operator_generation(self) -> str | None:
         """The generation of the operator's snapshot this store holds, or None."""
         self.refresh()
@@ -413,11 +442,27 @@ class BanStore:
         log_path(self.directory, old).unlink(missing_ok=True)
 
     def fold(self, bulk: dict[Prefix, int] | None = None) -> None:
-        """Fold the log (and ``bulk`` bans) into a new snapshot; keep what must outlive it."""
+        """Fold the log (and ``bulk`` bans) into a new snapshot; keep what must outlive it.
+
+        Own bans past :data:`OWN_CARRIED` (the oldest) are folded in as plain bans.
+        """
         with self.locked():
             assert self._snapshot is not None
-            updates = fold_updates(self._logs, self._own, self.carry_own, time.time())
-            carried = self._carried(self.carry_own, 0, None)
+            now = time.time()
+            own = self._own
+            metadata = dict(self._snapshot.metadata)
+            if self.carry_own and len(own) > OWN_CARRIED:
+                own = newest_own(own, OWN_CARRIED)
+                folded = len(self._own) - len(own)
+                metadata[OWN_FOLDED_KEY] = int(metadata.get(OWN_FOLDED_KEY, 0)) + folded
+                logger.warning(
+                    "%d own bans not yet in the operator's list folded into the snapshot "
+                    "(more than %d carried: is the operator down?); still enforced",
+                    folded,
+                    OWN_CARRIED,
+                )
+            updates = fold_updates(self._logs, own, self.carry_own, now)
+            carried = carried_records(self._logs, own, self.carry_own, 0, None, now)
             if bulk:
                 updates = with_bans(updates, bulk)
                 carried = [record for record in carried if record.prefix not in bulk]
@@ -425,7 +470,7 @@ class BanStore:
             try:
                 for section in merged(self._snapshot, updates):
                     writer.add(section)
-                path = writer.finish(self._snapshot.metadata)
+                path = writer.finish(metadata)
             except BaseException:
                 writer.abandon()
                 raise

@@ -52,6 +52,12 @@ def prefix_of(version: int, key: int) -> Prefix:
     return Prefix(version, key >> 8, key & 0xFF)
 
 
+def newest_own(own: Mapping[tuple[int, int], int], limit: int) -> dict[tuple[int, int], int]:
+    """The ``limit`` own bans written last (ties broken by prefix, so every worker agrees)."""
+    ranked = sorted(own.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    return dict(ranked[:limit])
+
+
 def fold_updates(
     logs: Mapping[int, Mapping[int, int]],
     own: Mapping[tuple[int, int], int],

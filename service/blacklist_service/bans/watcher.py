@@ -17,6 +17,12 @@ event), and streamed into a new snapshot generation of the store
 (:mod:`blacklist_service.bans.lines`). The replica holds the whole list once
 both are done, and only then is it ready.
 
+A head or part without the operator's labels
+(:func:`~blacklist_contract.wire.written_by_operator`: another team's
+ConfigMap of that name, which the operator leaves untouched and reports) is
+never applied: the replica keeps what it holds and is not ready until the
+operator's own list is there.
+
 A replica starting afresh applies no head before its lift follower has read
 the lift table once (:data:`LIFTS_WAIT` at most): the head may still list a
 ban lifted while the operator was down, and only the lift's record in the
@@ -35,7 +41,7 @@ from typing import Any
 
 import requests
 
-from blacklist_contract.wire import decode_part, head_name, part_name
+from blacklist_contract.wire import decode_part, head_name, part_name, written_by_operator
 from blacklist_service.bans.lines import Head, head_records, lifts_seen, parse_head, part_generation
 from blacklist_service.bans.notices import log_added
 from blacklist_service.bans.records import LISTED, Record
@@ -206,6 +212,8 @@ class BanListWatcher:
                 part = api.get(name)
                 if part is None or part_generation(part) != head.snapshot:
                     raise PartNotWrittenError(name)
+                if not written_by_operator(part, self.resource):
+                    raise PartNotWrittenError(f"{name} (not the operator's)")
                 seen = max(seen, lifts_seen(part) or 0)
                 encoded = (part.get("binaryData") or {}).get("bans") or ""
                 for section in decode_part(base64.b64decode(encoded)):
@@ -222,7 +230,14 @@ class BanListWatcher:
         )
 
     def _apply(self, api: KubernetesApi, config_map: dict[str, Any]) -> bool:
-        """Apply a head and, for a new generation, its parts; False if a part is not there yet."""
+        """Apply a head and, for a new generation, its parts; False if a part is not there yet.
+
+        A head that is not the operator's is left alone (True: nothing to read again).
+        """
+        if not written_by_operator(config_map, self.resource):
+            logger.warning("ConfigMap %s is not the operator's (no labels of it): not applied",
+                           self.head)  # fmt: skip
+            return True
         head = parse_head(config_map, self._applied)
         if head.bad_lines:
             logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",

@@ -1,1 +1,1 @@
-"""The HTTP interface, one blueprint per concern (README, the first section; docs/service.md)."""
+"""The HTTP interface, one blueprint per concern (docs/architecture.md; docs/service.md)."""
