@@ -21,6 +21,7 @@ SCRIPTS = (
     "banlist_bench.py",
     "operator_bench.py",
     "takeover_bench.py",
+    "takeover_node_bench.py",
     "propagation_bench.py",
     "flood_bench.py",
     "scrape_bench.py",
