@@ -25,6 +25,7 @@ import argparse
 import http.server
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -168,14 +169,25 @@ def run(election: LeaderElection, liveness: str | None, serve: Callable[[], None
         timeout=(max(1.0, timing.retry_period), timing.renew_deadline / 2),
     )
     elector = Elector(api, election)
+    # In its container the operator is PID 1, for which the kernel drops a signal that has
+    # no handler: without this a standby would ignore SIGTERM and hold its pod's deletion
+    # for the whole grace period. kopf installs its own handlers once this process leads.
+    default_handler = signal.signal(signal.SIGTERM, _stop_waiting)
     with standby_health(liveness):
         elector.acquire()
+    signal.signal(signal.SIGTERM, default_handler)
     watch_for_thaw()
     metrics.leading(True)
     try:
         serve()
     finally:
         elector.release()
+
+
+def _stop_waiting(signum: int, frame: object) -> None:
+    """SIGTERM while a standby: nothing to hand over, so stop at once (exit status 0)."""
+    logger.info("Stopped while waiting as a standby (SIGTERM)")
+    raise SystemExit(0)
 
 
 class Elector:

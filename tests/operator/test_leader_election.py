@@ -214,6 +214,22 @@ def test_a_frozen_leader_is_replaced_and_writes_nothing_once_thawed(
     assert holder(replicas.cluster, namespace) == "operator-c"
 
 
+def test_a_standby_stops_at_once_on_sigterm(replicas: Replicas, namespace: str) -> None:
+    """A standby is PID 1 in its pod: it must handle SIGTERM itself, or a delete waits 30 s."""
+    leader = replicas.start("operator-a")
+    wait_for(lambda: leads(leader), 15, "replica a leading", leader)
+    standby = replicas.start("operator-b")
+    wait_for(lambda: "Waiting as a standby for lease" in standby.log(), 15, "b waiting", standby)
+    assert standby.process is not None
+    stopped = time.monotonic()
+    standby.process.send_signal(signal.SIGTERM)
+    assert standby.process.wait(timeout=5) == 0  # handled: not killed by the signal (-15)
+    assert time.monotonic() - stopped < 3
+    assert "Stopped while waiting as a standby" in standby.log()
+    assert holder(replicas.cluster, namespace) == "operator-a"
+    assert leads(leader)
+
+
 def test_a_leader_stopped_cleanly_hands_over_at_once(replicas: Replicas, namespace: str) -> None:
     leader = replicas.start("operator-a")
     wait_for(lambda: leads(leader), 15, "replica a leading", leader)
