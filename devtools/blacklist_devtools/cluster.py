@@ -51,6 +51,8 @@ KUBECONFIG = LOCAL_DIR / "kubeconfig"
 STATE_FILE = STATE_DIR / "state.json"
 
 READY_TIMEOUT = 180.0
+# The real node is Ready in about 5 s; past this something is wrong, and a clean start helps.
+NODE_READY_TIMEOUT = 90.0
 # The node's components, each with its own API identity: (user, groups) by component.
 NODE_IDENTITIES = {
     "node": (f"system:node:{nodeconfig.NODE_NAME}", "system:nodes"),
@@ -262,6 +264,10 @@ def _start_control_plane(with_node: bool) -> ClusterState:
     return state
 
 
+class NodeNotReady(SystemExit):
+    """A node did not report Ready in time."""
+
+
 def wait_node_ready(name: str, timeout: float) -> None:
     """Wait until the Node ``name`` reports Ready."""
     deadline = time.monotonic() + timeout
@@ -276,7 +282,7 @@ def wait_node_ready(name: str, timeout: float) -> None:
         if status == "True":
             return
         time.sleep(0.2)
-    raise SystemExit(f"node {name} not Ready in {timeout:.0f} s; see {STATE_DIR / 'logs'}")
+    raise NodeNotReady(f"node {name} not Ready in {timeout:.0f} s; see {STATE_DIR / 'logs'}")
 
 
 def wait_default_service_account(timeout: float) -> None:
@@ -327,15 +333,28 @@ def _up() -> ClusterState:
         + (", the node (containerd, kubelet, kube-proxy, CoreDNS)" if with_node else "")
         + ", kwok"
     )
-    try:
-        state = _start_control_plane(with_node)
-        if with_node:
-            wait_node_ready(nodeconfig.NODE_NAME, READY_TIMEOUT)
-        wait_node_ready(SIMULATED_NODE_NAME, READY_TIMEOUT)
-        wait_default_service_account(READY_TIMEOUT)
-    except BaseException:
-        _down()
-        raise
+    for attempt in (1, 2):
+        try:
+            state = _start_control_plane(with_node)
+            if with_node:
+                wait_node_ready(nodeconfig.NODE_NAME, NODE_READY_TIMEOUT)
+            wait_node_ready(SIMULATED_NODE_NAME, READY_TIMEOUT)
+            wait_default_service_account(READY_TIMEOUT)
+            break
+        except BaseException as error:
+            # Keep what the components said: `down` removes the state directory with the logs.
+            failed = LOCAL_DIR / "cluster-failed-logs"
+            shutil.rmtree(failed, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                shutil.copytree(STATE_DIR / "logs", failed)
+            log(f"the cluster did not start ({error}); its logs are kept in {failed}")
+            _down()
+            if attempt == 2 or not isinstance(error, NodeNotReady):
+                raise
+            # Seen once after a `down` of a cluster that had run many pods: the node never
+            # became Ready, and a second down-and-up (which cleans the host again) did.
+            log("starting everything once more, after a second clean-up of the host")
+    assert state is not None  # The loop either broke with a state or raised.
     log(
         f"cluster ready at {state.server} in {time.monotonic() - started:.1f} s "
         f"(kubeconfig: {KUBECONFIG})"
