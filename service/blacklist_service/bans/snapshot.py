@@ -10,10 +10,11 @@ the page cache once per pod however many workers read them, and only the
 pages a lookup touches are ever read.
 
 A lookup masks the address to the section's length, takes the range of its
-bucket from the index (up to ``2**16`` buckets over the bits below the
-section's common prefix, so clustered keys still spread) and bisects that
-range of the column, which ``bisect`` does in C on a ``memoryview``: a handful
-of steps at 5,000,000 entries. Building streams: columns go to the file (and
+bucket from the index (up to ``2**20`` buckets over the bits below the
+section's common prefix, so clustered keys still spread; about four entries a
+bucket, the index a quarter of the keys' size) and bisects that range of the
+column, which ``bisect`` does in C on a ``memoryview``: two or three steps at
+any size. Building streams: columns go to the file (and
 two side files) chunk by chunk as they arrive, sorted, so no list of every ban
 is ever held in memory.
 """
@@ -38,7 +39,7 @@ from blacklist_contract.wire import Section
 
 MAGIC = b"BLS1"
 TRAILER = struct.Struct("<QI4s")
-INDEX_BITS = 16
+INDEX_BITS = 20
 CHUNK_ENTRIES = 1 << 16
 _LOW64 = (1 << 64) - 1
 SectionId = tuple[int, int]  # (version, length)
@@ -265,7 +266,7 @@ class SnapshotWriter:
         width = key_width(current.version)
         first, last = current.first, current.last[0]
         common = width - (first ^ last).bit_length()
-        bits = max(0, min(INDEX_BITS, width - common, current.count.bit_length() - 3))
+        bits = max(0, min(INDEX_BITS, width - common, current.count.bit_length() - 2))
         shift = width - common - bits
         base = first >> (shift + bits) << (shift + bits)
         self._file.flush()
