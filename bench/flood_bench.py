@@ -6,45 +6,51 @@ and waits until the resource reports them, then inserts ``--rate`` new ledger
 rows a second for ``--seconds`` (ten rows per transaction, each followed by the
 service's ``NOTIFY``) while, once a second, a fresh client address calls
 ``/blacklisted`` on replica A and replica B is polled until it answers 403, and
-an unrelated client lists Services through the API server every 200 ms.
+an unrelated client lists Services through the API server every 200 ms. Then
+a third replica is added: its time from container start to Ready (it is ready
+only once it holds the whole list).
 
 Figures: bytes etcd wrote to its WAL per new ban (``etcd_disk_wal_write_bytes_total``),
 etcd's database size before and after, ban propagation A → B (p50, p99), the
-API server's latency for the unrelated client (p99), and the restarts of the
-replicas and the operator (any OOM kill shows there). Run:
+API server's latency for the unrelated client (p99), the restarts of the
+replicas and the operator (any OOM kill shows there), the operator's peak RSS
+(``VmHWM``) and the replicas' peak memory as their cgroup counts it, and the new
+replica's time to Ready. Run (``--seconds 0`` measures the base alone, e.g.
+``--base 5000000``):
 ``.venv/bin/python bench/flood_bench.py [--base 1000000 --rate 1000 --seconds 600]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import socket
+import datetime
+import json
 import statistics
 import tempfile
 import threading
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from kubernetes import client
 
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import stack
-from blacklist_devtools.http import get
-from blacklist_devtools.kube import Cluster
-from blacklist_devtools.network import client_address
-from blacklist_operator.builders.naming import POSTGRES_PORT
+from blacklist_devtools.flood import (
+    Probes,
+    flood,
+    load_base,
+    percentile,
+    pod_memory,
+    probe_propagation,
+    restarts,
+    wait_banned_count,
+)
+from blacklist_devtools.kube import Cluster, wait_until
 from report import Row, append_json, print_table
 
-LEDGER = "denied_access_ledger"
-# Base and flood addresses come from 11.0.0.0/8 and 12.0.0.0/8: ledger text only, never traffic.
-BASE_FIRST = 11 << 24
-FLOOD_FIRST = 12 << 24
-ROWS_PER_TRANSACTION = 10
+MIB = 1 << 20
 
 
 def etcd_metric(port: int, name: str) -> float:
@@ -54,85 +60,6 @@ def etcd_metric(port: int, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     raise RuntimeError(f"etcd does not report {name}")
-
-
-def connect(found: stack.Instance) -> Any:
-    """A connection to the instance's ledger database."""
-    return psycopg2.connect(
-        host=found.database_address,
-        port=POSTGRES_PORT,
-        user=found.database_user,
-        password=found.database_password,
-        dbname=found.database_name,
-    )
-
-
-def address(first: int, index: int) -> str:
-    """The ``index``-th address from ``first``."""
-    return socket.inet_ntoa((first + index).to_bytes(4, "big"))
-
-
-def load_base(found: stack.Instance, count: int) -> None:
-    """COPY ``count`` ledger rows of distinct addresses, in chunks."""
-    with connect(found) as connection, connection.cursor() as cursor:
-        for start in range(0, count, 200_000):
-            rows = io.StringIO()
-            for index in range(start, min(count, start + 200_000)):
-                rows.write(f"{uuid.uuid4()}\t/blacklisted\t{address(BASE_FIRST, index)}\tnow()\n")
-            rows.seek(0)
-            cursor.copy_from(rows, LEDGER, columns=("event_id", "path", "ip_address", "time"))
-            connection.commit()
-        cursor.execute(f"NOTIFY {LEDGER}")
-        connection.commit()
-
-
-def banned_count(deployed: stack.Deployed) -> int:
-    """``status.bannedCount`` of the deployed resource."""
-    return int((deployed.resource().get("status") or {}).get("bannedCount") or 0)
-
-
-def flood(found: stack.Instance, rate: int, seconds: float, stop: threading.Event) -> int:
-    """Insert ``rate`` rows a second until ``seconds`` pass; return how many were inserted."""
-    inserted = 0
-    started = time.monotonic()
-    with connect(found) as connection, connection.cursor() as cursor:
-        while not stop.is_set() and time.monotonic() - started < seconds:
-            due = int((time.monotonic() - started) * rate)
-            while inserted < due:
-                batch = [
-                    (str(uuid.uuid4()), "/blacklisted", address(FLOOD_FIRST, inserted + offset))
-                    for offset in range(ROWS_PER_TRANSACTION)
-                ]
-                cursor.executemany(
-                    f"INSERT INTO {LEDGER} (event_id, path, ip_address, time)"  # noqa: S608
-                    " VALUES (%s, %s, %s, now())",
-                    batch,
-                )
-                cursor.execute(f"NOTIFY {LEDGER}")
-                connection.commit()
-                inserted += len(batch)
-            time.sleep(0.01)
-    return inserted
-
-
-def probe_propagation(deployed: stack.Deployed, stop: threading.Event, out: list[float]) -> None:
-    """Once a second: ban a fresh client on replica A, time until replica B refuses it."""
-    first, second = deployed.instance().service_urls[:2]
-    index = 20_000
-    while not stop.is_set():
-        source = client_address(index)
-        index += 1
-        started = time.monotonic()
-        if get(f"{first}/blacklisted", source=source).status != 444:
-            continue
-        while time.monotonic() - started < 30:
-            if get(f"{second}/?n=1", source=source).status == 403:
-                out.append(time.monotonic() - started)
-                break
-            time.sleep(0.01)
-        else:
-            out.append(30.0)
-        stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
 
 def probe_api(handle: Cluster, stop: threading.Event, out: list[float]) -> None:
@@ -145,40 +72,69 @@ def probe_api(handle: Cluster, stop: threading.Event, out: list[float]) -> None:
         stop.wait(0.2)
 
 
-def restarts(handle: Cluster, deployed: stack.Deployed) -> int:
-    """Container restarts of the replicas and the operator so far."""
-    total = 0
-    for namespace in (deployed.namespace, deployed.operator_namespace):
-        pods = stack.get_json(handle, "pods", "-n", namespace)
-        for pod in pods.get("items") or []:
-            for status in (pod.get("status") or {}).get("containerStatuses") or []:
-                total += int(status.get("restartCount") or 0)
-    return total
+def pods(handle: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods of ``namespace`` matching ``selector``."""
+    return list(stack.get_json(handle, "pods", "-n", namespace, "-l", selector)["items"])
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """The ``fraction`` quantile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+def peak_memory(handle: Cluster, deployed: stack.Deployed) -> tuple[float, float]:
+    """(the operators' highest VmHWM, the service pods' highest cgroup peak), MiB."""
+    operators = [
+        pod_memory(handle, deployed.operator_namespace, pod["metadata"]["name"])["VmHWM"]
+        for pod in pods(handle, deployed.operator_namespace, "app.kubernetes.io/name")
+        if pod["status"].get("phase") == "Running"
+    ]
+    selector = f"app.kubernetes.io/instance={deployed.name},app.kubernetes.io/component=service"
+    replicas = [
+        pod_memory(handle, deployed.namespace, pod["metadata"]["name"]).get("peak", 0)
+        for pod in pods(handle, deployed.namespace, selector)
+    ]
+    return max(operators, default=0) / MIB, max(replicas, default=0) / MIB
+
+
+def new_replica_ready(handle: Cluster, deployed: stack.Deployed) -> float:
+    """Add a third replica; seconds from its container's start to its pod's Ready."""
+    selector = f"app.kubernetes.io/instance={deployed.name},app.kubernetes.io/component=service"
+    before = {pod["metadata"]["name"] for pod in pods(handle, deployed.namespace, selector)}
+    handle.kubectl(
+        "patch", "blacklistservice", deployed.name, "-n", deployed.namespace,
+        "--type=merge", "-p", json.dumps({"spec": {"replicas": len(before) + 1}}),
+    )  # fmt: skip
+    seen: dict[str, float] = {}
+
+    def ready() -> bool:
+        for pod in pods(handle, deployed.namespace, selector):
+            conditions = pod["status"].get("conditions") or []
+            if pod["metadata"]["name"] not in before and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in conditions
+            ):
+                started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+                moment = datetime.datetime.fromisoformat(started.replace("Z", "+00:00"))
+                seen["seconds"] = time.time() - moment.timestamp()
+                return True
+        return False
+
+    if not wait_until(ready, timeout=300, interval=0.05):
+        raise RuntimeError("the new replica was not Ready in 300 s")
+    return seen["seconds"]
 
 
 def measure(handle: Cluster, deployed: stack.Deployed, etcd_port: int, args: Any) -> list[Row]:
-    """Load the base, flood, and report."""
+    """Load the base, flood, add a replica, and report."""
     found = deployed.instance()
     started = time.monotonic()
     load_base(found, args.base)
-    while banned_count(deployed) < args.base:
-        if time.monotonic() - started > 600:
-            raise RuntimeError(f"the base of {args.base} bans was not synced in 10 minutes")
-        time.sleep(1)
+    wait_banned_count(deployed, args.base, timeout=1800)
     base_seconds = time.monotonic() - started
     wal_before = etcd_metric(etcd_port, "etcd_disk_wal_write_bytes_total")
     size_before = etcd_metric(etcd_port, "etcd_mvcc_db_total_size_in_bytes")
     stop = threading.Event()
-    propagation: list[float] = []
+    propagation = Probes()
     api: list[float] = []
     probes = [
-        threading.Thread(target=probe_propagation, args=(deployed, stop, propagation)),
+        threading.Thread(
+            target=probe_propagation, args=(found.service_urls, stop, propagation, 20_000)
+        ),
         threading.Thread(target=probe_api, args=(handle, stop, api)),
     ]
     for thread in probes:
@@ -191,22 +147,30 @@ def measure(handle: Cluster, deployed: stack.Deployed, etcd_port: int, args: Any
             thread.join()
     wal_after = etcd_metric(etcd_port, "etcd_disk_wal_write_bytes_total")
     size_after = etcd_metric(etcd_port, "etcd_mvcc_db_total_size_in_bytes")
+    operator_peak, replica_peak = peak_memory(handle, deployed)
+    restarted = restarts(handle, [deployed.namespace, deployed.operator_namespace])
+    ready_seconds = new_replica_ready(handle, deployed)
     section = f"flood: {args.base:,} bans, +{args.rate}/s for {args.seconds:.0f} s"
-    new_bans = max(1, inserted + len(propagation))
-    mib = 1 << 20
+    new_bans = max(1, inserted + len(propagation.seconds))
+    seconds = propagation.seconds or [0.0]
     return [
         Row(section, "base synced", base_seconds, "s", "", 0.0, ""),
         Row(section, "etcd WAL bytes per new ban", (wal_after - wal_before) / new_bans, "B",
             "", 0.0, "≤ 4096 B"),
-        Row(section, "etcd database after", size_after / mib, "MiB", "before",
-            size_before / mib, "< 1024 MiB"),
-        Row(section, "propagation A → B, p50", statistics.median(propagation or [0]) * 1000,
+        Row(section, "etcd database after", size_after / MIB, "MiB", "before",
+            size_before / MIB, "< 1024 MiB"),
+        Row(section, "propagation A → B, p50", statistics.median(seconds) * 1000,
             "ms", "", 0.0, ""),
-        Row(section, "propagation A → B, p99", percentile(propagation, 0.99) * 1000, "ms",
+        Row(section, "propagation A → B, p99", percentile(seconds, 0.99) * 1000, "ms",
             "", 0.0, "≤ 1000 ms"),
         Row(section, "API server list p99 (other client)", percentile(api, 0.99) * 1000, "ms",
             "", 0.0, "≤ 1000 ms"),
-        Row(section, "container restarts", restarts(handle, deployed), "", "", 0.0, "0"),
+        Row(section, "container restarts", sum(restarted.values()), "", "", 0.0, "0"),
+        Row(section, "operator peak RSS (VmHWM)", operator_peak, "MiB", "", 0.0, "≤ 160 MB"),
+        Row(section, "service pod peak memory (cgroup, page cache included)", replica_peak,
+            "MiB", "", 0.0, "< 256 MiB limit"),
+        Row(section, "a new replica: container start → Ready (whole list held)",
+            ready_seconds, "s", "", 0.0, "≤ 10 s"),
     ]  # fmt: skip
 
 
