@@ -13,8 +13,8 @@ import base64
 import pytest
 
 from blacklist_contract.database import DatabaseUrlError, parse_url
-from blacklist_operator.model import parse
-from blacklist_operator.model_external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model.external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model.resource import parse
 from blacklist_service.config import ConfigError, Settings
 from blacklist_service.ledger import make_engine
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from blacklist_operator.apply import KubernetesApi
-from blacklist_operator.config import AddressMap, OperatorConfig
-from blacklist_operator.model import ImageDefaults, parse
-from blacklist_operator.rollout_gate import ROLLING_OUT, WAITING_FOR_ROLLOUT, gate_default_images
-from blacklist_operator.runtime import DeploymentProgress, HeldImages, Runtime
+from blacklist_operator.kube.api import KubernetesApi
+from blacklist_operator.model.resource import ImageDefaults, parse
+from blacklist_operator.reconcile.rollout_gate import (
+    ROLLING_OUT,
+    WAITING_FOR_ROLLOUT,
+    gate_default_images,
+)
+from blacklist_operator.runtime.config import AddressMap, OperatorConfig
+from blacklist_operator.runtime.state import DeploymentProgress, HeldImages, Runtime
 
 OLD = ImageDefaults(service="registry/svc:1", database="registry/pg:15")
 NEW = ImageDefaults(service="registry/svc:2", database="registry/pg:16")

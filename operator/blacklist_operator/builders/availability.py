@@ -16,7 +16,7 @@ from blacklist_operator.builders.naming import (
     selector_labels,
     service_name,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
 def wants_disruption_budget(bls: BlacklistService) -> bool:

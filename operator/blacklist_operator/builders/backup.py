@@ -27,7 +27,7 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 BACKUP_MOUNT = "/backup"
 # A job that has not finished after this long is stopped (with concurrencyPolicy

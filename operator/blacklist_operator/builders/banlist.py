@@ -27,7 +27,7 @@ from blacklist_contract.wire import (
     part_name,
 )
 from blacklist_operator.builders.naming import COMPONENT_BANLIST, metadata
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 CURSOR_ANNOTATION = "blacklist.dev/ledger-cursor"
 LIFT_CURSOR_ANNOTATION = "blacklist.dev/lift-cursor"

@@ -40,8 +40,8 @@ from blacklist_operator.builders.storage import (
     build_persistent_volume,
     build_persistent_volume_claim,
 )
-from blacklist_operator.model import BlacklistService
-from blacklist_operator.model_external import ExternalDatabase
+from blacklist_operator.model.external import ExternalDatabase
+from blacklist_operator.model.resource import BlacklistService
 
 # (apiVersion, kind, name, builder) of each optional child; a builder returns None when
 # the spec does not ask for its child.

@@ -15,7 +15,7 @@ from blacklist_operator.builders.naming import (
     metadata,
     owner_reference,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32

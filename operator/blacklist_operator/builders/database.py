@@ -25,8 +25,8 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, BlacklistService
-from blacklist_operator.model_external import ExternalDatabase
+from blacklist_operator.model.external import ExternalDatabase
+from blacklist_operator.model.resource import DEFAULT_DATABASE_IMAGE, BlacklistService
 
 DATA_MOUNT = "/var/lib/postgresql/data"
 # The own-data init container's image unless the admin names one (the chart: the operator's).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from blacklist_operator.builders.naming import COMPONENT_SERVICE, metadata, service_name
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
 def build_ingress(bls: BlacklistService) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from blacklist_operator.builders.naming import (
     selector_labels,
     service_name,
 )
-from blacklist_operator.model import METRICS_PORT, BlacklistService
+from blacklist_operator.model.resource import METRICS_PORT, BlacklistService
 
 SERVICE_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_PLURAL = "servicemonitors"

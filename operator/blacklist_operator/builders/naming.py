@@ -11,7 +11,7 @@ from typing import Any
 
 from blacklist_contract.wire import head_name, part_name
 from blacklist_operator import API_VERSION, FIELD_MANAGER, KIND
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 APP_NAME = "blacklist-service"
 OPERATOR_APP_NAME = "blacklist-operator"

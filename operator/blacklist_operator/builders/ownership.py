@@ -13,7 +13,7 @@ from typing import Any
 
 from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.builders.naming import INSTANCE_LABEL, MANAGED_BY_LABEL
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
 def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:

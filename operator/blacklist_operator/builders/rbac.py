@@ -11,7 +11,7 @@ from blacklist_operator.builders.naming import (
     metadata,
     service_name,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
 def build_service_account(bls: BlacklistService) -> dict[str, Any]:

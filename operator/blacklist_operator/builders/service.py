@@ -21,8 +21,8 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import METRICS_PORT, BlacklistService
-from blacklist_operator.model_external import URL_KEY, ExternalDatabase
+from blacklist_operator.model.external import URL_KEY, ExternalDatabase
+from blacklist_operator.model.resource import METRICS_PORT, BlacklistService
 
 STATE_DIR = "/var/lib/blacklist"
 # The state volume holds the outbox, the ban list file (16 bytes per ban: 16 MB at a

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from blacklist_operator.builders.naming import COMPONENT_SERVICE, selector_labels
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 READY = "Ready"
 DATABASE_READY = "DatabaseReady"

@@ -14,7 +14,7 @@ from blacklist_operator.builders.naming import (
     persistent_volume_name,
     volume_owner,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
 def build_persistent_volume_claim(
