@@ -2,7 +2,7 @@
 
 The reference is parsed into the model, the service's pod mounts the key read-only
 and points libpq at it (``PGSSLROOTCERT``), and the operator reads the same key
-(``model_external.ca_certificate``) for its own connections.
+(``model.external.ca_certificate``) for its own connections.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The kopf handlers: thin entry points that hand over to the reconcile and the shared workers.
 
 * startup owns every kopf setting and starts the shared workers (``workers``,
-  ``banlist.daemon``), which follow children, resync periodically and sync the
+  ``banlist.sync.daemon``), which follow children, resync periodically and sync the
   ban lists of all instances, with no task per instance; cleanup stops them;
-* create / update / resume → :func:`reconcile.reconcile`;
+* create / update / resume → :func:`reconcile.children.reconcile`;
 * the deletion handler (behind our finalizer, which only a resource with a
   hostPath volume to release carries) releases the static PV.
 

@@ -7,6 +7,12 @@ context variables that kopf sets in the task of each handler
 them. The shared workers are no kopf handlers: they run their blocking work in
 a copy of a context taken inside a handler. ``tests/operator/test_handler_context.py``
 fails if kopf stops working this way.
+
+Upstream: kopf (https://github.com/nolar/kopf, issues at
+https://github.com/nolar/kopf/issues, component ``kopf._core.engines.posting``).
+No issue asking for it was found there; a report would ask for a public way to
+post Events from outside a handler (an explicit settings/queue argument to
+``kopf.event``), which would replace this module.
 """
 
 from __future__ import annotations

@@ -16,6 +16,14 @@ added, one being deleted is dropped), which is what kopf does with the first.
 It replaces that one function of kopf's, looked up by name when the observer
 starts; ``tests/operator/test_namespace_watch.py`` fails if kopf stops
 calling it so or changes its signature.
+
+Upstream: kopf (https://github.com/nolar/kopf, issues at
+https://github.com/nolar/kopf/issues, component ``kopf._core.reactor.observation``).
+No issue about it was found there; kopf's own test
+``tests/observation/test_processing_of_namespaces.py::test_initial_listing_is_ignored``
+shows that dropping the listed events is deliberate, so a report would ask for the
+watcher's re-list to revise the namespaces as the first list does. Once kopf does
+that, this module and its ``install()`` call in ``__main__`` go.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Lease. The elector moves :data:`FENCE`'s deadline forward after every renewal
 (local monotonic clock: it keeps counting while the process is frozen). The
 process exits at once, before anything else is written, when
 
-* a write through ``apply.KubernetesApi`` finds the deadline passed (every write of
+* a write through ``kube.api.KubernetesApi`` finds the deadline passed (every write of
   the reconcile and the ban sync goes through it);
 * the watchdog thread wakes at the deadline and finds it not moved (a renewal
   hung, or the API server is unreachable);

@@ -70,7 +70,7 @@ class IngressSpec:
 
 @dataclass(frozen=True)
 class ExternalDatabaseSpec:
-    """A PostgreSQL run elsewhere, reached with the credentials of a Secret (model_external)."""
+    """A PostgreSQL run elsewhere, reached with the credentials of a Secret (model.external)."""
 
     secret_name: str
     sslmode: str = "prefer"

@@ -176,7 +176,7 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
 
     Raises :class:`SpecError` (after reporting it) for a spec that cannot be
     acted on, and :class:`ApiError` when the status itself cannot be written.
-    Each call is counted by outcome and timed (:mod:`.metrics`).
+    Each call is counted by outcome and timed (:mod:`blacklist_operator.metrics`).
     """
     started = time.monotonic()
     outcome = metrics.OUTCOME_FAILED

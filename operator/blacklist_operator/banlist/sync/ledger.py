@@ -12,7 +12,7 @@ its cursor can never skip a row. When the lock cannot be had within
 ``INSERT``), the read goes ahead without it and says so; the caller keeps its
 exact cursor and reads from there again once the lock is free.
 
-Times are Unix milliseconds; addresses are keys of :mod:`.addresses`; a lift
+Times are Unix milliseconds; addresses are keys of :mod:`..core.addresses`; a lift
 row's address is an address or a CIDR, read as a
 :class:`~blacklist_contract.prefixes.Prefix`.
 """

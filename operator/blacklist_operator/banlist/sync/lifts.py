@@ -26,7 +26,7 @@ from blacklist_operator.banlist.sync import ledger
 
 
 def address_key_of(prefix: Prefix) -> int:
-    """The ledger's address key (:mod:`.addresses`) of a full-length prefix."""
+    """The ledger's address key (:mod:`..core.addresses`) of a full-length prefix."""
     return IPV6_FLAG | prefix.network if prefix.version == IPV6 else prefix.network
 
 

@@ -6,9 +6,9 @@ than the latest lift that reaches it (``denied_access_lifts``: an address lifts
 the ban covering it, a range every ban inside it) and, with ``spec.banDuration``
 set, that row is younger than the duration; the ban then carries its expiry.
 
-The list is held packed (:mod:`.packed`) and written as the head ``N-banlist``
+The list is held packed (:mod:`..core.packed`) and written as the head ``N-banlist``
 and the snapshot parts ``N-banlist-1`` … (:mod:`blacklist_contract.wire`), at
-the pace :mod:`.layout` sets: new bans go to the head, a compaction rewrites
+the pace :mod:`..core.layout` sets: new bans go to the head, a compaction rewrites
 the parts. The state that matters survives restarts in the ConfigMaps
 themselves: the bans, and in annotations of the head the exact ledger cursor,
 the lift cursor, the ledger table's identity and a digest of the filter the
@@ -351,7 +351,7 @@ class BanListSync:
 
         A compaction writes every part, then the head, then deletes the parts no
         longer needed. Otherwise the head alone is written, at the pace
-        :func:`.layout.head_write_delay` sets.
+        :func:`..core.layout.head_write_delay` sets.
         """
         self._snapshot_changed = self._snapshot_changed or force
         now = time.monotonic()
