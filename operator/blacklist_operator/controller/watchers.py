@@ -140,13 +140,13 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     if (instance.get("status") or {}).get("observedGeneration") != generation:
         return False  # The reconcile of this generation is under way; it applies everything.
     try:
-        bls = parse(instance, runtime.config.images)
+        resource = parse(instance, runtime.config.images)
         held = runtime.rollout.held(key)
         if held is not None:
             # Waiting for its turn to roll: its Deployments keep their images.
-            bls = with_images(bls, held.service, held.database)
+            resource = with_images(resource, held.service, held.database)
         children = build_children(
-            bls,
+            resource,
             runtime.config.operator_namespace,
             external=runtime.external_databases.get(key),
             host_path_init_image=runtime.config.host_path_init_image,
@@ -157,7 +157,7 @@ def _drifted(runtime: Runtime, key: InstanceKey, event_type: str | None, body: k
     desired = next((child for child in children if child_key(child) == wanted), None)
     if event_type == "DELETED":
         # An optional child the spec no longer asks for was deleted by the reconcile itself.
-        return desired is not None or wanted not in optional_children(bls)
+        return desired is not None or wanted not in optional_children(resource)
     return desired is not None and not contains(body, desired)
 
 

@@ -296,14 +296,14 @@ def host_path_allowed(path: str, prefixes: Sequence[str]) -> bool:
     return _allowed_prefix(path, prefixes) is not None
 
 
-def check_host_path(bls: BlacklistService, prefixes: Sequence[str]) -> None:
+def check_host_path(resource: BlacklistService, prefixes: Sequence[str]) -> None:
     """Raise :class:`SpecError` when ``spec.database.storage.hostPath`` is not allowed.
 
     A hostPath volume exposes a node's filesystem to the database pod, and the
     PersistentVolume is created with the operator's cluster-wide rights: only the
     cluster admin decides where (the operator's ``--allowed-host-path-prefix``).
     """
-    host_path = bls.spec.database.storage.host_path
+    host_path = resource.spec.database.storage.host_path
     if host_path is None or host_path_allowed(host_path, prefixes):
         return
     if not prefixes:
@@ -333,7 +333,7 @@ def _allowed_prefix(path: str, prefixes: Sequence[str]) -> str | None:
     return None
 
 
-def host_path_directory(bls: BlacklistService, prefixes: Sequence[str]) -> str:
+def host_path_directory(resource: BlacklistService, prefixes: Sequence[str]) -> str:
     """The node directory of a hostPath resource, chosen by the operator: ``PREFIX/NS/N``.
 
     ``spec.database.storage.hostPath`` only picks which allowed prefix (the one it
@@ -342,42 +342,42 @@ def host_path_directory(bls: BlacklistService, prefixes: Sequence[str]) -> str:
     a directory, none is the prefix itself, and none lies inside another's, where
     that tenant's database could have put a symlink to the node's ``/``.
     """
-    host_path = bls.spec.database.storage.host_path
+    host_path = resource.spec.database.storage.host_path
     prefix = None if host_path is None else _allowed_prefix(host_path, prefixes)
     if prefix is None:
-        check_host_path(bls, prefixes)
+        check_host_path(resource, prefixes)
         raise SpecError("spec.database.storage.hostPath", "no hostPath is asked for")
-    return posixpath.join(prefix, bls.namespace, bls.name)
+    return posixpath.join(prefix, resource.namespace, resource.name)
 
 
 def place_host_path(
-    bls: BlacklistService, prefixes: Sequence[str], kept: str | None = None
+    resource: BlacklistService, prefixes: Sequence[str], kept: str | None = None
 ) -> BlacklistService:
-    """``bls`` with ``storage.host_path`` the directory its volume uses on the node.
+    """``resource`` with ``storage.host_path`` the directory its volume uses on the node.
 
     That is :func:`host_path_directory`, or ``kept``: the path of the resource's own
     PersistentVolume made before the operator chose directories (a PV's source is
-    immutable). Without a hostPath, ``bls`` itself.
+    immutable). Without a hostPath, ``resource`` itself.
     """
-    storage = bls.spec.database.storage
+    storage = resource.spec.database.storage
     if storage.host_path is None:
-        return bls
-    directory = kept or host_path_directory(bls, prefixes)
-    database = replace(bls.spec.database, storage=replace(storage, host_path=directory))
-    return replace(bls, spec=replace(bls.spec, database=database))
+        return resource
+    directory = kept or host_path_directory(resource, prefixes)
+    database = replace(resource.spec.database, storage=replace(storage, host_path=directory))
+    return replace(resource, spec=replace(resource.spec, database=database))
 
 
 def with_images(
-    bls: BlacklistService, service: str | None, database: str | None
+    resource: BlacklistService, service: str | None, database: str | None
 ) -> BlacklistService:
-    """``bls`` running ``service`` and ``database`` images instead of its spec's (None: its own).
+    """``resource`` running ``service`` and ``database`` images, not its spec's (None: its own).
 
     For a resource that waits for its turn to roll onto the operator's new default
     images (:mod:`blacklist_operator.runtime.rollout`): it keeps the images it runs.
     """
-    spec = bls.spec
+    spec = resource.spec
     if service is not None:
         spec = replace(spec, image=service)
     if database is not None:
         spec = replace(spec, database=replace(spec.database, image=database))
-    return replace(bls, spec=spec)
+    return replace(resource, spec=spec)

@@ -70,21 +70,21 @@ def legacy_host_path_message(path: str) -> str:
     )
 
 
-def hand_over_replicas(api: KubernetesApi, bls: BlacklistService, logger: Logger) -> None:
+def hand_over_replicas(api: KubernetesApi, resource: BlacklistService, logger: Logger) -> None:
     """With ``spec.autoscaling``, keep Deployment N's ``spec.replicas`` when we stop applying it.
 
     See :func:`~blacklist_operator.builders.availability.build_replicas_hand_over`:
     applied under :data:`REPLICAS_MANAGER` at its current value, the field outlives
     our ownership; the autoscaler's next write through the scale subresource takes it.
     """
-    if bls.spec.autoscaling is None:
+    if resource.spec.autoscaling is None:
         return
-    name = service_name(bls)
-    live = api.get("apps/v1", "Deployment", bls.namespace, name)
+    name = service_name(resource)
+    live = api.get("apps/v1", "Deployment", resource.namespace, name)
     if live is None or not applies_replicas(live, FIELD_MANAGER):
         return
     replicas = int((live.get("spec") or {}).get("replicas", 1))
-    api.apply(build_replicas_hand_over(bls, replicas), REPLICAS_MANAGER)
+    api.apply(build_replicas_hand_over(resource, replicas), REPLICAS_MANAGER)
     logger.info(f"Handed spec.replicas ({replicas}) of Deployment {name} over to the autoscaler")
 
 
@@ -120,7 +120,7 @@ def served_children(
 
 
 def delete_absent_children(
-    runtime: Runtime, bls: BlacklistService, logger: Logger, outcome: Outcome
+    runtime: Runtime, resource: BlacklistService, logger: Logger, outcome: Outcome
 ) -> None:
     """Delete the optional children (Ingress, budget, autoscaler, ServiceMonitor) not asked for.
 
@@ -129,20 +129,20 @@ def delete_absent_children(
     to be absent (``Runtime.absent_children``) is not read again.
     """
     api, absent = runtime.api, runtime.absent_children
-    for api_version, kind, name in absent_children(bls):
-        if absent.known(bls.namespace, kind, name):
+    for api_version, kind, name in absent_children(resource):
+        if absent.known(resource.namespace, kind, name):
             continue
         try:
             if kind in CUSTOM_KINDS and not api.serves(api_version, kind):
                 continue
-            existing = api.get(api_version, kind, bls.namespace, name)
+            existing = api.get(api_version, kind, resource.namespace, name)
             if existing is None:
-                absent.mark(bls.namespace, kind, name)
+                absent.mark(resource.namespace, kind, name)
                 continue
-            if not owned_by(existing, bls):
+            if not owned_by(existing, resource):
                 continue
-            deleted = api.delete(api_version, kind, bls.namespace, name)
-            absent.mark(bls.namespace, kind, name)
+            deleted = api.delete(api_version, kind, resource.namespace, name)
+            absent.mark(resource.namespace, kind, name)
             if deleted:
                 logger.info(f"Deleted {kind} {name}")
         except ApiError as error:
@@ -158,17 +158,19 @@ def running_image(deployment: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def foreign_child(runtime: Runtime, bls: BlacklistService, manifest: Mapping[str, Any]) -> bool:
+def foreign_child(
+    runtime: Runtime, resource: BlacklistService, manifest: Mapping[str, Any]
+) -> bool:
     """Whether an object of ``manifest``'s name exists that this resource did not create.
 
     A forced server-side apply would take such an object over (and the garbage collector
     would delete it with the resource): it is left untouched instead.
     """
     kind, name = child_key(dict(manifest))
-    if runtime.owned_children.known(bls.namespace, kind, name, bls.uid):
+    if runtime.owned_children.known(resource.namespace, kind, name, resource.uid):
         return False
-    existing = runtime.api.get(manifest["apiVersion"], kind, bls.namespace, name)
-    return existing is not None and not created_by(existing, bls)
+    existing = runtime.api.get(manifest["apiVersion"], kind, resource.namespace, name)
+    return existing is not None and not created_by(existing, resource)
 
 
 def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
@@ -196,44 +198,44 @@ def reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outc
 def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Outcome:
     api = runtime.api
     try:
-        bls = parse(body, runtime.config.images)
-        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
+        resource = parse(body, runtime.config.images)
+        check_host_path(resource, runtime.config.allowed_host_path_prefixes)
     except SpecError as error:
         report_invalid_spec(api, body, error)
         raise
     outcome = Outcome(first=(body.get("status") or {}).get("observedGeneration") is None)
     credentials, external = database_credentials(
-        api, bls, logger, outcome, runtime.config.allowed_external_database_hosts
+        api, resource, logger, outcome, runtime.config.allowed_external_database_hosts
     )
-    runtime.remember_external(bls.namespace, bls.name, external)
+    runtime.remember_external(resource.namespace, resource.name, external)
     if outcome.namespace_terminating:
         return outcome
     volume_name = None
-    if bls.spec.database.external is None:
+    if resource.spec.database.external is None:
         try:
-            volume_name = static_volume_name(api, bls)
+            volume_name = static_volume_name(api, resource)
             # Where on the node: PREFIX/NS/N, chosen here, never the tenant's path itself.
             prefixes = runtime.config.allowed_host_path_prefixes
-            kept = kept_volume_path(api, bls, volume_name)
-            if kept is not None and kept != host_path_directory(bls, prefixes):
+            kept = kept_volume_path(api, resource, volume_name)
+            if kept is not None and kept != host_path_directory(resource, prefixes):
                 outcome.warnings.append(("LegacyHostPath", legacy_host_path_message(kept)))
-            bls = place_host_path(bls, prefixes, kept)
+            resource = place_host_path(resource, prefixes, kept)
         except ApiError as error:
-            outcome.failures.append(f"PersistentVolumeClaim {database_name(bls)}: {error}")
-    gate = gate_default_images(runtime, body, bls)
-    bls = gate.bls
+            outcome.failures.append(f"PersistentVolumeClaim {database_name(resource)}: {error}")
+    gate = gate_default_images(runtime, body, resource)
+    resource = gate.resource
     if gate.notice is not None:
         outcome.notices.append(gate.notice)
         logger.info(gate.notice[1])
     outcome.rollout_retry = gate.retry
     try:
-        hand_over_replicas(api, bls, logger)
+        hand_over_replicas(api, resource, logger)
     except ApiError as error:
-        outcome.failures.append(f"Deployment {service_name(bls)} replicas: {error}")
+        outcome.failures.append(f"Deployment {service_name(resource)} replicas: {error}")
     children = served_children(
         api,
         build_children(
-            bls,
+            resource,
             runtime.config.operator_namespace,
             credentials,
             volume_name,
@@ -247,8 +249,8 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     for manifest in children:
         try:
             if manifest["kind"] == "PersistentVolume":
-                check_volume_owner(api, bls, manifest["metadata"]["name"])
-            elif foreign_child(runtime, bls, manifest):
+                check_volume_owner(api, resource, manifest["metadata"]["name"])
+            elif foreign_child(runtime, resource, manifest):
                 message = (
                     f"{describe(manifest)} exists and was not created by this BlacklistService: "
                     "left untouched (delete or rename it, or rename the BlacklistService)"
@@ -258,10 +260,10 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
                 outcome.warnings.append(("ChildConflict", message))
                 continue
             applied = api.apply(manifest)
-            runtime.absent_children.forget(bls.namespace, *child_key(manifest))
+            runtime.absent_children.forget(resource.namespace, *child_key(manifest))
             if manifest["kind"] not in CUSTOM_KINDS:
                 # Watched kinds only: their watch forgets a child that goes away.
-                runtime.owned_children.mark(bls.namespace, *child_key(manifest), bls.uid)
+                runtime.owned_children.mark(resource.namespace, *child_key(manifest), resource.uid)
         except ApiError as error:
             if namespace_terminating(error):
                 # Its children are going with it; recreating them one by one (and posting
@@ -274,17 +276,17 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
         if applied.created:
             outcome.created.append(describe(manifest))
             logger.info(f"Created {describe(manifest)}")
-    delete_absent_children(runtime, bls, logger, outcome)
-    service = live.get(("Service", service_name(bls)), {})
+    delete_absent_children(runtime, resource, logger, outcome)
+    service = live.get(("Service", service_name(resource)), {})
     ports = (service.get("spec") or {}).get("ports") or [{}]
     # The applied Deployments may already be older than what their watch delivered;
     # the refresh that follows this status write corrects Ready from the watch.
-    service_deployment = live.get(("Deployment", service_name(bls)))
+    service_deployment = live.get(("Deployment", service_name(resource)))
     progress = deployment_progress(service_deployment)
     ready = ready_condition(
-        bls,
+        resource,
         progress,
-        database_progress(bls, live.get(("Deployment", database_name(bls)))),
+        database_progress(resource, live.get(("Deployment", database_name(resource)))),
         outcome.failures,
         (body.get("status") or {}).get("conditions"),
         outcome.database_secret_problem,
@@ -293,8 +295,8 @@ def _reconcile(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> Out
     )
     outcome.ready = ready["status"] == "True"
     image = running_image(service_deployment) or (body.get("status") or {}).get("image")
-    write_status(api, bls, body, ready, ports[0].get("nodePort"), progress, image)
-    key = (bls.namespace, bls.name)
+    write_status(api, resource, body, ready, ports[0].get("nodePort"), progress, image)
+    key = (resource.namespace, resource.name)
     retry = runtime.retry_delay(key, bool(outcome.failures))
     if retry is not None:
         runtime.reconcile_later(key, retry)

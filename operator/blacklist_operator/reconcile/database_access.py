@@ -31,7 +31,7 @@ from blacklist_operator.runtime.state import Logger
 
 
 def ensure_secret(
-    api: KubernetesApi, bls: BlacklistService, logger: Logger, outcome: Outcome
+    api: KubernetesApi, resource: BlacklistService, logger: Logger, outcome: Outcome
 ) -> dict[str, Any]:
     """Make sure Secret ``N-db`` exists and return it; an existing one is adopted as is.
 
@@ -41,27 +41,27 @@ def ensure_secret(
     (see ``build_set_password_container``), and a Warning Event says so. Of a Secret
     we generated, only the owner reference is kept in line with ``retainOnDelete``.
     """
-    name = database_settings_name(bls)
-    existing = api.get("v1", "Secret", bls.namespace, name)
+    name = database_settings_name(resource)
+    existing = api.get("v1", "Secret", resource.namespace, name)
     if existing is None:
-        claim = api.get("v1", "PersistentVolumeClaim", bls.namespace, database_name(bls))
-        created = api.create(build_database_secret(bls, generate_password()))
+        claim = api.get("v1", "PersistentVolumeClaim", resource.namespace, database_name(resource))
+        created = api.create(build_database_secret(resource, generate_password()))
         if created is not None:
             outcome.created.append(f"Secret {name}")
             if claim is None:
                 logger.info(f"Created Secret {name} with a generated password")
             else:
                 message = (
-                    f"Secret {name} was missing while PersistentVolumeClaim {database_name(bls)} "
-                    "exists: generated a new password; the database restarts and its init "
-                    "container set-password gives it to the existing role (an image without "
-                    "psql/pg_ctl cannot: restore the old Secret instead)"
+                    f"Secret {name} was missing while PersistentVolumeClaim "
+                    f"{database_name(resource)} exists: generated a new password; the database "
+                    "restarts and its init container set-password gives it to the existing role "
+                    "(an image without psql/pg_ctl cannot: restore the old Secret instead)"
                 )
                 logger.warning(message)
                 outcome.warnings.append(("CredentialsRegenerated", message))
             return created
         # Someone (another reconcile of ours) created it in between: adopt theirs.
-        existing = api.get("v1", "Secret", bls.namespace, name)
+        existing = api.get("v1", "Secret", resource.namespace, name)
     if existing is None:
         raise ApiError(409, f"Secret {name} was deleted while it was being created")
     data = existing.get("data") or {}
@@ -70,12 +70,12 @@ def ensure_secret(
     if managed_secret(existing):
         metadata = existing.get("metadata") or {}
         current = list(metadata.get("ownerReferences") or [])
-        wanted = secret_owner_references(bls, current)
+        wanted = secret_owner_references(resource, current)
         if wanted != current:
             existing = api.merge_patch(
                 "v1",
                 "Secret",
-                bls.namespace,
+                resource.namespace,
                 name,
                 {
                     "metadata": {
@@ -89,7 +89,7 @@ def ensure_secret(
 
 
 def read_external_database(
-    api: KubernetesApi, bls: BlacklistService, allowed_hosts: tuple[HostRule, ...] = ()
+    api: KubernetesApi, resource: BlacklistService, allowed_hosts: tuple[HostRule, ...] = ()
 ) -> ExternalDatabase:
     """The external database's Secret, read by name and parsed (DatabaseSecretError if unusable).
 
@@ -97,52 +97,54 @@ def read_external_database(
     namespace): it is read at each reconcile, and by the ban sync when it connects.
     A host outside ``allowed_hosts`` raises ``DatabaseHostNotAllowedError``.
     """
-    external = bls.spec.database.external
+    external = resource.spec.database.external
     if external is None:
         raise DatabaseSecretError("spec.database.external is not set")
-    secret = api.get("v1", "Secret", bls.namespace, external.secret_name)
-    database = parse_database_secret(external, bls.spec.database.name, secret)
+    secret = api.get("v1", "Secret", resource.namespace, external.secret_name)
+    database = parse_database_secret(external, resource.spec.database.name, secret)
     check_host_allowed(database, allowed_hosts)
     # A CA missing would leave the service's pods waiting for their volume: say it here.
-    read_ca_certificate(api, bls)
+    read_ca_certificate(api, resource)
     return database
 
 
-def read_ca_certificate(api: KubernetesApi, bls: BlacklistService) -> str | None:
+def read_ca_certificate(api: KubernetesApi, resource: BlacklistService) -> str | None:
     """The external database's CA certificate (PEM), read by name; None when none is set.
 
     Raises DatabaseSecretError when the Secret or ConfigMap, or its key, is missing.
     """
-    external = bls.spec.database.external
+    external = resource.spec.database.external
     if external is None or external.ca is None:
         return None
-    body = api.get("v1", external.ca.kind, bls.namespace, external.ca.name)
+    body = api.get("v1", external.ca.kind, resource.namespace, external.ca.name)
     return ca_certificate(external.ca, body)
 
 
 def database_credentials(
     api: KubernetesApi,
-    bls: BlacklistService,
+    resource: BlacklistService,
     logger: Logger,
     outcome: Outcome,
     allowed_hosts: tuple[HostRule, ...] = (),
 ) -> tuple[str | None, ExternalDatabase | None]:
     """The uid of Secret ``N-db`` (bundled database), or the parsed external Secret."""
-    if bls.spec.database.external is not None:
+    if resource.spec.database.external is not None:
         try:
-            return None, read_external_database(api, bls, allowed_hosts)
+            return None, read_external_database(api, resource, allowed_hosts)
         except DatabaseSecretError as error:
             outcome.database_secret_problem = str(error)
             outcome.database_secret_reason = error.reason
         except ApiError as error:
-            outcome.failures.append(f"Secret {bls.spec.database.external.secret_name}: {error}")
+            outcome.failures.append(
+                f"Secret {resource.spec.database.external.secret_name}: {error}"
+            )
         return None, None
     try:
-        secret = ensure_secret(api, bls, logger, outcome)
+        secret = ensure_secret(api, resource, logger, outcome)
         return (secret.get("metadata") or {}).get("uid"), None
     except ApiError as error:
         if namespace_terminating(error):
             outcome.namespace_terminating = True
         else:
-            outcome.failures.append(f"Secret {database_settings_name(bls)}: {error}")
+            outcome.failures.append(f"Secret {database_settings_name(resource)}: {error}")
     return None, None

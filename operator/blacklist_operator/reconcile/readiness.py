@@ -65,14 +65,14 @@ def template_image(deployment: Mapping[str, Any]) -> str | None:
 
 
 def database_progress(
-    bls: BlacklistService, deployment: Mapping[str, Any] | None
+    resource: BlacklistService, deployment: Mapping[str, Any] | None
 ) -> DeploymentProgress:
     """:func:`deployment_progress` of ``N-postgres``; an external database has none to wait for.
 
     Whether the external database answers is the ban sync's DatabaseReady condition,
     kept apart from Ready as for the bundled one.
     """
-    external = bls.spec.database.external
+    external = resource.spec.database.external
     if external is not None:
         return DeploymentProgress(
             True, f"uses the external database of Secret {external.secret_name}"
@@ -81,7 +81,7 @@ def database_progress(
 
 
 def ready_condition(
-    bls: BlacklistService,
+    resource: BlacklistService,
     service: DeploymentProgress,
     database: DeploymentProgress,
     failures: list[str],
@@ -107,9 +107,9 @@ def ready_condition(
         service_ok, service_text = service.available, service.detail
         database_ok, database_text = database.available, database.detail
         ok = service_ok and database_ok
-        message = f"Deployment {service_name(bls)} {service_text}; "
-        if bls.spec.database.external is None:
-            message += f"Deployment {database_name(bls)} {database_text}"
+        message = f"Deployment {service_name(resource)} {service_text}; "
+        if resource.spec.database.external is None:
+            message += f"Deployment {database_name(resource)} {database_text}"
         else:
             message += f"the service {database_text}"
         reason = (
@@ -117,13 +117,13 @@ def ready_condition(
             if ok
             else ("DatabaseUnavailable" if service_ok else "ServiceUnavailable")
         )
-    condition = build_condition(READY, ok, reason, message, bls.generation, now())
+    condition = build_condition(READY, ok, reason, message, resource.generation, now())
     return merge_condition(current, condition)
 
 
 def write_status(
     api: KubernetesApi,
-    bls: BlacklistService,
+    resource: BlacklistService,
     body: Mapping[str, Any],
     ready: dict[str, Any],
     node_port: int | None,
@@ -136,17 +136,19 @@ def write_status(
     ``status.replicas`` and ``status.readyReplicas`` (and the gauges of
     :func:`metrics.service_replicas`); ``image`` is the service image its pods run.
     """
-    wanted = bls.spec.replicas if service.wanted is None else service.wanted
-    metrics.service_replicas((bls.namespace, bls.name), wanted, service.ready_replicas)
+    wanted = resource.spec.replicas if service.wanted is None else service.wanted
+    metrics.service_replicas((resource.namespace, resource.name), wanted, service.ready_replicas)
     status = body.get("status") or {}
-    fields = build_observed_status(bls, ready, node_port, service.replicas, service.ready_replicas)
+    fields = build_observed_status(
+        resource, ready, node_port, service.replicas, service.ready_replicas
+    )
     if image is not None:
         fields["image"] = image
     if not condition_changed(status.get("conditions"), ready) and not status_changed(
         status, fields
     ):
         return
-    api.apply_status(bls.namespace, bls.name, fields, FIELD_MANAGER)
+    api.apply_status(resource.namespace, resource.name, fields, FIELD_MANAGER)
 
 
 def report_invalid_spec(api: KubernetesApi, body: Mapping[str, Any], error: SpecError) -> None:
@@ -183,12 +185,12 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
     again or they would be removed.
     """
     try:
-        bls = parse(body, runtime.config.images)
-        check_host_path(bls, runtime.config.allowed_host_path_prefixes)
+        resource = parse(body, runtime.config.images)
+        check_host_path(resource, runtime.config.allowed_host_path_prefixes)
     except SpecError:
         return False  # Ready=False InvalidSpec stays as the reconcile reported it.
     status = body.get("status") or {}
-    if status.get("observedGeneration") != bls.generation:
+    if status.get("observedGeneration") != resource.generation:
         # The reconcile of this generation has not written its status yet; it will.
         return False
     if (find_condition(status.get("conditions"), READY) or {}).get("reason") in (
@@ -199,22 +201,22 @@ def refresh_status(runtime: Runtime, body: Mapping[str, Any]) -> bool:
         # ApplyFailed (it is retried by itself): the Deployments' progress says nothing of a
         # child the API refused, and must not report Ready over it.
         return False
-    external = bls.spec.database.external is not None
-    if external and (bls.namespace, bls.name) not in runtime.external_databases:
+    external = resource.spec.database.external is not None
+    if external and (resource.namespace, resource.name) not in runtime.external_databases:
         # The last reconcile found the Secret unusable (or has not read it yet): only a
         # reconcile, which reads it again, may clear DatabaseSecretInvalid.
         return False
-    service = watched_progress(runtime, bls.namespace, service_name(bls))
+    service = watched_progress(runtime, resource.namespace, service_name(resource))
     ready = ready_condition(
-        bls,
+        resource,
         service,
-        database_progress(bls, None)
+        database_progress(resource, None)
         if external
-        else watched_progress(runtime, bls.namespace, database_name(bls)),
+        else watched_progress(runtime, resource.namespace, database_name(resource)),
         [],
         status.get("conditions"),
     )
     write_status(
-        runtime.api, bls, body, ready, status.get("nodePort"), service, status.get("image")
+        runtime.api, resource, body, ready, status.get("nodePort"), service, status.get("image")
     )
     return bool(ready["status"] == "True")

@@ -41,7 +41,7 @@ class GateResult:
     """What the gate said of one resource."""
 
     # The resource to apply: with the images it keeps while it waits.
-    bls: BlacklistService
+    resource: BlacklistService
     # Why it waits for its turn; None when it rolls, or has nothing to roll.
     waiting: str | None = None
     # It waits for a roll under way only: check again soon (the others are woken in turn).
@@ -155,31 +155,31 @@ def waiting_message(held: HeldImages, decision: Decision) -> str:
 
 
 def gate_default_images(
-    runtime: Runtime, body: Mapping[str, Any], bls: BlacklistService
+    runtime: Runtime, body: Mapping[str, Any], resource: BlacklistService
 ) -> GateResult:
-    """``bls`` as the reconcile must apply it now: rolled in its turn, or keeping its images.
+    """``resource`` as the reconcile must apply it now: rolled in its turn, or keeping its images.
 
-    ``bls`` is the parsed resource with the operator's defaults filled in. A live
+    ``resource`` is the parsed resource with the operator's defaults filled in. A live
     Deployment that runs another image than its default moves to the default only
     when the gate lets the resource roll; until then it keeps its image. When another
     resource's Deployment cannot be read the resource waits too, and is tried again;
     :class:`ApiError` reading its own is raised.
     """
-    key = (bls.namespace, bls.name)
+    key = (resource.namespace, resource.name)
     images = runtime.config.images
     # Its own Deployments are known from their watch; an error reading one is the reconcile's.
     service, database = _deployments(runtime, key, body)
     held = HeldImages(_outdated(service, images.service), _outdated(database, images.database))
     if held == HeldImages(None, None):
         runtime.rollout.current(key)
-        return GateResult(bls)
+        return GateResult(resource)
     try:
         states = roll_states(runtime)
     except ApiError as error:
         # Another resource's Deployment could not be read: it might be rolling.
         runtime.rollout.hold(key, held)
         message = f"Waiting to roll onto the operator's default images: {error}"
-        return GateResult(with_images(bls, *held), message, retry=True)
+        return GateResult(with_images(resource, *held), message, retry=True)
     state = roll_state(runtime, key, body)
     if state is not None:
         states[key] = state
@@ -191,11 +191,11 @@ def gate_default_images(
         if held.database is not None:
             moves.append(f"the database from {held.database} to {images.database}")
         message = f"Rolling onto the operator's default images: {', '.join(moves)}"
-        return GateResult(bls, notice=(ROLLING_OUT, message) if changed else None)
+        return GateResult(resource, notice=(ROLLING_OUT, message) if changed else None)
     runtime.rollout.hold(key, held)
     message = waiting_message(held, decision)
     return GateResult(
-        with_images(bls, *held),
+        with_images(resource, *held),
         message,
         retry=decision.next_in_line,
         notice=(WAITING_FOR_ROLLOUT, message) if changed else None,

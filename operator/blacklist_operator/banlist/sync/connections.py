@@ -112,48 +112,50 @@ def public_message(error: BaseException) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
 
 
-def database_address(runtime: Runtime, bls: BlacklistService) -> ledger.DatabaseAddress:
+def database_address(runtime: Runtime, resource: BlacklistService) -> ledger.DatabaseAddress:
     """Host and port (from the address map or cluster DNS) and credentials (Secret ``N-db``).
 
     With ``spec.database.external``: all of it from that database's Secret (the
     address map may still override host and port, as for an operator run outside
     the cluster); a missing or incomplete Secret raises :class:`DatabaseSecretInvalidError`.
     """
-    if bls.spec.database.external is not None:
-        return _external_address(runtime, bls, bls.spec.database.external)
+    if resource.spec.database.external is not None:
+        return _external_address(runtime, resource, resource.spec.database.external)
     host, port = runtime.addresses.lookup(
-        bls.namespace, bls.name, database_host(bls), POSTGRES_PORT
+        resource.namespace, resource.name, database_host(resource), POSTGRES_PORT
     )
-    secret = runtime.api.get("v1", "Secret", bls.namespace, database_settings_name(bls))
+    secret = runtime.api.get("v1", "Secret", resource.namespace, database_settings_name(resource))
     data = (secret or {}).get("data") or {}
     if "username" not in data or "password" not in data:
         raise DatabaseUnavailableError(
-            f"Secret {database_settings_name(bls)} has no credentials yet"
+            f"Secret {database_settings_name(resource)} has no credentials yet"
         )
     return ledger.DatabaseAddress(
         host=host,
         port=port,
-        database=bls.spec.database.name,
+        database=resource.spec.database.name,
         user=base64.b64decode(data["username"]).decode(),
         password=base64.b64decode(data["password"]).decode(),
     )
 
 
 def _external_address(
-    runtime: Runtime, bls: BlacklistService, external: ExternalDatabaseSpec
+    runtime: Runtime, resource: BlacklistService, external: ExternalDatabaseSpec
 ) -> ledger.DatabaseAddress:
-    secret = runtime.api.get("v1", "Secret", bls.namespace, external.secret_name)
+    secret = runtime.api.get("v1", "Secret", resource.namespace, external.secret_name)
     try:
-        database = parse_database_secret(external, bls.spec.database.name, secret)
+        database = parse_database_secret(external, resource.spec.database.name, secret)
         check_host_allowed(database, runtime.config.allowed_external_database_hosts)
         certificate = None
         if external.ca is not None:
             # Read by name, as the reconcile reads it (reconcile.database_access).
-            ca_body = runtime.api.get("v1", external.ca.kind, bls.namespace, external.ca.name)
+            ca_body = runtime.api.get("v1", external.ca.kind, resource.namespace, external.ca.name)
             certificate = ca_certificate(external.ca, ca_body)
     except DatabaseSecretError as error:
         raise DatabaseSecretInvalidError(str(error)) from None
-    host, port = runtime.addresses.lookup(bls.namespace, bls.name, database.host, database.port)
+    host, port = runtime.addresses.lookup(
+        resource.namespace, resource.name, database.host, database.port
+    )
     return ledger.DatabaseAddress(
         host=host,
         port=port,

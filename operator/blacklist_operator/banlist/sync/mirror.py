@@ -131,11 +131,11 @@ class BanListSync:
 
     # Loading ----------------------------------------------------------------------
 
-    def load(self, bls: BlacklistService) -> None:
+    def load(self, resource: BlacklistService) -> None:
         """Continue from the ConfigMaps a previous run wrote, if any."""
         self._reset()
-        self.banlist = PackedBanList(bls.spec.ban_duration is not None)
-        annotations = self.store.read(bls, self.banlist)
+        self.banlist = PackedBanList(resource.spec.ban_duration is not None)
+        annotations = self.store.read(resource, self.banlist)
         if annotations is None:
             return
         self.cursor = self.seen = self._persisted_cursor = int(
@@ -151,17 +151,17 @@ class BanListSync:
 
     # Incremental sync -------------------------------------------------------------
 
-    def sync(self, bls: BlacklistService, connection: Any, *, bulk: bool = True) -> SyncReport:
+    def sync(self, resource: BlacklistService, connection: Any, *, bulk: bool = True) -> SyncReport:
         """Read the ledger and the lifts past their cursors and write what changed.
 
         With ``bulk``, a backlog past ``BULK_ROWS`` is read as a rescan (not again
         right after one, whose cursor may have stayed behind for want of the lock).
         """
-        spec = bls.spec
+        spec = resource.spec
         if self._broken:
-            self.load(bls)
-        if self._filter(bls) != self.filter_key:
-            return self.rescan(bls, connection)
+            self.load(resource)
+        if self._filter(resource) != self.filter_key:
+            return self.rescan(resource, connection)
         if not self.lifts.loaded:
             # After a restart: every lift again (they are few), to filter late hits.
             self.lifts.restart()
@@ -175,9 +175,9 @@ class BanListSync:
             if time.monotonic() >= self._lock_retry_at:
                 read = ledger.read_hits(connection, self.cursor, exact=True)
                 if read.exact and read.table_exists and self._recreated(read):
-                    return self.rescan(bls, connection, reset=True)
+                    return self.rescan(resource, connection, reset=True)
                 if bulk and read.exact and read.newest_id - self.cursor > BULK_ROWS:
-                    return self.rescan(bls, connection)
+                    return self.rescan(resource, connection)
                 if not read.exact:
                     # While the lock is asked for, new inserts queue behind the request:
                     # do not ask again at every pass while somebody holds one open.
@@ -195,7 +195,7 @@ class BanListSync:
                 oldest = min(ms for _, ms in read.rows)
                 if self._oldest_unwritten_ms is None or oldest < self._oldest_unwritten_ms:
                     self._oldest_unwritten_ms = oldest
-            self._add_hits(read.rows, ranges, bls)
+            self._add_hits(read.rows, ranges, resource)
             self.seen = max(self.seen, read.last_id)
             if read.exact:
                 self.cursor, self.table_oid = read.last_id, read.table_oid
@@ -205,13 +205,15 @@ class BanListSync:
                 self._snapshot_changed = True
             if not read.full:
                 break
-        self._apply_lifts(connection, bls)
+        self._apply_lifts(connection, resource)
         self._expire()
-        return self._report(bls, table_exists, max(0, newest - self.cursor))
+        return self._report(resource, table_exists, max(0, newest - self.cursor))
 
-    def _report(self, bls: BlacklistService, table_exists: bool, rows_behind: int) -> SyncReport:
+    def _report(
+        self, resource: BlacklistService, table_exists: bool, rows_behind: int
+    ) -> SyncReport:
         written_oldest = self._oldest_unwritten_ms
-        write_in = self.write(bls)
+        write_in = self.write(resource)
         if write_in is None:
             self._oldest_unwritten_ms = None
         evicted_now, self._evicted_now = self._evicted_now, 0
@@ -228,8 +230,8 @@ class BanListSync:
             write_in=write_in,
         )
 
-    def _filter(self, bls: BlacklistService) -> str:
-        spec = bls.spec
+    def _filter(self, resource: BlacklistService) -> str:
+        spec = resource.spec
         return filter_key(spec.allowlist, spec.ban_duration, spec.ban_prefix_lengths)
 
     def _recreated(self, read: ledger.TableRead) -> bool:
@@ -237,9 +239,9 @@ class BanListSync:
         return read.newest_id < self.cursor or (self.table_oid not in (0, read.table_oid))
 
     def _add_hits(
-        self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], bls: BlacklistService
+        self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], resource: BlacklistService
     ) -> None:
-        spec = bls.spec
+        spec = resource.spec
         now = int(time.time())
         for key, ms in hits:
             if allowed(key, ranges):
@@ -253,9 +255,9 @@ class BanListSync:
             if self.banlist.add(prefix, stamp):
                 self._head_changed = True
 
-    def _apply_lifts(self, connection: Any, bls: BlacklistService) -> None:
+    def _apply_lifts(self, connection: Any, resource: BlacklistService) -> None:
         """Take in new lifts and drop the bans they lift."""
-        lengths = bls.spec.ban_prefix_lengths
+        lengths = resource.spec.ban_prefix_lengths
         seen = self.lifts.seen
         fresh = self.lifts.read(connection, lengths)
         if self.lifts.seen != seen:
@@ -276,7 +278,9 @@ class BanListSync:
 
     # Rescan -----------------------------------------------------------------------
 
-    def rescan(self, bls: BlacklistService, connection: Any, *, reset: bool = False) -> SyncReport:
+    def rescan(
+        self, resource: BlacklistService, connection: Any, *, reset: bool = False
+    ) -> SyncReport:
         """Rebuild the list from the whole ledger and every lift.
 
         This drops rows deleted from the ledger and applies a changed allowlist,
@@ -286,9 +290,9 @@ class BanListSync:
         The bans the head carried stay in the head, so a list that did not change
         is not written again; one that did is compacted.
         """
-        spec = bls.spec
+        spec = resource.spec
         if self._broken:
-            self.load(bls)
+            self.load(resource)
         if reset:
             self.cursor = self.seen = self.table_oid = 0
         newest, exact = ledger.newest_hit_id(connection)
@@ -299,7 +303,7 @@ class BanListSync:
         self.lifts.read(connection, spec.ban_prefix_lengths)
         if self.lifts.seen != seen:
             self._head_changed = True
-        key = self._filter(bls)
+        key = self._filter(resource)
         before = self.banlist.digest()
         head = dict(self.banlist.head)
         self._broken = True
@@ -330,7 +334,7 @@ class BanListSync:
         self._checked_expiry = time.monotonic()
         self._lifted = False
         # Rows committed during the rescan are read by the incremental path.
-        return self.sync(bls, connection, bulk=False)
+        return self.sync(resource, connection, bulk=False)
 
     def _evict(self, limit: int | None = None) -> None:
         """Drop the oldest bans beyond ``limit`` (the capacity), merging the head first."""
@@ -346,7 +350,7 @@ class BanListSync:
 
     # Writing ----------------------------------------------------------------------
 
-    def write(self, bls: BlacklistService, *, force: bool = False) -> float | None:
+    def write(self, resource: BlacklistService, *, force: bool = False) -> float | None:
         """Write what changed, as the layout policy says; seconds until a held-back write.
 
         A compaction writes every part, then the head, then deletes the parts no
@@ -368,7 +372,7 @@ class BanListSync:
         )
         reason = compaction_reason(self.store.written, pending, now)
         if reason is not None:
-            self._compact(bls)
+            self._compact(resource)
             self.compactions.append(
                 f"{reason}: {len(self.banlist)} entries in {self.store.parts} parts"
             )
@@ -380,7 +384,7 @@ class BanListSync:
         delay = head_write_delay(self.store.written, now)
         if delay > 0:
             return delay if held is None else min(delay, held)
-        self._write_head(bls)
+        self._write_head(resource)
         return held
 
     def _head_state(self) -> HeadState:
@@ -397,8 +401,8 @@ class BanListSync:
             filter_key=self.filter_key or "",
         )
 
-    def _write_head(self, bls: BlacklistService) -> None:
-        self.store.write_head(bls, self.banlist, self._head_state())
+    def _write_head(self, resource: BlacklistService) -> None:
+        self.store.write_head(resource, self.banlist, self._head_state())
         self._head_written()
 
     def _head_written(self) -> None:
@@ -406,13 +410,13 @@ class BanListSync:
         self._head_changed = False
         self._oldest_unwritten_ms = None
 
-    def _compact(self, bls: BlacklistService) -> None:
+    def _compact(self, resource: BlacklistService) -> None:
         """Write the whole list as a new snapshot generation and an empty head."""
         self._evict()
         self.banlist.merge(int(time.time()))
         while True:
             try:
-                self.store.write_snapshot(bls, self.banlist, self._head_state())
+                self.store.write_snapshot(resource, self.banlist, self._head_state())
                 break
             except SnapshotTooLargeError:
                 # Longer prefixes compress less: what fits is fewer than the capacity.
@@ -422,17 +426,17 @@ class BanListSync:
         self._lifted = False
         self._next_expiry = self.banlist.oldest_stamp() if self.banlist.expiring else None
 
-    def rewrite(self, bls: BlacklistService) -> None:
+    def rewrite(self, resource: BlacklistService) -> None:
         """Write the whole list again (after someone edited or deleted one of its ConfigMaps)."""
         if self._broken:
-            self.load(bls)
-        self._compact(bls)
+            self.load(resource)
+        self._compact(resource)
         self.compactions.append(
             f"restored: {len(self.banlist)} entries in {self.store.parts} parts"
         )
 
-    def ensure_exists(self, bls: BlacklistService) -> None:
+    def ensure_exists(self, resource: BlacklistService) -> None:
         """Create an empty ``N-banlist`` when none exists yet (it is always present)."""
         if self.store.parts is None:
             self.filter_key = None
-            self.write(bls, force=True)
+            self.write(resource, force=True)

@@ -28,7 +28,7 @@ ConditionState = tuple[bool, str, str]
 
 def report_status(
     runtime: Runtime,
-    bls: BlacklistService,
+    resource: BlacklistService,
     body: Mapping[str, Any],
     database: ConditionState,
     synced: ConditionState,
@@ -39,15 +39,17 @@ def report_status(
     current = status.get("conditions")
     at = now()
     conditions = [
-        merge_condition(current, build_condition(DATABASE_READY, *database, bls.generation, at)),
-        merge_condition(current, build_condition(BANLIST_SYNCED, *synced, bls.generation, at)),
+        merge_condition(
+            current, build_condition(DATABASE_READY, *database, resource.generation, at)
+        ),
+        merge_condition(current, build_condition(BANLIST_SYNCED, *synced, resource.generation, at)),
     ]
     if status.get("bannedCount") == count and not any(
         condition_changed(current, condition) for condition in conditions
     ):
         return False
     fields = {"bannedCount": count, "conditions": conditions}
-    runtime.api.apply_status(bls.namespace, bls.name, fields, STATUS_MANAGER)
+    runtime.api.apply_status(resource.namespace, resource.name, fields, STATUS_MANAGER)
     return True
 
 

@@ -99,19 +99,19 @@ def run_pass(
     if body is None:
         return Next(MAX_BACKOFF_SECONDS, Reason.RETRY)
     try:
-        bls = parse(body)
+        resource = parse(body)
     except SpecError:
         return Next(MAX_BACKOFF_SECONDS, Reason.RETRY)
     link = state.link
     try:
         if not state.loaded:
-            state.sync.load(bls)
-            state.sync.ensure_exists(bls)
+            state.sync.load(resource)
+            state.sync.ensure_exists(resource)
             state.loaded = True
         if Reason.DRIFT in reasons:
             # Restore an edited or deleted ConfigMap, even while the database is away.
-            state.sync.rewrite(bls)
-            _log_compactions(logger, bls, state)
+            state.sync.rewrite(resource)
+            _log_compactions(logger, resource, state)
         if link.connection is not None and (Reason.BROKEN in reasons or link.connection.closed):
             link.drop()
         if connect_error is not None:
@@ -123,16 +123,18 @@ def run_pass(
             # The attempt wakes this instance when it ends; the timer is a fallback.
             return Next(MAX_BACKOFF_SECONDS, Reason.RETRY, connect=True)
         if not link.ever_connected:
-            logger.info(f"Ban sync of {bls.namespace}/{bls.name} connected")
+            logger.info(f"Ban sync of {resource.namespace}/{resource.name} connected")
             link.ever_connected = True
-        report = _read_ledger(runtime, bls, state)
-        _log_compactions(logger, bls, state)
-        _check_external_secret(runtime, bls, state)
+        report = _read_ledger(runtime, resource, state)
+        _log_compactions(logger, resource, state)
+        _check_external_secret(runtime, resource, state)
         database = status.connected(link.connection)
-        status_in = _report_status(runtime, bls, body, state, database, report)
+        status_in = _report_status(runtime, resource, body, state, database, report)
         link.succeeded()
         if state.conflict is not None:
-            logger.info(f"Ban sync of {bls.namespace}/{bls.name} resumed: the conflict is gone")
+            logger.info(
+                f"Ban sync of {resource.namespace}/{resource.name} resumed: the conflict is gone"
+            )
             state.conflict = None
         metrics.ban_list_synced(key, report.count, report.rows_behind, report.oldest_new_row_ms)
         metrics.ban_list_limited(key, report.capacity, report.evicted_now)
@@ -148,15 +150,15 @@ def run_pass(
             delay = min(delay, status_in)
         return Next(delay, Reason.POLL)
     except BanListConflictError as error:
-        return _conflicted(runtime, logger, bls, body, state, error)
+        return _conflicted(runtime, logger, resource, body, state, error)
     except PASS_FAILURES as error:
-        return _failed(runtime, logger, bls, body, state, error)
+        return _failed(runtime, logger, resource, body, state, error)
 
 
 def _conflicted(
     runtime: Runtime,
     logger: Logger,
-    bls: BlacklistService,
+    resource: BlacklistService,
     body: Mapping[str, Any],
     state: InstanceState,
     error: BanListConflictError,
@@ -168,14 +170,14 @@ def _conflicted(
     """
     message = str(error)
     if state.conflict != message:
-        logger.warning(f"Ban sync of {bls.namespace}/{bls.name} held back: {message}")
+        logger.warning(f"Ban sync of {resource.namespace}/{resource.name} held back: {message}")
         kopf.warn(cast("kopf.Body", body), reason="ChildConflict", message=message[:1000])
         state.conflict = message
     count = len(state.sync.banlist)
     try:
         status.report_status(
             runtime,
-            bls,
+            resource,
             body,
             status.database_as_reported(body),
             status.conflict(message),
@@ -188,7 +190,7 @@ def _conflicted(
 
 def _report_status(
     runtime: Runtime,
-    bls: BlacklistService,
+    resource: BlacklistService,
     body: Mapping[str, Any],
     state: InstanceState,
     database: status.ConditionState,
@@ -205,50 +207,56 @@ def _report_status(
     wait = state.status_at + STATUS_PACE_SECONDS - now
     if wait > 0 and status.states_unchanged(body, database, synced):
         return wait  # That pass writes whatever changed by then.
-    if status.report_status(runtime, bls, body, database, synced, report.count):
+    if status.report_status(runtime, resource, body, database, synced, report.count):
         state.status_at = now
     return None
 
 
-def _log_compactions(logger: Logger, bls: BlacklistService, state: InstanceState) -> None:
+def _log_compactions(logger: Logger, resource: BlacklistService, state: InstanceState) -> None:
     """One line per compaction: each rewrites the whole snapshot, megabytes at scale."""
     for compaction in state.sync.compactions:
-        logger.info(f"Compacted the ban list of {bls.namespace}/{bls.name} ({compaction})")
+        logger.info(
+            f"Compacted the ban list of {resource.namespace}/{resource.name} ({compaction})"
+        )
     state.sync.compactions.clear()
 
 
-def _check_external_secret(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> None:
+def _check_external_secret(
+    runtime: Runtime, resource: BlacklistService, state: InstanceState
+) -> None:
     """Every ``SECRET_CHECK_SECONDS``, reconcile again if an external database's Secret changed.
 
     Secrets are not watched; this read by name is what rolls the service pods onto an
     edited Secret within a minute instead of at the next resync.
     """
-    if bls.spec.database.external is None:
+    if resource.spec.database.external is None:
         return
     if time.monotonic() - state.secret_checked_at < SECRET_CHECK_SECONDS:
         return
     state.secret_checked_at = time.monotonic()
-    secret = runtime.api.get("v1", "Secret", bls.namespace, bls.spec.database.external.secret_name)
-    applied = runtime.external_databases.get((bls.namespace, bls.name))
+    secret = runtime.api.get(
+        "v1", "Secret", resource.namespace, resource.spec.database.external.secret_name
+    )
+    applied = runtime.external_databases.get((resource.namespace, resource.name))
     checksum = secret_checksum((secret or {}).get("data") or {}) if secret is not None else None
     if applied is not None and applied.checksum != checksum:
-        runtime.reconcile_later((bls.namespace, bls.name), 0.0)
+        runtime.reconcile_later((resource.namespace, resource.name), 0.0)
 
 
-def _read_ledger(runtime: Runtime, bls: BlacklistService, state: InstanceState) -> SyncReport:
+def _read_ledger(runtime: Runtime, resource: BlacklistService, state: InstanceState) -> SyncReport:
     """Sync past the cursors, or rescan the whole ledger when the rescan interval has passed."""
     connection = state.link.connection
     if time.monotonic() - state.rescanned_at >= runtime.config.ban_rescan_interval:
-        report = state.sync.rescan(bls, connection)
+        report = state.sync.rescan(resource, connection)
         state.rescanned_at = time.monotonic()
         return report
-    return state.sync.sync(bls, connection)
+    return state.sync.sync(resource, connection)
 
 
 def _failed(
     runtime: Runtime,
     logger: Logger,
-    bls: BlacklistService,
+    resource: BlacklistService,
     body: Mapping[str, Any],
     state: InstanceState,
     error: BaseException,
@@ -263,14 +271,17 @@ def _failed(
         delay = link.retry_in(SECRET_RETRY_SECONDS)
     # One line per new reason, not one per retry.
     log = logger.warning if link.new_error(message) else logger.debug
-    log(f"Ban sync of {bls.namespace}/{bls.name} paused: {message}; retrying in {delay:.0f} s")
+    log(
+        f"Ban sync of {resource.namespace}/{resource.name} paused: {message}; "
+        f"retrying in {delay:.0f} s"
+    )
     count = len(state.sync.banlist)
     reason = "DatabaseSecretInvalid" if invalid else "Unreachable"
     # The log has the whole message; the status, readable by the tenant, a generic one.
     database = status.unreachable(public_message(error), reason)
-    metrics.ban_sync_failed((bls.namespace, bls.name), count)
+    metrics.ban_sync_failed((resource.namespace, resource.name), count)
     try:
-        status.report_status(runtime, bls, body, database, status.kept(count), count)
+        status.report_status(runtime, resource, body, database, status.kept(count), count)
     except (ApiError, OSError) as status_error:
         logger.warning(f"Could not report the ban sync status: {status_error}")
     return Next(delay, Reason.RETRY)

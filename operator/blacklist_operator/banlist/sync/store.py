@@ -79,7 +79,7 @@ class BanListStore:
         # name -> uid of the list's ConfigMaps known to be this resource's own.
         self._uids: dict[str, str] = {}
 
-    def read(self, bls: BlacklistService, banlist: PackedBanList) -> Mapping[str, str] | None:
+    def read(self, resource: BlacklistService, banlist: PackedBanList) -> Mapping[str, str] | None:
         """Read the head and its parts into the empty ``banlist``; the head's annotations.
 
         None when there is no head. Raises :class:`BanListConflictError` when the
@@ -89,11 +89,11 @@ class BanListStore:
         rebuilds from the ledger, and the next compaction overwrites or deletes
         what is there.
         """
-        head = self._api.get("v1", "ConfigMap", bls.namespace, head_name(bls.name))
+        head = self._api.get("v1", "ConfigMap", resource.namespace, head_name(resource.name))
         if head is None:
             return None
-        if not self._ours(bls, head):
-            raise BanListConflictError(head_name(bls.name))
+        if not self._ours(resource, head):
+            raise BanListConflictError(head_name(resource.name))
         annotations: Mapping[str, str] = (head.get("metadata") or {}).get("annotations") or {}
         data = head.get("data") or {}
         if "snapshot" not in data:
@@ -103,7 +103,7 @@ class BanListStore:
         self.generation = int(data.get("snapshot") or 0)
         self.parts = int(data.get("parts") or 0)
         self.complete = all(
-            self._read_part(bls, index, banlist) for index in range(1, self.parts + 1)
+            self._read_part(resource, index, banlist) for index in range(1, self.parts + 1)
         )
         lines = data.get(HEAD_LINES_KEY) or ""
         bans, _ = parse_lines(lines)
@@ -113,12 +113,13 @@ class BanListStore:
         self._head_written(banlist, len(lines.encode()), time.monotonic())
         return annotations
 
-    def _read_part(self, bls: BlacklistService, index: int, banlist: PackedBanList) -> bool:
+    def _read_part(self, resource: BlacklistService, index: int, banlist: PackedBanList) -> bool:
         """Append part ``index`` to the sections; False if absent, foreign or stale."""
         part: dict[str, Any] = (
-            self._api.get("v1", "ConfigMap", bls.namespace, part_name(bls.name, index)) or {}
+            self._api.get("v1", "ConfigMap", resource.namespace, part_name(resource.name, index))
+            or {}
         )
-        if part and not self._ours(bls, part):
+        if part and not self._ours(resource, part):
             return False
         annotations = (part.get("metadata") or {}).get("annotations") or {}
         raw = (part.get("binaryData") or {}).get(PART_DATA_KEY)
@@ -139,11 +140,13 @@ class BanListStore:
             columns.stamps.extend(section.expiries if banlist.expiring else [0] * len(section))
         return True
 
-    def write_head(self, bls: BlacklistService, banlist: PackedBanList, state: HeadState) -> None:
+    def write_head(
+        self, resource: BlacklistService, banlist: PackedBanList, state: HeadState
+    ) -> None:
         """Write the head: ``banlist``'s head lines, ``state`` with this snapshot's place."""
         lines = banlist.head_text()
         full = replace(state, generation=self.generation, parts=self.parts or 0)
-        self._put(bls, build_banlist_head(bls, lines, full))
+        self._put(resource, build_banlist_head(resource, lines, full))
         self._head_written(banlist, len(lines.encode()), time.monotonic())
 
     def _head_written(self, banlist: PackedBanList, size: int, at: float) -> None:
@@ -157,7 +160,7 @@ class BanListStore:
         )
 
     def write_snapshot(
-        self, bls: BlacklistService, banlist: PackedBanList, state: HeadState
+        self, resource: BlacklistService, banlist: PackedBanList, state: HeadState
     ) -> None:
         """Write the merged ``banlist`` as a new generation: parts, head, then the deletions.
 
@@ -168,48 +171,50 @@ class BanListStore:
         ``LOOKAHEAD_PARTS`` after it). Parts past the new count are deleted only if ours.
         """
         stored = self.parts or 0
-        self._claim(bls, head_name(bls.name))
+        self._claim(resource, head_name(resource.name))
         for index in range(1, min(stored + LOOKAHEAD_PARTS, MAX_PARTS - 1) + 1):
-            self._claim(bls, part_name(bls.name, index))
+            self._claim(resource, part_name(resource.name, index))
         generation = self.generation + 1
         count = 0
         for count, data in enumerate(encode_parts(banlist), start=1):
-            self._put(bls, build_banlist_part(bls, count, data, generation, state.lifts_seen))
+            self._put(
+                resource, build_banlist_part(resource, count, data, generation, state.lifts_seen)
+            )
         self.generation, self.parts = generation, count
-        self.write_head(bls, banlist, state)
+        self.write_head(resource, banlist, state)
         for index in range(count + 1, stored + 1):
-            name = part_name(bls.name, index)
+            name = part_name(resource.name, index)
             uid = self._uids.pop(name, None)
             if uid is None:
                 continue  # Never ours (or already gone): not ours to delete.
-            self._written.forget(bls.namespace, name)
-            self._api.delete("v1", "ConfigMap", bls.namespace, name, uid=uid)
+            self._written.forget(resource.namespace, name)
+            self._api.delete("v1", "ConfigMap", resource.namespace, name, uid=uid)
         now = time.monotonic()
         self.written = Written(0, 0, banlist.snapshot_count, now, now, 0)
 
     # Ownership --------------------------------------------------------------------
 
-    def _ours(self, bls: BlacklistService, body: Mapping[str, Any]) -> bool:
+    def _ours(self, resource: BlacklistService, body: Mapping[str, Any]) -> bool:
         """Whether ``body`` is this resource's ConfigMap; remember its uid if so."""
-        if not created_by(body, bls):
+        if not created_by(body, resource):
             return False
         metadata = body.get("metadata") or {}
         self._uids[str(metadata.get("name"))] = str(metadata.get("uid"))
         return True
 
-    def _claim(self, bls: BlacklistService, name: str) -> str | None:
+    def _claim(self, resource: BlacklistService, name: str) -> str | None:
         """The uid of our ConfigMap ``name``, None when there is none; raises if it is foreign."""
         known = self._uids.get(name)
         if known is not None:
             return known
-        existing = self._api.get("v1", "ConfigMap", bls.namespace, name)
+        existing = self._api.get("v1", "ConfigMap", resource.namespace, name)
         if existing is None:
             return None
-        if not self._ours(bls, existing):
+        if not self._ours(resource, existing):
             raise BanListConflictError(name)
         return self._uids[name]
 
-    def _put(self, bls: BlacklistService, manifest: dict[str, Any]) -> None:
+    def _put(self, resource: BlacklistService, manifest: dict[str, Any]) -> None:
         """Create or update one ConfigMap of the list, only ever ours.
 
         An absent name is created (409 if someone made it meanwhile: look again).
@@ -217,9 +222,9 @@ class BanListStore:
         the uid is immutable) since is looked at again, never taken over.
         """
         name = manifest["metadata"]["name"]
-        self._written.remember(bls.namespace, name, manifest)
+        self._written.remember(resource.namespace, name, manifest)
         for _ in range(3):
-            uid = self._claim(bls, name)
+            uid = self._claim(resource, name)
             if uid is None:
                 created = self._api.create(manifest)
                 if created is not None:
@@ -234,6 +239,6 @@ class BanListStore:
                 if error.status not in (409, 422):
                     raise
                 self._uids.pop(name, None)
-                if self._claim(bls, name) == uid:
+                if self._claim(resource, name) == uid:
                     raise  # The same object: the write itself was refused.
         raise ApiError(409, f"ConfigMap {name} was replaced during every write attempt")
