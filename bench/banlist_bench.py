@@ -3,14 +3,14 @@
 Memory: one fresh process per size (0, 1,000,000 and 5,000,000 entries) imports
 the whole operator (kopf, the Kubernetes client, psycopg2), then does what the
 ban sync does at that size: a full rescan (every ledger address streamed into a
-:class:`~blacklist_operator.banlist.packed.Builder`; here from a generator, as
+:class:`~blacklist_operator.banlist.core.packed.Builder`; here from a generator, as
 psycopg2's server-side cursor yields 20,000 rows at a time), a compaction (every
 part encoded, base64'd and serialised as the API client sends it, one at a
 time), a sync of 100,000 new bans merged head by head with a compaction each
 time the head is full, and an eviction to capacity. It prints the process's peak
 RSS (``VmHWM``); the 0-entry run is the same-run baseline.
 
-Writes: :class:`~blacklist_operator.banlist.sync.BanListSync` itself, on a
+Writes: :class:`~blacklist_operator.banlist.sync.mirror.BanListSync` itself, on a
 virtual clock, writing to a recorder that counts the bytes etcd would store per
 ConfigMap (``data`` as text, ``binaryData`` raw, plus metadata), during a flood
 of 1,000 new bans a second for 10 minutes on a base of 1,000,000 bans with a
@@ -56,10 +56,10 @@ def peak_rss_mb() -> float:
 
 def memory_case(size: int) -> dict[str, float]:
     """Run in a child process: the ban sync's work at ``size`` entries; peak RSS and timings."""
-    import blacklist_operator.handlers  # noqa: F401  (the whole operator, as it runs)
+    import blacklist_operator.controller.handlers  # noqa: F401  (the whole operator, as it runs)
     from blacklist_contract.prefixes import IPV4, IPV6, Prefix
-    from blacklist_operator.banlist.layout import encode_parts
-    from blacklist_operator.banlist.rebuild import Builder
+    from blacklist_operator.banlist.core.layout import encode_parts
+    from blacklist_operator.banlist.core.rebuild import Builder
 
     generator = random.Random(size)
     now = int(time.time())
@@ -151,12 +151,12 @@ class Recorder:
 def flood_case() -> dict[str, float]:
     """The bytes written per new ban during the flood, by the real sync on a virtual clock."""
     from blacklist_contract.prefixes import IPV4, Prefix
-    from blacklist_operator.banlist import store as store_module
-    from blacklist_operator.banlist import sync as sync_module
-    from blacklist_operator.banlist.filters import key_ranges
-    from blacklist_operator.banlist.rebuild import Builder
-    from blacklist_operator.model import parse
-    from blacklist_operator.runtime import WrittenBanList
+    from blacklist_operator.banlist.core.filters import key_ranges
+    from blacklist_operator.banlist.core.rebuild import Builder
+    from blacklist_operator.banlist.sync import mirror as sync_module
+    from blacklist_operator.banlist.sync import store as store_module
+    from blacklist_operator.model.resource import parse
+    from blacklist_operator.runtime.state import WrittenBanList
 
     clock = Clock()
     # The sync and its store read their clocks through their modules' `time`.

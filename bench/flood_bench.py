@@ -6,7 +6,9 @@ and waits until the resource reports them, then inserts ``--rate`` new ledger
 rows a second for ``--seconds`` (ten rows per transaction, each followed by the
 service's ``NOTIFY``) while, once a second, a fresh client address calls
 ``/blacklisted`` on replica A and replica B is polled until it answers 403, and
-an unrelated client lists Services through the API server every 200 ms. Then
+an unrelated client lists Services through the API server every 200 ms, and
+two real clients call ``/blacklisted`` as fast as they can from fresh client
+addresses (up to 20,000 of them), so replicas also ban, record and mail. Then
 a third replica is added: its time from container start to Ready (it is ready
 only once it holds the whole list).
 
@@ -30,6 +32,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,9 @@ from blacklist_devtools.flood import (
     restarts,
     wait_banned_count,
 )
+from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
+from blacklist_devtools.network import client_address
 from report import Row, append_json, print_table
 
 MIB = 1 << 20
@@ -70,6 +76,34 @@ def probe_api(handle: Cluster, stop: threading.Event, out: list[float]) -> None:
         api.list_namespaced_service("default")
         out.append(time.monotonic() - started)
         stop.wait(0.2)
+
+
+HIT_CLIENTS = 20_000  # client addresses 0 … 19,999 for hits; the propagation probe uses 20,000 on
+
+
+@dataclass
+class Hits:
+    """Real ``/blacklisted`` calls made during the flood."""
+
+    sources: Iterator[int] = field(default_factory=lambda: iter(range(HIT_CLIENTS)))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    made: int = 0
+    wrong: int = 0
+
+
+def hit(urls: Sequence[str], stop: threading.Event, hits: Hits) -> None:
+    """Call ``/blacklisted`` from fresh client addresses until ``stop`` or none is left."""
+    turn = 0
+    while not stop.is_set():
+        with hits.lock:
+            index = next(hits.sources, None)
+        if index is None:
+            return
+        status = get(f"{urls[turn % len(urls)]}/blacklisted", source=client_address(index)).status
+        turn += 1
+        with hits.lock:
+            hits.made += 1
+            hits.wrong += status != 444
 
 
 def pods(handle: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -131,11 +165,14 @@ def measure(handle: Cluster, deployed: stack.Deployed, etcd_port: int, args: Any
     stop = threading.Event()
     propagation = Probes()
     api: list[float] = []
+    hits = Hits()
+    flood_started = time.monotonic()
     probes = [
         threading.Thread(
             target=probe_propagation, args=(found.service_urls, stop, propagation, 20_000)
         ),
         threading.Thread(target=probe_api, args=(handle, stop, api)),
+        *(threading.Thread(target=hit, args=(found.service_urls, stop, hits)) for _ in range(2)),
     ]
     for thread in probes:
         thread.start()
@@ -145,13 +182,14 @@ def measure(handle: Cluster, deployed: stack.Deployed, etcd_port: int, args: Any
         stop.set()
         for thread in probes:
             thread.join()
+    flood_seconds = max(1e-3, time.monotonic() - flood_started)
     wal_after = etcd_metric(etcd_port, "etcd_disk_wal_write_bytes_total")
     size_after = etcd_metric(etcd_port, "etcd_mvcc_db_total_size_in_bytes")
     operator_peak, replica_peak = peak_memory(handle, deployed)
     restarted = restarts(handle, [deployed.namespace, deployed.operator_namespace])
     ready_seconds = new_replica_ready(handle, deployed)
     section = f"flood: {args.base:,} bans, +{args.rate}/s for {args.seconds:.0f} s"
-    new_bans = max(1, inserted + len(propagation.seconds))
+    new_bans = max(1, inserted + len(propagation.seconds) + hits.made - hits.wrong)
     seconds = propagation.seconds or [0.0]
     return [
         Row(section, "base synced", base_seconds, "s", "", 0.0, ""),
@@ -165,6 +203,9 @@ def measure(handle: Cluster, deployed: stack.Deployed, etcd_port: int, args: Any
             "", 0.0, "≤ 1000 ms"),
         Row(section, "API server list p99 (other client)", percentile(api, 0.99) * 1000, "ms",
             "", 0.0, "≤ 1000 ms"),
+        Row(section, "real /blacklisted hits a second (2 clients, fresh addresses)",
+            hits.made / flood_seconds, "/s", "", 0.0, ""),
+        Row(section, "hits not answered 444", hits.wrong, "", "", 0.0, "0"),
         Row(section, "container restarts", sum(restarted.values()), "", "", 0.0, "0"),
         Row(section, "operator peak RSS (VmHWM)", operator_peak, "MiB", "", 0.0, "≤ 160 MB"),
         Row(section, "service pod peak memory (cgroup, page cache included)", replica_peak,

@@ -37,7 +37,7 @@ from blacklist_devtools.net import free_port
 from blacklist_devtools.nodeconfig import PAUSE_IMAGE
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.builders import build_children, build_database_secret
-from blacklist_operator.model import parse
+from blacklist_operator.model.resource import parse
 
 REPO = Path(__file__).resolve().parents[1]
 # Pods on the simulated node never run: any image name does.

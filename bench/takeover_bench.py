@@ -38,7 +38,7 @@ from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import images
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.lease import ElectionTiming
+from blacklist_operator.controller.lease import ElectionTiming
 from report import Row, append_json, print_table
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ import psycopg2.extensions
 from blacklist_devtools.lifecycle import Server
 from blacklist_devtools.net import free_port
 from blacklist_devtools.processes import stop_process
-from blacklist_operator.model import DEFAULT_DATABASE_NAME, DEFAULT_DATABASE_USER
+from blacklist_operator.model.resource import DEFAULT_DATABASE_NAME, DEFAULT_DATABASE_USER
 
 
 def postgres_bindir() -> Path:

@@ -28,9 +28,9 @@ from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.release import CHART_NAME, Released
 from blacklist_devtools.release_metadata import plain_http
 from blacklist_devtools.smtp import SmtpServer
-from blacklist_operator.banlist.ledger import LEDGER_TABLE
+from blacklist_operator.banlist.sync.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
-from blacklist_operator.model import parse
+from blacklist_operator.model.resource import parse
 from blacklist_service.config import DEFAULT_METRICS_PORT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -1,9 +1,11 @@
 """blacklist-operator: a kopf operator that runs BlacklistService resources.
 
-The package is layered (an import-linter contract in ``.importlinter`` holds it):
-``handlers`` (kopf) → ``reconcile`` / ``banlist`` (orchestration) → ``apply``
-(the only module that talks to the Kubernetes API) → ``builders`` (pure
-manifests) → ``model`` (the typed spec).
+The package is a folder per layer (an import-linter contract in ``.importlinter``
+holds the order): ``controller`` (the kopf wiring and the loops) → ``reconcile`` |
+``banlist.sync`` (a resource's children | its ban list) → ``runtime`` (what the
+process shares) → ``kube`` (the only caller of the Kubernetes API) | ``kopf_compat``
+→ ``builders`` | ``banlist.core`` (pure) → ``model`` (the typed spec).
+docs/operator.md maps every module.
 """
 
 GROUP = "blacklist.dev"

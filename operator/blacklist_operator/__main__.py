@@ -12,14 +12,21 @@ from collections.abc import Sequence
 
 import kopf
 
-from blacklist_operator import (
+from blacklist_operator import logs, metrics
+from blacklist_operator.controller import (
     handlers,  # noqa: F401  (registers the handlers with kopf)
     leadership,
-    logs,
-    metrics,
-    namespace_watch,
 )
-from blacklist_operator.config import (
+from blacklist_operator.controller.memo import OperatorMemo
+from blacklist_operator.kopf_compat import namespace_watch
+from blacklist_operator.model.external import HostRule, parse_allowed_hosts
+from blacklist_operator.model.resource import (
+    DEFAULT_DATABASE_IMAGE,
+    DEFAULT_IMAGE,
+    ImageDefaults,
+    host_path_allowed,
+)
+from blacklist_operator.runtime.config import (
     ADDRESS_MAP_ENV,
     DEFAULT_DATABASE_IMAGE_ENV,
     DEFAULT_MAX_BANS,
@@ -28,14 +35,6 @@ from blacklist_operator.config import (
     OperatorConfig,
     address_map_path,
 )
-from blacklist_operator.memo import OperatorMemo
-from blacklist_operator.model import (
-    DEFAULT_DATABASE_IMAGE,
-    DEFAULT_IMAGE,
-    ImageDefaults,
-    host_path_allowed,
-)
-from blacklist_operator.model_external import HostRule, parse_allowed_hosts
 
 LOG_LEVEL_ENV = "BLACKLIST_OPERATOR_LOG_LEVEL"
 LOG_FORMAT_ENV = "BLACKLIST_OPERATOR_LOG_FORMAT"

@@ -149,9 +149,9 @@ def test_probes_target_the_operators_liveness_endpoint() -> None:
 def test_operator_accepts_the_arguments_the_chart_passes(
     set_values: list[str], namespaces: list[str]
 ) -> None:
-    from blacklist_operator import leadership
     from blacklist_operator.__main__ import parse_arguments
-    from blacklist_operator.lease import ElectionTiming
+    from blacklist_operator.controller import leadership
+    from blacklist_operator.controller.lease import ElectionTiming
 
     container = only(render(*set_values), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     arguments = parse_arguments(container["args"])

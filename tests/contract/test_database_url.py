@@ -1,6 +1,6 @@
 """The one parse of an external database's URL, and both sides making the same of it.
 
-The operator (``model_external``) and the service (``config``/``ledger``) each call
+The operator (``model.external``) and the service (``config``/``ledger``) each call
 ``blacklist_contract.database.parse_url``; these tests hold the parse itself, and
 that a URL the two once read differently (``@decoy/...?host=real``) is refused by
 both, in words that say why.
@@ -13,8 +13,8 @@ import base64
 import pytest
 
 from blacklist_contract.database import DatabaseUrlError, parse_url
-from blacklist_operator.model import parse
-from blacklist_operator.model_external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model.external import DatabaseSecretError, parse_database_secret
+from blacklist_operator.model.resource import parse
 from blacklist_service.config import ConfigError, Settings
 from blacklist_service.ledger import make_engine
 

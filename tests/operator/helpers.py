@@ -26,8 +26,8 @@ from psycopg2 import sql
 from blacklist_devtools import http, images
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.net import free_port
-from blacklist_operator.banlist.ledger import LEDGER_TABLE
-from blacklist_operator.model import DEFAULT_DATABASE_NAME
+from blacklist_operator.banlist.sync.ledger import LEDGER_TABLE
+from blacklist_operator.model.resource import DEFAULT_DATABASE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD = REPO_ROOT / "crds" / "blacklistservices.yaml"

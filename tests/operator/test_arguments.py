@@ -10,7 +10,7 @@ from blacklist_operator.__main__ import (
     METRICS_ADDRESS_ENV,
     parse_arguments,
 )
-from blacklist_operator.config import (
+from blacklist_operator.runtime.config import (
     DEFAULT_DATABASE_IMAGE_ENV,
     DEFAULT_SERVICE_IMAGE_ENV,
     MAX_BANS_ENV,

@@ -23,7 +23,7 @@ from blacklist_operator.builders.backup import (
 from blacklist_operator.builders.children import optional_children
 from blacklist_operator.builders.database import build_database_network_policy
 from blacklist_operator.builders.drift import contains
-from blacklist_operator.model import BlacklistService, SpecError, parse
+from blacklist_operator.model.resource import BlacklistService, SpecError, parse
 
 BACKUP = {"schedule": "0 3 * * *"}
 EXTERNAL = {"secretRef": {"name": "pg"}}

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.banlist.step import CONFLICT_RETRY_SECONDS
+from blacklist_operator.banlist.sync.step import CONFLICT_RETRY_SECONDS
 from tests.operator.helpers import OperatorProcess, apply_manifest, condition, get_json, wait_for
 from tests.operator.test_banlist_sync import banned_entries, create_table, deploy, insert
 

@@ -6,8 +6,8 @@ import ipaddress
 import subprocess
 import sys
 
-from blacklist_operator.banlist.addresses import address_key, key_text
-from blacklist_operator.banlist.filters import allowed, filter_key, key_ranges
+from blacklist_operator.banlist.core.addresses import address_key, key_text
+from blacklist_operator.banlist.core.filters import allowed, filter_key, key_ranges
 
 
 def key(text: str) -> int:
@@ -39,7 +39,7 @@ def test_a_million_bans_rebuilt_and_merged_take_little_memory() -> None:
     script = (
         "import resource\n"
         "from blacklist_contract.prefixes import Prefix\n"
-        "from blacklist_operator.banlist.rebuild import Builder\n"
+        "from blacklist_operator.banlist.core.rebuild import Builder\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "builder = Builder(expiring=True)\n"
         "for i in range(1_000_000):\n"

@@ -6,14 +6,14 @@ import random
 
 from blacklist_contract.prefixes import IPV4, IPV6, Prefix
 from blacklist_contract.wire import decode_part
-from blacklist_operator.banlist.filters import (
+from blacklist_operator.banlist.core.filters import (
     ban_prefix,
     filter_key,
     lifted_ban,
     overlaps,
     stamp_of,
 )
-from blacklist_operator.banlist.layout import (
+from blacklist_operator.banlist.core.layout import (
     EXPIRED_COMPACT_SECONDS,
     HEAD_MAX_BYTES,
     HEAD_SHARE_MIN_BYTES,
@@ -28,9 +28,9 @@ from blacklist_operator.banlist.layout import (
     encode_parts,
     head_write_delay,
 )
-from blacklist_operator.banlist.packed import PackedBanList
-from blacklist_operator.banlist.rebuild import Builder
-from blacklist_operator.model import parse_spec
+from blacklist_operator.banlist.core.packed import PackedBanList
+from blacklist_operator.banlist.core.rebuild import Builder
+from blacklist_operator.model.resource import parse_spec
 
 NOW = 1000.0
 AT_REST = Written(

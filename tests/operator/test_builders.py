@@ -28,7 +28,7 @@ from blacklist_operator.builders import (
 )
 from blacklist_operator.builders.banlist import HeadState
 from blacklist_operator.builders.credentials import PASSWORD_ALPHABET, generate_password
-from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.model.resource import BlacklistService, parse
 
 STANDARD_LABELS = {
     "app.kubernetes.io/name": "blacklist-service",

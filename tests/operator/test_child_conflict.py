@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from blacklist_operator.reconcile import CONFLICT_RETRY_SECONDS
+from blacklist_operator.reconcile.children import CONFLICT_RETRY_SECONDS
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,

@@ -7,7 +7,7 @@ from typing import Any
 
 from blacklist_operator.builders import build_children
 from blacklist_operator.builders.ownership import created_by
-from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.model.resource import BlacklistService, parse
 
 
 def make(name: str = "demo", uid: str = "uid-1", **storage: Any) -> BlacklistService:

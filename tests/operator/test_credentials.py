@@ -21,7 +21,7 @@ from blacklist_operator.builders.credentials import (
 from blacklist_operator.builders.database import ROLE_CREDENTIALS_SCRIPT
 from blacklist_operator.builders.naming import CREDENTIALS_ANNOTATION
 from blacklist_operator.builders.service import build_service_deployment
-from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.model.resource import BlacklistService, parse
 
 HOSTILE_PASSWORDS = [
     "p@ssword",

@@ -12,14 +12,14 @@ import yaml
 from blacklist_operator.builders import build_children
 from blacklist_operator.builders.children import child_key
 from blacklist_operator.builders.naming import CREDENTIALS_ANNOTATION, EXTERNAL_SECRET_ANNOTATION
-from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.model_external import (
+from blacklist_operator.model.external import (
     DatabaseSecretError,
     ExternalDatabase,
     parse_database_secret,
 )
-from blacklist_operator.readiness import database_progress, ready_condition
-from blacklist_operator.runtime import DeploymentProgress
+from blacklist_operator.model.resource import BlacklistService, parse
+from blacklist_operator.reconcile.readiness import database_progress, ready_condition
+from blacklist_operator.runtime.state import DeploymentProgress
 
 
 def make(**external: Any) -> BlacklistService:

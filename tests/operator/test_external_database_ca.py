@@ -2,7 +2,7 @@
 
 The reference is parsed into the model, the service's pod mounts the key read-only
 and points libpq at it (``PGSSLROOTCERT``), and the operator reads the same key
-(``model_external.ca_certificate``) for its own connections.
+(``model.external.ca_certificate``) for its own connections.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from blacklist_operator.builders.service import CA_FILE, DATABASE_CA_DIR
-from blacklist_operator.model import parse
-from blacklist_operator.model_external import DatabaseSecretError, ca_certificate
-from blacklist_operator.model_fields import SpecError
-from blacklist_operator.model_knobs import CaReference
+from blacklist_operator.model.external import DatabaseSecretError, ca_certificate
+from blacklist_operator.model.fields import SpecError
+from blacklist_operator.model.knobs import CaReference
+from blacklist_operator.model.resource import parse
 from tests.operator.test_external_database import (
     KEYS,
     env_of,

@@ -18,7 +18,7 @@ import psycopg2.errors
 import pytest
 
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.banlist import connections, ledger
+from blacklist_operator.banlist.sync import connections, ledger
 from blacklist_service.ledger import ensure_schema, insert_hits, insert_lifts, make_engine
 from blacklist_service.outbox import Hit
 

@@ -22,9 +22,9 @@ from sqlalchemy.exc import OperationalError
 
 from blacklist_devtools.pki import create_server_pki
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.banlist import connections, ledger
-from blacklist_operator.model import parse
-from blacklist_operator.model_external import parse_database_secret
+from blacklist_operator.banlist.sync import connections, ledger
+from blacklist_operator.model.external import parse_database_secret
+from blacklist_operator.model.resource import parse
 from blacklist_service.ledger import make_engine
 
 pytestmark = pytest.mark.postgres

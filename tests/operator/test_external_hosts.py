@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from blacklist_operator.__main__ import parse_arguments
-from blacklist_operator.model_external import (
+from blacklist_operator.model.external import (
     DatabaseHostNotAllowedError,
     DatabaseSecretError,
     check_host_allowed,

@@ -1,7 +1,7 @@
 """The leader's write fence in a real process: it ends the process at the deadline, and on thaw.
 
 Each case runs a small Python program in a subprocess (``os._exit`` would end
-pytest itself), arms ``blacklist_operator.fence.FENCE`` as the elector does, and
+pytest itself), arms ``blacklist_operator.kube.fence.FENCE`` as the elector does, and
 checks what the process did: its exit code and its last log line.
 """
 
@@ -13,11 +13,11 @@ import sys
 import textwrap
 import time
 
-from blacklist_operator.fence import LOST_LEADERSHIP_EXIT_CODE
+from blacklist_operator.kube.fence import LOST_LEADERSHIP_EXIT_CODE
 
 PRELUDE = """
 import logging, sys, time
-from blacklist_operator.fence import FENCE, ReleasedError, watch_for_thaw
+from blacklist_operator.kube.fence import FENCE, ReleasedError, watch_for_thaw
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 """
 

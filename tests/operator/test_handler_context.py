@@ -1,6 +1,6 @@
 """kopf posts an Event from a worker thread run in a copied handler context.
 
-``blacklist_operator.handler_context`` relies on kopf internals: the context
+``blacklist_operator.kopf_compat.handler_context`` relies on kopf internals: the context
 variables through which ``kopf.info``/``kopf.warn`` find the settings and the
 Event queue. These tests fail when a kopf upgrade renames them or stops
 posting through them, before the operator silently stops posting Events.
@@ -14,7 +14,7 @@ import threading
 import kopf
 from kopf._core.engines import posting
 
-from blacklist_operator.handler_context import HandlerContext
+from blacklist_operator.kopf_compat.handler_context import HandlerContext
 
 BODY = {
     "apiVersion": "blacklist.dev/v1",

@@ -9,7 +9,7 @@ import pytest
 from blacklist_operator.__main__ import main
 from blacklist_operator.builders import build_database_deployment, build_persistent_volume
 from blacklist_operator.builders.naming import persistent_volume_name, volume_belongs_to
-from blacklist_operator.model import (
+from blacklist_operator.model.resource import (
     BlacklistService,
     SpecError,
     check_host_path,

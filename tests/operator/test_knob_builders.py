@@ -12,7 +12,7 @@ from blacklist_operator.builders.availability import (
     build_replicas_hand_over,
 )
 from blacklist_operator.builders.ingress import build_ingress
-from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.model.resource import BlacklistService, parse
 
 SELECTOR = {
     "app.kubernetes.io/name": "blacklist-service",

@@ -29,8 +29,8 @@ from kubernetes import client
 
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.fence import LOST_LEADERSHIP_EXIT_CODE
-from blacklist_operator.lease import ElectionTiming
+from blacklist_operator.controller.lease import ElectionTiming
+from blacklist_operator.kube.fence import LOST_LEADERSHIP_EXIT_CODE
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
 from tests.operator.test_banlist_sync import banned_entries, create_table, deploy, insert, status
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from blacklist_operator.__main__ import parse_arguments
-from blacklist_operator.leadership import settings
-from blacklist_operator.lease import (
+from blacklist_operator.controller.leadership import settings
+from blacklist_operator.controller.lease import (
     Action,
     ElectionTiming,
     LeaseRecord,

@@ -22,7 +22,7 @@ import psycopg2.errors
 import pytest
 
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.banlist import connections, ledger
+from blacklist_operator.banlist.sync import connections, ledger
 from tests.operator.test_banlist_sync import create_table, insert
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from blacklist_operator.builders import build_persistent_volume
-from blacklist_operator.model import parse
+from blacklist_operator.model.resource import parse
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,

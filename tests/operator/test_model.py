@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from blacklist_operator.model import ImageDefaults, SpecError, parse, parse_spec
+from blacklist_operator.model.resource import ImageDefaults, SpecError, parse, parse_spec
 
 
 def test_an_empty_spec_gets_the_crd_defaults() -> None:

@@ -1,4 +1,4 @@
-"""A namespace created while the operator starts is served (``blacklist_operator.namespace_watch``).
+"""A namespace created while the operator starts is served (``kopf_compat.namespace_watch``).
 
 kopf lists the namespaces twice when it starts and ignored the second list;
 a namespace created between the two was never served. The first tests drive
@@ -21,7 +21,7 @@ from kopf._core.reactor import observation
 from kubernetes import client
 
 from blacklist_devtools.kube import Cluster, wait_until
-from blacklist_operator import namespace_watch
+from blacklist_operator.kopf_compat import namespace_watch
 from tests.conftest import SESSION_PREFIX
 from tests.operator.helpers import OperatorProcess, apply_manifest, blacklist_service, get_json
 
@@ -58,7 +58,7 @@ def installed() -> Iterator[None]:
 
 def test_kopf_alone_drops_a_listed_namespace() -> None:
     # The behaviour the fix is for. If this fails, kopf serves listed namespaces
-    # itself now, and blacklist_operator.namespace_watch can go.
+    # itself now, and blacklist_operator.kopf_compat.namespace_watch can go.
     assert _revised(_listed("team-a")) == set()
 
 
@@ -93,7 +93,9 @@ def test_install_refuses_a_kopf_whose_observer_no_longer_calls_it(
     monkeypatch.setattr(
         observation, "process_discovered_namespace_event", namespace_watch._KOPF_PROCESSOR
     )
-    with pytest.raises(RuntimeError, match=r"review blacklist_operator\.namespace_watch"):
+    with pytest.raises(
+        RuntimeError, match=r"review blacklist_operator\.kopf_compat\.namespace_watch"
+    ):
         namespace_watch.install()
     assert observation.process_discovered_namespace_event is not (
         namespace_watch.process_namespace_event

@@ -21,8 +21,8 @@ import yaml
 
 from blacklist_devtools.kube import Cluster
 from blacklist_operator.builders import build_children, child_key, contains
-from blacklist_operator.model import parse
-from blacklist_operator.model_external import ExternalDatabase, parse_database_secret
+from blacklist_operator.model.external import ExternalDatabase, parse_database_secret
+from blacklist_operator.model.resource import parse
 
 pytestmark = [pytest.mark.cluster]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from blacklist_contract.prefixes import IPV4, IPV6, Prefix, covering, parse_prefix
 from blacklist_contract.wire import decode_part
-from blacklist_operator.banlist.layout import encode_parts
-from blacklist_operator.banlist.packed import PackedBanList
-from blacklist_operator.banlist.rebuild import Builder
+from blacklist_operator.banlist.core.layout import encode_parts
+from blacklist_operator.banlist.core.packed import PackedBanList
+from blacklist_operator.banlist.core.rebuild import Builder
 
 v4 = st.builds(
     lambda n, length: covering(IPV4, n, length),

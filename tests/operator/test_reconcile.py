@@ -14,10 +14,10 @@ import pytest
 
 from blacklist_devtools import images
 from blacklist_devtools.kube import Cluster
-from blacklist_operator.apply import KubernetesApi
-from blacklist_operator.config import AddressMap, OperatorConfig
-from blacklist_operator.reconcile import reconcile
-from blacklist_operator.runtime import Runtime
+from blacklist_operator.kube.api import KubernetesApi
+from blacklist_operator.reconcile.children import reconcile
+from blacklist_operator.runtime.config import AddressMap, OperatorConfig
+from blacklist_operator.runtime.state import Runtime
 from tests.conftest import namespace_name
 from tests.operator.helpers import (
     OperatorProcess,

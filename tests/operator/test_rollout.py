@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from blacklist_operator.rollout import Phase, RollState, decide, finished_rolls, phase
-from blacklist_operator.runtime import HeldImages, RolloutGate
+from blacklist_operator.runtime.rollout import Phase, RollState, decide, finished_rolls, phase
+from blacklist_operator.runtime.state import HeldImages, RolloutGate
 
 OUTDATED = RollState(outdated=True, rolling_out=False, ready=True)
 # Applied, its new pods on their way.

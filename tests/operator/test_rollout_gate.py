@@ -8,11 +8,15 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
-from blacklist_operator.apply import KubernetesApi
-from blacklist_operator.config import AddressMap, OperatorConfig
-from blacklist_operator.model import ImageDefaults, parse
-from blacklist_operator.rollout_gate import ROLLING_OUT, WAITING_FOR_ROLLOUT, gate_default_images
-from blacklist_operator.runtime import DeploymentProgress, HeldImages, Runtime
+from blacklist_operator.kube.api import KubernetesApi
+from blacklist_operator.model.resource import ImageDefaults, parse
+from blacklist_operator.reconcile.rollout_gate import (
+    ROLLING_OUT,
+    WAITING_FOR_ROLLOUT,
+    gate_default_images,
+)
+from blacklist_operator.runtime.config import AddressMap, OperatorConfig
+from blacklist_operator.runtime.state import DeploymentProgress, HeldImages, Runtime
 
 OLD = ImageDefaults(service="registry/svc:1", database="registry/pg:15")
 NEW = ImageDefaults(service="registry/svc:2", database="registry/pg:16")
@@ -56,7 +60,10 @@ def test_resources_on_the_default_roll_one_at_a_time_in_name_order() -> None:
     runtime = runtime_with(body("a"), body("b"), body("c"), body("pinned", image=PINNED))
     # "c" is reconciled first, but "a" comes first: "c" keeps both its images.
     late = gate(runtime, "c")
-    assert (late.bls.spec.image, late.bls.spec.database.image) == (OLD.service, OLD.database)
+    assert (late.resource.spec.image, late.resource.spec.database.image) == (
+        OLD.service,
+        OLD.database,
+    )
     assert late.waiting is not None
     assert "team/a rolls before it" in late.waiting
     assert late.notice is not None
@@ -65,7 +72,10 @@ def test_resources_on_the_default_roll_one_at_a_time_in_name_order() -> None:
     assert runtime.rollout.held(("team", "c")) == HeldImages(OLD.service, OLD.database)
 
     first = gate(runtime, "a")
-    assert (first.bls.spec.image, first.bls.spec.database.image) == (NEW.service, NEW.database)
+    assert (first.resource.spec.image, first.resource.spec.database.image) == (
+        NEW.service,
+        NEW.database,
+    )
     assert first.waiting is None
     assert first.notice is not None
     assert first.notice[0] == ROLLING_OUT
@@ -77,7 +87,7 @@ def test_resources_on_the_default_roll_one_at_a_time_in_name_order() -> None:
         False, "is rolling out", 2, 1, 1, NEW.service, rolling_out=True
     )
     second = gate(runtime, "b")
-    assert second.bls.spec.image == OLD.service
+    assert second.resource.spec.image == OLD.service
     assert second.waiting is not None
     assert "team/a is rolling" in second.waiting
     assert second.retry
@@ -85,17 +95,17 @@ def test_resources_on_the_default_roll_one_at_a_time_in_name_order() -> None:
 
     # A pinned service image is never moved; its database follows the default, and waits.
     pinned = gate(runtime, "pinned")
-    assert pinned.bls.spec.image == PINNED
-    assert pinned.bls.spec.database.image == OLD.database
+    assert pinned.resource.spec.image == PINNED
+    assert pinned.resource.spec.database.image == OLD.database
     assert pinned.waiting is not None
     assert "the service keeps" not in pinned.waiting
 
     # "a" is done once both its Deployments run the new images, rolled out and available.
     runtime.deployments["team", "a"] = settled(NEW.service)
-    assert gate(runtime, "b").bls.spec.image == OLD.service  # "a"'s database still rolls
+    assert gate(runtime, "b").resource.spec.image == OLD.service  # "a"'s database still rolls
     runtime.deployments["team", "a-postgres"] = settled(NEW.database)
     turn = gate(runtime, "b")
-    assert turn.bls.spec.image == NEW.service
+    assert turn.resource.spec.image == NEW.service
     assert turn.waiting is None
 
 
@@ -105,7 +115,7 @@ def test_a_pinned_image_and_an_edit_of_it_apply_at_once() -> None:
     edited = body("b", image="registry/svc:edited", database={"image": "pg:own"})
     runtime.instances.update(edited)
     result = gate_default_images(runtime, edited, parse(edited, runtime.config.images))
-    assert result.bls.spec.image == "registry/svc:edited"
+    assert result.resource.spec.image == "registry/svc:edited"
     assert result.waiting is None
     assert result.notice is None
 
@@ -132,5 +142,5 @@ def test_a_new_resource_is_created_on_the_default_at_once() -> None:
     for name in ("new", "new-postgres"):
         runtime.deployments["team", name] = DeploymentProgress(False, "is missing")
     created = gate(runtime, "new")  # no Deployment yet: nothing to roll
-    assert created.bls.spec.image == NEW.service
+    assert created.resource.spec.image == NEW.service
     assert created.waiting is None

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from blacklist_devtools.kube import Cluster
-from blacklist_operator.apply import KubernetesApi
+from blacklist_operator.kube.api import KubernetesApi
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from blacklist_operator.apply import KubernetesApi
 from blacklist_operator.builders import (
     absent_children,
     build_children,
@@ -17,9 +16,10 @@ from blacklist_operator.builders import (
     build_service_deployment,
 )
 from blacklist_operator.builders.monitoring import build_metrics_service, build_service_monitor
-from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.outcome import Outcome
-from blacklist_operator.reconcile import served_children
+from blacklist_operator.kube.api import KubernetesApi
+from blacklist_operator.model.resource import BlacklistService, parse
+from blacklist_operator.reconcile.children import served_children
+from blacklist_operator.reconcile.outcome import Outcome
 
 
 def make(**spec: Any) -> BlacklistService:

@@ -10,9 +10,9 @@ from blacklist_operator.builders.status import (
     service_selector,
     status_changed,
 )
-from blacklist_operator.model import BlacklistService, parse
-from blacklist_operator.readiness import deployment_progress
-from blacklist_operator.reconcile import running_image
+from blacklist_operator.model.resource import BlacklistService, parse
+from blacklist_operator.reconcile.children import running_image
+from blacklist_operator.reconcile.readiness import deployment_progress
 
 
 def make(**spec: Any) -> BlacklistService:

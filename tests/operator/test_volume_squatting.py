@@ -17,7 +17,7 @@ from blacklist_operator.builders.naming import (
     VOLUME_OWNER_ANNOTATION,
     persistent_volume_name,
 )
-from blacklist_operator.model import parse
+from blacklist_operator.model.resource import parse
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,

@@ -9,11 +9,11 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
-from blacklist_operator.apply import KubernetesApi
-from blacklist_operator.config import AddressMap, OperatorConfig
-from blacklist_operator.runtime import Runtime
-from blacklist_operator.workers import RESYNC_SECONDS
-from blacklist_operator.workqueue import Reason, WorkQueue
+from blacklist_operator.controller.workers import RESYNC_SECONDS
+from blacklist_operator.kube.api import KubernetesApi
+from blacklist_operator.runtime.config import AddressMap, OperatorConfig
+from blacklist_operator.runtime.state import Runtime
+from blacklist_operator.runtime.workqueue import Reason, WorkQueue
 
 
 def test_wake_ups_of_one_instance_merge() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from blacklist_operator.runtime import WrittenBanList
+from blacklist_operator.runtime.state import WrittenBanList
 
 
 def head(lines: str, count: str = "1") -> dict[str, object]:

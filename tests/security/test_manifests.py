@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from blacklist_operator.builders import build_children, build_database_secret
-from blacklist_operator.model import BlacklistService, parse
+from blacklist_operator.model.resource import BlacklistService, parse
 
 SPECS: dict[str, dict[str, Any]] = {
     "defaults": {},

@@ -15,7 +15,7 @@ import psycopg2.extras
 import pytest
 
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.banlist.ledger import HITS_SINCE_QUERY
+from blacklist_operator.banlist.sync.ledger import HITS_SINCE_QUERY
 from blacklist_service import ledger
 
 pytestmark = [pytest.mark.postgres]

@@ -23,7 +23,7 @@ from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_operator.banlist.lifts import Lifts
+from blacklist_operator.banlist.sync.lifts import Lifts
 from blacklist_service import ledger
 from blacklist_service.bans.files import log_path
 from blacklist_service.bans.lines import parse_head

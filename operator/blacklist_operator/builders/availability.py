@@ -16,25 +16,25 @@ from blacklist_operator.builders.naming import (
     selector_labels,
     service_name,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
-def wants_disruption_budget(bls: BlacklistService) -> bool:
+def wants_disruption_budget(resource: BlacklistService) -> bool:
     """A budget protects more than one replica: with one, it would only block drains."""
-    return bls.spec.replicas > 1 or bls.spec.autoscaling is not None
+    return resource.spec.replicas > 1 or resource.spec.autoscaling is not None
 
 
-def build_pod_disruption_budget(bls: BlacklistService) -> dict[str, Any] | None:
+def build_pod_disruption_budget(resource: BlacklistService) -> dict[str, Any] | None:
     """The PodDisruptionBudget ``N`` of the service pods, or None when it is not wanted."""
-    if not wants_disruption_budget(bls):
+    if not wants_disruption_budget(resource):
         return None
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
         "spec": {
-            "maxUnavailable": bls.spec.disruption.max_unavailable,
-            "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
+            "maxUnavailable": resource.spec.disruption.max_unavailable,
+            "selector": {"matchLabels": selector_labels(resource, COMPONENT_SERVICE)},
             # A pod that is not ready serves nothing: a drain may always evict it, or
             # a crash-looping pod would block every node drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
@@ -42,20 +42,20 @@ def build_pod_disruption_budget(bls: BlacklistService) -> dict[str, Any] | None:
     }
 
 
-def build_horizontal_pod_autoscaler(bls: BlacklistService) -> dict[str, Any] | None:
+def build_horizontal_pod_autoscaler(resource: BlacklistService) -> dict[str, Any] | None:
     """The HorizontalPodAutoscaler ``N`` of Deployment ``N``, or None without autoscaling."""
-    autoscaling = bls.spec.autoscaling
+    autoscaling = resource.spec.autoscaling
     if autoscaling is None:
         return None
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
         "spec": {
             "scaleTargetRef": {
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
-                "name": service_name(bls),
+                "name": service_name(resource),
             },
             "minReplicas": autoscaling.min_replicas,
             "maxReplicas": autoscaling.max_replicas,
@@ -86,7 +86,7 @@ def applies_replicas(deployment: Mapping[str, Any], manager: str) -> bool:
     return False
 
 
-def build_replicas_hand_over(bls: BlacklistService, replicas: int) -> dict[str, Any]:
+def build_replicas_hand_over(resource: BlacklistService, replicas: int) -> dict[str, Any]:
     """An apply of only ``spec.replicas`` at its current value, under a second field manager.
 
     When the last owner of a field drops it from its applied configuration, the
@@ -98,6 +98,6 @@ def build_replicas_hand_over(bls: BlacklistService, replicas: int) -> dict[str, 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": service_name(bls), "namespace": bls.namespace},
+        "metadata": {"name": service_name(resource), "namespace": resource.namespace},
         "spec": {"replicas": replicas},
     }

@@ -27,7 +27,7 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 BACKUP_MOUNT = "/backup"
 # A job that has not finished after this long is stopped (with concurrencyPolicy
@@ -58,10 +58,10 @@ def _from(source: str, variable: str, name: str, key: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {source: {"name": name, "key": key}}}
 
 
-def build_backup_claim(bls: BlacklistService) -> dict[str, Any] | None:
+def build_backup_claim(resource: BlacklistService) -> dict[str, Any] | None:
     """PVC ``N-backup``, never owned by the resource; None without a backup of the bundled one."""
-    backup = bls.spec.database.backup
-    if backup is None or bls.spec.database.external is not None:
+    backup = resource.spec.database.backup
+    if backup is None or resource.spec.database.external is not None:
         return None
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
@@ -72,21 +72,21 @@ def build_backup_claim(bls: BlacklistService) -> dict[str, Any] | None:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": metadata(bls, backup_name(bls), COMPONENT_BACKUP, owned=False),
+        "metadata": metadata(resource, backup_name(resource), COMPONENT_BACKUP, owned=False),
         "spec": spec,
     }
 
 
-def build_backup_cronjob(bls: BlacklistService) -> dict[str, Any] | None:
+def build_backup_cronjob(resource: BlacklistService) -> dict[str, Any] | None:
     """CronJob ``N-backup``: ``pg_dump`` on schedule; None without a backup of the bundled one."""
-    backup = bls.spec.database.backup
-    if backup is None or bls.spec.database.external is not None:
+    backup = resource.spec.database.backup
+    if backup is None or resource.spec.database.external is not None:
         return None
-    settings = database_settings_name(bls)
+    settings = database_settings_name(resource)
     container = {
         "name": "backup",
-        "image": bls.spec.database.image,
-        "imagePullPolicy": bls.spec.image_pull_policy,
+        "image": resource.spec.database.image,
+        "imagePullPolicy": resource.spec.image_pull_policy,
         "command": ["sh", "-c", BACKUP_SCRIPT],
         # libpq's own variables: pg_dump reads them, so nothing secret is on its command line.
         "env": [
@@ -111,14 +111,14 @@ def build_backup_cronjob(bls: BlacklistService) -> dict[str, Any] | None:
         "securityContext": pod_security_context(POSTGRES_UID),
         "containers": [container],
         "volumes": [
-            {"name": "backup", "persistentVolumeClaim": {"claimName": backup_name(bls)}},
+            {"name": "backup", "persistentVolumeClaim": {"claimName": backup_name(resource)}},
             {"name": "tmp", "emptyDir": {}},
         ],
     }
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": metadata(bls, backup_name(bls), COMPONENT_BACKUP),
+        "metadata": metadata(resource, backup_name(resource), COMPONENT_BACKUP),
         "spec": {
             "schedule": backup.schedule,
             # Two dumps at once would only load the database and race on the retention.
@@ -127,12 +127,12 @@ def build_backup_cronjob(bls: BlacklistService) -> dict[str, Any] | None:
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
-                "metadata": {"labels": labels(bls, COMPONENT_BACKUP)},
+                "metadata": {"labels": labels(resource, COMPONENT_BACKUP)},
                 "spec": {
                     "backoffLimit": 2,
                     "activeDeadlineSeconds": BACKUP_DEADLINE_SECONDS,
                     "template": {
-                        "metadata": {"labels": selector_labels(bls, COMPONENT_BACKUP)},
+                        "metadata": {"labels": selector_labels(resource, COMPONENT_BACKUP)},
                         "spec": pod_spec,
                     },
                 },

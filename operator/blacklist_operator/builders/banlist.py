@@ -27,7 +27,7 @@ from blacklist_contract.wire import (
     part_name,
 )
 from blacklist_operator.builders.naming import COMPONENT_BANLIST, metadata
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 CURSOR_ANNOTATION = "blacklist.dev/ledger-cursor"
 LIFT_CURSOR_ANNOTATION = "blacklist.dev/lift-cursor"
@@ -71,12 +71,12 @@ def banlist_names(instance: str) -> list[str]:
     return [head_name(instance), *(part_name(instance, index) for index in range(1, MAX_PARTS))]
 
 
-def build_banlist_head(bls: BlacklistService, lines: str, state: HeadState) -> dict[str, Any]:
+def build_banlist_head(resource: BlacklistService, lines: str, state: HeadState) -> dict[str, Any]:
     """The head ConfigMap ``N-banlist``: lines not yet in the snapshot, totals and cursors."""
     manifest: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(bls, head_name(bls.name), COMPONENT_BANLIST),
+        "metadata": metadata(resource, head_name(resource.name), COMPONENT_BANLIST),
         "data": {
             HEAD_LINES_KEY: lines,
             "count": str(state.count),
@@ -96,13 +96,13 @@ def build_banlist_head(bls: BlacklistService, lines: str, state: HeadState) -> d
 
 
 def build_banlist_part(
-    bls: BlacklistService, index: int, data: bytes, generation: int, lifts_seen: int
+    resource: BlacklistService, index: int, data: bytes, generation: int, lifts_seen: int
 ) -> dict[str, Any]:
     """Snapshot part ``index`` (1-based): ``binaryData.bans`` of generation ``generation``."""
     manifest: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(bls, part_name(bls.name, index), COMPONENT_BANLIST),
+        "metadata": metadata(resource, part_name(resource.name, index), COMPONENT_BANLIST),
         "binaryData": {PART_DATA_KEY: base64.b64encode(data).decode("ascii")},
     }
     manifest["metadata"]["annotations"] = {

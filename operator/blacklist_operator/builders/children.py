@@ -40,8 +40,8 @@ from blacklist_operator.builders.storage import (
     build_persistent_volume,
     build_persistent_volume_claim,
 )
-from blacklist_operator.model import BlacklistService
-from blacklist_operator.model_external import ExternalDatabase
+from blacklist_operator.model.external import ExternalDatabase
+from blacklist_operator.model.resource import BlacklistService
 
 # (apiVersion, kind, name, builder) of each optional child; a builder returns None when
 # the spec does not ask for its child.
@@ -67,7 +67,7 @@ CUSTOM_KINDS = frozenset({"ServiceMonitor"})
 
 
 def build_children(
-    bls: BlacklistService,
+    resource: BlacklistService,
     operator_namespace: str | None = None,
     credentials: str | None = None,
     volume_name: str | None = None,
@@ -85,48 +85,48 @@ def build_children(
     which depend on it, are left out and stay as they are. ``host_path_init_image`` is
     the admin's image for the hostPath ``own-data`` init container.
     """
-    if bls.spec.database.external is not None:
-        database = [] if external is None else [build_database_configmap(bls, external)]
-        service = [] if external is None else [build_service_deployment(bls, None, external)]
+    if resource.spec.database.external is not None:
+        database = [] if external is None else [build_database_configmap(resource, external)]
+        service = [] if external is None else [build_service_deployment(resource, None, external)]
     else:
-        volume = build_persistent_volume(bls, volume_name)
-        backup_claim = build_backup_claim(bls)
+        volume = build_persistent_volume(resource, volume_name)
+        backup_claim = build_backup_claim(resource)
         database = [
             *([volume] if volume is not None else []),
-            build_persistent_volume_claim(bls, volume_name),
+            build_persistent_volume_claim(resource, volume_name),
             *([backup_claim] if backup_claim is not None else []),
-            build_database_configmap(bls),
-            build_database_service(bls),
-            build_database_network_policy(bls, operator_namespace),
-            build_database_deployment(bls, credentials, host_path_init_image),
+            build_database_configmap(resource),
+            build_database_service(resource),
+            build_database_network_policy(resource, operator_namespace),
+            build_database_deployment(resource, credentials, host_path_init_image),
         ]
-        service = [build_service_deployment(bls, credentials)]
+        service = [build_service_deployment(resource, credentials)]
     return [
         *database,
-        build_service_account(bls),
-        build_role(bls),
-        build_role_binding(bls),
-        build_service(bls),
+        build_service_account(resource),
+        build_role(resource),
+        build_role_binding(resource),
+        build_service(resource),
         *service,
-        *(child for _, _, _, build in _OPTIONAL if (child := build(bls)) is not None),
+        *(child for _, _, _, build in _OPTIONAL if (child := build(resource)) is not None),
     ]
 
 
-def absent_children(bls: BlacklistService) -> list[tuple[str, str, str]]:
+def absent_children(resource: BlacklistService) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of the optional children the spec does not ask for."""
     return [
-        (api_version, kind, name(bls))
+        (api_version, kind, name(resource))
         for api_version, kind, name, build in _OPTIONAL
-        if build(bls) is None
+        if build(resource) is None
     ]
 
 
-def optional_children(bls: BlacklistService) -> frozenset[tuple[str, str]]:
+def optional_children(resource: BlacklistService) -> frozenset[tuple[str, str]]:
     """(kind, name) of every optional child, asked for or not, and of the backup's claim."""
     return frozenset(
         {
-            *((kind, name(bls)) for _, kind, name, _ in _OPTIONAL),
-            ("PersistentVolumeClaim", backup_name(bls)),
+            *((kind, name(resource)) for _, kind, name, _ in _OPTIONAL),
+            ("PersistentVolumeClaim", backup_name(resource)),
         }
     )
 

@@ -15,7 +15,7 @@ from blacklist_operator.builders.naming import (
     metadata,
     owner_reference,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 PASSWORD_ALPHABET = string.ascii_letters + string.digits
 PASSWORD_LENGTH = 32
@@ -26,24 +26,26 @@ def generate_password() -> str:
     return "".join(secrets.choice(PASSWORD_ALPHABET) for _ in range(PASSWORD_LENGTH))
 
 
-def build_database_secret(bls: BlacklistService, password: str) -> dict[str, Any]:
+def build_database_secret(resource: BlacklistService, password: str) -> dict[str, Any]:
     """Secret ``N-db``; kept with the data (no owner) when the storage is retained."""
-    owned = secret_owned(bls)
+    owned = secret_owned(resource)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": metadata(bls, database_settings_name(bls), COMPONENT_DATABASE, owned=owned),
+        "metadata": metadata(
+            resource, database_settings_name(resource), COMPONENT_DATABASE, owned=owned
+        ),
         "data": {
-            "username": base64.b64encode(bls.spec.database.user.encode()).decode(),
+            "username": base64.b64encode(resource.spec.database.user.encode()).decode(),
             "password": base64.b64encode(password.encode()).decode(),
         },
     }
 
 
-def secret_owned(bls: BlacklistService) -> bool:
+def secret_owned(resource: BlacklistService) -> bool:
     """Whether Secret ``N-db`` is collected with the BlacklistService (not when data is kept)."""
-    return not bls.spec.database.storage.retain_on_delete
+    return not resource.spec.database.storage.retain_on_delete
 
 
 def managed_secret(secret: dict[str, Any]) -> bool:
@@ -53,7 +55,7 @@ def managed_secret(secret: dict[str, Any]) -> bool:
 
 
 def secret_owner_references(
-    bls: BlacklistService, current: list[dict[str, Any]]
+    resource: BlacklistService, current: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """The owner references a generated Secret ``N-db`` should have, others' kept as they are.
 
@@ -66,4 +68,4 @@ def secret_owner_references(
         for reference in current
         if not (reference.get("kind") == KIND and reference.get("apiVersion") == API_VERSION)
     ]
-    return [*others, owner_reference(bls)] if secret_owned(bls) else others
+    return [*others, owner_reference(resource)] if secret_owned(resource) else others

@@ -25,8 +25,8 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import DEFAULT_DATABASE_IMAGE, BlacklistService
-from blacklist_operator.model_external import ExternalDatabase
+from blacklist_operator.model.external import ExternalDatabase
+from blacklist_operator.model.resource import DEFAULT_DATABASE_IMAGE, BlacklistService
 
 DATA_MOUNT = "/var/lib/postgresql/data"
 # The own-data init container's image unless the admin names one (the chart: the operator's).
@@ -71,13 +71,13 @@ exit 0
 """
 
 
-def database_host(bls: BlacklistService) -> str:
+def database_host(resource: BlacklistService) -> str:
     """In-cluster DNS name of the database Service."""
-    return f"{database_name(bls)}.{bls.namespace}.svc"
+    return f"{database_name(resource)}.{resource.namespace}.svc"
 
 
 def build_database_configmap(
-    bls: BlacklistService, external: ExternalDatabase | None = None
+    resource: BlacklistService, external: ExternalDatabase | None = None
 ) -> dict[str, Any]:
     """ConfigMap ``N-db``: where the database is, never its credentials.
 
@@ -85,9 +85,9 @@ def build_database_configmap(
     that database, and also says its ``sslmode``.
     """
     data = {
-        "host": database_host(bls),
+        "host": database_host(resource),
         "port": str(POSTGRES_PORT),
-        "database": bls.spec.database.name,
+        "database": resource.spec.database.name,
     }
     if external is not None:
         data = {
@@ -99,7 +99,7 @@ def build_database_configmap(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(bls, database_settings_name(bls), COMPONENT_DATABASE),
+        "metadata": metadata(resource, database_settings_name(resource), COMPONENT_DATABASE),
         "data": data,
     }
 
@@ -116,14 +116,14 @@ def _database_mounts() -> list[dict[str, Any]]:
     ]
 
 
-def build_set_password_container(bls: BlacklistService) -> dict[str, Any]:
+def build_set_password_container(resource: BlacklistService) -> dict[str, Any]:
     """The init container that gives the role the password of Secret ``N-db`` at each start."""
-    settings = database_settings_name(bls)
-    database = bls.spec.database
+    settings = database_settings_name(resource)
+    database = resource.spec.database
     return {
         "name": "set-password",
         "image": database.image,
-        "imagePullPolicy": bls.spec.image_pull_policy,
+        "imagePullPolicy": resource.spec.image_pull_policy,
         "command": ["sh", "-c", ROLE_CREDENTIALS_SCRIPT],
         "env": [
             _secret_key("POSTGRES_USER", settings, "username"),
@@ -153,14 +153,14 @@ fi
 """
 
 
-def build_own_data_container(bls: BlacklistService, image: str) -> dict[str, Any]:
+def build_own_data_container(resource: BlacklistService, image: str) -> dict[str, Any]:
     """The init container, in the admin's ``image``, that hands a hostPath directory to uid 999."""
     return {
         "name": "own-data",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", OWN_DATA_SCRIPT],
-        "resources": resource_requirements(bls.spec.database.resources),
+        "resources": resource_requirements(resource.spec.database.resources),
         "securityContext": {
             "runAsUser": 0,
             "runAsGroup": 0,
@@ -174,7 +174,7 @@ def build_own_data_container(bls: BlacklistService, image: str) -> dict[str, Any
 
 
 def build_database_deployment(
-    bls: BlacklistService,
+    resource: BlacklistService,
     credentials: str | None = None,
     host_path_init_image: str = DEFAULT_HOST_PATH_INIT_IMAGE,
 ) -> dict[str, Any]:
@@ -184,13 +184,13 @@ def build_database_deployment(
     Secret restarts the database, whose init container then applies its password.
     ``host_path_init_image`` runs ``own-data`` (hostPath storage only).
     """
-    settings = database_settings_name(bls)
-    database = bls.spec.database
+    settings = database_settings_name(resource)
+    database = resource.spec.database
     pg_isready = ["sh", "-c", 'exec pg_isready -h 127.0.0.1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"']
     container = {
         "name": "postgres",
         "image": database.image,
-        "imagePullPolicy": bls.spec.image_pull_policy,
+        "imagePullPolicy": resource.spec.image_pull_policy,
         "ports": [{"name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP"}],
         "env": [
             {
@@ -223,30 +223,30 @@ def build_database_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(bls, database_name(bls), COMPONENT_DATABASE),
+        "metadata": metadata(resource, database_name(resource), COMPONENT_DATABASE),
         "spec": {
             "replicas": 1,
             # Two pods must never share one data directory: stop the old one first.
             "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector_labels(bls, COMPONENT_DATABASE)},
+            "selector": {"matchLabels": selector_labels(resource, COMPONENT_DATABASE)},
             "template": {
-                "metadata": pod_metadata(bls, COMPONENT_DATABASE, credentials),
+                "metadata": pod_metadata(resource, COMPONENT_DATABASE, credentials),
                 "spec": {
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(POSTGRES_UID),
                     "initContainers": [
                         *(
-                            [build_own_data_container(bls, host_path_init_image)]
+                            [build_own_data_container(resource, host_path_init_image)]
                             if database.storage.host_path is not None
                             else []
                         ),
-                        build_set_password_container(bls),
+                        build_set_password_container(resource),
                     ],
                     "containers": [container],
                     "volumes": [
                         {
                             "name": "data",
-                            "persistentVolumeClaim": {"claimName": database_name(bls)},
+                            "persistentVolumeClaim": {"claimName": database_name(resource)},
                         },
                         {"name": "run", "emptyDir": {}},
                         {"name": "tmp", "emptyDir": {}},
@@ -257,15 +257,15 @@ def build_database_deployment(
     }
 
 
-def build_database_service(bls: BlacklistService) -> dict[str, Any]:
+def build_database_service(resource: BlacklistService) -> dict[str, Any]:
     """The ClusterIP Service ``N-postgres`` on 5432, not exposed outside the cluster."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(bls, database_name(bls), COMPONENT_DATABASE),
+        "metadata": metadata(resource, database_name(resource), COMPONENT_DATABASE),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(bls, COMPONENT_DATABASE),
+            "selector": selector_labels(resource, COMPONENT_DATABASE),
             "ports": [
                 {
                     "name": "postgres",
@@ -279,7 +279,7 @@ def build_database_service(bls: BlacklistService) -> dict[str, Any]:
 
 
 def build_database_network_policy(
-    bls: BlacklistService, operator_namespace: str | None = None
+    resource: BlacklistService, operator_namespace: str | None = None
 ) -> dict[str, Any]:
     """Admit only the service's pods, the backup's and the operator's pods to PostgreSQL.
 
@@ -289,10 +289,12 @@ def build_database_network_policy(
     The pods of CronJob ``N-backup`` only while ``spec.database.backup`` asks for them.
     """
     sources: list[dict[str, Any]] = [
-        {"podSelector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)}}
+        {"podSelector": {"matchLabels": selector_labels(resource, COMPONENT_SERVICE)}}
     ]
-    if bls.spec.database.backup is not None:
-        sources.append({"podSelector": {"matchLabels": selector_labels(bls, COMPONENT_BACKUP)}})
+    if resource.spec.database.backup is not None:
+        sources.append(
+            {"podSelector": {"matchLabels": selector_labels(resource, COMPONENT_BACKUP)}}
+        )
     if operator_namespace is not None:
         sources.append(
             {
@@ -306,9 +308,9 @@ def build_database_network_policy(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": metadata(bls, database_name(bls), COMPONENT_DATABASE),
+        "metadata": metadata(resource, database_name(resource), COMPONENT_DATABASE),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(bls, COMPONENT_DATABASE)},
+            "podSelector": {"matchLabels": selector_labels(resource, COMPONENT_DATABASE)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {

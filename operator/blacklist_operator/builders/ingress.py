@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from blacklist_operator.builders.naming import COMPONENT_SERVICE, metadata, service_name
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
-def build_ingress(bls: BlacklistService) -> dict[str, Any] | None:
+def build_ingress(resource: BlacklistService) -> dict[str, Any] | None:
     """The Ingress ``N`` to Service ``N``, or None without ``spec.ingress``."""
-    ingress = bls.spec.ingress
+    ingress = resource.spec.ingress
     if ingress is None:
         return None
-    backend = {"service": {"name": service_name(bls), "port": {"number": bls.spec.port}}}
+    backend = {"service": {"name": service_name(resource), "port": {"number": resource.spec.port}}}
     spec: dict[str, Any] = {
         "rules": [
             {
@@ -31,6 +31,6 @@ def build_ingress(bls: BlacklistService) -> dict[str, Any] | None:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
         "spec": spec,
     }

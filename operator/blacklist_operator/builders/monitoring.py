@@ -27,7 +27,7 @@ from blacklist_operator.builders.naming import (
     selector_labels,
     service_name,
 )
-from blacklist_operator.model import METRICS_PORT, BlacklistService
+from blacklist_operator.model.resource import METRICS_PORT, BlacklistService
 
 SERVICE_MONITOR_API_VERSION = "monitoring.coreos.com/v1"
 SERVICE_MONITOR_PLURAL = "servicemonitors"
@@ -38,19 +38,19 @@ METRICS_PATH = "/metrics"
 INSTANCE_SOURCE_LABEL = "__meta_kubernetes_service_label_app_kubernetes_io_instance"
 
 
-def build_metrics_service(bls: BlacklistService) -> dict[str, Any] | None:
+def build_metrics_service(resource: BlacklistService) -> dict[str, Any] | None:
     """Headless Service ``N-metrics`` of the pods' metrics port; only with the ServiceMonitor."""
-    if not bls.spec.metrics.service_monitor:
+    if not resource.spec.metrics.service_monitor:
         return None
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(bls, metrics_service_name(bls), COMPONENT_METRICS),
+        "metadata": metadata(resource, metrics_service_name(resource), COMPONENT_METRICS),
         "spec": {
             "type": "ClusterIP",
             # Prometheus scrapes each pod (the endpoints), never a load-balanced address.
             "clusterIP": "None",
-            "selector": selector_labels(bls, COMPONENT_SERVICE),
+            "selector": selector_labels(resource, COMPONENT_SERVICE),
             "ports": [
                 {
                     "name": METRICS_PORT_NAME,
@@ -63,21 +63,21 @@ def build_metrics_service(bls: BlacklistService) -> dict[str, Any] | None:
     }
 
 
-def build_service_monitor(bls: BlacklistService) -> dict[str, Any] | None:
+def build_service_monitor(resource: BlacklistService) -> dict[str, Any] | None:
     """The ServiceMonitor ``N`` of Service ``N-metrics``, or None without the field.
 
     It selects that Service by its labels (name, instance, component ``metrics``), in
     the resource's namespace only, and scrapes every endpoint's ``metrics`` port.
     """
-    if not bls.spec.metrics.service_monitor:
+    if not resource.spec.metrics.service_monitor:
         return None
     return {
         "apiVersion": SERVICE_MONITOR_API_VERSION,
         "kind": "ServiceMonitor",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
         "spec": {
-            "selector": {"matchLabels": selector_labels(bls, COMPONENT_METRICS)},
-            "namespaceSelector": {"matchNames": [bls.namespace]},
+            "selector": {"matchLabels": selector_labels(resource, COMPONENT_METRICS)},
+            "namespaceSelector": {"matchNames": [resource.namespace]},
             "endpoints": [
                 {
                     "port": METRICS_PORT_NAME,

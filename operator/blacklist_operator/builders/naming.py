@@ -11,7 +11,7 @@ from typing import Any
 
 from blacklist_contract.wire import head_name, part_name
 from blacklist_operator import API_VERSION, FIELD_MANAGER, KIND
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 APP_NAME = "blacklist-service"
 OPERATOR_APP_NAME = "blacklist-operator"
@@ -34,9 +34,9 @@ EXTERNAL_SECRET_ANNOTATION = "blacklist.dev/database-secret-checksum"  # noqa: S
 POSTGRES_PORT = 5432
 
 
-def service_name(bls: BlacklistService) -> str:
+def service_name(resource: BlacklistService) -> str:
     """Name of the service Deployment, its Service and its ServiceAccount."""
-    return service_name_of(bls.name)
+    return service_name_of(resource.name)
 
 
 def service_name_of(instance: str) -> str:
@@ -44,14 +44,14 @@ def service_name_of(instance: str) -> str:
     return instance
 
 
-def metrics_service_name(bls: BlacklistService) -> str:
+def metrics_service_name(resource: BlacklistService) -> str:
     """Name of the Service that exposes the service pods' metrics port inside the cluster."""
-    return f"{bls.name}-metrics"
+    return f"{resource.name}-metrics"
 
 
-def database_name(bls: BlacklistService) -> str:
+def database_name(resource: BlacklistService) -> str:
     """Name of the PostgreSQL Deployment, Service, PVC and NetworkPolicy."""
-    return database_name_of(bls.name)
+    return database_name_of(resource.name)
 
 
 def database_name_of(instance: str) -> str:
@@ -59,14 +59,14 @@ def database_name_of(instance: str) -> str:
     return f"{instance}-postgres"
 
 
-def backup_name(bls: BlacklistService) -> str:
+def backup_name(resource: BlacklistService) -> str:
     """Name of the backup CronJob and of the claim its dumps are kept on."""
-    return f"{bls.name}-backup"
+    return f"{resource.name}-backup"
 
 
-def database_settings_name(bls: BlacklistService) -> str:
+def database_settings_name(resource: BlacklistService) -> str:
     """Name of the ConfigMap and Secret with the database settings."""
-    return f"{bls.name}-db"
+    return f"{resource.name}-db"
 
 
 # On a static PersistentVolume: who it belongs to, "NS/N" (a PV has no namespace or owner).
@@ -77,7 +77,7 @@ _VOLUME_NAME_HEAD = 46
 _VOLUME_NAME_DIGEST = 16
 
 
-def persistent_volume_name(bls: BlacklistService) -> str:
+def persistent_volume_name(resource: BlacklistService) -> str:
     """Name of the static hostPath PersistentVolume: unique per namespace and name.
 
     A PV is cluster-scoped, so ``NS-N-postgres`` alone would let ``team-a``/``db``
@@ -85,30 +85,30 @@ def persistent_volume_name(bls: BlacklistService) -> str:
     makes it unique, behind a readable head. It depends on the namespace and name
     only, not the uid, so a resource recreated over its retained volume finds it.
     """
-    digest = hashlib.sha256(f"{bls.namespace}/{bls.name}".encode()).hexdigest()
-    head = f"{bls.namespace}-{bls.name}"[:_VOLUME_NAME_HEAD].rstrip("-.")
+    digest = hashlib.sha256(f"{resource.namespace}/{resource.name}".encode()).hexdigest()
+    head = f"{resource.namespace}-{resource.name}"[:_VOLUME_NAME_HEAD].rstrip("-.")
     return f"{head}-{digest[:_VOLUME_NAME_DIGEST]}"
 
 
-def volume_owner(bls: BlacklistService) -> str:
+def volume_owner(resource: BlacklistService) -> str:
     """The owner annotation value of the resource's static PersistentVolume."""
-    return f"{bls.namespace}/{bls.name}"
+    return f"{resource.namespace}/{resource.name}"
 
 
-def volume_belongs_to(volume: dict[str, Any], bls: BlacklistService) -> bool:
+def volume_belongs_to(volume: dict[str, Any], resource: BlacklistService) -> bool:
     """Whether an existing PersistentVolume is this resource's (so it may apply or delete it)."""
     metadata = volume.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     volume_labels = metadata.get("labels") or {}
     return (
-        annotations.get(VOLUME_OWNER_ANNOTATION) == volume_owner(bls)
+        annotations.get(VOLUME_OWNER_ANNOTATION) == volume_owner(resource)
         and volume_labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER
     )
 
 
-def banlist_reader_name(bls: BlacklistService) -> str:
+def banlist_reader_name(resource: BlacklistService) -> str:
     """Name of the Role and RoleBinding that let the service read its ban list."""
-    return f"{bls.name}-banlist-reader"
+    return f"{resource.name}-banlist-reader"
 
 
 def banlist_shard_name(instance: str, index: int) -> str:
@@ -116,55 +116,55 @@ def banlist_shard_name(instance: str, index: int) -> str:
     return head_name(instance) if index == 0 else part_name(instance, index)
 
 
-def selector_labels(bls: BlacklistService, component: str) -> dict[str, str]:
+def selector_labels(resource: BlacklistService, component: str) -> dict[str, str]:
     """The labels a selector matches on: name, instance and component."""
     return {
         "app.kubernetes.io/name": APP_NAME,
-        INSTANCE_LABEL: bls.name,
+        INSTANCE_LABEL: resource.name,
         COMPONENT_LABEL: component,
     }
 
 
-def labels(bls: BlacklistService, component: str) -> dict[str, str]:
+def labels(resource: BlacklistService, component: str) -> dict[str, str]:
     """Every label of a child, our watch filter's too.
 
     See docs/architecture.md, "What the operator creates".
     """
     return {
-        **selector_labels(bls, component),
+        **selector_labels(resource, component),
         MANAGED_BY_LABEL: FIELD_MANAGER,
         "app.kubernetes.io/part-of": APP_NAME,
     }
 
 
-def owner_reference(bls: BlacklistService) -> dict[str, Any]:
+def owner_reference(resource: BlacklistService) -> dict[str, Any]:
     """The controller owner reference that makes the garbage collector delete a child."""
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "name": bls.name,
-        "uid": bls.uid,
+        "name": resource.name,
+        "uid": resource.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
 def metadata(
-    bls: BlacklistService, name: str, component: str, *, owned: bool = True
+    resource: BlacklistService, name: str, component: str, *, owned: bool = True
 ) -> dict[str, Any]:
     """Metadata of a namespaced child; ``owned=False`` leaves it to outlive the parent."""
     result: dict[str, Any] = {
         "name": name,
-        "namespace": bls.namespace,
-        "labels": labels(bls, component),
+        "namespace": resource.namespace,
+        "labels": labels(resource, component),
     }
     if owned:
-        result["ownerReferences"] = [owner_reference(bls)]
+        result["ownerReferences"] = [owner_reference(resource)]
     return result
 
 
 def pod_metadata(
-    bls: BlacklistService,
+    resource: BlacklistService,
     component: str,
     credentials: str | None = None,
     annotation: str = CREDENTIALS_ANNOTATION,
@@ -175,7 +175,7 @@ def pod_metadata(
     mark (``annotation``: the uid of Secret ``N-db``, or the digest of an external
     database's Secret) in the template restarts the pods onto the Secret as it is now.
     """
-    result: dict[str, Any] = {"labels": selector_labels(bls, component)}
+    result: dict[str, Any] = {"labels": selector_labels(resource, component)}
     if credentials is not None:
         result["annotations"] = {annotation: credentials}
     return result

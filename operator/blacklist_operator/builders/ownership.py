@@ -13,16 +13,16 @@ from typing import Any
 
 from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.builders.naming import INSTANCE_LABEL, MANAGED_BY_LABEL
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
-def owned_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
+def owned_by(child: Mapping[str, Any], resource: BlacklistService) -> bool:
     """Whether ``child`` has this BlacklistService as its controller."""
     references = (child.get("metadata") or {}).get("ownerReferences") or []
-    return any(ref.get("uid") == bls.uid and ref.get("controller") for ref in references)
+    return any(ref.get("uid") == resource.uid and ref.get("controller") for ref in references)
 
 
-def created_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
+def created_by(child: Mapping[str, Any], resource: BlacklistService) -> bool:
     """Whether an existing object is this resource's child, so that applying it takes nothing.
 
     Ours: labelled managed-by this operator, and either controlled by this resource or
@@ -35,5 +35,5 @@ def created_by(child: Mapping[str, Any], bls: BlacklistService) -> bool:
         return False
     references = metadata.get("ownerReferences") or []
     if any(ref.get("controller") for ref in references):
-        return owned_by(child, bls)
-    return labels.get(INSTANCE_LABEL) == bls.name
+        return owned_by(child, resource)
+    return labels.get(INSTANCE_LABEL) == resource.name

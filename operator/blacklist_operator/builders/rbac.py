@@ -11,30 +11,30 @@ from blacklist_operator.builders.naming import (
     metadata,
     service_name,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
-def build_service_account(bls: BlacklistService) -> dict[str, Any]:
+def build_service_account(resource: BlacklistService) -> dict[str, Any]:
     """The ServiceAccount ``N`` of the service pods."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
     }
 
 
-def build_role(bls: BlacklistService) -> dict[str, Any]:
+def build_role(resource: BlacklistService) -> dict[str, Any]:
     """A Role that reads exactly the ban list's head and its 63 possible parts, by name.
 
     ``list`` and ``watch`` are limited by ``resourceNames`` too: a replica
     watches the head with a ``metadata.name`` field selector and gets each
     part by name, so it can read no other ConfigMap of the namespace.
     """
-    names = banlist_names(bls.name)
+    names = banlist_names(resource.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": metadata(bls, banlist_reader_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, banlist_reader_name(resource), COMPONENT_SERVICE),
         "rules": [
             {
                 "apiGroups": [""],
@@ -46,18 +46,22 @@ def build_role(bls: BlacklistService) -> dict[str, Any]:
     }
 
 
-def build_role_binding(bls: BlacklistService) -> dict[str, Any]:
+def build_role_binding(resource: BlacklistService) -> dict[str, Any]:
     """Binds the ban-list reader Role to the service's ServiceAccount."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": metadata(bls, banlist_reader_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, banlist_reader_name(resource), COMPONENT_SERVICE),
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
-            "name": banlist_reader_name(bls),
+            "name": banlist_reader_name(resource),
         },
         "subjects": [
-            {"kind": "ServiceAccount", "name": service_name(bls), "namespace": bls.namespace}
+            {
+                "kind": "ServiceAccount",
+                "name": service_name(resource),
+                "namespace": resource.namespace,
+            }
         ],
     }

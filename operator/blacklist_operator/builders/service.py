@@ -21,8 +21,8 @@ from blacklist_operator.builders.security import (
     pod_security_context,
     resource_requirements,
 )
-from blacklist_operator.model import METRICS_PORT, BlacklistService
-from blacklist_operator.model_external import URL_KEY, ExternalDatabase
+from blacklist_operator.model.external import URL_KEY, ExternalDatabase
+from blacklist_operator.model.resource import METRICS_PORT, BlacklistService
 
 STATE_DIR = "/var/lib/blacklist"
 # The state volume holds the outbox, the ban list file (16 bytes per ban: 16 MB at a
@@ -57,13 +57,15 @@ def _field(variable: str, path: str) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def _database_ca_volume(bls: BlacklistService) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _database_ca_volume(
+    resource: BlacklistService,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The external database's CA, read-only: the pod's volumes and the container's mounts.
 
     A whole-volume mount (not ``subPath``), so a renewed CA reaches running pods; libpq
     reads it at each new connection.
     """
-    external = bls.spec.database.external
+    external = resource.spec.database.external
     if external is None or external.ca is None:
         return [], []
     items = [{"key": external.ca.key, "path": CA_FILE}]
@@ -78,8 +80,8 @@ def _database_ca_volume(bls: BlacklistService) -> tuple[list[dict[str, Any]], li
     )
 
 
-def _mail_environment(bls: BlacklistService) -> list[dict[str, Any]]:
-    mail = bls.spec.mail
+def _mail_environment(resource: BlacklistService) -> list[dict[str, Any]]:
+    mail = resource.spec.mail
     environment: list[dict[str, Any]] = [{"name": "ALERT_RECIPIENT", "value": mail.recipient}]
     if mail.host is not None:
         environment.append({"name": "MAIL_SERVER", "value": mail.host})
@@ -97,9 +99,9 @@ def _mail_environment(bls: BlacklistService) -> list[dict[str, Any]]:
 
 
 def _database_environment(
-    bls: BlacklistService, external: ExternalDatabase | None
+    resource: BlacklistService, external: ExternalDatabase | None
 ) -> list[dict[str, Any]]:
-    settings = database_settings_name(bls)
+    settings = database_settings_name(resource)
     # Where: ConfigMap N-db (the bundled database's Service, or the external host).
     where = [
         _config_map_key("DB_HOST", settings, "host"),
@@ -111,14 +113,16 @@ def _database_environment(
         "name": "DATABASE_URL",
         "value": "postgresql+psycopg2://$(DB_HOST):$(DB_PORT)/$(DB_NAME)",
     }
-    if bls.spec.database.external is None:
+    if resource.spec.database.external is None:
         secret = settings
     else:
-        secret = bls.spec.database.external.secret_name
+        secret = resource.spec.database.external.secret_name
         # libpq reads it whatever the URL's form; a sslmode in a Secret's url wins.
-        sslmode = external.sslmode if external is not None else bls.spec.database.external.sslmode
+        sslmode = (
+            external.sslmode if external is not None else resource.spec.database.external.sslmode
+        )
         where.append({"name": "PGSSLMODE", "value": sslmode})
-        if bls.spec.database.external.ca is not None:
+        if resource.spec.database.external.ca is not None:
             # libpq reads the CA from this file (mounted by _database_ca_volume).
             where.append({"name": "PGSSLROOTCERT", "value": f"{DATABASE_CA_DIR}/{CA_FILE}"})
         if external is not None and external.from_url:
@@ -139,7 +143,7 @@ def _database_environment(
 
 
 def service_environment(
-    bls: BlacklistService, external: ExternalDatabase | None = None
+    resource: BlacklistService, external: ExternalDatabase | None = None
 ) -> list[dict[str, Any]]:
     """The service container's environment.
 
@@ -150,24 +154,24 @@ def service_environment(
     ``password``), never to a generated ``N-db``.
     """
     return [
-        {"name": "PORT", "value": str(bls.spec.port)},
+        {"name": "PORT", "value": str(resource.spec.port)},
         # /metrics is served there, not on PORT: Service N never exposes it.
         {"name": "METRICS_PORT", "value": str(METRICS_PORT)},
         {"name": "STATE_DIR", "value": STATE_DIR},
-        {"name": "BANLIST_CONFIGMAP", "value": banlist_shard_name(bls.name, 0)},
+        {"name": "BANLIST_CONFIGMAP", "value": banlist_shard_name(resource.name, 0)},
         _field("POD_NAMESPACE", "metadata.namespace"),
         _field("POD_NAME", "metadata.name"),
-        *_database_environment(bls, external),
-        _text("ALLOWLIST", ",".join(str(n) for n in bls.spec.allowlist)),
-        _text("TRUSTED_PROXIES", ",".join(str(n) for n in bls.spec.trusted_proxies)),
+        *_database_environment(resource, external),
+        _text("ALLOWLIST", ",".join(str(n) for n in resource.spec.allowlist)),
+        _text("TRUSTED_PROXIES", ",".join(str(n) for n in resource.spec.trusted_proxies)),
         # Seconds; empty: bans last until lifted.
-        _text("BAN_DURATION", str(bls.spec.ban_duration or "")),
+        _text("BAN_DURATION", str(resource.spec.ban_duration or "")),
         # A hit bans the covering prefix of the caller's address, of these many bits.
-        {"name": "BAN_PREFIX_IPV4", "value": str(bls.spec.ban_prefix_lengths[0])},
-        {"name": "BAN_PREFIX_IPV6", "value": str(bls.spec.ban_prefix_lengths[1])},
-        {"name": "LOG_FORMAT", "value": bls.spec.log_format},
-        *_mail_environment(bls),
-        *_workers_environment(bls),
+        {"name": "BAN_PREFIX_IPV4", "value": str(resource.spec.ban_prefix_lengths[0])},
+        {"name": "BAN_PREFIX_IPV6", "value": str(resource.spec.ban_prefix_lengths[1])},
+        {"name": "LOG_FORMAT", "value": resource.spec.log_format},
+        *_mail_environment(resource),
+        *_workers_environment(resource),
     ]
 
 
@@ -177,11 +181,11 @@ def _text(name: str, value: str) -> dict[str, Any]:
     return {"name": name, "value": value} if value else {"name": name}
 
 
-def _workers_environment(bls: BlacklistService) -> list[dict[str, Any]]:
+def _workers_environment(resource: BlacklistService) -> list[dict[str, Any]]:
     # Absent, the service sizes its workers from the container's CPU and memory limits.
-    if bls.spec.workers is None:
+    if resource.spec.workers is None:
         return []
-    return [{"name": "WEB_CONCURRENCY", "value": str(bls.spec.workers)}]
+    return [{"name": "WEB_CONCURRENCY", "value": str(resource.spec.workers)}]
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
@@ -193,19 +197,19 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _spread(bls: BlacklistService) -> list[dict[str, Any]]:
+def _spread(resource: BlacklistService) -> list[dict[str, Any]]:
     return [
         {
             "maxSkew": 1,
             "topologyKey": key,
             "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
+            "labelSelector": {"matchLabels": selector_labels(resource, COMPONENT_SERVICE)},
         }
         for key in SPREAD_TOPOLOGY_KEYS
     ]
 
 
-def rolling_update(bls: BlacklistService) -> dict[str, Any]:
+def rolling_update(resource: BlacklistService) -> dict[str, Any]:
     """How Deployment ``N`` replaces its pods: never more than the disruption budget allows.
 
     At most ``spec.disruption.maxUnavailable`` pods down at once, as for a drain, and
@@ -213,7 +217,7 @@ def rolling_update(bls: BlacklistService) -> dict[str, Any]:
     replaced surge-first, its successor ready before it stops. The surge (a quarter,
     at least one pod) lets a roll proceed when none may be down.
     """
-    spec = bls.spec
+    spec = resource.spec
     fewest = spec.autoscaling.min_replicas if spec.autoscaling is not None else spec.replicas
     max_unavailable = min(spec.disruption.max_unavailable, max(fewest - 1, 0))
     return {
@@ -223,7 +227,7 @@ def rolling_update(bls: BlacklistService) -> dict[str, Any]:
 
 
 def build_service_deployment(
-    bls: BlacklistService,
+    resource: BlacklistService,
     credentials: str | None = None,
     external: ExternalDatabase | None = None,
 ) -> dict[str, Any]:
@@ -235,12 +239,14 @@ def build_service_deployment(
     marks it instead, so an edited Secret rolls them too.
     With ``spec.autoscaling`` the manifest has no ``replicas``: the autoscaler owns it.
     """
-    spec = bls.spec
-    ca_volumes, ca_mounts = _database_ca_volume(bls)
+    spec = resource.spec
+    ca_volumes, ca_mounts = _database_ca_volume(resource)
     template_metadata = (
-        pod_metadata(bls, COMPONENT_SERVICE, credentials)
+        pod_metadata(resource, COMPONENT_SERVICE, credentials)
         if external is None
-        else pod_metadata(bls, COMPONENT_SERVICE, external.checksum, EXTERNAL_SECRET_ANNOTATION)
+        else pod_metadata(
+            resource, COMPONENT_SERVICE, external.checksum, EXTERNAL_SECRET_ANNOTATION
+        )
     )
     container = {
         "name": "service",
@@ -250,7 +256,7 @@ def build_service_deployment(
             {"name": "http", "containerPort": spec.port, "protocol": "TCP"},
             {"name": METRICS_PORT_NAME, "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
-        "env": service_environment(bls, external),
+        "env": service_environment(resource, external),
         # Every 2 s: a new replica loads even 5,000,000 bans in a few seconds, and its
         # readiness (it holds the whole list) should be seen as soon as it is true.
         "readinessProbe": _probe("/readyz", period=2, failures=3),
@@ -269,19 +275,19 @@ def build_service_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
         "spec": {
             **replicas,
-            "strategy": rolling_update(bls),
-            "selector": {"matchLabels": selector_labels(bls, COMPONENT_SERVICE)},
+            "strategy": rolling_update(resource),
+            "selector": {"matchLabels": selector_labels(resource, COMPONENT_SERVICE)},
             "template": {
                 "metadata": template_metadata,
                 "spec": {
-                    "serviceAccountName": service_name(bls),
+                    "serviceAccountName": service_name(resource),
                     "automountServiceAccountToken": True,
                     "securityContext": pod_security_context(SERVICE_UID),
                     "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-                    "topologySpreadConstraints": _spread(bls),
+                    "topologySpreadConstraints": _spread(resource),
                     "containers": [container],
                     "volumes": [
                         {"name": "state", "emptyDir": {"sizeLimit": STATE_SIZE_LIMIT}},
@@ -294,7 +300,7 @@ def build_service_deployment(
     }
 
 
-def build_service(bls: BlacklistService) -> dict[str, Any]:
+def build_service(resource: BlacklistService) -> dict[str, Any]:
     """The Service ``N`` of ``spec.service.type`` (NodePort by default), port ``spec.port`` only.
 
     A NodePort or LoadBalancer Service keeps ``externalTrafficPolicy: Local``, so the
@@ -303,27 +309,27 @@ def build_service(bls: BlacklistService) -> dict[str, Any]:
     them out of the manifest removes them when the type is switched in place, and the
     API server drops the NodePort it allocated itself.
     """
-    service_type = bls.spec.service_type
+    service_type = resource.spec.service_type
     port: dict[str, Any] = {
         # The service's port only: the metrics port stays inside the cluster (N-metrics).
         "name": "http",
-        "port": bls.spec.port,
+        "port": resource.spec.port,
         "targetPort": "http",
         "protocol": "TCP",
     }
     external = service_type != "ClusterIP"
-    if external and bls.spec.node_port is not None:
-        port["nodePort"] = bls.spec.node_port
+    if external and resource.spec.node_port is not None:
+        port["nodePort"] = resource.spec.node_port
     spec: dict[str, Any] = {"type": service_type}
     if external:
         spec["externalTrafficPolicy"] = "Local"
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(bls, service_name(bls), COMPONENT_SERVICE),
+        "metadata": metadata(resource, service_name(resource), COMPONENT_SERVICE),
         "spec": {
             **spec,
-            "selector": selector_labels(bls, COMPONENT_SERVICE),
+            "selector": selector_labels(resource, COMPONENT_SERVICE),
             "ports": [port],
         },
     }

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from blacklist_operator.builders.naming import COMPONENT_SERVICE, selector_labels
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 READY = "Ready"
 DATABASE_READY = "DatabaseReady"
@@ -71,18 +71,18 @@ def condition_changed(current: Sequence[Mapping[str, Any]] | None, new: Mapping[
     return any(previous.get(key) != new.get(key) for key in keys)
 
 
-def service_selector(bls: BlacklistService) -> str:
+def service_selector(resource: BlacklistService) -> str:
     """The service pods' label selector as text: the ``scale`` subresource's ``status.selector``.
 
     An autoscaler that targets the resource itself counts the pods it selects.
     """
     return ",".join(
-        f"{key}={value}" for key, value in selector_labels(bls, COMPONENT_SERVICE).items()
+        f"{key}={value}" for key, value in selector_labels(resource, COMPONENT_SERVICE).items()
     )
 
 
 def build_observed_status(
-    bls: BlacklistService,
+    resource: BlacklistService,
     ready: dict[str, Any],
     node_port: int | None,
     replicas: int,
@@ -95,11 +95,11 @@ def build_observed_status(
     when the Service has none (type ClusterIP), which removes a stale one.
     """
     fields: dict[str, Any] = {
-        "observedGeneration": bls.generation,
+        "observedGeneration": resource.generation,
         "conditions": [ready],
         "replicas": replicas,
         "readyReplicas": ready_replicas,
-        "selector": service_selector(bls),
+        "selector": service_selector(resource),
     }
     if node_port is not None:
         fields["nodePort"] = node_port

@@ -14,18 +14,18 @@ from blacklist_operator.builders.naming import (
     persistent_volume_name,
     volume_owner,
 )
-from blacklist_operator.model import BlacklistService
+from blacklist_operator.model.resource import BlacklistService
 
 
 def build_persistent_volume_claim(
-    bls: BlacklistService, volume_name: str | None = None
+    resource: BlacklistService, volume_name: str | None = None
 ) -> dict[str, Any]:
     """PVC ``N-postgres``; without an owner when it must outlive the BlacklistService.
 
     ``volume_name``: the static PV to bind (default :func:`persistent_volume_name`;
     a claim bound before that name existed keeps its volume, since it is immutable).
     """
-    storage = bls.spec.database.storage
+    storage = resource.spec.database.storage
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": storage.size}},
@@ -33,21 +33,24 @@ def build_persistent_volume_claim(
     if storage.host_path is not None:
         # Bind to our static volume only; "" keeps the default class's provisioner away.
         spec["storageClassName"] = ""
-        spec["volumeName"] = volume_name or persistent_volume_name(bls)
+        spec["volumeName"] = volume_name or persistent_volume_name(resource)
     elif storage.storage_class_name is not None:
         spec["storageClassName"] = storage.storage_class_name
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": metadata(
-            bls, database_name(bls), COMPONENT_DATABASE, owned=not storage.retain_on_delete
+            resource,
+            database_name(resource),
+            COMPONENT_DATABASE,
+            owned=not storage.retain_on_delete,
         ),
         "spec": spec,
     }
 
 
 def build_persistent_volume(
-    bls: BlacklistService, volume_name: str | None = None
+    resource: BlacklistService, volume_name: str | None = None
 ) -> dict[str, Any] | None:
     """The static hostPath PV, or ``None`` when no hostPath is asked for.
 
@@ -55,16 +58,19 @@ def build_persistent_volume(
     released by the operator's finalizer instead of the garbage collector; its
     labels (instance ``N``, namespace ``NS``) and owner annotation say whose it is.
     """
-    storage = bls.spec.database.storage
+    storage = resource.spec.database.storage
     if storage.host_path is None:
         return None
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
-            "name": volume_name or persistent_volume_name(bls),
-            "labels": {**labels(bls, COMPONENT_DATABASE), VOLUME_NAMESPACE_LABEL: bls.namespace},
-            "annotations": {VOLUME_OWNER_ANNOTATION: volume_owner(bls)},
+            "name": volume_name or persistent_volume_name(resource),
+            "labels": {
+                **labels(resource, COMPONENT_DATABASE),
+                VOLUME_NAMESPACE_LABEL: resource.namespace,
+            },
+            "annotations": {VOLUME_OWNER_ANNOTATION: volume_owner(resource)},
         },
         "spec": {
             "capacity": {"storage": storage.size},
@@ -76,8 +82,8 @@ def build_persistent_volume(
             "claimRef": {
                 "apiVersion": "v1",
                 "kind": "PersistentVolumeClaim",
-                "namespace": bls.namespace,
-                "name": database_name(bls),
+                "namespace": resource.namespace,
+                "name": database_name(resource),
             },
         },
     }

@@ -1,0 +1,131 @@
+"""A ban list rebuilt from bans in any order, in bounded memory (pure, no I/O).
+
+A rescan streams every address of the ledger; :class:`Builder` buckets the bans
+by the top byte of their key as they come, then sorts one bucket at a time
+(splitting a crowded one by the next byte) into the sorted columns of a
+:class:`~.packed.PackedBanList`, and frees each bucket as it goes, handing the
+memory back to the system. The peak is about one list, not two, and never a
+Python object per ban beyond one bucket's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Iterable
+
+from blacklist_contract.prefixes import IPV4, Prefix
+from blacklist_operator.banlist.core.packed import Columns, PackedBanList, split
+
+# A rebuild sorts buckets of at most this many bans as Python objects (a few MB at most).
+_SORT_CHUNK = 1 << 16
+
+
+def _load_trim() -> ctypes._NamedFuncPointer | None:
+    """Glibc's ``malloc_trim``, or None on another C library."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+_MALLOC_TRIM = _load_trim()
+# A rebuild hands memory back to the system after this many buckets.
+_TRIM_EVERY = 16
+
+
+def release_free_memory() -> None:
+    """Return the heap's free pages to the system (glibc keeps them otherwise).
+
+    A rebuild frees small bucket arrays from the heap while the sorted columns
+    grow in mapped memory; without this the freed buckets stay resident until
+    the end, and the peak is two lists instead of one.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class Builder:
+    """Builds a :class:`PackedBanList` from bans in any order, in bounded memory.
+
+    Bans are bucketed by the top byte of their key as they come; :meth:`finish`
+    sorts one bucket at a time (splitting a crowded one by the next byte) and
+    frees it, so the peak is the packed columns plus one bucket's objects.
+    """
+
+    def __init__(self, expiring: bool) -> None:
+        self._expiring = expiring
+        self._buckets: dict[tuple[int, int], list[Columns | None]] = {}
+
+    def add(self, prefix: Prefix, stamp: int) -> None:
+        """Take one ban (a prefix seen twice keeps its highest stamp)."""
+        where = (prefix.version, prefix.length)
+        buckets = self._buckets.get(where)
+        if buckets is None:
+            buckets = self._buckets[where] = [None] * 256
+        key, low = split(prefix)
+        index = key >> (24 if prefix.version == IPV4 else 56)
+        bucket = buckets[index]
+        if bucket is None:
+            bucket = buckets[index] = Columns.empty(*where)
+        bucket.keys.append(key)
+        if bucket.low is not None:
+            bucket.low.append(low or 0)
+        bucket.stamps.append(stamp)
+
+    def finish(self) -> PackedBanList:
+        """The ban list, every section sorted and each prefix once."""
+        result = PackedBanList(self._expiring)
+        for where in sorted(self._buckets):
+            out = Columns.empty(*where)
+            buckets = self._buckets[where]
+            width = 32 if where[0] == IPV4 else 64
+            for index in range(256):
+                bucket = buckets[index]
+                buckets[index] = None
+                if bucket is not None:
+                    _sort_into(out, bucket, width - 16)
+                    del bucket
+                if index % _TRIM_EVERY == _TRIM_EVERY - 1:
+                    release_free_memory()
+            if len(out):
+                result.sections[where] = out
+        self._buckets.clear()
+        return result
+
+
+def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
+    """Append ``bucket``'s bans to ``out`` sorted and deduplicated (by bytes of the key)."""
+    if len(bucket) > _SORT_CHUNK and shift >= 0:
+        parts: list[Columns | None] = [None] * 256
+        lows: Iterable[int | None] = bucket.low if bucket.low is not None else [None] * len(bucket)
+        for key, low, stamp in zip(bucket.keys, lows, bucket.stamps, strict=True):
+            index = (key >> shift) & 0xFF
+            part = parts[index]
+            if part is None:
+                part = parts[index] = Columns.empty(bucket.version, bucket.length)
+            part.keys.append(key)
+            if part.low is not None:
+                part.low.append(low or 0)
+            part.stamps.append(stamp)
+        del bucket
+        for index in range(256):
+            part = parts[index]
+            parts[index] = None
+            if part is not None:
+                _sort_into(out, part, shift - 8)
+        return
+    zeros: Iterable[int] = bucket.low if bucket.low is not None else [0] * len(bucket)
+    rows = sorted(zip(bucket.keys, zeros, bucket.stamps, strict=True))
+    previous: tuple[int, int] | None = None
+    for key, low, stamp in rows:
+        if (key, low) == previous:
+            # Sorted by stamp within one prefix: the later row holds the highest.
+            out.stamps[-1] = stamp
+            continue
+        previous = (key, low)
+        out.keys.append(key)
+        if out.low is not None:
+            out.low.append(low)
+        out.stamps.append(stamp)

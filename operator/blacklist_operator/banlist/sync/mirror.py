@@ -1,0 +1,442 @@
+"""One instance's ban list in memory, mirrored into ConfigMaps (blocking): load, read, write.
+
+A prefix is banned when the ledger holds a row from an address it covers (with
+``spec.banPrefixLengths``; the allowlist, by exact address, bans nothing) later
+than the latest lift that reaches it (``denied_access_lifts``: an address lifts
+the ban covering it, a range every ban inside it) and, with ``spec.banDuration``
+set, that row is younger than the duration; the ban then carries its expiry.
+
+The list is held packed (:mod:`..core.packed`) and written as the head ``N-banlist``
+and the snapshot parts ``N-banlist-1`` … (:mod:`blacklist_contract.wire`), at
+the pace :mod:`..core.layout` sets: new bans go to the head, a compaction rewrites
+the parts. The state that matters survives restarts in the ConfigMaps
+themselves: the bans, and in annotations of the head the exact ledger cursor,
+the lift cursor, the ledger table's identity and a digest of the filter the
+list was built with. Parts are written before the head that names their
+generation, so the head's cursors never run ahead of the bans. Lifts are kept
+in memory (they are few): a hit that reaches the ledger late, after a lift of
+its prefix, stays lifted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from blacklist_operator.banlist.core.filters import (
+    KeyRange,
+    allowed,
+    ban_prefix,
+    filter_key,
+    key_ranges,
+    stamp_of,
+)
+from blacklist_operator.banlist.core.layout import (
+    HEAD_MAX_BYTES,
+    Pending,
+    SnapshotTooLargeError,
+    compaction_delay,
+    compaction_reason,
+    head_write_delay,
+)
+from blacklist_operator.banlist.core.packed import PackedBanList
+from blacklist_operator.banlist.core.rebuild import Builder
+from blacklist_operator.banlist.sync import ledger
+from blacklist_operator.banlist.sync.lifts import Lifts
+from blacklist_operator.banlist.sync.store import BanListStore
+from blacklist_operator.builders.banlist import (
+    ALLOWLIST_ANNOTATION,
+    CURSOR_ANNOTATION,
+    LEDGER_TABLE_ANNOTATION,
+    LIFT_CURSOR_ANNOTATION,
+    HeadState,
+)
+from blacklist_operator.kube.api import KubernetesApi
+from blacklist_operator.model.resource import BlacklistService
+from blacklist_operator.runtime.state import WrittenBanList
+
+# One cycle reads at most this many rows, so a huge backlog cannot starve the others.
+MAX_ROWS_PER_CYCLE = 200_000
+# A backlog larger than this is read as a rescan: one sorted build and one compaction
+# instead of a merge and a snapshot per head's worth of rows.
+BULK_ROWS = 500_000
+# Persist a cursor that advanced over rows that changed nothing only this often.
+CURSOR_SLACK = 10_000
+# Expired bans leave the head at most this late (every replica already stops
+# enforcing them at their expiry, which their line carries); the parts: layout.
+EXPIRY_CHECK_SECONDS = 5.0
+# After the ledger's lock was not free, read without it for this long before asking again.
+LOCK_RETRY_SECONDS = 1.0
+# A snapshot too large for the parts the contract allows sheds this share of the oldest.
+_SHED_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What one cycle found."""
+
+    count: int
+    cursor: int
+    table_exists: bool
+    # Rows past the exact cursor were read without the ledger's lock: read again soon.
+    behind: bool = False
+    # Ledger ids past the exact cursor (the table's highest id when last read, minus it).
+    rows_behind: int = 0
+    # ``time`` (Unix ms) of the oldest row written to the ConfigMaps this cycle, if any.
+    oldest_new_row_ms: int | None = None
+    # The configured limit, and the bans evicted (oldest first) since the list last fit.
+    capacity: int = 0
+    evicted: int = 0
+    # Bans evicted by this cycle (for the counter).
+    evicted_now: int = 0
+    # Seconds until held-back changes may be written (None: nothing held back).
+    write_in: float | None = None
+
+
+class BanListSync:
+    """The ban list of one BlacklistService, kept in memory and mirrored into ConfigMaps."""
+
+    def __init__(self, api: KubernetesApi, written: WrittenBanList, capacity: int) -> None:
+        self._api = api
+        self._written = written
+        self.capacity = capacity
+        self._reset()
+
+    def _reset(self) -> None:
+        self.banlist = PackedBanList()
+        # Every ledger id at or below ``cursor`` has been read; ``seen`` may run ahead
+        # of it through reads made without the lock, which are read again later.
+        self.cursor = 0
+        self.seen = 0
+        self.lifts = Lifts()
+        self.table_oid = 0
+        self.filter_key: str | None = None
+        self._checked_expiry = 0.0
+        self._lock_retry_at = 0.0
+        self._persisted_cursor = 0
+        # What the ConfigMaps hold, and writing them.
+        self.store = BanListStore(self._api, self._written)
+        self._head_changed = False
+        self._snapshot_changed = False
+        self._lifted = False
+        self._next_expiry: int | None = None
+        self._oldest_unwritten_ms: int | None = None
+        self.evicted = 0
+        self._evicted_now = 0
+        # Why each compaction since the last pass ran, for the log.
+        self.compactions: list[str] = []
+        # A rescan that failed half-way left the list incomplete: read it back first.
+        self._broken = False
+
+    # Loading ----------------------------------------------------------------------
+
+    def load(self, resource: BlacklistService) -> None:
+        """Continue from the ConfigMaps a previous run wrote, if any."""
+        self._reset()
+        self.banlist = PackedBanList(resource.spec.ban_duration is not None)
+        annotations = self.store.read(resource, self.banlist)
+        if annotations is None:
+            return
+        self.cursor = self.seen = self._persisted_cursor = int(
+            annotations.get(CURSOR_ANNOTATION, "0")
+        )
+        self.lifts = Lifts(int(annotations.get(LIFT_CURSOR_ANNOTATION, "0")))
+        self.table_oid = int(annotations.get(LEDGER_TABLE_ANNOTATION, "0"))
+        # An incomplete snapshot (a compaction cut short, or the text shards of an
+        # operator before snapshots) is rebuilt from the ledger at the first pass.
+        self.filter_key = annotations.get(ALLOWLIST_ANNOTATION) if self.store.complete else None
+        if self.banlist.expiring:
+            self._next_expiry = self.banlist.oldest_stamp()
+
+    # Incremental sync -------------------------------------------------------------
+
+    def sync(self, resource: BlacklistService, connection: Any, *, bulk: bool = True) -> SyncReport:
+        """Read the ledger and the lifts past their cursors and write what changed.
+
+        With ``bulk``, a backlog past ``BULK_ROWS`` is read as a rescan (not again
+        right after one, whose cursor may have stayed behind for want of the lock).
+        """
+        spec = resource.spec
+        if self._broken:
+            self.load(resource)
+        if self._filter(resource) != self.filter_key:
+            return self.rescan(resource, connection)
+        if not self.lifts.loaded:
+            # After a restart: every lift again (they are few), to filter late hits.
+            self.lifts.restart()
+        ranges = key_ranges(spec.allowlist)
+        rows = 0
+        table_exists = True
+        newest = self.cursor
+        while rows < MAX_ROWS_PER_CYCLE:
+            read = None
+            start = self.cursor
+            if time.monotonic() >= self._lock_retry_at:
+                read = ledger.read_hits(connection, self.cursor, exact=True)
+                if read.exact and read.table_exists and self._recreated(read):
+                    return self.rescan(resource, connection, reset=True)
+                if bulk and read.exact and read.newest_id - self.cursor > BULK_ROWS:
+                    return self.rescan(resource, connection)
+                if not read.exact:
+                    # While the lock is asked for, new inserts queue behind the request:
+                    # do not ask again at every pass while somebody holds one open.
+                    self._lock_retry_at = time.monotonic() + LOCK_RETRY_SECONDS
+            if read is None or not read.exact:
+                # Somebody holds an insert open: read ahead from ``seen`` without moving the
+                # exact cursor, so the rows before it are read again once the lock is free.
+                start = max(self.seen, self.cursor)
+                read = ledger.read_hits(connection, start, exact=False)
+            table_exists = read.table_exists
+            rows += len(read.rows)
+            newest = max(newest, read.newest_id)
+            if read.rows and start >= self.seen:
+                # Not a read again of rows already read ahead: these are new to the list.
+                oldest = min(ms for _, ms in read.rows)
+                if self._oldest_unwritten_ms is None or oldest < self._oldest_unwritten_ms:
+                    self._oldest_unwritten_ms = oldest
+            self._add_hits(read.rows, ranges, resource)
+            self.seen = max(self.seen, read.last_id)
+            if read.exact:
+                self.cursor, self.table_oid = read.last_id, read.table_oid
+            if self.banlist.head_bytes > HEAD_MAX_BYTES:
+                # Keep the head's objects few: move it into the columns now, write later.
+                self.banlist.merge()
+                self._snapshot_changed = True
+            if not read.full:
+                break
+        self._apply_lifts(connection, resource)
+        self._expire()
+        return self._report(resource, table_exists, max(0, newest - self.cursor))
+
+    def _report(
+        self, resource: BlacklistService, table_exists: bool, rows_behind: int
+    ) -> SyncReport:
+        written_oldest = self._oldest_unwritten_ms
+        write_in = self.write(resource)
+        if write_in is None:
+            self._oldest_unwritten_ms = None
+        evicted_now, self._evicted_now = self._evicted_now, 0
+        return SyncReport(
+            len(self.banlist),
+            self.cursor,
+            table_exists,
+            behind=self.seen > self.cursor,
+            rows_behind=rows_behind,
+            oldest_new_row_ms=written_oldest if write_in is None else None,
+            capacity=self.capacity,
+            evicted=self.evicted,
+            evicted_now=evicted_now,
+            write_in=write_in,
+        )
+
+    def _filter(self, resource: BlacklistService) -> str:
+        spec = resource.spec
+        return filter_key(spec.allowlist, spec.ban_duration, spec.ban_prefix_lengths)
+
+    def _recreated(self, read: ledger.TableRead) -> bool:
+        """Whether the ledger is not the one the cursor counts in (table recreated, new volume)."""
+        return read.newest_id < self.cursor or (self.table_oid not in (0, read.table_oid))
+
+    def _add_hits(
+        self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], resource: BlacklistService
+    ) -> None:
+        spec = resource.spec
+        now = int(time.time())
+        for key, ms in hits:
+            if allowed(key, ranges):
+                continue
+            prefix = ban_prefix(key, spec.ban_prefix_lengths)
+            if ms <= self.lifts.time_of(prefix):
+                continue
+            stamp = stamp_of(ms, spec.ban_duration)
+            if spec.ban_duration is not None and stamp <= now:
+                continue
+            if self.banlist.add(prefix, stamp):
+                self._head_changed = True
+
+    def _apply_lifts(self, connection: Any, resource: BlacklistService) -> None:
+        """Take in new lifts and drop the bans they lift."""
+        lengths = resource.spec.ban_prefix_lengths
+        seen = self.lifts.seen
+        fresh = self.lifts.read(connection, lengths)
+        if self.lifts.seen != seen:
+            self._head_changed = True  # The lifts-seen moved: replicas may drop what it covers.
+        for prefix in self.lifts.lifted(connection, self.banlist, fresh, lengths):
+            _, in_sections = self.banlist.remove(prefix)
+            self._head_changed = True
+            self._lifted = self._lifted or in_sections
+
+    def _expire(self) -> None:
+        if not self.banlist.expiring:
+            return
+        if time.monotonic() - self._checked_expiry < EXPIRY_CHECK_SECONDS:
+            return
+        self._checked_expiry = time.monotonic()
+        if self.banlist.drop_expired_head(int(time.time())):
+            self._head_changed = True
+
+    # Rescan -----------------------------------------------------------------------
+
+    def rescan(
+        self, resource: BlacklistService, connection: Any, *, reset: bool = False
+    ) -> SyncReport:
+        """Rebuild the list from the whole ledger and every lift.
+
+        This drops rows deleted from the ledger and applies a changed allowlist,
+        duration or prefix lengths. The ledger is streamed and the old list let
+        go before the new one is built, so memory holds one list; if the rebuild
+        fails half-way, the next pass reads the list back from the ConfigMaps.
+        The bans the head carried stay in the head, so a list that did not change
+        is not written again; one that did is compacted.
+        """
+        spec = resource.spec
+        if self._broken:
+            self.load(resource)
+        if reset:
+            self.cursor = self.seen = self.table_oid = 0
+        newest, exact = ledger.newest_hit_id(connection)
+        if newest < self.cursor:
+            self.cursor = self.seen = 0
+        self.lifts.restart()
+        seen = self.lifts.seen
+        self.lifts.read(connection, spec.ban_prefix_lengths)
+        if self.lifts.seen != seen:
+            self._head_changed = True
+        key = self._filter(resource)
+        before = self.banlist.digest()
+        head = dict(self.banlist.head)
+        self._broken = True
+        self.banlist = PackedBanList(spec.ban_duration is not None)
+        ranges = key_ranges(spec.allowlist)
+        now = int(time.time())
+        builder = Builder(spec.ban_duration is not None)
+        for address, ms in ledger.stream_latest_hits(connection):
+            if allowed(address, ranges):
+                continue
+            prefix = ban_prefix(address, spec.ban_prefix_lengths)
+            stamp = stamp_of(ms, spec.ban_duration)
+            if ms <= self.lifts.time_of(prefix) or (spec.ban_duration is not None and stamp <= now):
+                continue
+            builder.add(prefix, stamp)
+        self.banlist = builder.finish()
+        self.banlist.hold_in_head(head)
+        self._broken = False
+        self._evict()
+        if before != self.banlist.digest() or self.store.generation == 0:
+            self._snapshot_changed = True
+        if key != self.filter_key:
+            self._head_changed = True  # The head's digest of the filter, at least.
+        self.filter_key = key
+        if exact:
+            # Rows up to ``newest`` were all committed before the stream began.
+            self.cursor = self.seen = max(self.cursor, newest)
+        self._checked_expiry = time.monotonic()
+        self._lifted = False
+        # Rows committed during the rescan are read by the incremental path.
+        return self.sync(resource, connection, bulk=False)
+
+    def _evict(self, limit: int | None = None) -> None:
+        """Drop the oldest bans beyond ``limit`` (the capacity), merging the head first."""
+        limit = self.capacity if limit is None else limit
+        if len(self.banlist) <= limit:
+            if len(self.banlist) < self.capacity:
+                self.evicted = 0
+            return
+        evicted = self.banlist.evict(limit)
+        self.evicted += evicted
+        self._evicted_now += evicted
+        self._snapshot_changed = True
+
+    # Writing ----------------------------------------------------------------------
+
+    def write(self, resource: BlacklistService, *, force: bool = False) -> float | None:
+        """Write what changed, as the layout policy says; seconds until a held-back write.
+
+        A compaction writes every part, then the head, then deletes the parts no
+        longer needed. Otherwise the head alone is written, at the pace
+        :func:`..core.layout.head_write_delay` sets.
+        """
+        self._snapshot_changed = self._snapshot_changed or force
+        now = time.monotonic()
+        head_bytes = self.banlist.head_bytes
+        expired = self._next_expiry is not None and self._next_expiry <= int(time.time())
+        pending = Pending(
+            head_bytes=head_bytes,
+            head_count=len(self.banlist.head),
+            head_changed=self._head_changed,
+            snapshot_changed=self._snapshot_changed or self.store.parts is None,
+            lifted=self._lifted,
+            expired=expired,
+            over_capacity=len(self.banlist) > self.capacity,
+        )
+        reason = compaction_reason(self.store.written, pending, now)
+        if reason is not None:
+            self._compact(resource)
+            self.compactions.append(
+                f"{reason}: {len(self.banlist)} entries in {self.store.parts} parts"
+            )
+            return None
+        held = compaction_delay(self.store.written, pending, now)
+        cursor_lag = self.cursor - self._persisted_cursor
+        if not (self._head_changed or cursor_lag >= CURSOR_SLACK):
+            return held
+        delay = head_write_delay(self.store.written, now)
+        if delay > 0:
+            return delay if held is None else min(delay, held)
+        self._write_head(resource)
+        return held
+
+    def _head_state(self) -> HeadState:
+        """The head's totals and cursors (the store fills in the snapshot's place)."""
+        return HeadState(
+            count=len(self.banlist),
+            capacity=self.capacity,
+            generation=0,
+            parts=0,
+            cursor=self.cursor,
+            lift_cursor=self.lifts.cursor,
+            lifts_seen=self.lifts.seen,
+            ledger_table=self.table_oid,
+            filter_key=self.filter_key or "",
+        )
+
+    def _write_head(self, resource: BlacklistService) -> None:
+        self.store.write_head(resource, self.banlist, self._head_state())
+        self._head_written()
+
+    def _head_written(self) -> None:
+        self._persisted_cursor = self.cursor
+        self._head_changed = False
+        self._oldest_unwritten_ms = None
+
+    def _compact(self, resource: BlacklistService) -> None:
+        """Write the whole list as a new snapshot generation and an empty head."""
+        self._evict()
+        self.banlist.merge(int(time.time()))
+        while True:
+            try:
+                self.store.write_snapshot(resource, self.banlist, self._head_state())
+                break
+            except SnapshotTooLargeError:
+                # Longer prefixes compress less: what fits is fewer than the capacity.
+                self._evict(len(self.banlist) - max(1, int(len(self.banlist) * _SHED_SHARE)))
+        self._head_written()
+        self._snapshot_changed = False
+        self._lifted = False
+        self._next_expiry = self.banlist.oldest_stamp() if self.banlist.expiring else None
+
+    def rewrite(self, resource: BlacklistService) -> None:
+        """Write the whole list again (after someone edited or deleted one of its ConfigMaps)."""
+        if self._broken:
+            self.load(resource)
+        self._compact(resource)
+        self.compactions.append(
+            f"restored: {len(self.banlist)} entries in {self.store.parts} parts"
+        )
+
+    def ensure_exists(self, resource: BlacklistService) -> None:
+        """Create an empty ``N-banlist`` when none exists yet (it is always present)."""
+        if self.store.parts is None:
+            self.filter_key = None
+            self.write(resource, force=True)
