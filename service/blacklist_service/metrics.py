@@ -26,7 +26,7 @@ from prometheus_client.registry import Collector
 
 from blacklist_contract.build import build_labels
 from blacklist_service.bans.store import BanStore
-from blacklist_service.outbox import Outbox
+from blacklist_service.delivery.outbox import Outbox
 
 REQUESTS = Counter(
     "blacklist_http_requests",

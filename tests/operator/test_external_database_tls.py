@@ -25,7 +25,7 @@ from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist import connections, ledger
 from blacklist_operator.model import parse
 from blacklist_operator.model_external import parse_database_secret
-from blacklist_service.ledger import make_engine
+from blacklist_service.delivery.ledger import make_engine
 
 pytestmark = pytest.mark.postgres
 

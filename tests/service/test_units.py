@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from blacklist_service import create_app
-from blacklist_service.alerts import alert_text, build_alert, message_id
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
-from blacklist_service.courier import Backoff
-from blacklist_service.outbox import Hit, Outbox
+from blacklist_service.delivery.alerts import alert_text, build_alert, message_id
+from blacklist_service.delivery.courier import Backoff
+from blacklist_service.delivery.outbox import Hit, Outbox
 
 
 def settings(**overrides: object) -> Settings:
