@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from blacklist_contract.prefixes import parse_prefix, prefix_text
-from blacklist_service.addresses import normalise
+from blacklist_service.address_keys import normalise
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
 from blacklist_service.delivery import ledger
 
