@@ -90,7 +90,7 @@ def test_alert_mail_names_address_path_time_and_event(tmp_path: Path) -> None:
 
 
 def test_the_server_setting_defaults_to_granian_and_refuses_others() -> None:
-    from blacklist_service.server import server_name
+    from blacklist_service.serving.server import server_name
 
     assert server_name(None) == "granian"
     assert server_name("") == "granian"
