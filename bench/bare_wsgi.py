@@ -12,10 +12,10 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from blacklist_service import server_granian, server_gunicorn
 from blacklist_service.config import Settings, defaults, from_environment
-from blacklist_service.server import prepare, server_name, worker_threads
-from blacklist_service.workers import worker_plan
+from blacklist_service.serving import server_granian, server_gunicorn
+from blacklist_service.serving.server import prepare, server_name, worker_threads
+from blacklist_service.serving.sizing import worker_plan
 
 BODY = b"7744.0"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from blacklist_service.server import main
+from blacklist_service.serving.server import main
 
 if __name__ == "__main__":
     if len(sys.argv) > 1:

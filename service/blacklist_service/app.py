@@ -12,13 +12,13 @@ from flask import Flask
 from blacklist_service.background import Background
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings, defaults, from_environment, normalise
+from blacklist_service.delivery.outbox import Outbox
 from blacklist_service.extensions import mail
+from blacklist_service.http import blacklisted, health, square
+from blacklist_service.http.guard import BanGuard
+from blacklist_service.http.square import SquareFastPath
 from blacklist_service.metrics import SET_ASIDE, RequestCounter
-from blacklist_service.outbox import Outbox
 from blacklist_service.state import EXTENSION_KEY, ServiceState
-from blacklist_service.views import blacklisted, health, square
-from blacklist_service.views.guard import BanGuard
-from blacklist_service.views.square import SquareFastPath
 
 BANS_DIRECTORY = "bans"  # in STATE_DIR: the ban store's generations (docs/service.md)
 

@@ -2,7 +2,7 @@
 
 Every worker process starts a thread that tries to take an exclusive
 ``flock`` on ``STATE_DIR/leader.lock``. The holder runs the delivery worker
-(:mod:`blacklist_service.courier`) and, in a cluster, the ban-list watcher
+(:mod:`blacklist_service.delivery.courier`) and, in a cluster, the ban-list watcher
 (:mod:`blacklist_service.bans.watcher`); the others keep trying once a second. The
 kernel drops the lock when its holder exits or dies, so another worker takes
 over without any coordination, and there is never more than one courier per
@@ -21,9 +21,9 @@ from flask import Flask
 from blacklist_service.bans.store import BanStore
 from blacklist_service.bans.watcher import BanListWatcher
 from blacklist_service.config import Settings
-from blacklist_service.courier import Courier
+from blacklist_service.delivery.courier import Courier
+from blacklist_service.delivery.outbox import Outbox
 from blacklist_service.markers import synced_marker
-from blacklist_service.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 LEADER_RETRY = 1.0

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from sqlalchemy.exc import SQLAlchemyError
 
 from blacklist_contract.prefixes import parse_prefix, prefix_text
-from blacklist_service import ledger
-from blacklist_service.addresses import normalise
+from blacklist_service.address_keys import normalise
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
+from blacklist_service.delivery import ledger
 
 MAX_REASON_LENGTH = 256  # the lift table's reason column
 

@@ -25,7 +25,7 @@ from blacklist_contract.prefixes import (
     IPV4,
     IPV6,
 )
-from blacklist_service.addresses import NetworkSet
+from blacklist_service.address_keys import NetworkSet
 from blacklist_service.durations import parse_duration
 
 DEFAULT_PORT = 5004

@@ -106,7 +106,7 @@ class RequestFields(logging.Filter):
         from flask import has_request_context, request
 
         if has_request_context():
-            from blacklist_service.views.guard import CLIENT_ADDRESS
+            from blacklist_service.http.guard import CLIENT_ADDRESS
 
             record.client_address = request.environ.get(CLIENT_ADDRESS) or request.remote_addr
             record.path = request.path

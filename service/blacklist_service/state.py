@@ -9,7 +9,7 @@ from flask import Flask, current_app
 
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
-from blacklist_service.outbox import Outbox
+from blacklist_service.delivery.outbox import Outbox
 
 if TYPE_CHECKING:
     from blacklist_service.background import Background

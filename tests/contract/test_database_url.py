@@ -16,7 +16,7 @@ from blacklist_contract.database import DatabaseUrlError, parse_url
 from blacklist_operator.model.external import DatabaseSecretError, parse_database_secret
 from blacklist_operator.model.resource import parse
 from blacklist_service.config import ConfigError, Settings
-from blacklist_service.ledger import make_engine
+from blacklist_service.delivery.ledger import make_engine
 
 DECOY = "postgresql://app:pw@decoy/ledger?host=real"
 

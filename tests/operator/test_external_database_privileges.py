@@ -19,8 +19,8 @@ import pytest
 
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist.sync import connections, ledger
-from blacklist_service.ledger import ensure_schema, insert_hits, insert_lifts, make_engine
-from blacklist_service.outbox import Hit
+from blacklist_service.delivery.ledger import ensure_schema, insert_hits, insert_lifts, make_engine
+from blacklist_service.delivery.outbox import Hit
 
 pytestmark = pytest.mark.postgres
 

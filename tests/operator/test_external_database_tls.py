@@ -25,7 +25,7 @@ from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist.sync import connections, ledger
 from blacklist_operator.model.external import parse_database_secret
 from blacklist_operator.model.resource import parse
-from blacklist_service.ledger import make_engine
+from blacklist_service.delivery.ledger import make_engine
 
 pytestmark = pytest.mark.postgres
 

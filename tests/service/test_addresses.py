@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from blacklist_service.addresses import (
-    UNKNOWN_CLIENT,
-    NetworkSet,
-    address_key,
-    client_address,
-    key_text,
-    normalise,
-)
+from blacklist_service.address_keys import NetworkSet, address_key, key_text, normalise
+from blacklist_service.http.client_address import UNKNOWN_CLIENT, client_address
 
 
 @pytest.mark.parametrize(

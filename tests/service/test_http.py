@@ -12,7 +12,7 @@ import pytest
 
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
-from blacklist_service.server import STOPPED_MESSAGE
+from blacklist_service.serving.server import STOPPED_MESSAGE
 from tests.service.processes import ServiceFactory
 
 pytestmark = pytest.mark.slow

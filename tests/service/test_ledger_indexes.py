@@ -16,7 +16,7 @@ import pytest
 
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist.sync.ledger import HITS_SINCE_QUERY
-from blacklist_service import ledger
+from blacklist_service.delivery import ledger
 
 pytestmark = [pytest.mark.postgres]
 

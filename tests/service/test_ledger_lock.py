@@ -21,7 +21,7 @@ from blacklist_devtools.http import get
 from blacklist_devtools.kube import wait_until
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_devtools.smtp import SmtpServer
-from blacklist_service import ledger
+from blacklist_service.delivery import ledger
 from tests.service.conftest import ledger_addresses
 from tests.service.processes import ServiceFactory
 

@@ -24,15 +24,15 @@ from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist.sync.lifts import Lifts
-from blacklist_service import ledger
 from blacklist_service.bans.files import log_path
 from blacklist_service.bans.lines import parse_head
 from blacklist_service.bans.records import RECORD_SIZE
 from blacklist_service.bans.store import BanStore
 from blacklist_service.bans.watcher import apply_head
+from blacklist_service.delivery import ledger
+from blacklist_service.delivery.lifts import LiftFollower
+from blacklist_service.delivery.outbox import Hit, Outbox
 from blacklist_service.durations import parse_duration
-from blacklist_service.lifts import LiftFollower
-from blacklist_service.outbox import Hit, Outbox
 from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
 from tests.service.test_banlines import head as banlist_head
 

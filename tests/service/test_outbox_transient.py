@@ -27,7 +27,7 @@ from blacklist_devtools.kube import wait_until
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_devtools.processes import stop_process
 from blacklist_devtools.smtp import SmtpServer
-from blacklist_service.outbox import Hit, Outbox
+from blacklist_service.delivery.outbox import Hit, Outbox
 from tests.service.processes import ServiceFactory, ServiceProcess
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

@@ -39,8 +39,8 @@ from blacklist_contract.wire import (
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.postgres import PostgresServer
-from blacklist_service import ledger
-from blacklist_service.outbox import Hit
+from blacklist_service.delivery import ledger
+from blacklist_service.delivery.outbox import Hit
 from tests.service.conftest import ledger_addresses
 from tests.service.processes import ServiceFactory, ServiceProcess
 

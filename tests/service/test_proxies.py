@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from blacklist_devtools.http import get
-from blacklist_service.addresses import UNKNOWN_CLIENT, NetworkSet
-from blacklist_service.views.guard import proxied_client
+from blacklist_service.address_keys import NetworkSet
+from blacklist_service.http.client_address import UNKNOWN_CLIENT, proxied_client
 from tests.service.processes import ServiceFactory
 
 PROXIES = NetworkSet.parse("10.0.0.0/24")

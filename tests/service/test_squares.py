@@ -14,8 +14,8 @@ from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from blacklist_devtools.http import get
 from blacklist_service import create_app
-from blacklist_service.squares import BadNumberError, square
-from blacklist_service.views.square import SquareFastPath
+from blacklist_service.http.square import SquareFastPath
+from blacklist_service.http.squares import BadNumberError, square
 from tests.service.processes import ServiceFactory
 
 SQUARES = [

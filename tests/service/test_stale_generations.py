@@ -17,7 +17,7 @@ from blacklist_contract.prefixes import IPV4, Prefix
 from blacklist_service.bans.files import log_path, snapshot_path
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings, defaults
-from blacklist_service.server import prepare
+from blacklist_service.serving.server import prepare
 
 
 def test_a_start_removes_a_replaced_generation_left_by_a_stop(

@@ -17,7 +17,7 @@ import socket
 import pytest
 
 from blacklist_devtools.http import get
-from blacklist_service.server import server_name
+from blacklist_service.serving.server import server_name
 from tests.service.processes import ServiceFactory
 
 pytestmark = pytest.mark.slow

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from blacklist_service import create_app
-from blacklist_service.alerts import alert_text, build_alert, message_id
 from blacklist_service.config import ConfigError, Settings, defaults, from_environment
-from blacklist_service.courier import Backoff
-from blacklist_service.outbox import Hit, Outbox
+from blacklist_service.delivery.alerts import alert_text, build_alert, message_id
+from blacklist_service.delivery.courier import Backoff
+from blacklist_service.delivery.outbox import Hit, Outbox
 
 
 def settings(**overrides: object) -> Settings:
@@ -90,7 +90,7 @@ def test_alert_mail_names_address_path_time_and_event(tmp_path: Path) -> None:
 
 
 def test_the_server_setting_defaults_to_granian_and_refuses_others() -> None:
-    from blacklist_service.server import server_name
+    from blacklist_service.serving.server import server_name
 
     assert server_name(None) == "granian"
     assert server_name("") == "granian"

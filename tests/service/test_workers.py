@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from blacklist_service.config import ConfigError
-from blacklist_service.workers import (
+from blacklist_service.serving.sizing import (
     CgroupLimits,
     own_cgroup_dir,
     plan_workers,

@@ -33,7 +33,7 @@ STATE_SIZE_LIMIT = "256Mi"
 # sleeps, so that kube-proxies and ingress controllers stop sending it requests
 # before the server stops accepting them.
 PRE_STOP_SECONDS = 5
-# The server's graceful shutdown (blacklist_service.server.GRACEFUL_TIMEOUT): in-flight
+# The server's graceful shutdown (blacklist_service.serving.server.GRACEFUL_TIMEOUT): in-flight
 # requests and the outbox's last round finish within it.
 SERVER_GRACEFUL_SECONDS = 25
 # The kubelet kills the pod after this: the hook, the graceful shutdown and a margin.

@@ -21,8 +21,8 @@ from typing import Any
 from flask import Blueprint, Response, request
 from werkzeug.wsgi import get_host
 
+from blacklist_service.http.squares import MAX_LENGTH, BadNumberError, square
 from blacklist_service.metrics import StartResponse, WsgiApp
-from blacklist_service.squares import MAX_LENGTH, BadNumberError, square
 
 blueprint = Blueprint("square", __name__)
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blacklist_service.salvage import salvage
+from blacklist_service.delivery.salvage import salvage
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

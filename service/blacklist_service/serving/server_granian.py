@@ -9,7 +9,7 @@ fields (hyper's), anything larger answered 431 or the connection closed.
 
 Lifecycle, matching what gunicorn's hooks did:
 
-* a worker builds its app when it starts (:func:`blacklist_service.server.start_worker`);
+* a worker builds its app when it starts (:func:`blacklist_service.serving.server.start_worker`);
 * SIGTERM to the main process: it stops accepting, each worker finishes the
   requests in flight and returns, and then stops its background work from a
   ``multiprocessing`` exit finalizer (granian's workers are ``multiprocessing``
@@ -34,7 +34,7 @@ from granian.log import LogLevels
 
 from blacklist_service.config import Settings
 from blacklist_service.logs import logging_config
-from blacklist_service.server import (
+from blacklist_service.serving.server import (
     GRACEFUL_TIMEOUT,
     access_log,
     bind_host,

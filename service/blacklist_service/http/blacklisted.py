@@ -20,13 +20,13 @@ import sqlite3
 from flask import Blueprint, Response, request
 
 from blacklist_contract.prefixes import IPV4, covering, parse_address
-from blacklist_service.addresses import address_key
+from blacklist_service.address_keys import address_key
 from blacklist_service.bans.notices import log_added
+from blacklist_service.delivery.outbox import Hit
 from blacklist_service.durations import ban_until
+from blacklist_service.http.guard import CLIENT_ADDRESS
 from blacklist_service.metrics import BAN_FAILURES, HITS, RECORD_FAILURES
-from blacklist_service.outbox import Hit
 from blacklist_service.state import service_state
-from blacklist_service.views.guard import CLIENT_ADDRESS
 
 blueprint = Blueprint("blacklisted", __name__)
 logger = logging.getLogger("blacklist_service.blacklisted")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from flask import Flask
 from flask_mail import Connection, Mail, Message
 
-from blacklist_service.outbox import Hit
+from blacklist_service.delivery.outbox import Hit
 
 logger = logging.getLogger(__name__)
 SMTP_TIMEOUT = 10.0

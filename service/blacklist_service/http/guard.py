@@ -20,15 +20,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from blacklist_contract.prefixes import parse_address
-from blacklist_service.addresses import (
-    UNKNOWN_CLIENT,
-    NetworkSet,
-    address_key,
-    client_address,
-    normalise,
-)
+from blacklist_service.address_keys import address_key, normalise
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
+from blacklist_service.http.client_address import proxied_client
 from blacklist_service.metrics import REFUSED, StartResponse, WsgiApp
 
 CLIENT_ADDRESS = "blacklist_service.client_address"
@@ -38,19 +33,6 @@ REFUSAL_HEADERS = [
     ("Content-Type", "text/plain; charset=utf-8"),
     ("Content-Length", str(len(REFUSAL))),
 ]
-
-
-def proxied_client(peer: str, forwarded_for: str | None, trusted: NetworkSet) -> str:
-    """The client behind trusted proxies; :data:`UNKNOWN_CLIENT` when the proxies name none.
-
-    :func:`~blacklist_service.addresses.client_address` walks the header
-    while the hop is trusted; when the header ends first (none, empty,
-    ``" , "``) the last hop is a trusted proxy, which stands for every client
-    behind it and so is no client of its own.
-    """
-    address = client_address(peer, forwarded_for, trusted)
-    key = address_key(address)
-    return UNKNOWN_CLIENT if key is not None and key in trusted else address
 
 
 class BanGuard:
@@ -69,7 +51,7 @@ class BanGuard:
             address = proxied_client(
                 peer, environ.get("HTTP_X_FORWARDED_FOR"), self.trusted_proxies
             )
-        else:  # what client_address answers without proxies, for one cached lookup
+        else:  # what proxied_client answers without proxies, for one cached lookup
             address = normalise(peer) or peer
         environ[CLIENT_ADDRESS] = address
         if environ.get("PATH_INFO") not in EXEMPT_PATHS:

@@ -1,6 +1,6 @@
 """Reading what a set-aside outbox still holds, without writing to it.
 
-An outbox file set aside as corrupt (:mod:`blacklist_service.outbox`) may
+An outbox file set aside as corrupt (:mod:`blacklist_service.delivery.outbox`) may
 still hold hits whose ledger row or mail is owed; they are read here, as far
 as the file reads, and copied into the fresh outbox by its owner.
 """

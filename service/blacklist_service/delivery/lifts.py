@@ -47,13 +47,13 @@ from blacklist_contract.prefixes import (
     parse_prefix,
     prefix_text,
 )
-from blacklist_service import ledger
 from blacklist_service.bans.notices import log_added
 from blacklist_service.bans.store import BanStore
 from blacklist_service.bans.values import lifted_at
+from blacklist_service.delivery import ledger
+from blacklist_service.delivery.outbox import Outbox
 from blacklist_service.durations import ban_until_after
 from blacklist_service.metrics import LIFTS_APPLIED
-from blacklist_service.outbox import Outbox
 
 logger = logging.getLogger("blacklist_service.lifts")
 POLL_INTERVAL = 0.5  # the contract asks for at least once a second

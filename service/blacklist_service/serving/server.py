@@ -2,10 +2,10 @@
 
 ``SERVER`` chooses it (``granian`` or ``gunicorn``); both run ``WEB_CONCURRENCY``
 worker processes (else a count from the container's limits, see
-:mod:`blacklist_service.workers`), each building its own app (no preload),
+:mod:`blacklist_service.serving.sizing`), each building its own app (no preload),
 with ``WORKER_THREADS`` threads calling it (default 4) and an access log only
 with ``ACCESS_LOG=1``. ``/metrics`` is served on ``METRICS_PORT``, not on
-``PORT`` (:mod:`blacklist_service.metrics_server`). Both stop gracefully on
+``PORT`` (:mod:`blacklist_service.serving.metrics_server`). Both stop gracefully on
 SIGTERM: the workers finish the requests in flight, then each stops its
 background work (the delivery worker ends its round), within :data:`GRACEFUL_TIMEOUT`.
 
@@ -45,8 +45,8 @@ from blacklist_service.config import (
 )
 from blacklist_service.logs import logging_config
 from blacklist_service.markers import clear_markers
-from blacklist_service.metrics_server import bind_listener, serve_metrics
-from blacklist_service.workers import worker_plan
+from blacklist_service.serving.metrics_server import bind_listener, serve_metrics
+from blacklist_service.serving.sizing import worker_plan
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -172,9 +172,9 @@ def main() -> None:
     logger.info("Starting %s with %d worker(s): %s", server, plan.count, plan.reason)
     logger.info("Metrics on port %d at /metrics (not on PORT)", settings.metrics_port)
     if server == "granian":
-        from blacklist_service.server_granian import serve
+        from blacklist_service.serving.server_granian import serve
     else:
-        from blacklist_service.server_gunicorn import serve
+        from blacklist_service.serving.server_gunicorn import serve
     try:
         serve(settings, plan.count, threads)
     except SystemExit as stop:  # gunicorn's master exits through sys.exit, 0 when graceful

@@ -15,7 +15,7 @@ database answers; a replica run alone is not ready until then (``/readyz``).
 Stopping sets the event both threads wait on and cuts the SMTP connection the
 mail thread may be blocked on, so a stop never waits for a silent mail server.
 Once the bans are loaded, the ledger thread also follows the lift table
-(:mod:`blacklist_service.lifts`): in the same thread as the ledger delivery,
+(:mod:`blacklist_service.delivery.lifts`): in the same thread as the ledger delivery,
 so a lift can never overtake a hit on its way from the outbox to the ledger.
 """
 
@@ -32,13 +32,13 @@ from flask import Flask
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from blacklist_service import alerts, ledger
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
-from blacklist_service.lifts import LiftFollower, load_bans
+from blacklist_service.delivery import alerts, ledger
+from blacklist_service.delivery.lifts import LiftFollower, load_bans
+from blacklist_service.delivery.outbox import Outbox
 from blacklist_service.markers import bans_loaded_marker, ledger_marker
 from blacklist_service.metrics import DELIVERIES
-from blacklist_service.outbox import Outbox
 
 logger = logging.getLogger(__name__)
 POLL_INTERVAL = 0.1

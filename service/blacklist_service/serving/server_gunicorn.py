@@ -19,7 +19,7 @@ from gunicorn.app.base import BaseApplication
 
 from blacklist_service.config import Settings
 from blacklist_service.logs import logging_config
-from blacklist_service.server import (
+from blacklist_service.serving.server import (
     GRACEFUL_TIMEOUT,
     access_log,
     bind_host,

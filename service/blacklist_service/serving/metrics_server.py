@@ -114,7 +114,7 @@ class _MetricsServer(HTTPServer):
     def exposition(self) -> bytes:
         """Every metric of the replica, in Prometheus text format."""
         from blacklist_service.markers import ledger_marker
-        from blacklist_service.metrics import exposition
+        from blacklist_service.serving.exposition import exposition
         from blacklist_service.state import service_state
 
         state = service_state(self.app)

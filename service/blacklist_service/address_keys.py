@@ -1,4 +1,4 @@
-"""IP addresses as integer keys, CIDR sets, and the client address of a request.
+"""IP addresses as integer keys, and sets of CIDR blocks over those keys (pure, no I/O).
 
 Every address, IPv4 or IPv6, becomes one integer in the IPv6 space (IPv4 as
 its IPv4-mapped form ``::ffff:a.b.c.d``), so a ban list is a plain ``set`` of
@@ -9,7 +9,6 @@ client.
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -82,50 +81,3 @@ class NetworkSet:
 
     def __bool__(self) -> bool:
         return bool(self.blocks)
-
-
-# What a trusted proxy reported when it was no address (``unknown``, garbage): a
-# client we cannot name, so never banned, and never confused with the proxy itself.
-UNKNOWN_CLIENT = "unknown"
-_IPV4_WITH_PORT = re.compile(r"^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$")
-_BRACKETED = re.compile(r"^\[([^\]]+)\](?::\d{1,5})?$")
-
-
-def forwarded_hop(text: str) -> str | None:
-    """The address of one ``X-Forwarded-For`` entry, or None if it names none.
-
-    Proxies write ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``,
-    ``[2001:db8::1]:443``, sometimes quoted; the port is not part of the client.
-    """
-    entry = text.strip().strip('"').strip()
-    for pattern in (_IPV4_WITH_PORT, _BRACKETED):
-        matched = pattern.match(entry)
-        if matched:
-            entry = matched.group(1)
-            break
-    return normalise(entry)
-
-
-def client_address(peer: str, forwarded_for: str | None, trusted: NetworkSet) -> str:
-    """The address a request comes from: the TCP peer, or what trusted proxies say it is.
-
-    ``X-Forwarded-For`` is read right to left, the order in which proxies
-    appended to it: each hop is believed only while the hop that reported it
-    is a trusted proxy, so a client cannot forge its way past the first
-    untrusted hop. An entry a trusted proxy reports that is no address makes
-    the client :data:`UNKNOWN_CLIENT`: banning the proxy instead would let the
-    real client go and lock out everyone behind that proxy.
-    """
-    current = normalise(peer) or peer
-    if not forwarded_for or not trusted:
-        return current
-    hops = [hop for hop in forwarded_for.split(",") if hop.strip()]
-    while hops:
-        current_key = address_key(current)
-        if current_key is None or current_key not in trusted:
-            return current
-        reported = forwarded_hop(hops.pop())
-        if reported is None:
-            return UNKNOWN_CLIENT
-        current = reported
-    return current

@@ -1,1 +1,0 @@
-"""The HTTP interface, one blueprint per concern (docs/architecture.md; docs/service.md)."""
