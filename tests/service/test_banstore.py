@@ -261,6 +261,7 @@ def test_a_snapshot_streams_sorted_pieces_and_finds_every_entry(tmp_path: Path) 
     backwards.abandon()
 
 
+@pytest.mark.process
 def test_another_process_folding_under_a_reader_loses_nothing(tmp_path: Path) -> None:
     # The writer is another process, as a second server worker would be, with a
     # small fold bound so that it switches generations many times while we read.

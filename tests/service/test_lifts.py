@@ -214,6 +214,7 @@ def test_lift_refuses_a_bad_address_and_writes_nothing(
     assert count(database, "denied_access_lifts") == 0
 
 
+@pytest.mark.process
 def test_a_bad_ban_duration_stops_the_start(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     environment.update(
