@@ -4,7 +4,7 @@ Every test is put in one tier (:func:`tier_of`) from its markers and the fixture
 it uses: ``unit`` (in-process, nothing started), ``process`` (real local processes:
 the service, PostgreSQL, SMTP, helm, promtool, a Python program) or ``cluster``
 (a Kubernetes cluster). Plain ``pytest`` runs the unit tier; ``--tier`` chooses
-others (``all``: every test), and so do named paths, ``-m`` and ``--kubeconfig``
+others (``all``: every test), and so do named paths, ``-m``, ``-k`` and ``--kubeconfig``
 (:func:`selected_tiers`). The options live here, in a plugin the root
 ``conftest.py`` loads, because pytest reads them before it collects ``tests/``:
 ``pytest --kubeconfig PATH`` would otherwise take PATH for a test path.
@@ -61,13 +61,14 @@ def tier_of(item: pytest.Item) -> str:
 def selected_tiers(config: pytest.Config) -> tuple[str, ...]:
     """The tiers this run selects.
 
-    ``--tier`` when given; else every tier when paths are named or ``-m`` is given (the
-    user chose the tests); else cluster with ``--kubeconfig``; else unit.
+    ``--tier`` when given; else every tier when paths are named or ``-m`` or ``-k`` is
+    given (the user chose the tests); else cluster with ``--kubeconfig``; else unit.
     """
     chosen: list[str] = config.getoption("tier")
     if chosen:
         return TIERS if "all" in chosen else tuple(tier for tier in TIERS if tier in chosen)
-    if config.args_source == pytest.Config.ArgsSource.ARGS or config.getoption("markexpr"):
+    chose = config.getoption("markexpr") or config.getoption("keyword")
+    if config.args_source == pytest.Config.ArgsSource.ARGS or chose:
         return TIERS
     if config.getoption("kubeconfig"):
         return ("cluster",)

@@ -139,7 +139,7 @@ def test_a_first_reconcile_creates_every_child_owned_by_the_resource() -> None:
     service = child(api, "v1", "Service", "demo")
     assert service["spec"]["ports"][0]["port"] == 5004
     assert child(api, "apps/v1", "Deployment", "demo")["spec"]["replicas"] == 2
-    # The claim outlives nothing by default: the resource's Secret and claim go with it.
+    # Every field of a child is applied under the operator's field manager alone.
     assert api.managers("apps/v1", "Deployment", NAMESPACE, "demo") == {FIELD_MANAGER}
 
 
