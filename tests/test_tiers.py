@@ -72,7 +72,7 @@ def test_all_tiers_select_every_test(pytester: pytest.Pytester) -> None:
 def test_named_paths_and_keywords_run_every_tier_of_their_tests(pytester: pytest.Pytester) -> None:
     run(pytester, "test_kinds.py").assert_outcomes(passed=5)
     run(pytester, "test_kinds.py::test_database").assert_outcomes(passed=1)
-    run(pytester, "-k", "database or cluster").assert_outcomes(passed=2, deselected=3)
+    run(pytester, "-k", "database or on_a_cluster").assert_outcomes(passed=2, deselected=3)
 
 
 def test_a_kubeconfig_runs_the_cluster_tier_there_without_the_test_bed_tests(
