@@ -4,9 +4,11 @@ What the reconcile decides, proved without a cluster: the children a first
 reconcile creates and their owner references, the drift it takes back, the
 foreign object it leaves alone (ChildConflict), the Ready condition it derives
 from the Deployments' status, the optional child it deletes when the spec no
-longer asks for it, and a refused write reported as ApplyFailed. What only the
-API server proves (its validation, defaulting, garbage collection, real pods)
-stays in the cluster tests (``test_reconcile.py``, ``test_child_conflict.py``).
+longer asks for it, a refused write reported as ApplyFailed, and a claim naming
+another tenant's hostPath volume that gets nothing. What only the API server and
+the node prove (validation, defaulting, garbage collection, binding, real pods,
+Events, the operator's own retries) stays in the cluster tests
+(``test_reconcile.py``, ``test_child_conflict.py``, ``test_volume_squatting.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import pytest
 
 from blacklist_operator import API_VERSION, FIELD_MANAGER
+from blacklist_operator.builders.naming import VOLUME_OWNER_ANNOTATION, persistent_volume_name
 from blacklist_operator.config import AddressMap, OperatorConfig
-from blacklist_operator.model import SpecError
+from blacklist_operator.model import SpecError, parse
 from blacklist_operator.outcome import Outcome
 from blacklist_operator.readiness import deployment_progress, refresh_status
 from blacklist_operator.reconcile import reconcile
@@ -45,28 +48,32 @@ CHILDREN = [
 ]
 
 
-def runtime_of(api: FakeKubernetesApi) -> Runtime:
+def runtime_of(api: FakeKubernetesApi, config: OperatorConfig | None = None) -> Runtime:
     return Runtime(
-        config=OperatorConfig(),
+        config=config or OperatorConfig(),
         api=api,
         addresses=AddressMap(None),
         executor=ThreadPoolExecutor(1),
     )
 
 
-def submit(api: FakeKubernetesApi, name: str = "demo", **spec: Any) -> dict[str, Any]:
+def submit(
+    api: FakeKubernetesApi, name: str = "demo", namespace: str = NAMESPACE, **spec: Any
+) -> dict[str, Any]:
     """``kubectl apply --server-side`` of a BlacklistService; the stored body."""
     manifest = {
         "apiVersion": API_VERSION,
         "kind": "BlacklistService",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
     return api.apply(manifest, field_manager="kubectl").body
 
 
-def resource(api: FakeKubernetesApi, name: str = "demo") -> dict[str, Any]:
-    body = api.get(API_VERSION, "BlacklistService", NAMESPACE, name)
+def resource(
+    api: FakeKubernetesApi, name: str = "demo", namespace: str = NAMESPACE
+) -> dict[str, Any]:
+    body = api.get(API_VERSION, "BlacklistService", namespace, name)
     assert body is not None
     return body
 
@@ -349,3 +356,35 @@ def test_a_spec_the_model_refuses_is_reported_as_invalid() -> None:
     assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
     assert "spec.ingress.host" in condition["message"]
     assert api.list("apps/v1", "Deployment", NAMESPACE) == []
+
+
+def test_a_claim_naming_another_tenants_volume_takes_nothing() -> None:
+    api = FakeKubernetesApi()
+    runtime = runtime_of(api, OperatorConfig(allowed_host_path_prefixes=("/data",)))
+    victims_volume = persistent_volume_name(parse({"metadata": {"name": "db", "namespace": "b"}}))
+    squatting_claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "db-postgres", "namespace": "a"},
+        "spec": {"storageClassName": "", "volumeName": victims_volume},
+    }
+    api.apply(squatting_claim, field_manager="kubectl")
+    storage = {"hostPath": "/data/mine", "size": "256Mi"}
+    for namespace in ("a", "b"):
+        body = submit(api, "db", namespace, database={"storage": storage})
+        reconcile(runtime, body, LOGGER)
+
+    # The squatter's resource made its own volume, not the victim's, and left the claim alone.
+    assert api.get("v1", "PersistentVolumeClaim", "a", "db-postgres") is not None
+    volumes = {body["metadata"]["name"] for body in api.list("v1", "PersistentVolume")}
+    assert volumes == {victims_volume, persistent_volume_name(parse(resource(api, "db", "a")))}
+    volume = api.get("v1", "PersistentVolume", None, victims_volume)
+    assert volume is not None
+    assert volume["metadata"]["annotations"][VOLUME_OWNER_ANNOTATION] == "b/db"
+    assert volume["spec"]["claimRef"]["namespace"] == "b"
+    assert volume["spec"]["hostPath"]["path"] == "/data/b/db"
+    claim = api.get("v1", "PersistentVolumeClaim", "b", "db-postgres")
+    assert claim is not None
+    assert claim["spec"]["volumeName"] == victims_volume
+    conditions = resource(api, "db", "a")["status"]["conditions"]
+    assert [item["reason"] for item in conditions if item["type"] == "Ready"] == ["ChildConflict"]
