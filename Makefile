@@ -15,7 +15,7 @@ MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: help setup packages venv toolchain images cluster-up cluster-down cluster-status demo demo-down \
-        test test-unit lint values-table crd-reference docs docs-check crds bench lock release clean
+        test test-unit test-process test-cluster lint values-table crd-reference docs docs-check crds bench lock release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -83,12 +83,18 @@ values-table: venv ## Regenerate chart/README.md's values table from chart/value
 crd-reference: venv ## Regenerate docs/configuration.md's field reference from the CRD
 	$(PY) -m blacklist_devtools.crd_reference
 
-test: setup images ## Run the whole test suite (starts what it needs)
+test: setup images ## Run the whole test suite, every tier (starts what it needs)
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --tier all
 
-test-unit: venv ## Only the tests that need no cluster, database, mail server, helm or promtool
-	$(VENV)/bin/pytest -m "not cluster and not postgres and not helm and not promtool"
+test-unit: venv ## The unit tier (what plain `pytest` runs): in-process, nothing built or started, seconds
+	$(VENV)/bin/pytest --tier unit
+
+test-process: venv ## The process tier: the service, PostgreSQL, SMTP, helm, promtool as real local processes
+	$(VENV)/bin/pytest --tier process
+
+test-cluster: $(if $(KUBECONFIG_PATH),venv,setup images) ## The cluster tier (KUBECONFIG_PATH=...: against that cluster, not the local test bed)
+	$(VENV)/bin/pytest --tier cluster $(if $(KUBECONFIG_PATH),--kubeconfig "$(KUBECONFIG_PATH)")
 
 bench: setup images ## Run the benchmarks and print their tables
 	$(PY) bench/run.py

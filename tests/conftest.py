@@ -1,20 +1,24 @@
-"""Shared fixtures: the local control plane, a namespace per test, PostgreSQL and SMTP.
+"""Shared fixtures: the cluster, a namespace per test, PostgreSQL and SMTP.
 
 Each fixture starts the real component it stands for, so a test that needs one
 never skips: the cluster starts if it is not running (and is stopped at the end
 of the session if this session started it, unless BLACKLIST_KEEP_CLUSTER=1),
-PostgreSQL starts once per test module, the SMTP server once per test.
+PostgreSQL starts once per test module, the SMTP server once per test. With
+``--kubeconfig PATH`` (``tests/tiers.py``) the cluster is that one instead, and
+the local test bed is neither started nor stopped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import prometheus_crds
@@ -23,9 +27,35 @@ from blacklist_devtools.postgres import PostgresServer
 from blacklist_devtools.smtp import SmtpServer
 
 
+def tool(name: str) -> str:
+    """A binary of the toolchain (``.local/bin``, built by ``make setup``), else from ``PATH``."""
+    path = local_cluster.BIN_DIR / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} is neither in {local_cluster.BIN_DIR} nor on PATH")
+    return found
+
+
+def kubeconfig_server(kubeconfig: Path) -> str:
+    """The API server URL of the current context of ``kubeconfig``."""
+    document = yaml.safe_load(kubeconfig.read_text())
+    contexts = {entry["name"]: entry["context"] for entry in document.get("contexts") or []}
+    clusters = {entry["name"]: entry["cluster"] for entry in document.get("clusters") or []}
+    context = contexts[document["current-context"]]
+    return str(clusters[context["cluster"]]["server"])
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    """The local Kubernetes control plane, started if it is not already running."""
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The cluster of ``--kubeconfig``, else the local control plane, started if not running."""
+    given = request.config.getoption("kubeconfig")
+    if given is not None:
+        kubeconfig = Path(given).resolve()
+        server = kubeconfig_server(kubeconfig)
+        yield Cluster(kubeconfig=kubeconfig, server=server, kubectl_path=tool("kubectl"))
+        return
     previous = local_cluster.ClusterState.load()
     was_running = previous is not None and local_cluster.healthy(previous)
     state = local_cluster.up()

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import stack
 from blacklist_devtools.kube import Cluster
+from tests.conftest import tool
 
 
 @pytest.fixture(scope="module")
@@ -22,5 +22,5 @@ def deployed(
 ) -> Iterator[stack.Deployed]:
     """The chart installed and the example applied with 2 replicas, Ready."""
     work = tmp_path_factory.mktemp("e2e")
-    with stack.deploy(cluster, local_cluster.binary("helm"), work, replicas=2) as deployment:
+    with stack.deploy(cluster, tool("helm"), work, replicas=2) as deployment:
         yield deployment

@@ -20,7 +20,7 @@ from blacklist_devtools.kube import wait_until
 from blacklist_devtools.network import client_address
 from blacklist_devtools.stack import Deployed
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.testbed]
 
 
 def operator_pids(deployed: Deployed) -> list[int]:

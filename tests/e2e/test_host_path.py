@@ -33,7 +33,7 @@ from tests.operator.helpers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.testbed]
 
 
 @pytest.fixture

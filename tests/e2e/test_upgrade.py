@@ -47,7 +47,7 @@ from blacklist_devtools.network import CLIENT_ADDRESSES
 from blacklist_devtools.release import Released
 from blacklist_devtools.upgrade import FOLLOWER, PINNED, Roll, Scenario, Traffic
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.testbed]
 
 BANNED = CLIENT_ADDRESSES[0:3]  # banned on the follower before the upgrade
 BANNED_ON_PINNED = CLIENT_ADDRESSES[3]

@@ -223,6 +223,7 @@ def _run_backup(directory: Path, bin_directory: Path, retention: int, fail: bool
     return done.stdout
 
 
+@pytest.mark.process
 def test_the_script_keeps_the_newest_dumps_and_no_partial_one(tmp_path: Path) -> None:
     backups, bin_directory = tmp_path / "backup", tmp_path / "bin"
     backups.mkdir()

@@ -6,6 +6,8 @@ import ipaddress
 import subprocess
 import sys
 
+import pytest
+
 from blacklist_operator.banlist.core.addresses import address_key, key_text
 from blacklist_operator.banlist.core.filters import allowed, filter_key, key_ranges
 
@@ -35,6 +37,7 @@ def test_allowlist_and_normalisation() -> None:
     assert filter_key(networks, 3600) != filter_key(networks)
 
 
+@pytest.mark.process
 def test_a_million_bans_rebuilt_and_merged_take_little_memory() -> None:
     script = (
         "import resource\n"

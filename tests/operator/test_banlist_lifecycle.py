@@ -8,6 +8,7 @@ import psycopg2.extras
 import pytest
 
 from blacklist_devtools.postgres import PostgresServer
+from tests.ledger_schema import LIFTS
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
 from tests.operator.test_banlist_sync import (
     banned_entries,
@@ -19,15 +20,6 @@ from tests.operator.test_banlist_sync import (
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
-
-LIFTS = """
-CREATE TABLE IF NOT EXISTS denied_access_lifts (
-    id          BIGSERIAL PRIMARY KEY,
-    ip_address  VARCHAR(45) NOT NULL,
-    time        TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(),
-    reason      VARCHAR(256) NOT NULL DEFAULT ''
-);
-"""
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ import pytest
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.postgres import PostgresServer
 from tests.conftest import module_namespaces
+from tests.ledger_schema import LIFTS
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
-from tests.operator.test_banlist_lifecycle import LIFTS, lift
+from tests.operator.test_banlist_lifecycle import lift
 from tests.operator.test_banlist_sync import (
     banned_entries,
     create_table,

@@ -13,6 +13,7 @@ import pytest
 from blacklist_contract.lines import format_line
 from blacklist_contract.wire import SNAPSHOT_ANNOTATION, decode_part
 from blacklist_devtools.postgres import PostgresServer
+from tests.ledger_schema import LEDGER
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,
@@ -23,16 +24,6 @@ from tests.operator.helpers import (
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres, pytest.mark.slow]
-
-LEDGER = """
-CREATE TABLE IF NOT EXISTS denied_access_ledger (
-    id          BIGSERIAL PRIMARY KEY,
-    event_id    VARCHAR(36) NOT NULL UNIQUE,
-    path        VARCHAR(2048) NOT NULL,
-    ip_address  VARCHAR(45) NOT NULL,
-    time        TIMESTAMP WITH TIME ZONE NOT NULL
-);
-"""
 
 
 @pytest.fixture

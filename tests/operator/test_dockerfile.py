@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile.operator"
 
@@ -16,6 +18,7 @@ def hadolint() -> str:
     return str(beside_python) if beside_python.exists() else shutil.which("hadolint") or "hadolint"
 
 
+@pytest.mark.process
 def test_hadolint_finds_nothing() -> None:
     result = subprocess.run(
         [hadolint(), str(DOCKERFILE)], capture_output=True, text=True, check=False

@@ -13,7 +13,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from blacklist_operator.kube.fence import LOST_LEADERSHIP_EXIT_CODE
+
+pytestmark = pytest.mark.process
 
 PRELUDE = """
 import logging, sys, time

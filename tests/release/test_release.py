@@ -30,7 +30,7 @@ from blacklist_devtools.cluster import binary
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.release import RELEASES, Released
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.testbed]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "https://example.org/blacklist-operator"

@@ -11,12 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from blacklist_contract.lines import format_lines
 from blacklist_contract.prefixes import Prefix, parse_address, parse_prefix
 from blacklist_contract.wire import LIFTS_SEEN_ANNOTATION, Section, decode_part, encode_part
+from blacklist_service.bans import store as store_module
 from blacklist_service.bans.lines import parse_head
 from blacklist_service.bans.store import BanStore
 from blacklist_service.bans.watcher import apply_head
+from tests.clock import MovedClock
 
 
 def prefix(text: str) -> Prefix:
@@ -82,7 +86,9 @@ def test_a_head_gives_its_generation_parts_bans_and_lifts_seen() -> None:
     assert parse_head({"data": {"addresses": ""}}).snapshot == "0"  # no snapshot yet
 
 
-def test_head_lines_ban_and_the_lifts_seen_rule_holds(tmp_path: Path) -> None:
+def test_head_lines_ban_and_the_lifts_seen_rule_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = BanStore(tmp_path, carry_own=True)
     expiry = int(time.time()) + 2
     listed = [(prefix("1.2.3.4"), 0), (prefix("2001:db8:1:2::/64"), expiry)]
@@ -95,8 +101,8 @@ def test_head_lines_ban_and_the_lifts_seen_rule_holds(tmp_path: Path) -> None:
     assert not banned(store, "1.2.3.4")
     apply_head(store, parse_head(head(listed, lifts_seen=10_000)), "test")
     assert banned(store, "1.2.3.4")
-    # The expiry of a line holds: the ban ends then.
-    time.sleep(expiry - time.time() + 0.05)
+    # The expiry of a line holds: the ban ends then (the store's clock moved past it).
+    monkeypatch.setattr(store_module, "time", MovedClock(expiry - time.time() + 0.05))
     assert not banned(store, "2001:db8:1:2::99")
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile.service"
 HADOLINT = Path(sys.executable).parent / "hadolint"
@@ -24,6 +26,7 @@ def instructions() -> list[tuple[str, str]]:
     return found
 
 
+@pytest.mark.process
 def test_hadolint_finds_nothing() -> None:
     completed = subprocess.run(
         [str(HADOLINT), "--failure-threshold", "info", str(DOCKERFILE)],

@@ -24,6 +24,7 @@ from blacklist_devtools.kube import wait_until
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist.sync.lifts import Lifts
+from blacklist_service.bans import store as store_module
 from blacklist_service.bans.files import log_path
 from blacklist_service.bans.lines import parse_head
 from blacklist_service.bans.records import RECORD_SIZE
@@ -33,6 +34,7 @@ from blacklist_service.delivery import ledger
 from blacklist_service.delivery.lifts import LiftFollower
 from blacklist_service.delivery.outbox import Hit, Outbox
 from blacklist_service.durations import parse_duration
+from tests.clock import MovedClock
 from tests.service.processes import SERVICE_VARIABLES, ServiceFactory
 from tests.service.test_banlines import head as banlist_head
 
@@ -214,6 +216,7 @@ def test_lift_refuses_a_bad_address_and_writes_nothing(
     assert count(database, "denied_access_lifts") == 0
 
 
+@pytest.mark.process
 def test_a_bad_ban_duration_stops_the_start(tmp_path: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     environment.update(
@@ -246,7 +249,9 @@ def test_ban_durations_are_parsed() -> None:
             parse_duration(bad)
 
 
-def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path) -> None:
+def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = ledger.make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     ledger.ensure_schema(engine)
     state_dir = tmp_path / "state"
@@ -255,8 +260,10 @@ def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path
     outbox = Outbox(state_dir / "outbox.sqlite3")
     old, pending, delivered, later = (f"10.0.0.{n}" for n in range(1, 5))
     record_lift(engine, old, datetime.now(UTC) - timedelta(hours=1))
-    bans.ban([(prefix(a), 0) for a in (old, pending, delivered, later)])
-    time.sleep(1.1)  # the lifts below come in a later second than these bans
+    with monkeypatch.context() as earlier:
+        # The lifts below come in a later second than these bans (made 1.1 s before them).
+        earlier.setattr(store_module, "time", MovedClock(-1.1))
+        bans.ban([(prefix(a), 0) for a in (old, pending, delivered, later)])
 
     follower = LiftFollower(state_dir, outbox, bans, (32, 64))
     assert follower.cursor == 0  # a fresh state directory reads every lift
@@ -274,8 +281,9 @@ def test_the_lift_follower_keeps_its_cursor_and_spares_later_hits(tmp_path: Path
     assert (state_dir / "lifts.cursor").read_text().strip() == "4"
 
     # A restarted process continues from the cursor; applying twice writes nothing.
-    bans.ban([(prefix(later), 0)])
-    time.sleep(1.1)
+    with monkeypatch.context() as earlier:
+        earlier.setattr(store_module, "time", MovedClock(-1.1))
+        bans.ban([(prefix(later), 0)])
     record_lift(engine, later, datetime.now(UTC))
     restarted = LiftFollower(state_dir, outbox, bans, (32, 64))
     assert restarted.cursor == 4
@@ -370,14 +378,18 @@ def test_overlapping_lifts_committed_out_of_order_are_all_applied(
     operator_connection.close()
 
 
-def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(tmp_path: Path) -> None:
+def test_a_lift_of_an_address_lifts_the_prefix_that_covers_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = ledger.make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
     ledger.ensure_schema(engine)
     bans = BanStore(tmp_path / "bans")
     outbox = Outbox(tmp_path / "outbox.sqlite3")
-    bans.ban([(prefix("2001:db8:1:2::/64"), 0), (prefix("2001:db8:9::/48"), 0)])
-    bans.ban([(prefix("198.51.100.0/24"), 0), (prefix("203.0.113.0/24"), 0)])
-    time.sleep(1.1)
+    with monkeypatch.context() as earlier:
+        # Made 1.1 s before the lifts below, which come in a later second.
+        earlier.setattr(store_module, "time", MovedClock(-1.1))
+        bans.ban([(prefix("2001:db8:1:2::/64"), 0), (prefix("2001:db8:9::/48"), 0)])
+        bans.ban([(prefix("198.51.100.0/24"), 0), (prefix("203.0.113.0/24"), 0)])
     follower = LiftFollower(tmp_path, outbox, bans, (24, 64))
     # An address inside each of two bans, and one CIDR lifted exactly.
     ledger.insert_lifts(engine, ["2001:db8:1:2::77", "2001:db8:9::5", "203.0.113.0/24"], "")

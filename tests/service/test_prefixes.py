@@ -132,6 +132,7 @@ def test_a_hit_bans_its_prefix_the_allowlist_wins_and_a_lift_covers(
     assert served(url, "2001:db8:1:2::b")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("name", "value"),
     [
