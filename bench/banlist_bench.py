@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import random
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from blacklist_devtools.images import OPERATOR_IMAGE_ENV
 from report import Row, append_json, print_table
 
 SIZES = (0, 1_000_000, 5_000_000)
@@ -205,7 +207,11 @@ def child(case: str) -> None:
 
 def run_child(case: str) -> dict[str, float]:
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", case], capture_output=True, text=True, check=True
+        [sys.executable, __file__, "--child", case],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **OPERATOR_IMAGE_ENV},  # the operator image's allocator
     )
     figures: dict[str, float] = json.loads(completed.stdout.splitlines()[-1])
     return figures

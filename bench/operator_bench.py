@@ -94,7 +94,8 @@ class Bench:
 
     def start_operator(self) -> None:
         port = free_port()
-        env = {"KUBECONFIG": self.kubeconfig, "PATH": "/usr/bin:/bin"}
+        # The allocator settings of the operator image (Dockerfile.operator).
+        env = {"KUBECONFIG": self.kubeconfig, "PATH": "/usr/bin:/bin", **images.OPERATOR_IMAGE_ENV}
         self.operator = subprocess.Popen(
             [
                 sys.executable,

@@ -17,6 +17,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 MANIFEST = REPO_ROOT / ".local" / "images" / "images.json"
+# The allocator settings the operator image sets (Dockerfile.operator): benches that run the
+# operator as a local process use them too, so its memory is the image's.
+OPERATOR_IMAGE_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
 def manifest() -> dict[str, Any]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from blacklist_devtools.images import OPERATOR_IMAGE_ENV
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile.operator"
 
@@ -39,3 +41,10 @@ def test_the_image_installs_only_its_hashed_lock() -> None:
     text = " ".join(DOCKERFILE.read_text().replace("\\\n", " ").split())
     assert text.count("pip install") == 1
     assert "pip install --require-hashes --no-deps -r /src/requirements-operator.lock" in text
+
+
+def test_the_image_sets_the_allocator_the_benches_measure() -> None:
+    # bench/ runs the operator with these; the image must run it the same way.
+    text = DOCKERFILE.read_text()
+    for name, value in OPERATOR_IMAGE_ENV.items():
+        assert f"{name}={value}" in text, name

@@ -89,6 +89,11 @@ class Columns:
         low = self.low[index] if self.low is not None else 0
         return Prefix(IPV6, self.keys[index] << 64 | low, self.length)
 
+    def clear(self) -> None:
+        """Drop every ban, handing the arrays' memory back."""
+        for column in self._arrays():
+            del column[:]
+
     def _arrays(self) -> list[array[int]]:
         return [self.keys, *([self.low] if self.low is not None else []), self.stamps]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Iterable
+from itertools import repeat
 
 from blacklist_contract.prefixes import IPV4, Prefix
 from blacklist_operator.banlist.core.packed import Columns, PackedBanList, split
@@ -86,6 +87,7 @@ class Builder:
                 buckets[index] = None
                 if bucket is not None:
                     _sort_into(out, bucket, width - 16)
+                    bucket.clear()
                     del bucket
                 if index % _TRIM_EVERY == _TRIM_EVERY - 1:
                     release_free_memory()
@@ -96,27 +98,21 @@ class Builder:
 
 
 def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
-    """Append ``bucket``'s bans to ``out`` sorted and deduplicated (by bytes of the key)."""
+    """Append ``bucket``'s bans to ``out`` sorted and deduplicated (by bytes of the key).
+
+    A crowded bucket is split by the next byte first, and emptied as it is
+    split, so the split never holds the bucket twice.
+    """
     if len(bucket) > _SORT_CHUNK and shift >= 0:
-        parts: list[Columns | None] = [None] * 256
-        lows: Iterable[int | None] = bucket.low if bucket.low is not None else [None] * len(bucket)
-        for key, low, stamp in zip(bucket.keys, lows, bucket.stamps, strict=True):
-            index = (key >> shift) & 0xFF
-            part = parts[index]
-            if part is None:
-                part = parts[index] = Columns.empty(bucket.version, bucket.length)
-            part.keys.append(key)
-            if part.low is not None:
-                part.low.append(low or 0)
-            part.stamps.append(stamp)
-        del bucket
+        parts = _split(bucket, shift)
         for index in range(256):
             part = parts[index]
             parts[index] = None
             if part is not None:
                 _sort_into(out, part, shift - 8)
+                part.clear()
         return
-    zeros: Iterable[int] = bucket.low if bucket.low is not None else [0] * len(bucket)
+    zeros: Iterable[int] = bucket.low if bucket.low is not None else repeat(0, len(bucket))
     rows = sorted(zip(bucket.keys, zeros, bucket.stamps, strict=True))
     previous: tuple[int, int] | None = None
     for key, low, stamp in rows:
@@ -129,3 +125,32 @@ def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
         if out.low is not None:
             out.low.append(low)
         out.stamps.append(stamp)
+
+
+def _split(bucket: Columns, shift: int) -> list[Columns | None]:
+    """``bucket``'s bans in 256 parts by the byte at ``shift``, emptying ``bucket`` as it goes.
+
+    The bucket is taken from its end, a chunk at a time, and shrunk after each
+    chunk (an array gives its memory back as it shrinks): the bucket and its
+    parts together hold about one bucket's bans at any moment.
+    """
+    parts: list[Columns | None] = [None] * 256
+    while len(bucket):
+        start = max(0, len(bucket) - _SORT_CHUNK)
+        keys, stamps = bucket.keys[start:], bucket.stamps[start:]
+        lows: Iterable[int | None] = (
+            bucket.low[start:] if bucket.low is not None else repeat(None, len(keys))
+        )
+        for key, low, stamp in zip(keys, lows, stamps, strict=True):
+            index = (key >> shift) & 0xFF
+            part = parts[index]
+            if part is None:
+                part = parts[index] = Columns.empty(bucket.version, bucket.length)
+            part.keys.append(key)
+            if part.low is not None:
+                part.low.append(low or 0)
+            part.stamps.append(stamp)
+        del bucket.keys[start:], bucket.stamps[start:]
+        if bucket.low is not None:
+            del bucket.low[start:]
+    return parts
