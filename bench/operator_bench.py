@@ -33,6 +33,7 @@ from kubernetes import client, config
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import images
 from blacklist_devtools.controlplane import SIMULATED_NODE_TAINT
+from blacklist_devtools.ledger_schema import LEDGER
 from blacklist_devtools.net import free_port
 from blacklist_devtools.nodeconfig import PAUSE_IMAGE
 from blacklist_devtools.postgres import PostgresServer
@@ -53,11 +54,6 @@ SIMULATED_NAMESPACE = {
         [{**SIMULATED_NODE_TAINT, "operator": "Equal"}]
     ),
 }
-LEDGER = (
-    "CREATE TABLE IF NOT EXISTS denied_access_ledger (id BIGSERIAL PRIMARY KEY, "
-    "event_id VARCHAR(36) NOT NULL UNIQUE, path VARCHAR(2048) NOT NULL, "
-    "ip_address VARCHAR(45) NOT NULL, time TIMESTAMP WITH TIME ZONE NOT NULL)"
-)
 
 
 class Bench:

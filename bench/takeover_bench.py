@@ -36,6 +36,7 @@ from kubernetes import client, config
 
 from blacklist_devtools import cluster as local_cluster
 from blacklist_devtools import images
+from blacklist_devtools.ledger_schema import LEDGER
 from blacklist_devtools.net import free_port
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.controller.lease import ElectionTiming
@@ -44,11 +45,6 @@ from report import Row, append_json, print_table
 REPO = Path(__file__).resolve().parents[1]
 NAME = "takeover"
 LEASE = "takeover-bench"
-LEDGER = (
-    "CREATE TABLE IF NOT EXISTS denied_access_ledger (id BIGSERIAL PRIMARY KEY, "
-    "event_id VARCHAR(36) NOT NULL UNIQUE, path VARCHAR(2048) NOT NULL, "
-    "ip_address VARCHAR(45) NOT NULL, time TIMESTAMP WITH TIME ZONE NOT NULL)"
-)
 
 
 class Operator:

@@ -23,13 +23,13 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from blacklist_contract.tables import LEDGER_TABLE
 from blacklist_devtools import cluster, images, processes, registry, release, stack
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.net import free_port, port_is_open, wait_for_port
 from blacklist_devtools.network import CLIENT_ADDRESSES, CLIENT_NETNS, NODE_ADDRESS
 from blacklist_devtools.processes import ProcessRecord
 from blacklist_devtools.release_metadata import ReleaseError
-from blacklist_operator.banlist.sync.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import banlist_shard_name
 
 DEMO_DIR = cluster.LOCAL_DIR / "demo"

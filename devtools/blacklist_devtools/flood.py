@@ -23,11 +23,11 @@ from typing import Any
 
 import psycopg2
 
+from blacklist_contract.tables import LEDGER_TABLE
 from blacklist_devtools import stack
 from blacklist_devtools.http import get
 from blacklist_devtools.kube import Cluster
 from blacklist_devtools.network import client_address
-from blacklist_operator.banlist.sync.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import POSTGRES_PORT
 
 LEDGER = LEDGER_TABLE

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2
 import yaml
 
+from blacklist_contract.tables import LEDGER_TABLE
 from blacklist_devtools import images
 from blacklist_devtools.http import answers, get
 from blacklist_devtools.kube import Cluster
@@ -28,7 +29,6 @@ from blacklist_devtools.network import NODE_ADDRESS
 from blacklist_devtools.release import CHART_NAME, Released
 from blacklist_devtools.release_metadata import plain_http
 from blacklist_devtools.smtp import SmtpServer
-from blacklist_operator.banlist.sync.ledger import LEDGER_TABLE
 from blacklist_operator.builders.naming import POSTGRES_PORT, database_settings_name
 from blacklist_operator.model.resource import parse
 from blacklist_service.config import DEFAULT_METRICS_PORT

@@ -23,10 +23,10 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
+from blacklist_contract.tables import LEDGER_TABLE
 from blacklist_devtools import http, images
 from blacklist_devtools.kube import Cluster, wait_until
 from blacklist_devtools.net import free_port
-from blacklist_operator.banlist.sync.ledger import LEDGER_TABLE
 from blacklist_operator.model.resource import DEFAULT_DATABASE_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import time
 import psycopg2.extras
 import pytest
 
+from blacklist_devtools.ledger_schema import LIFTS
 from blacklist_devtools.postgres import PostgresServer
-from tests.ledger_schema import LIFTS
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
 from tests.operator.test_banlist_sync import (
     banned_entries,

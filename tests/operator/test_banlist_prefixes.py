@@ -13,9 +13,9 @@ import psycopg2.extras
 import pytest
 
 from blacklist_devtools.kube import Cluster
+from blacklist_devtools.ledger_schema import LIFTS
 from blacklist_devtools.postgres import PostgresServer
 from tests.conftest import module_namespaces
-from tests.ledger_schema import LIFTS
 from tests.operator.helpers import OperatorProcess, condition, get_json, wait_for
 from tests.operator.test_banlist_lifecycle import lift
 from tests.operator.test_banlist_sync import (

@@ -12,8 +12,8 @@ import pytest
 
 from blacklist_contract.lines import format_line
 from blacklist_contract.wire import SNAPSHOT_ANNOTATION, decode_part
+from blacklist_devtools.ledger_schema import LEDGER
 from blacklist_devtools.postgres import PostgresServer
-from tests.ledger_schema import LEDGER
 from tests.operator.helpers import (
     OperatorProcess,
     apply_manifest,

@@ -17,9 +17,9 @@ import psycopg2.extras
 import pytest
 
 from blacklist_devtools.kube import Cluster
+from blacklist_devtools.ledger_schema import LEDGER
 from blacklist_devtools.postgres import PostgresServer
 from tests.conftest import fresh_namespace
-from tests.ledger_schema import LEDGER
 from tests.operator.helpers import OperatorProcess, condition, wait_for
 from tests.operator.test_banlist_sync import banned_entries
 from tests.operator.test_external_database_sync import deploy_external, put_secret, status

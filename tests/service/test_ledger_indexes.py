@@ -14,10 +14,10 @@ import time
 import psycopg2.extras
 import pytest
 
+from blacklist_devtools.ledger_schema import schema_sql
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator.banlist.sync.ledger import HITS_SINCE_QUERY
 from blacklist_service.delivery import ledger
-from tests.ledger_schema import schema_sql
 
 pytestmark = [pytest.mark.postgres]
 

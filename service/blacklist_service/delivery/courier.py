@@ -32,6 +32,7 @@ from flask import Flask
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from blacklist_contract.tables import LEDGER_TABLE
 from blacklist_service.bans.store import BanStore
 from blacklist_service.config import Settings
 from blacklist_service.delivery import alerts, ledger
@@ -167,7 +168,7 @@ class LedgerChannel(Channel):
             if not self._schema_ready:
                 ledger.ensure_schema(self.engine)
                 self._schema_ready = True
-                logger.info("Ledger table %s is ready", ledger.LEDGER_TABLE)
+                logger.info("Ledger table %s is ready", LEDGER_TABLE)
             if not self._bans_loaded:
                 self._load_bans()
                 self._bans_loaded = True

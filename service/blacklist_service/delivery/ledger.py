@@ -43,10 +43,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex
 
 from blacklist_contract.database import URL_SCHEMES, parse_url
+from blacklist_contract.tables import LEDGER_TABLE, LIFTS_TABLE
 from blacklist_service.delivery.outbox import Hit
-
-LEDGER_TABLE = "denied_access_ledger"
-LIFTS_TABLE = "denied_access_lifts"
 
 metadata = MetaData()
 ledger = Table(

@@ -47,6 +47,7 @@ from blacklist_contract.prefixes import (
     parse_prefix,
     prefix_text,
 )
+from blacklist_contract.tables import LIFTS_TABLE
 from blacklist_service.bans.notices import log_added
 from blacklist_service.bans.store import BanStore
 from blacklist_service.bans.values import lifted_at
@@ -157,7 +158,7 @@ class LiftFollower:
             logger.warning(
                 "The database role may not lock %s IN SHARE MODE (grant it UPDATE on the "
                 "table): lifts are read without the lock, all again from lift %d",
-                ledger.LIFTS_TABLE,
+                LIFTS_TABLE,
                 self.cursor + 1,
             )
         self._refused = read.refused

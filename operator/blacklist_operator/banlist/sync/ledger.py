@@ -29,10 +29,9 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from blacklist_contract.prefixes import Prefix, parse_prefix
+from blacklist_contract.tables import LEDGER_TABLE, LIFTS_TABLE
 from blacklist_operator.banlist.core.addresses import IPV6_FLAG, address_key, key_text
 
-LEDGER_TABLE = "denied_access_ledger"
-LIFTS_TABLE = "denied_access_lifts"
 BATCH = 50_000
 LOCK_TIMEOUT_MS = 250
 # Rows fetched per round trip when streaming the whole ledger.

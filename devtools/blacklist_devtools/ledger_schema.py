@@ -1,4 +1,4 @@
-"""The ledger's schema for tests, from the service's own tables (``blacklist_service.ledger``).
+"""The ledger's schema for tests and benches, from the service's own tables (``delivery.ledger``).
 
 Tests that fill a ledger by hand (as the service would) create its tables with
 this SQL, compiled from the service's SQLAlchemy ``Table`` definitions, so a
