@@ -89,6 +89,13 @@ class Columns:
         low = self.low[index] if self.low is not None else 0
         return Prefix(IPV6, self.keys[index] << 64 | low, self.length)
 
+    def append(self, key: int, low: int | None, stamp: int) -> None:
+        """Add one ban at the end (the caller keeps the order it needs)."""
+        self.keys.append(key)
+        if self.low is not None:
+            self.low.append(low or 0)
+        self.stamps.append(stamp)
+
     def clear(self) -> None:
         """Drop every ban, handing the arrays' memory back."""
         for column in self._arrays():

@@ -70,10 +70,7 @@ class Builder:
         bucket = buckets[index]
         if bucket is None:
             bucket = buckets[index] = Columns.empty(*where)
-        bucket.keys.append(key)
-        if bucket.low is not None:
-            bucket.low.append(low or 0)
-        bucket.stamps.append(stamp)
+        bucket.append(key, low, stamp)
 
     def finish(self) -> PackedBanList:
         """The ban list, every section sorted and each prefix once."""
@@ -121,10 +118,7 @@ def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
             out.stamps[-1] = stamp
             continue
         previous = (key, low)
-        out.keys.append(key)
-        if out.low is not None:
-            out.low.append(low)
-        out.stamps.append(stamp)
+        out.append(key, low, stamp)
 
 
 def _split(bucket: Columns, shift: int) -> list[Columns | None]:
@@ -146,10 +140,7 @@ def _split(bucket: Columns, shift: int) -> list[Columns | None]:
             part = parts[index]
             if part is None:
                 part = parts[index] = Columns.empty(bucket.version, bucket.length)
-            part.keys.append(key)
-            if part.low is not None:
-                part.low.append(low or 0)
-            part.stamps.append(stamp)
+            part.append(key, low, stamp)
         del bucket.keys[start:], bucket.stamps[start:]
         if bucket.low is not None:
             del bucket.low[start:]
