@@ -85,7 +85,7 @@ crd-reference: venv ## Regenerate docs/configuration.md's field reference from t
 
 test: setup images ## Run the whole test suite, every tier (starts what it needs)
 	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest --tier all
+	$(VENV)/bin/pytest --tier all --durations=30
 
 test-unit: venv ## The unit tier (what plain `pytest` runs): in-process, nothing built or started, seconds
 	$(VENV)/bin/pytest --tier unit
