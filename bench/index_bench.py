@@ -19,7 +19,9 @@ sees every object and until a handler ran for every object (and the CPU used
 meanwhile); RSS once settled
 (and with an empty namespace, the baseline); the time from a patch sent to a
 worker thread seeing it (p50/p95 of ``--probes``); the operator's CPU time and
-the wall time for one change to every object (all sent at once).
+the wall time for one change to every object (all sent at once). Last, in this
+process: how often ``list()`` of a kopf index, and of ``Instances``, from a
+thread fails while the main thread changes it.
 
 Run: ``.venv/bin/python bench/index_bench.py`` (uses the running local cluster;
 its namespaces are deleted at the end).
@@ -379,6 +381,62 @@ def measure(count: int, rounds: int, probes: int) -> dict[str, dict[str, list[fl
     return results
 
 
+def iteration_errors(seconds: float) -> dict[str, tuple[int, int]]:
+    """``list()`` of a kopf index and of ``Instances`` in a thread while another changes it.
+
+    For each: (reads, reads that raised ``RuntimeError``). An index is written here
+    through kopf's internal indexer: outside kopf nothing else can write one.
+    """
+    from kopf._core.engines.indexing import OperatorIndexer
+
+    from blacklist_operator.runtime.state import Instances
+
+    indexer = OperatorIndexer()
+    instances = Instances()
+
+    def change_index(number: int) -> None:
+        # The indexer's key: (namespace, name, uid).
+        added: Any = ("ns", f"n{number}", f"u{number}")
+        indexer.replace(added, {("ns", f"n{number}"): number})
+        if number >= 50:
+            removed: Any = ("ns", f"n{number - 50}", f"u{number - 50}")
+            indexer.discard(removed)
+
+    def change_instances(number: int) -> None:
+        instances.update({"metadata": {"namespace": "ns", "name": f"n{number}"}})
+        if number >= 50:
+            instances.remove(("ns", f"n{number - 50}"))
+
+    outcome = {}
+    for name, read, change in (
+        ("index", indexer.index, change_index),
+        ("Instances", instances, change_instances),
+    ):
+        stop = threading.Event()
+        counts = [0, 0]
+
+        def reader(
+            target: Any = read, tally: list[int] = counts, done: threading.Event = stop
+        ) -> None:
+            while not done.is_set():
+                tally[0] += 1
+                try:
+                    list(target)
+                except RuntimeError:
+                    tally[1] += 1
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        end, number = time.monotonic() + seconds, 0
+        while time.monotonic() < end:
+            change(number)
+            number += 1
+        stop.set()
+        thread.join()
+        outcome[name] = (counts[0], counts[1])
+    return outcome
+
+
 def rows(results: Mapping[str, Mapping[str, list[float]]], count: int) -> list[Any]:
     """``index`` figures beside the ``dict`` figures of the same rounds."""
     from report import Row
@@ -417,6 +475,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=255, help="objects watched")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode")
     parser.add_argument("--probes", type=int, default=30, help="single patches timed per run")
+    parser.add_argument(
+        "--iterate-seconds", type=float, default=10.0, help="of list() from a thread, each"
+    )
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
@@ -429,6 +490,8 @@ def main() -> None:
     results = measure(arguments.count, arguments.rounds, arguments.probes)
     print(json.dumps(results), file=sys.stderr)
     made = rows(results, arguments.count)
+    errors = iteration_errors(arguments.iterate_seconds)
+    print(f"list() from a thread during changes (reads, RuntimeErrors): {errors}", flush=True)
     print_table(made)
     append_json(arguments.json, made)
 
