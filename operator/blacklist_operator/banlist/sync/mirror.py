@@ -68,6 +68,8 @@ CURSOR_SLACK = 10_000
 EXPIRY_CHECK_SECONDS = 5.0
 # After the ledger's lock was not free, read without it for this long before asking again.
 LOCK_RETRY_SECONDS = 1.0
+# A full list sheds this share of its capacity beyond the excess, the oldest bans first.
+EVICTION_HEADROOM = 0.01
 # A snapshot too large for the parts the contract allows sheds this share of the oldest.
 _SHED_SHARE = 0.05
 
@@ -337,13 +339,20 @@ class BanListSync:
         return self.sync(resource, connection, bulk=False)
 
     def _evict(self, limit: int | None = None) -> None:
-        """Drop the oldest bans beyond ``limit`` (the capacity), merging the head first."""
+        """Drop the oldest bans beyond ``limit`` (the capacity), merging the head first.
+
+        Past the capacity the list goes down to the capacity less a hundredth
+        (:data:`EVICTION_HEADROOM`), not to the capacity itself: a full list under
+        a flood would otherwise be merged, scanned and compacted for every new ban.
+        """
+        full = self.capacity - max(1, int(self.capacity * EVICTION_HEADROOM))
+        target = limit if limit is not None else full
         limit = self.capacity if limit is None else limit
         if len(self.banlist) <= limit:
-            if len(self.banlist) < self.capacity:
-                self.evicted = 0
+            if len(self.banlist) < full:
+                self.evicted = 0  # Room again (expiries, lifts): no longer full.
             return
-        evicted = self.banlist.evict(limit)
+        evicted = self.banlist.evict(max(0, target))
         self.evicted += evicted
         self._evicted_now += evicted
         self._snapshot_changed = True
