@@ -170,8 +170,9 @@ def pod_memory(cluster: Cluster, namespace: str, pod: str) -> dict[str, int]:
     """Memory of a pod's container, read inside it: the main process's RSS and peak.
 
     ``VmRSS``/``VmHWM`` of PID 1 (the operator, or the service's server
-    master), and the cgroup's usage and peak (page cache included, as the
-    limit counts it; cgroup v2 or v1), in bytes.
+    master), the cgroup's usage and peak (page cache included, as the limit
+    counts it; cgroup v2 or v1) and its anonymous memory now (``anon``: what
+    cannot be reclaimed short of an OOM kill), in bytes.
     """
     code = (
         "import json, pathlib as p\n"
@@ -183,6 +184,11 @@ def pod_memory(cluster: Cluster, namespace: str, pod: str) -> dict[str, int]:
         "        f = p.Path('/sys/fs/cgroup') / name\n"
         "        if f.exists():\n"
         "            s[key] = int(f.read_text()); break\n"
+        "for name, key in (('memory.stat', 'anon'), ('memory/memory.stat', 'total_rss')):\n"
+        "    f = p.Path('/sys/fs/cgroup') / name\n"
+        "    if f.exists():\n"
+        "        stat = dict(l.split() for l in f.read_text().splitlines())\n"
+        "        s['anon'] = int(stat[key]); break\n"
         "print(json.dumps(s))\n"
     )
     output = cluster.kubectl("exec", "-n", namespace, pod, "--", "python", "-c", code)

@@ -291,9 +291,15 @@ class InstalledOperator:
 
 @contextlib.contextmanager
 def installed_operator(
-    cluster: Cluster, helm_path: str, suffix: str
+    cluster: Cluster, helm_path: str, suffix: str, watch: Sequence[str] = ()
 ) -> Iterator[InstalledOperator]:
-    """``helm install`` the chart with the image ``make images`` built; uninstall on exit."""
+    """``helm install`` the chart with the image ``make images`` built; uninstall on exit.
+
+    With ``watch`` (namespaces that exist), the operator serves only those, so it
+    never serves what other tests or benches on the same cluster create; without,
+    every namespace, as the chart's default.
+    """
+    scope = ["--set", f"operator.watchNamespaces={{{','.join(watch)}}}"] if watch else []
     installed = InstalledOperator(
         cluster, helm_path, f"blacklist-{suffix}", f"blacklist-operator-{suffix}"
     )
@@ -301,7 +307,7 @@ def installed_operator(
         helm(
             cluster, helm_path, "install", installed.release, str(CHART),
             "--namespace", installed.namespace, "--create-namespace",
-            "--wait", "--timeout", "120s", TAKE_OWNERSHIP, *operator_image_values(),
+            "--wait", "--timeout", "120s", TAKE_OWNERSHIP, *operator_image_values(), *scope,
         )  # fmt: skip
         yield installed
     finally:
@@ -337,8 +343,9 @@ def deploy(
     )
     operator = contextlib.ExitStack()
     try:
-        operator.enter_context(installed_operator(cluster, helm_path, suffix))
         cluster.kubectl("create", "namespace", deployment.namespace)
+        watch = [deployment.namespace]
+        operator.enter_context(installed_operator(cluster, helm_path, suffix, watch))
         resource = example_resource(deployment.namespace, smtp.host, smtp.port, replicas)
         deployment.name = resource["metadata"]["name"]
         cluster.kubectl("apply", "-f", "-", input=json.dumps(resource))
