@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from itertools import repeat
 
 from blacklist_contract.prefixes import IPV4, Prefix
@@ -79,19 +79,24 @@ class Builder:
             out = Columns.empty(*where)
             buckets = self._buckets[where]
             width = 32 if where[0] == IPV4 else 64
-            for index in range(256):
-                bucket = buckets[index]
-                buckets[index] = None
+            for index, bucket in _handed_out(buckets):
                 if bucket is not None:
                     _sort_into(out, bucket, width - 16)
-                    bucket.clear()
-                    del bucket
                 if index % _TRIM_EVERY == _TRIM_EVERY - 1:
                     release_free_memory()
             if len(out):
                 result.sections[where] = out
         self._buckets.clear()
         return result
+
+
+def _handed_out(slots: list[Columns | None]) -> Iterator[tuple[int, Columns | None]]:
+    """Each slot with its index, taken out of ``slots`` first and emptied once it is done with."""
+    for index, slot in enumerate(slots):
+        slots[index] = None
+        yield index, slot
+        if slot is not None:
+            slot.clear()
 
 
 def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
@@ -101,13 +106,9 @@ def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
     split, so the split never holds the bucket twice.
     """
     if len(bucket) > _SORT_CHUNK and shift >= 0:
-        parts = _split(bucket, shift)
-        for index in range(256):
-            part = parts[index]
-            parts[index] = None
+        for _, part in _handed_out(_split(bucket, shift)):
             if part is not None:
                 _sort_into(out, part, shift - 8)
-                part.clear()
         return
     zeros: Iterable[int] = bucket.low if bucket.low is not None else repeat(0, len(bucket))
     rows = sorted(zip(bucket.keys, zeros, bucket.stamps, strict=True))
