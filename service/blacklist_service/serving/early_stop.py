@@ -1,0 +1,88 @@
+"""A stop signal that reaches a granian worker before granian listens for one: the worker leaves.
+
+A granian worker is forked with the main process's signal handlers and
+installs its own only after the target loader returned, that is after the
+worker built its app. Until then SIGTERM or SIGINT ran the main process's
+handler on the worker's copy of the server, which stops nothing: the stop
+was lost, and the worker was killed after ``GRACEFUL_TIMEOUT`` ("refused to
+gracefully stop"). A pod deleted while it started took 25 s to go.
+
+:func:`watch_forks` closes that gap for every worker the main process forks:
+the stop signals are blocked across the fork, and the new worker installs
+:data:`EARLY_STOP`'s handler before it unblocks them. A signal that comes
+while the worker builds its app is noted (the build is not cut short); the
+loader then leaves (:meth:`EarlyStop.leave_if_stopped`) instead of handing
+the app to granian, and one that comes after, in the moment before granian's
+handler replaces this one, ends the worker at once. Either way it exits
+through ``SystemExit(0)``, so its ``multiprocessing`` exit finalizers run:
+the background work its app started stops as it does at any stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from types import FrameType
+
+logger = logging.getLogger(__name__)
+
+# The signals a granian worker stops on (its handlers are installed for these two).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class EarlyStop:
+    """Owns a new worker's stop signals until granian's handlers replace this one's."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.started = False
+
+    def take_over(self) -> None:
+        """In a new worker, stop signals blocked: handle them here, then unblock them."""
+        self.received = None
+        self.started = False
+        for number in STOP_SIGNALS:
+            signal.signal(number, self.receive)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def receive(self, number: int, _frame: FrameType | None) -> None:
+        """Signal handler: note the stop while the app is built; once it is, leave at once."""
+        if self.received is None:
+            self.received = number
+        if self.started:
+            # Only granian's few lines between the loader and its own handlers are cut short.
+            raise SystemExit(0)
+
+    def leave_if_stopped(self) -> None:
+        """At the end of the worker's start: leave if a stop came meanwhile."""
+        if self.received is not None:
+            logger.info(
+                "Worker %d leaves: %s came while it started",
+                os.getpid(),
+                signal.Signals(self.received).name,
+            )
+            raise SystemExit(0)
+        self.started = True
+
+
+EARLY_STOP = EarlyStop()
+
+
+def hold_stop_signals() -> None:
+    """Before a fork: keep the stop signals pending in the forking thread."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+
+def release_stop_signals() -> None:
+    """After a fork, in the main process: deliver what came meanwhile to its own handlers."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def watch_forks() -> None:
+    """From now on, every worker this process forks owns its stop signals from its first moment."""
+    os.register_at_fork(
+        before=hold_stop_signals,
+        after_in_parent=release_stop_signals,
+        after_in_child=EARLY_STOP.take_over,
+    )
