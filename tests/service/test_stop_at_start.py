@@ -52,7 +52,9 @@ def test_sigterm_while_the_workers_start_stops_the_server_at_once(
         assert stopped_in < STOP_BOUND, f"stopped in {stopped_in:.1f} s at offset {offset}:\n{log}"
         assert status == 0, log
         assert STOPPED_MESSAGE in log
-        assert "refused to gracefully stop" not in log
+        # Not checked: granian's "Killing worker-N after it refused to gracefully stop". It
+        # also comes, at once, when a worker it joined has closed its files but is still
+        # tearing down its threads (granian gives that 1 ms); that worker is already done.
         # Every worker that built its app stopped its background work.
         assert log.count(" stopped its background work") == log.count(" serves"), log
         if server == "granian" and offset == 0.0:
