@@ -51,3 +51,13 @@ def test_a_signal_held_across_the_fork_reaches_the_new_workers_handler() -> None
     assert early_stop.received == signal.SIGTERM
     assert signal.getsignal(signal.SIGINT) == early_stop.receive
     assert not STOP_SIGNALS & signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+@pytest.mark.usefixtures("own_handlers")
+def test_a_stop_noted_before_the_servers_handler_is_raised_again_for_it() -> None:
+    early_stop = EarlyStop()
+    early_stop.receive(signal.SIGTERM, None)
+    received: list[int] = []
+    signal.signal(signal.SIGTERM, lambda number, _frame: received.append(number))  # the server's
+    early_stop.pass_on()
+    assert received == [signal.SIGTERM]

@@ -1,21 +1,27 @@
-"""A stop signal that reaches a granian worker before granian listens for one: the worker leaves.
+"""A stop signal that reaches a worker before its server listens for one: not lost any more.
 
-A granian worker is forked with the main process's signal handlers and
-installs its own only after the target loader returned, that is after the
-worker built its app. Until then SIGTERM or SIGINT ran the main process's
-handler on the worker's copy of the server, which stops nothing: the stop
-was lost, and the worker was killed after ``GRACEFUL_TIMEOUT`` ("refused to
-gracefully stop"). A pod deleted while it started took 25 s to go.
+A worker is forked with the main process's signal handlers, and the server
+installs the worker's own only later: granian after the target loader
+returned (after the worker built its app), gunicorn a moment after the fork.
+Until then SIGTERM or SIGINT ran the main process's handler on the worker's
+copy of the server, which stops nothing: the stop was lost, and the worker
+was killed after ``GRACEFUL_TIMEOUT`` ("refused to gracefully stop"). A pod
+deleted while it started took 25 s to go.
 
 :func:`watch_forks` closes that gap for every worker the main process forks:
 the stop signals are blocked across the fork, and the new worker installs
-:data:`EARLY_STOP`'s handler before it unblocks them. A signal that comes
-while the worker builds its app is noted (the build is not cut short); the
-loader then leaves (:meth:`EarlyStop.leave_if_stopped`) instead of handing
-the app to granian, and one that comes after, in the moment before granian's
-handler replaces this one, ends the worker at once. Either way it exits
-through ``SystemExit(0)``, so its ``multiprocessing`` exit finalizers run:
-the background work its app started stops as it does at any stop.
+:data:`EARLY_STOP`'s handler before it unblocks them; the handler notes the
+signal. Then, by server:
+
+* granian: the loader leaves (:meth:`EarlyStop.leave_if_stopped`) once the
+  app is built, instead of handing it over, and a signal that comes after, in
+  the moment before granian's handler replaces this one, ends the worker at
+  once. Either way it exits through ``SystemExit(0)``, so its
+  ``multiprocessing`` exit finalizers run: its background work stops as at any
+  stop;
+* gunicorn: the app's loader, which runs once gunicorn's handlers are in
+  place, raises the noted signal again (:meth:`EarlyStop.pass_on`), and the
+  worker stops as any worker does.
 """
 
 from __future__ import annotations
@@ -64,6 +70,16 @@ class EarlyStop:
             )
             raise SystemExit(0)
         self.started = True
+
+    def pass_on(self) -> None:
+        """Once the server's own handlers are in place: raise the stop that came before again."""
+        if self.received is not None:
+            logger.info(
+                "Worker %d stops: %s came while it started",
+                os.getpid(),
+                signal.Signals(self.received).name,
+            )
+            signal.raise_signal(self.received)
 
 
 EARLY_STOP = EarlyStop()
