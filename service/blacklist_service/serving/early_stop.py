@@ -33,12 +33,12 @@ from types import FrameType
 
 logger = logging.getLogger(__name__)
 
-# The signals a granian worker stops on (its handlers are installed for these two).
+# The signals that stop a worker (granian's and gunicorn's workers handle both).
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class EarlyStop:
-    """Owns a new worker's stop signals until granian's handlers replace this one's."""
+    """Owns a new worker's stop signals until its server's handlers replace this one's."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -61,7 +61,7 @@ class EarlyStop:
             raise SystemExit(0)
 
     def leave_if_stopped(self) -> None:
-        """At the end of the worker's start: leave if a stop came meanwhile."""
+        """granian, at the end of the worker's start: leave if a stop came meanwhile."""
         if self.received is not None:
             logger.info(
                 "Worker %d leaves: %s came while it started",
@@ -72,7 +72,7 @@ class EarlyStop:
         self.started = True
 
     def pass_on(self) -> None:
-        """Once the server's own handlers are in place: raise the stop that came before again."""
+        """gunicorn, once its handlers are in place: raise the stop that came before again."""
         if self.received is not None:
             logger.info(
                 "Worker %d stops: %s came while it started",
