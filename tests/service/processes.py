@@ -42,8 +42,8 @@ class ServiceProcess:
         self.env.update(environment)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the server and wait until it answers ``/healthz``."""
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the server's process and return at once, before it serves."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "blacklist_service"],
@@ -52,6 +52,11 @@ class ServiceProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self.process
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers ``/healthz``."""
+        self.process = self.launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

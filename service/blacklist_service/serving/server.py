@@ -175,9 +175,11 @@ def main() -> None:
         from blacklist_service.serving.server_granian import serve
     else:
         from blacklist_service.serving.server_gunicorn import serve
+    main_process = os.getpid()
     try:
         serve(settings, plan.count, threads)
     except SystemExit as stop:  # gunicorn's master exits through sys.exit, 0 when graceful
-        if stop.code not in (0, None):
+        # ...and so does each of its workers, forked from inside serve(): not stopped yet.
+        if stop.code not in (0, None) or os.getpid() != main_process:
             raise
     logger.info(STOPPED_MESSAGE)

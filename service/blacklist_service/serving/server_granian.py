@@ -10,6 +10,9 @@ fields (hyper's), anything larger answered 431 or the connection closed.
 Lifecycle, matching what gunicorn's hooks did:
 
 * a worker builds its app when it starts (:func:`blacklist_service.serving.server.start_worker`);
+  a SIGTERM that reaches it before granian listens for one makes it leave as
+  soon as the app is built (:mod:`blacklist_service.serving.early_stop`), so a
+  server stopped as it starts exits at once rather than after the kill timeout;
 * SIGTERM to the main process: it stops accepting, each worker finishes the
   requests in flight and returns, and then stops its background work from a
   ``multiprocessing`` exit finalizer (granian's workers are ``multiprocessing``
@@ -34,6 +37,7 @@ from granian.log import LogLevels
 
 from blacklist_service.config import Settings
 from blacklist_service.logs import logging_config
+from blacklist_service.serving.early_stop import EARLY_STOP, watch_forks
 from blacklist_service.serving.server import (
     GRACEFUL_TIMEOUT,
     access_log,
@@ -59,6 +63,7 @@ def load_worker(_target: str) -> Flask:
     """Granian's target loader, run in each worker: the app, and its stop at the worker's exit."""
     app = start_worker()
     Finalize(None, partial(_leave, app), exitpriority=FINALIZER_PRIORITY)
+    EARLY_STOP.leave_if_stopped()
     return app
 
 
@@ -87,4 +92,5 @@ def server(settings: Settings, workers: int, threads: int) -> Any:
 
 def serve(settings: Settings, workers: int, threads: int) -> None:
     """Serve until SIGTERM or SIGINT."""
+    watch_forks()
     server(settings, workers, threads).serve(target_loader=load_worker)

@@ -7,6 +7,8 @@ matters because the NodePort Service puts no buffering proxy in front
 a request: a request line of 4094 bytes, 100 header fields of 8190 bytes
 each. SIGTERM stops gracefully: workers finish their requests in flight, then
 the delivery worker finishes its current round (the ``worker_exit`` hook).
+A SIGTERM that reaches a worker before gunicorn's handler is in place is
+kept and raised again once it is (:mod:`blacklist_service.serving.early_stop`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from gunicorn.app.base import BaseApplication
 
 from blacklist_service.config import Settings
 from blacklist_service.logs import logging_config
+from blacklist_service.serving.early_stop import EARLY_STOP, watch_forks
 from blacklist_service.serving.server import (
     GRACEFUL_TIMEOUT,
     access_log,
@@ -54,7 +57,8 @@ class ProductionServer(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        """Build the app, in the worker process."""
+        """Build the app, in the worker process (gunicorn's signal handlers are in place)."""
+        EARLY_STOP.pass_on()
         return start_worker()
 
 
@@ -92,4 +96,5 @@ def options(settings: Settings, workers: int, threads: int) -> dict[str, Any]:
 
 def serve(settings: Settings, workers: int, threads: int) -> None:
     """Serve until SIGTERM or SIGINT."""
+    watch_forks()
     ProductionServer(options(settings, workers, threads)).run()
