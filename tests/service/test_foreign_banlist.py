@@ -109,20 +109,21 @@ def test_a_head_that_is_not_the_operators_is_not_applied(
 ) -> None:
     follower, store, synced = watcher
     api = Parts({"bls-banlist-1": part(OURS, "1", LISTED)})
-    assert follower._apply(api, head(OURS, [], "1", 1))  # type: ignore[arg-type]
+    follower._apply(api, head(OURS, [], "1", 1))
+    assert follower.wait_installed(10)
     assert banned(store, LISTED)
     assert synced == [True]
 
     # Another team's ConfigMap takes the name (after the operator's was deleted).
     foreign = head({"team": "web"}, [INJECTED], "0", 0)
-    assert follower._apply(api, foreign)  # type: ignore[arg-type]
+    follower._apply(api, foreign)
     assert not banned(store, INJECTED)
     assert banned(store, LISTED), "the operator's list was replaced by another team's"
     assert store.operator_generation() == "1"
     assert synced == [True]
     # Labels of another resource are not ours either.
     other = head({**OURS, INSTANCE_LABEL: "web"}, [INJECTED], "0", 0)
-    assert follower._apply(api, other)  # type: ignore[arg-type]
+    follower._apply(api, other)
     assert not banned(store, INJECTED)
 
 
@@ -131,7 +132,12 @@ def test_a_part_that_is_not_the_operators_is_not_installed(
 ) -> None:
     monkeypatch.setattr(watcher_module, "PART_ATTEMPTS", 1)
     follower, store, synced = watcher
+    monkeypatch.setattr(watcher_module, "RELIST_SECONDS", 0.05)
     api = Parts({"bls-banlist-1": part({"team": "web"}, "1", INJECTED)})
-    assert not follower._apply(api, head(OURS, [], "1", 1))  # type: ignore[arg-type]
+    follower._apply(api, head(OURS, [], "1", 1))
+    # The installer keeps trying (and reading the head again) without taking the part.
+    assert not follower.wait_installed(0.5)
     assert not banned(store, INJECTED)
     assert synced == []
+    follower.stop.set()
+    assert follower.wait_installed(5)

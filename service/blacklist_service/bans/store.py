@@ -502,12 +502,20 @@ class BanStore:
         """A writer for an operator snapshot, to :meth:`install` once filled."""
         return SnapshotWriter(self.directory)
 
-    def install(self, writer: SnapshotWriter, operator_generation: str, lifts_seen: int) -> None:
+    def install(
+        self,
+        writer: SnapshotWriter,
+        operator_generation: str,
+        lifts_seen: int,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         """Replace the list with the operator's snapshot; keep own bans and newer lifts.
 
         The operator's list is the truth for the bans it listed; this replica's
         own bans it does not hold yet stay, and so do lifts later than its
-        ``lifts_seen``.
+        ``lifts_seen``. ``then`` runs holding the store right after the switch
+        (the head's lines go in before any other writer, or a lookup after its
+        next ``fstat``, can miss them).
         """
         path = writer.finish({"operator_generation": operator_generation})
         with self.locked():
@@ -515,6 +523,8 @@ class BanStore:
             carried = self._carried(True, lifts_seen, incoming)
             del incoming
             self._switch(path, carried)
+            if then is not None:
+                then()
 
     def close(self) -> None:
         """Release the files."""

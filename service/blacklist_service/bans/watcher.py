@@ -9,13 +9,17 @@ expired. A volume mount would refresh only after a minute or more; a watch
 delivers each change within milliseconds.
 
 When the head names a snapshot generation other than the one the store holds,
-the parts are read by name (``GET``), in order, each checked to carry the
-head's generation in its ``blacklist.dev/snapshot`` annotation (else the
-operator is still writing them: try again shortly, then on the next head
-event), and streamed into a new snapshot generation of the store
-(:meth:`BanStore.install`). Then the head's lines go into the store's log
-(:mod:`blacklist_service.bans.lines`). The replica holds the whole list once
-both are done, and only then is it ready.
+its lines are banned at once (added only: what the new generation drops is
+dropped once it is installed), and an installer thread reads the parts by name
+(``GET``), in order, each checked to carry the head's generation in its
+``blacklist.dev/snapshot`` annotation (else the operator is still writing
+them: try again shortly, then read the head again), and streams them into a
+new snapshot generation of the store (:meth:`BanStore.install`). Meanwhile the
+watch goes on, and the lines of every head that comes are banned the same way,
+so a compaction (a second or more at millions of bans) is not in a new ban's
+path. Once the parts are in, the latest head's lines go into the store's log
+(:mod:`blacklist_service.bans.lines`) whole. The replica holds the whole list
+once both are done, and only then is it ready.
 
 A head or part without the operator's labels
 (:func:`~blacklist_contract.wire.written_by_operator`: another team's
@@ -37,7 +41,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
 
 import requests
 
@@ -71,6 +76,13 @@ class ApiError(RuntimeError):
 
 class PartNotWrittenError(RuntimeError):
     """A snapshot part does not carry the head's generation yet."""
+
+
+class PartReader(Protocol):
+    """What installing a snapshot needs of the API: a ConfigMap by name."""
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The ConfigMap ``name``, or None if there is none."""
 
 
 class KubernetesApi:
@@ -156,7 +168,11 @@ class KubernetesApi:
 
 
 def apply_head(bans: BanStore, head: Head, source: str) -> None:
-    """Write what the head's lines change into the store."""
+    """Write what the head's lines change into the store.
+
+    A head with ``dropped=[]`` only adds (the lines of a head whose snapshot
+    generation is not installed yet).
+    """
     # Decided and written holding the store, so a lift applied meanwhile is not undone.
     with bans.locked():
         now = time.time()
@@ -192,6 +208,10 @@ class BanListWatcher:
         self.lifts_read = lifts_read
         self._thread: threading.Thread | None = None
         self._applied: Head | None = None  # the head applied last, whole
+        # The latest head while a snapshot generation is being installed, and its installer.
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] | None = None
+        self._installer: threading.Thread | None = None
 
     def start(self) -> None:
         """Follow the head in a thread of its own."""
@@ -202,8 +222,12 @@ class BanListWatcher:
         )
         self._thread.start()
 
-    def _install(self, api: KubernetesApi, head: Head) -> None:
-        """Stream the head's snapshot parts into a new generation of the store."""
+    def _install(self, api: PartReader, head: Head) -> None:
+        """Stream the head's snapshot parts into a new generation of the store.
+
+        Right after the switch, holding the store, the latest head goes in whole
+        if it names this generation (:meth:`_apply_pending`).
+        """
         writer = self.bans.new_snapshot()
         seen = head.lifts_seen
         try:
@@ -221,7 +245,7 @@ class BanListWatcher:
         except BaseException:
             writer.abandon()
             raise
-        self.bans.install(writer, head.snapshot, seen)
+        self.bans.install(writer, head.snapshot, seen, self._apply_pending)
         logger.info(
             "Ban list snapshot %s: %d entries from %d part(s)",
             head.snapshot,
@@ -229,38 +253,108 @@ class BanListWatcher:
             head.parts,
         )
 
-    def _apply(self, api: KubernetesApi, config_map: dict[str, Any]) -> bool:
-        """Apply a head and, for a new generation, its parts; False if a part is not there yet.
+    def _apply(self, api: PartReader, config_map: dict[str, Any]) -> None:
+        """Apply a head; for a new generation, ban its lines and install its parts meanwhile.
 
-        A head that is not the operator's is left alone (True: nothing to read again).
+        A head that is not the operator's is left alone.
         """
         if not written_by_operator(config_map, self.resource):
             logger.warning("ConfigMap %s is not the operator's (no labels of it): not applied",
                            self.head)  # fmt: skip
-            return True
-        head = parse_head(config_map, self._applied)
-        if head.bad_lines:
-            logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",
-                           self.head, len(head.bad_lines), head.bad_lines[0])  # fmt: skip
-        if self.bans.operator_generation() != head.snapshot:
+            return
+        with self._lock:
+            head = parse_head(config_map, self._applied)
+            if head.bad_lines:
+                logger.warning("ConfigMap %s: skipped %d line(s) that are not a ban, such as %r",
+                               self.head, len(head.bad_lines), head.bad_lines[0])  # fmt: skip
+            if self._installer is None and self.bans.operator_generation() == head.snapshot:
+                apply_head(self.bans, head, f"ConfigMap {self.head}")
+                self._applied = head
+                self.on_synced()
+                return
+            # A generation to install (or one being installed): its lines hold at once.
             self._applied = None
-            head = parse_head(config_map)
-            for attempt in range(PART_ATTEMPTS):
-                try:
-                    self._install(api, head)
-                    break
-                except PartNotWrittenError as part:
-                    if attempt + 1 == PART_ATTEMPTS or self.stop.wait(PART_RETRY):
-                        logger.info(
-                            "Part %s is not at snapshot %s yet: listing the head again in %.0f s",
-                            part,
-                            head.snapshot,
-                            RELIST_SECONDS,
-                        )
-                        return False
-        apply_head(self.bans, head, f"ConfigMap {self.head}")
-        self._applied = head
-        self.on_synced()
+            apply_head(self.bans, replace(parse_head(config_map), dropped=[]),
+                       f"ConfigMap {self.head}")  # fmt: skip
+            self._pending = config_map
+            if self._installer is None:
+                self._installer = threading.Thread(
+                    target=self._install_pending, args=(api,), name="banlist-install", daemon=True
+                )
+                self._installer.start()
+
+    def _install_pending(self, api: PartReader) -> None:
+        """Install the pending head's generation, then apply the latest head whole.
+
+        A part not at the head's generation is asked again every ``PART_RETRY``
+        (``PART_ATTEMPTS`` times); then the head is read again every
+        ``RELIST_SECONDS`` until its parts match it.
+        """
+        attempts = 0
+        while not self.stop.is_set():
+            with self._lock:
+                config_map = self._pending
+                assert config_map is not None
+                head = parse_head(config_map)
+                if self.bans.operator_generation() == head.snapshot:
+                    apply_head(self.bans, head, f"ConfigMap {self.head}")
+                    self._applied, self._pending, self._installer = head, None, None
+                    self.on_synced()
+                    return
+            try:
+                self._install(api, head)
+                attempts = 0
+                continue
+            except PartNotWrittenError as part:
+                attempts += 1
+                if attempts < PART_ATTEMPTS:
+                    self.stop.wait(PART_RETRY)
+                    continue
+                logger.info("Part %s is not at snapshot %s yet: reading the head again in %.0f s",
+                            part, head.snapshot, RELIST_SECONDS)  # fmt: skip
+            except (OSError, ValueError, KeyError, ApiError, requests.RequestException) as error:
+                logger.warning("Installing snapshot %s failed (retry in %.0f s): %s",
+                               head.snapshot, RELIST_SECONDS, error)  # fmt: skip
+            attempts = 0
+            if self.stop.wait(RELIST_SECONDS):
+                break
+            self._reread_head(api, config_map)
+        with self._lock:
+            self._installer = None
+
+    def _apply_pending(self) -> None:
+        """Apply the latest head whole if the store holds its generation (holding the store).
+
+        It runs in the installer without the watcher's lock (the watcher may be
+        waiting for the store while holding it); the installer then looks again
+        under that lock, and applies a head that came meanwhile.
+        """
+        config_map = self._pending
+        if config_map is None:
+            return
+        head = parse_head(config_map)
+        if self.bans.operator_generation() == head.snapshot:
+            apply_head(self.bans, head, f"ConfigMap {self.head}")
+
+    def _reread_head(self, api: PartReader, tried: dict[str, Any]) -> None:
+        """Take the head as it is now, unless the watch brought a newer one meanwhile."""
+        try:
+            current = api.get(self.head)
+        except (OSError, ValueError, ApiError, requests.RequestException):
+            return
+        if current is None or not written_by_operator(current, self.resource):
+            return
+        with self._lock:
+            if self._pending is tried:
+                self._pending = current
+
+    def wait_installed(self, timeout: float) -> bool:
+        """Wait until no snapshot is being installed; False if one still is after ``timeout``."""
+        with self._lock:
+            installer = self._installer
+        if installer is not None:
+            installer.join(timeout)
+            return not installer.is_alive()
         return True
 
     def _wait_for_lifts(self) -> bool:
@@ -285,19 +379,13 @@ class BanListWatcher:
             try:
                 api = KubernetesApi(self.settings)
                 found, version = api.list_one(self.head)
-                if found is not None and not self._apply(api, found):
-                    # A part of another generation than the head's: a compaction was under
-                    # way, or a part was rewritten without a head change. Neither need bring
-                    # a head event, so list the head again rather than wait for one.
-                    self.stop.wait(RELIST_SECONDS)
-                    continue
+                if found is not None:
+                    self._apply(api, found)
                 delay = RETRY_INITIAL
                 for event in api.watch_one(self.head, version, self.stop):
                     kind = event.get("type")
                     if kind in {"ADDED", "MODIFIED"}:
-                        if not self._apply(api, event["object"]):
-                            self.stop.wait(RELIST_SECONDS)
-                            break
+                        self._apply(api, event["object"])
                     elif kind == "ERROR":
                         # Usually 410 Gone: our version is too old; list again.
                         logger.info("Watch of %s ended: %s", self.head,

@@ -27,7 +27,7 @@ import hashlib
 import heapq
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from blacklist_contract.lines import FOREVER, format_line
@@ -292,9 +292,14 @@ class PackedBanList:
         """The head's bans, sorted: what the head ConfigMap's lines carry."""
         return [(prefix, self.expiry(stamp)) for prefix, stamp in sorted(self.head.items())]
 
-    def head_text(self) -> str:
-        """The head's lines."""
-        return "".join(format_line(prefix, expiry) + "\n" for prefix, expiry in self.head_bans())
+    def head_text(self, bridge: Mapping[Prefix, int] | None = None) -> str:
+        """The head's lines; with ``bridge``, its bans too (the head's stamp wins)."""
+        if not bridge:
+            bans = self.head_bans()
+        else:
+            merged = {**bridge, **self.head}
+            bans = [(prefix, self.expiry(stamp)) for prefix, stamp in sorted(merged.items())]
+        return "".join(format_line(prefix, expiry) + "\n" for prefix, expiry in bans)
 
     def drop_expired_head(self, now: int) -> bool:
         """Drop head bans that have expired (those in the sections wait for a merge)."""

@@ -13,7 +13,11 @@ the parts. The state that matters survives restarts in the ConfigMaps
 themselves: the bans, and in annotations of the head the exact ledger cursor,
 the lift cursor, the ledger table's identity and a digest of the filter the
 list was built with. Parts are written before the head that names their
-generation, so the head's cursors never run ahead of the bans. Lifts are kept
+generation, so the head's cursors never run ahead of the bans. While a
+compaction writes its parts, the ledger is still read between them, and the
+new bans go out at once in a *bridge* head: the generation readers hold, its
+lines plus every ban merged away since it was written (see :meth:`BanListSync.sync`),
+so a compaction, seconds at millions of bans, is not in a new ban's path. Lifts are kept
 in memory (they are few): a hit that reaches the ledger late, after a lift of
 its prefix, stays lifted.
 """
@@ -21,9 +25,12 @@ its prefix, stays lifted.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import psycopg2
+
+from blacklist_contract.prefixes import Prefix
 from blacklist_operator.banlist.core.filters import (
     KeyRange,
     allowed,
@@ -72,6 +79,13 @@ LOCK_RETRY_SECONDS = 1.0
 EVICTION_HEADROOM = 0.01
 # A snapshot too large for the parts the contract allows sheds this share of the oldest.
 _SHED_SHARE = 0.05
+# A bridge head (the bans merged away since the last compaction, written with the
+# generation readers hold while the next one's parts are written) is kept under this
+# many bytes of lines; a larger backlog (a rescan, a burst read at once) goes without
+# one and reaches the replicas with the new generation, as any ban did before bridges.
+BRIDGE_MAX_BYTES = 640 * 1024
+# Between two parts, a bridge head is written at most this often.
+BRIDGE_INTERVAL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -130,6 +144,13 @@ class BanListSync:
         self.compactions: list[str] = []
         # A rescan that failed half-way left the list incomplete: read it back first.
         self._broken = False
+        # The bans merged away from the head since the last compaction (None: too many).
+        self._bridge: dict[Prefix, int] | None = {}
+        self._bridge_bytes = 0
+        # The ledger's connection while a pass runs (a compaction reads it between parts).
+        self._connection: Any = None
+        self._bridge_written_at = 0.0
+        self._bridge_pending = False
 
     # Loading ----------------------------------------------------------------------
 
@@ -159,6 +180,13 @@ class BanListSync:
         With ``bulk``, a backlog past ``BULK_ROWS`` is read as a rescan (not again
         right after one, whose cursor may have stayed behind for want of the lock).
         """
+        self._connection = connection
+        try:
+            return self._sync(resource, connection, bulk)
+        finally:
+            self._connection = None
+
+    def _sync(self, resource: BlacklistService, connection: Any, bulk: bool) -> SyncReport:
         spec = resource.spec
         if self._broken:
             self.load(resource)
@@ -192,24 +220,45 @@ class BanListSync:
             table_exists = read.table_exists
             rows += len(read.rows)
             newest = max(newest, read.newest_id)
-            if read.rows and start >= self.seen:
-                # Not a read again of rows already read ahead: these are new to the list.
-                oldest = min(ms for _, ms in read.rows)
-                if self._oldest_unwritten_ms is None or oldest < self._oldest_unwritten_ms:
-                    self._oldest_unwritten_ms = oldest
-            self._add_hits(read.rows, ranges, resource)
-            self.seen = max(self.seen, read.last_id)
+            self._take_read(read, start, ranges, resource)
             if read.exact:
                 self.cursor, self.table_oid = read.last_id, read.table_oid
             if self.banlist.head_bytes > HEAD_MAX_BYTES:
                 # Keep the head's objects few: move it into the columns now, write later.
-                self.banlist.merge()
+                self._merge()
                 self._snapshot_changed = True
             if not read.full:
                 break
         self._apply_lifts(connection, resource)
         self._expire()
         return self._report(resource, table_exists, max(0, newest - self.cursor))
+
+    def _take_read(
+        self,
+        read: ledger.TableRead,
+        start: int,
+        ranges: tuple[KeyRange, ...],
+        resource: BlacklistService,
+    ) -> bool:
+        """Add the hits of one read (``start``: the id it read past); whether the list changed."""
+        if read.rows and start >= self.seen:
+            # Not a read again of rows already read ahead: these are new to the list.
+            oldest = min(ms for _, ms in read.rows)
+            if self._oldest_unwritten_ms is None or oldest < self._oldest_unwritten_ms:
+                self._oldest_unwritten_ms = oldest
+        changed = self._add_hits(read.rows, ranges, resource)
+        self.seen = max(self.seen, read.last_id)
+        return changed
+
+    def _merge(self, now: int | None = None) -> None:
+        """Merge the head into the columns, keeping its bans in the bridge while there is room."""
+        if self._bridge is not None:
+            self._bridge_bytes += self.banlist.head_bytes
+            if self._bridge_bytes > BRIDGE_MAX_BYTES:
+                self._bridge = None
+            else:
+                self._bridge.update(self.banlist.head)
+        self.banlist.merge(now)
 
     def _report(
         self, resource: BlacklistService, table_exists: bool, rows_behind: int
@@ -242,9 +291,11 @@ class BanListSync:
 
     def _add_hits(
         self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], resource: BlacklistService
-    ) -> None:
+    ) -> bool:
+        """Ban the prefixes of ``hits`` as the spec says; whether any line changed."""
         spec = resource.spec
         now = int(time.time())
+        changed = False
         for key, ms in hits:
             if allowed(key, ranges):
                 continue
@@ -255,7 +306,8 @@ class BanListSync:
             if spec.ban_duration is not None and stamp <= now:
                 continue
             if self.banlist.add(prefix, stamp):
-                self._head_changed = True
+                self._head_changed = changed = True
+        return changed
 
     def _apply_lifts(self, connection: Any, resource: BlacklistService) -> None:
         """Take in new lifts and drop the bans they lift."""
@@ -266,6 +318,8 @@ class BanListSync:
             self._head_changed = True  # The lifts-seen moved: replicas may drop what it covers.
         for prefix in self.lifts.lifted(connection, self.banlist, fresh, lengths):
             _, in_sections = self.banlist.remove(prefix)
+            if self._bridge is not None:
+                self._bridge.pop(prefix, None)  # A bridge head must not list it again.
             self._head_changed = True
             self._lifted = self._lifted or in_sections
 
@@ -309,6 +363,9 @@ class BanListSync:
         before = self.banlist.digest()
         head = dict(self.banlist.head)
         self._broken = True
+        # The rebuilt list may drop bans (deleted rows, a new allowlist): no bridge
+        # lists them again; its compaction reaches the replicas whole.
+        self._bridge = None
         self.banlist = PackedBanList(spec.ban_duration is not None)
         ranges = key_ranges(spec.allowlist)
         now = int(time.time())
@@ -420,20 +477,66 @@ class BanListSync:
         self._oldest_unwritten_ms = None
 
     def _compact(self, resource: BlacklistService) -> None:
-        """Write the whole list as a new snapshot generation and an empty head."""
+        """Write the whole list as a new snapshot generation and a head of what came meanwhile.
+
+        Between parts, the ledger is read and new bans go out in a bridge head
+        (:meth:`_between_parts`); the head that names the new generation carries
+        them too.
+        """
         self._evict()
-        self.banlist.merge(int(time.time()))
+        self._merge(int(time.time()))
+        # The bans merged away may include some the last head write did not carry yet.
+        self._bridge_pending = bool(self._bridge)
+        self._bridge_written_at = 0.0
         while True:
             try:
-                self.store.write_snapshot(resource, self.banlist, self._head_state())
+                self.store.write_snapshot(
+                    resource,
+                    self.banlist,
+                    self._head_state(),
+                    lambda: self._between_parts(resource),
+                )
                 break
             except SnapshotTooLargeError:
                 # Longer prefixes compress less: what fits is fewer than the capacity.
                 self._evict(len(self.banlist) - max(1, int(len(self.banlist) * _SHED_SHARE)))
         self._head_written()
+        self._bridge, self._bridge_bytes = {}, 0
         self._snapshot_changed = False
         self._lifted = False
         self._next_expiry = self.banlist.oldest_stamp() if self.banlist.expiring else None
+
+    def _between_parts(self, resource: BlacklistService) -> HeadState:
+        """Read new hits and write them in a bridge head; the state for the new generation's head.
+
+        The bridge head names the generation readers hold, so they apply its
+        lines at once; its ledger cursor is the one last written (every row up
+        to it is in what that generation and the bridge carry). A database that
+        fails here ends the reads of this compaction, which goes on; the next
+        pass meets the error.
+        """
+        connection = self._connection
+        bridge = self._bridge
+        if connection is None or bridge is None:
+            return self._head_state()
+        if self._bridge_bytes + self.banlist.head_bytes > BRIDGE_MAX_BYTES:
+            return self._head_state()
+        try:
+            start = max(self.seen, self.cursor)
+            read = ledger.read_hits(connection, start, exact=False)
+        except (psycopg2.Error, OSError):
+            self._connection = None
+            return self._head_state()
+        if self._take_read(read, start, key_ranges(resource.spec.allowlist), resource):
+            self._bridge_pending = True
+        if self._bridge_pending and (
+            time.monotonic() >= self._bridge_written_at + BRIDGE_INTERVAL_SECONDS
+        ):
+            state = replace(self._head_state(), cursor=self._persisted_cursor)
+            self.store.write_head(resource, self.banlist, state, self.banlist.head_text(bridge))
+            self._bridge_written_at = time.monotonic()
+            self._bridge_pending = False
+        return self._head_state()
 
     def rewrite(self, resource: BlacklistService) -> None:
         """Write the whole list again (after someone edited or deleted one of its ConfigMaps)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -141,10 +141,19 @@ class BanListStore:
         return True
 
     def write_head(
-        self, resource: BlacklistService, banlist: PackedBanList, state: HeadState
+        self,
+        resource: BlacklistService,
+        banlist: PackedBanList,
+        state: HeadState,
+        lines: str | None = None,
     ) -> None:
-        """Write the head: ``banlist``'s head lines, ``state`` with this snapshot's place."""
-        lines = banlist.head_text()
+        """Write the head: ``banlist``'s head lines, ``state`` with this snapshot's place.
+
+        ``lines`` replaces the head's lines (a bridge head during a compaction,
+        which names the generation readers hold while the next one is written).
+        """
+        if lines is None:
+            lines = banlist.head_text()
         full = replace(state, generation=self.generation, parts=self.parts or 0)
         self._put(resource, build_banlist_head(resource, lines, full))
         self._head_written(banlist, len(lines.encode()), time.monotonic())
@@ -160,9 +169,17 @@ class BanListStore:
         )
 
     def write_snapshot(
-        self, resource: BlacklistService, banlist: PackedBanList, state: HeadState
+        self,
+        resource: BlacklistService,
+        banlist: PackedBanList,
+        state: HeadState,
+        between_parts: Callable[[], HeadState] | None = None,
     ) -> None:
         """Write the merged ``banlist`` as a new generation: parts, head, then the deletions.
+
+        ``between_parts`` runs after each part is written (while the head still
+        names the previous generation; it may write a bridge head) and returns
+        the state of the head that names the new one.
 
         Raises :class:`.layout.SnapshotTooLargeError` (before the head is written,
         so readers keep the previous generation) when the parts would not fit, and
@@ -176,12 +193,15 @@ class BanListStore:
             self._claim(resource, part_name(resource.name, index))
         generation = self.generation + 1
         count = 0
+        head_state = state
         for count, data in enumerate(encode_parts(banlist), start=1):
             self._put(
                 resource, build_banlist_part(resource, count, data, generation, state.lifts_seen)
             )
+            if between_parts is not None:
+                head_state = between_parts()
         self.generation, self.parts = generation, count
-        self.write_head(resource, banlist, state)
+        self.write_head(resource, banlist, head_state)
         for index in range(count + 1, stored + 1):
             name = part_name(resource.name, index)
             uid = self._uids.pop(name, None)
@@ -189,8 +209,10 @@ class BanListStore:
                 continue  # Never ours (or already gone): not ours to delete.
             self._written.forget(resource.namespace, name)
             self._api.delete("v1", "ConfigMap", resource.namespace, name, uid=uid)
-        now = time.monotonic()
-        self.written = Written(0, 0, banlist.snapshot_count, now, now, 0)
+        # The head may carry bans read while the parts were written.
+        self.written = replace(
+            self.written, snapshot_count=banlist.snapshot_count, compacted_at=time.monotonic()
+        )
 
     # Ownership --------------------------------------------------------------------
 

@@ -1,0 +1,161 @@
+"""A compaction is not in a new ban's path: the ledger is read between its parts.
+
+At millions of bans a compaction writes megabytes of parts, a second or more
+on a loaded machine. A ledger row committed meanwhile must reach the replicas
+without waiting for the last part: between parts the sync reads the ledger and
+writes a *bridge* head, which names the generation the replicas hold and lists
+its bans plus every ban merged away since that generation was written. The
+head that names the new generation lists the new row too, and a restart reads
+the whole list back.
+
+Real PostgreSQL; the API is the in-memory fake, which records every write in
+order. The parts are made small so that a few thousand rows need several.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg2
+import pytest
+
+from blacklist_contract.lines import parse_lines
+from blacklist_contract.prefixes import prefix_text
+from blacklist_devtools.postgres import PostgresServer
+from blacklist_operator import FIELD_MANAGER
+from blacklist_operator.banlist.core import layout
+from blacklist_operator.banlist.sync.mirror import BanListSync
+from blacklist_operator.builders.banlist import CURSOR_ANNOTATION
+from blacklist_operator.kube.api import Applied
+from blacklist_operator.model.resource import BlacklistService, parse
+from blacklist_operator.runtime.state import WrittenBanList
+from tests.fakes.kubernetes import FakeKubernetesApi
+from tests.operator.test_banlist_sync import create_table, insert
+
+ROWS = 20_000
+LATE = "198.51.100.77"  # committed while the compaction writes its parts
+
+
+class RecordingApi(FakeKubernetesApi):
+    """The fake API, recording each ban-list write and running a hook after each part."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.banlist_writes: list[tuple[str, str, str, str]] = []  # name, generation, lines, cursor
+        self.after_part: Callable[[int], None] = lambda generation: None
+
+    def _record(self, manifest: dict[str, Any]) -> None:
+        metadata = manifest["metadata"]
+        name = str(metadata["name"])
+        annotations = metadata.get("annotations") or {}
+        data = manifest.get("data") or {}
+        if name.endswith("-banlist"):
+            generation = str(data.get("snapshot", ""))
+        else:
+            generation = str(annotations.get("blacklist.dev/snapshot", ""))
+        cursor = str(annotations.get(CURSOR_ANNOTATION, ""))
+        self.banlist_writes.append((name, generation, str(data.get("addresses", "")), cursor))
+
+    def apply(self, manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> Applied:
+        applied = super().apply(manifest, field_manager)
+        self._after_write(manifest)
+        return applied
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        created = super().create(manifest)
+        self._after_write(manifest)
+        return created
+
+    def _after_write(self, manifest: dict[str, Any]) -> None:
+        self._record(manifest)
+        name = str(manifest["metadata"]["name"])
+        if not name.endswith("-banlist"):
+            self.after_part(int(self.banlist_writes[-1][1]))
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of a few kilobytes, so that ``ROWS`` bans take several."""
+    monkeypatch.setattr(layout, "PART_TARGET_BYTES", 8 * 1024)
+    monkeypatch.setattr(layout, "PART_MAX_BYTES", 12 * 1024)
+    monkeypatch.setattr(layout, "_FIRST_PART_ENTRIES", 2048)
+
+
+@pytest.fixture
+def ledger(postgres: PostgresServer) -> Iterator[Any]:
+    with postgres.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS denied_access_ledger, denied_access_lifts")
+    create_table(postgres)
+    connection = psycopg2.connect(postgres.dsn)
+    connection.autocommit = True
+    yield connection
+    connection.close()
+
+
+def addresses(count: int) -> list[str]:
+    rng = random.Random(7)
+    picked = {rng.getrandbits(32) | 0x0A000000 for _ in range(count * 2)}
+    return [str(ipaddress.IPv4Address(number)) for number in sorted(picked)[:count]]
+
+
+def listed(lines: str) -> set[str]:
+    bans, bad = parse_lines(lines)
+    assert not bad
+    return {prefix_text(prefix) for prefix, _ in bans}
+
+
+def the_resource() -> BlacklistService:
+    return parse({"metadata": {"name": "bls", "namespace": "team", "uid": "u-1"}})
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_row_committed_during_a_compaction_goes_out_before_its_last_part(
+    postgres: PostgresServer, ledger: Any
+) -> None:
+    api = RecordingApi()
+    resource = the_resource()
+    sync = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    sync.load(resource)
+    sync.ensure_exists(resource)
+    first = addresses(ROWS)
+    insert(postgres, first[:10])
+    sync.sync(resource, ledger)  # the first pass after a start rebuilds (a rescan)
+    insert(postgres, first[10:])
+
+    late_inserted: list[int] = []
+
+    def insert_late(generation: int) -> None:
+        if generation >= 2 and not late_inserted:
+            insert(postgres, [LATE])
+            late_inserted.append(len(api.banlist_writes))
+
+    api.after_part = insert_late
+    api.banlist_writes.clear()
+    sync.sync(resource, ledger)
+    assert late_inserted, "no compaction wrote parts: the test does not test a compaction"
+
+    parts = [i for i, write in enumerate(api.banlist_writes) if not write[0].endswith("-banlist")]
+    heads = [i for i, write in enumerate(api.banlist_writes) if write[0].endswith("-banlist")]
+    assert len(parts) >= 3, f"the compaction wrote {len(parts)} part(s): too few to tell"
+    new_generation = api.banlist_writes[parts[-1]][1]
+    bridges = [i for i in heads if parts[0] < i < parts[-1]]
+    assert bridges, "no head was written between the parts: the new row waited for the last one"
+    _, generation, lines, cursor = api.banlist_writes[bridges[0]]
+    assert generation != new_generation, "a bridge head named the generation being written"
+    assert LATE in listed(lines), "the bridge head does not list the row committed meanwhile"
+    assert set(first[10:]) <= listed(lines), "the bridge head lost bans merged away before it"
+    assert int(cursor) < ROWS, "the bridge head's cursor ran ahead of what its generation holds"
+    assert len(bridges) <= len(parts)
+
+    final = api.banlist_writes[heads[-1]]
+    assert heads[-1] > parts[-1]
+    assert final[1] == new_generation
+    assert LATE in listed(final[2]), "the new generation's head dropped the row read meanwhile"
+
+    # What a restart reads back is the whole list.
+    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    reloaded.load(resource)
+    assert len(reloaded.banlist) == ROWS + 1
