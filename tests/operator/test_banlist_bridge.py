@@ -159,3 +159,51 @@ def test_a_row_committed_during_a_compaction_goes_out_before_its_last_part(
     reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
     reloaded.load(resource)
     assert len(reloaded.banlist) == ROWS + 1
+
+
+def ipv6_addresses(count: int) -> list[str]:
+    rng = random.Random(11)
+    return [
+        str(ipaddress.IPv6Address((0x20010DB8 << 96) | rng.getrandbits(96))) for _ in range(count)
+    ]
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_burst_during_a_compaction_keeps_every_head_under_a_configmaps_limit(
+    postgres: PostgresServer, ledger: Any
+) -> None:
+    """50,000 long IPv6 lines (2.4 MB) committed after the first part: no head passes 1 MiB."""
+    api = RecordingApi()
+    body = {
+        "metadata": {"name": "bls", "namespace": "team", "uid": "u-1"},
+        "spec": {"banPrefixLengths": {"ipv6": 128}, "banDuration": "24h"},
+    }
+    resource = parse(body)
+    sync = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    sync.load(resource)
+    sync.ensure_exists(resource)
+    first = addresses(ROWS)
+    insert(postgres, first[:10])
+    sync.sync(resource, ledger)
+    insert(postgres, first[10:])
+    burst = ipv6_addresses(50_000)
+    inserted: list[bool] = []
+
+    def insert_burst(generation: int) -> None:
+        if generation >= 2 and not inserted:
+            insert(postgres, burst)
+            inserted.append(True)
+
+    api.after_part = insert_burst
+    api.banlist_writes.clear()
+    sync.sync(resource, ledger)
+    assert inserted
+    api.after_part = lambda generation: None
+    while sync.sync(resource, ledger).behind or sync.seen < len(first) + len(burst):
+        pass
+    heads = [write for write in api.banlist_writes if write[0].endswith("-banlist")]
+    largest = max(len(lines.encode()) for _, _, lines, _ in heads)
+    assert largest < 900 * 1024, f"a head of {largest} bytes: the API server refuses past 1 MiB"
+    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    reloaded.load(parse(body))
+    assert len(reloaded.banlist) == len(first) + len(burst)

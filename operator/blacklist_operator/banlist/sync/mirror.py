@@ -86,6 +86,10 @@ _SHED_SHARE = 0.05
 BRIDGE_MAX_BYTES = 640 * 1024
 # Between two parts, a bridge head is written at most this often.
 BRIDGE_INTERVAL_SECONDS = 0.2
+# Between two parts, at most this many ledger rows are read (a few hundred kilobytes of
+# lines at most), and none once the head holds HEAD_MAX_BYTES: the head that names the
+# new generation stays far under a ConfigMap's 1 MiB.
+BRIDGE_READ_ROWS = 4096
 
 
 @dataclass(frozen=True)
@@ -517,20 +521,20 @@ class BanListSync:
         """
         connection = self._connection
         bridge = self._bridge
-        if connection is None or bridge is None:
-            return self._head_state()
-        if self._bridge_bytes + self.banlist.head_bytes > BRIDGE_MAX_BYTES:
+        if connection is None or bridge is None or self.banlist.head_bytes > HEAD_MAX_BYTES:
             return self._head_state()
         try:
             start = max(self.seen, self.cursor)
-            read = ledger.read_hits(connection, start, exact=False)
+            read = ledger.read_hits(connection, start, exact=False, batch=BRIDGE_READ_ROWS)
         except (psycopg2.Error, OSError):
             self._connection = None
             return self._head_state()
         if self._take_read(read, start, key_ranges(resource.spec.allowlist), resource):
             self._bridge_pending = True
-        if self._bridge_pending and (
-            time.monotonic() >= self._bridge_written_at + BRIDGE_INTERVAL_SECONDS
+        if (
+            self._bridge_pending
+            and self._bridge_bytes + self.banlist.head_bytes <= BRIDGE_MAX_BYTES
+            and time.monotonic() >= self._bridge_written_at + BRIDGE_INTERVAL_SECONDS
         ):
             state = replace(self._head_state(), cursor=self._persisted_cursor)
             self.store.write_head(resource, self.banlist, state, self.banlist.head_text(bridge))
