@@ -177,9 +177,9 @@ class BanListStore:
     ) -> None:
         """Write the merged ``banlist`` as a new generation: parts, head, then the deletions.
 
-        ``between_parts`` runs after each part is written (while the head still
-        names the previous generation; it may write a bridge head) and returns
-        the state of the head that names the new one.
+        ``between_parts`` runs before the first part and after each part is
+        written (while the head still names the previous generation; it may
+        write a bridge head) and returns the state of the head that names the new one.
 
         Raises :class:`.layout.SnapshotTooLargeError` (before the head is written,
         so readers keep the previous generation) when the parts would not fit, and
@@ -193,7 +193,8 @@ class BanListStore:
             self._claim(resource, part_name(resource.name, index))
         generation = self.generation + 1
         count = 0
-        head_state = state
+        # Before the first part too: what the merge took from the head goes out at once.
+        head_state = state if between_parts is None else between_parts()
         for count, data in enumerate(encode_parts(banlist), start=1):
             self._put(
                 resource, build_banlist_part(resource, count, data, generation, state.lifts_seen)
