@@ -155,3 +155,32 @@ def test_new_lines_hold_while_the_next_generation_is_installed(
     assert watcher.wait_installed(0)
     assert not banned(store, FIRST)
     assert banned(store, SECOND)
+
+
+def test_an_installer_that_dies_is_replaced_at_the_next_head(
+    follower: tuple[BanListWatcher, BanStore, list[bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error nobody foresaw ends the install, not the replica's following of the list."""
+    watcher, store, synced = follower
+    api = SlowParts()
+    api.parts["bls-banlist-1"] = part("1", [OLD, KEPT])
+    real_install = watcher._install
+    failures: list[int] = []
+
+    def install_once_broken(reader: Any, head: Any) -> None:
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("unforeseen")
+        real_install(reader, head)
+
+    monkeypatch.setattr(watcher, "_install", install_once_broken)
+    watcher._apply(api, head([FIRST], "1"))
+    assert watcher.wait_installed(10)
+    assert failures == [1]
+    assert banned(store, FIRST), "the head's lines were not banned while installing"
+    assert synced == []
+    watcher._apply(api, head([FIRST, SECOND], "1"))
+    assert watcher.wait_installed(10)
+    assert store.operator_generation() == "1"
+    assert [banned(store, p) for p in (OLD, KEPT, FIRST, SECOND)] == [True, True, True, True]
+    assert synced == [True]

@@ -288,8 +288,19 @@ class BanListWatcher:
 
         A part not at the head's generation is asked again every ``PART_RETRY``
         (``PART_ATTEMPTS`` times); then the head is read again every
-        ``RELIST_SECONDS`` until its parts match it.
+        ``RELIST_SECONDS`` until its parts match it. Whatever ends the thread,
+        the next head starts another.
         """
+        try:
+            self._install_until_done(api)
+        except Exception:
+            logger.exception("Installing the ban list's snapshot failed: retrying at the next head")
+        finally:
+            with self._lock:
+                if self._installer is threading.current_thread():
+                    self._installer = None
+
+    def _install_until_done(self, api: PartReader) -> None:
         attempts = 0
         while not self.stop.is_set():
             with self._lock:
@@ -317,10 +328,8 @@ class BanListWatcher:
                                head.snapshot, RELIST_SECONDS, error)  # fmt: skip
             attempts = 0
             if self.stop.wait(RELIST_SECONDS):
-                break
+                return
             self._reread_head(api, config_map)
-        with self._lock:
-            self._installer = None
 
     def _apply_pending(self) -> None:
         """Apply the latest head whole if the store holds its generation (holding the store).
