@@ -211,6 +211,8 @@ class BanListWatcher:
         # The latest head while a snapshot generation is being installed, and its installer.
         self._lock = threading.Lock()
         self._pending: dict[str, Any] | None = None
+        # The pending head parsed whole, so the apply right after the switch does not parse.
+        self._parsed: tuple[dict[str, Any], Head] | None = None
         self._installer: threading.Thread | None = None
 
     def start(self) -> None:
@@ -274,8 +276,9 @@ class BanListWatcher:
                 return
             # A generation to install (or one being installed): its lines hold at once.
             self._applied = None
-            apply_head(self.bans, replace(parse_head(config_map), dropped=[]),
-                       f"ConfigMap {self.head}")  # fmt: skip
+            whole = parse_head(config_map)
+            apply_head(self.bans, replace(whole, dropped=[]), f"ConfigMap {self.head}")
+            self._parsed = (config_map, whole)
             self._pending = config_map
             if self._installer is None:
                 self._installer = threading.Thread(
@@ -306,10 +309,11 @@ class BanListWatcher:
             with self._lock:
                 config_map = self._pending
                 assert config_map is not None
-                head = parse_head(config_map)
+                head = self._parse_pending(config_map)
                 if self.bans.operator_generation() == head.snapshot:
                     apply_head(self.bans, head, f"ConfigMap {self.head}")
                     self._applied, self._pending, self._installer = head, None, None
+                    self._parsed = None
                     self.on_synced()
                     return
             try:
@@ -341,9 +345,18 @@ class BanListWatcher:
         config_map = self._pending
         if config_map is None:
             return
-        head = parse_head(config_map)
+        head = self._parse_pending(config_map)
         if self.bans.operator_generation() == head.snapshot:
             apply_head(self.bans, head, f"ConfigMap {self.head}")
+
+    def _parse_pending(self, config_map: dict[str, Any]) -> Head:
+        """The pending head parsed, from the parse the watch made when it came."""
+        parsed = self._parsed
+        if parsed is not None and parsed[0] is config_map:
+            return parsed[1]
+        head = parse_head(config_map)
+        self._parsed = (config_map, head)
+        return head
 
     def _reread_head(self, api: PartReader, tried: dict[str, Any]) -> None:
         """Take the head as it is now, unless the watch brought a newer one meanwhile."""
