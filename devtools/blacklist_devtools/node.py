@@ -112,6 +112,18 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def cri_answers(socket: Path, crictl_path: str) -> bool:
+    """Whether the CRI runtime service on ``socket`` answers a version request."""
+    try:
+        answer = subprocess.run(
+            [crictl_path, "--runtime-endpoint", f"unix://{socket}", "--timeout", "2s", "version"],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False
+    return answer.returncode == 0
+
+
 def ctr(local_dir: Path, ctr_path: str, *arguments: str) -> str:
     """Run ``ctr`` in the CRI namespace of the node's containerd; return its stdout."""
     completed = subprocess.run(
@@ -201,6 +213,9 @@ def start(
     socket = containerd_socket(local_dir)
     spawn("containerd", [binary("containerd"), "--config", str(files["containerd"])])
     wait_for(socket.exists, 60, f"containerd did not open {socket}")
+    # The socket opens before the CRI plugin has recovered its state; a kubelet started
+    # then exits ("server is not initialized yet"). Wait until the CRI answers.
+    wait_for(lambda: cri_answers(socket, binary("crictl")), 60, "containerd's CRI did not answer")
     spawn(
         "kubelet",
         [
