@@ -153,7 +153,6 @@ class Recorder:
 def flood_case() -> dict[str, float]:
     """The bytes written per new ban during the flood, by the real sync on a virtual clock."""
     from blacklist_contract.prefixes import IPV4, Prefix
-    from blacklist_operator.banlist.core.filters import key_ranges
     from blacklist_operator.banlist.core.rebuild import Builder
     from blacklist_operator.banlist.sync import mirror as sync_module
     from blacklist_operator.banlist.sync import store as store_module
@@ -176,7 +175,6 @@ def flood_case() -> dict[str, float]:
     banlist_sync.write(bls, force=True)  # the base, compacted once before the flood
     base_bytes, recorder.bytes = recorder.bytes, 0
     recorder.head_writes = recorder.part_writes = 0
-    ranges = key_ranges(())
     per_pass = int(FLOOD_RATE * PASS_SECONDS)
     passes = int(FLOOD_SECONDS / PASS_SECONDS)
     started = time.monotonic()
@@ -184,7 +182,7 @@ def flood_case() -> dict[str, float]:
         clock.now += PASS_SECONDS
         hit_ms = int(clock.now * 1000)
         rows = [(generator.getrandbits(32), hit_ms) for _ in range(per_pass)]
-        banlist_sync._add_hits(rows, ranges, bls)
+        banlist_sync._add_hits(rows, bls)
         banlist_sync.write(bls)
     clock.now += 5
     banlist_sync.write(bls)

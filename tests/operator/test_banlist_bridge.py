@@ -27,6 +27,7 @@ from blacklist_contract.prefixes import prefix_text
 from blacklist_devtools.postgres import PostgresServer
 from blacklist_operator import FIELD_MANAGER
 from blacklist_operator.banlist.core import layout
+from blacklist_operator.banlist.sync import ledger as ledger_module
 from blacklist_operator.banlist.sync import mirror
 from blacklist_operator.banlist.sync.mirror import BanListSync
 from blacklist_operator.builders.banlist import CURSOR_ANNOTATION
@@ -210,3 +211,149 @@ def test_a_burst_during_a_compaction_keeps_every_head_under_a_configmaps_limit(
     reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
     reloaded.load(parse(body))
     assert len(reloaded.banlist) == len(first) + len(burst)
+
+
+class DuringStream:
+    """Runs hooks while a rescan streams the ledger, and counts the writes made by its end."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, api: RecordingApi) -> None:
+        self.api = api
+        self.at_first_read: Callable[[], None] = lambda: None
+        self.writes_at_end: list[int] = []
+        self.reads = 0
+        # A statement PostgreSQL refuses in place of each read's.
+        self.refused = False
+        real_stream, real_peek = ledger_module.stream_latest_hits, ledger_module.peek_hits
+
+        def stream(connection: Any, between: Any = None) -> Iterator[tuple[int, int]]:
+            yield from real_stream(connection, between)
+            self.writes_at_end.append(len(api.banlist_writes))
+
+        def peek(connection: Any, cursor_id: int, batch: int) -> ledger_module.TableRead:
+            self.reads += 1
+            if self.reads == 1:
+                self.at_first_read()
+            if not self.refused:
+                return real_peek(connection, cursor_id, batch)
+            real_query = ledger_module._past_query
+            ledger_module._past_query = lambda table: "SELECT no_such_column FROM " + table  # noqa: S608 (a constant)
+            try:
+                return real_peek(connection, cursor_id, batch)
+            finally:
+                ledger_module._past_query = real_query
+
+        monkeypatch.setattr(ledger_module, "stream_latest_hits", stream)
+        monkeypatch.setattr(ledger_module, "peek_hits", peek)
+        # Many fetches of a few rows, so that the stream has many gaps.
+        monkeypatch.setattr(ledger_module, "STREAM_ROWS", 500)
+
+
+def synced_list(
+    postgres: PostgresServer, ledger: Any, api: RecordingApi, resource: BlacklistService
+) -> tuple[BanListSync, list[str]]:
+    """A list of ``ROWS`` bans, compacted into parts, with some in its head."""
+    sync = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    sync.load(resource)
+    sync.ensure_exists(resource)
+    first = addresses(ROWS)
+    insert(postgres, first[:10])
+    sync.sync(resource, ledger)  # the first pass after a start rebuilds (a rescan)
+    insert(postgres, first[10:-5])
+    sync.sync(resource, ledger)  # a compaction: the bans are in the parts
+    insert(postgres, first[-5:])
+    sync.sync(resource, ledger)  # five bans in the head
+    assert len(sync.banlist.head) == 5
+    return sync, first
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_row_committed_during_a_rescan_goes_out_before_the_rescan_ends(
+    postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescan streams the whole ledger (minutes at 5M rows): new rows go out meanwhile."""
+    api = RecordingApi()
+    resource = the_resource()
+    sync, first = synced_list(postgres, ledger, api, resource)
+    held, cursor = sync.store.generation, sync.cursor
+    during = DuringStream(monkeypatch, api)
+    during.at_first_read = lambda: insert(postgres, [LATE])
+    api.banlist_writes.clear()
+
+    sync.rescan(resource, ledger)
+
+    assert during.writes_at_end, "the rescan did not stream the ledger"
+    heads = [w for w in api.banlist_writes[: during.writes_at_end[0]] if w[0].endswith("-banlist")]
+    assert heads, "no head was written while the rescan streamed: the new row waited for its end"
+    _, generation, lines, head_cursor = heads[0]
+    assert generation == str(held), "a head written during the rescan named another generation"
+    assert LATE in listed(lines), "the head written during the rescan lacks the row committed then"
+    assert set(first[-5:]) <= listed(lines), "it dropped the lines the replicas held"
+    assert int(head_cursor) == cursor, "its cursor is not the one the held list was written with"
+    # The rebuilt list holds the row too, and a restart reads back everything.
+    assert LATE in {prefix_text(prefix) for prefix in sync.banlist.head}
+    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    reloaded.load(resource)
+    assert len(reloaded.banlist) == ROWS + 1
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_after_a_rescan_that_changed_the_list_its_compaction_still_bridges(
+    postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows deleted from the ledger: the rescan compacts, and rows of that time go out at once."""
+    api = RecordingApi()
+    resource = the_resource()
+    sync, first = synced_list(postgres, ledger, api, resource)
+    held = sync.store.generation
+    deleted = first[100:200]
+    with postgres.connect() as connection, connection.cursor() as cursor:
+        cursor.execute("DELETE FROM denied_access_ledger WHERE ip_address = ANY(%s)", (deleted,))
+    late_two = "198.51.100.78"
+    during = DuringStream(monkeypatch, api)
+    during.at_first_read = lambda: insert(postgres, [LATE])
+    inserted: list[int] = []
+
+    def insert_during_parts(generation: int) -> None:
+        if generation > held and not inserted:
+            insert(postgres, [late_two])
+            inserted.append(len(api.banlist_writes))
+
+    api.after_part = insert_during_parts
+    api.banlist_writes.clear()
+
+    sync.rescan(resource, ledger)
+
+    assert inserted, "the rescan did not compact: the test tests nothing"
+    parts = [i for i, write in enumerate(api.banlist_writes) if not write[0].endswith("-banlist")]
+    bridges = [
+        api.banlist_writes[i]
+        for i in range(inserted[0], parts[-1])
+        if api.banlist_writes[i][0].endswith("-banlist")
+    ]
+    assert bridges, "no head between the compaction's parts: the rescan left no bridge"
+    _, generation, lines, _ = bridges[-1]
+    assert generation == str(held)
+    assert {LATE, late_two} <= listed(lines), "a bridge head lacks a row committed meanwhile"
+    assert set(first[-5:]) <= listed(lines), "a bridge head dropped the lines the replicas held"
+    assert not set(deleted) & listed(lines), "a bridge head lists a ban the rescan dropped"
+    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    reloaded.load(resource)
+    assert len(reloaded.banlist) == ROWS - len(deleted) + 2
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_read_that_fails_during_a_rescan_leaves_the_rescan_whole(
+    postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read runs inside the stream's transaction: its error must not abort the stream."""
+    api = RecordingApi()
+    resource = the_resource()
+    sync, _ = synced_list(postgres, ledger, api, resource)
+    during = DuringStream(monkeypatch, api)
+    during.refused = True
+
+    sync.rescan(resource, ledger)
+
+    assert during.reads == 1, "the failed read was tried again during the same rescan"
+    assert during.writes_at_end, "the rescan did not stream the whole ledger"
+    assert len(sync.banlist) == ROWS

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+from collections.abc import Callable
 
 from blacklist_contract.prefixes import (
     DEFAULT_IPV4_LENGTH,
@@ -99,3 +100,26 @@ def overlaps(inner: Prefix, outer: Prefix) -> bool:
 def stamp_of(hit_ms: int, ban_duration: int | None) -> int:
     """The stamp of a ban from a hit at ``hit_ms`` (:mod:`.packed`): expiry, or hit second."""
     return math.ceil(hit_ms / 1000) + (ban_duration or 0)
+
+
+def ban_of(
+    key: int,
+    hit_ms: int,
+    ranges: tuple[KeyRange, ...],
+    lengths: tuple[int, int],
+    ban_duration: int | None,
+    lifted_at: Callable[[Prefix], int],
+    now: int,
+) -> tuple[Prefix, int] | None:
+    """The ban (prefix, stamp) a hit makes, or None: allowed, lifted after it, or expired.
+
+    ``lifted_at`` gives the time (Unix ms) of the latest lift that reaches a
+    ban's prefix; ``now`` is in Unix seconds.
+    """
+    if allowed(key, ranges):
+        return None
+    prefix = ban_prefix(key, lengths)
+    stamp = stamp_of(hit_ms, ban_duration)
+    if hit_ms <= lifted_at(prefix) or (ban_duration is not None and stamp <= now):
+        return None
+    return prefix, stamp

@@ -19,9 +19,9 @@ row's address is an address or a CIDR, read as a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg2
@@ -124,12 +124,22 @@ class LiftRead:
     exact: bool
 
 
+def _past_query(table: str) -> str:
+    """The rows of ``table`` past an id, oldest first, at most a batch."""
+    return (
+        f"SELECT id, ip_address, (extract(epoch FROM time) * 1000)::bigint FROM {table} "  # noqa: S608 (constant table name)
+        "WHERE id > %s ORDER BY id LIMIT %s"
+    )
+
+
+def _hit_rows(fetched: list[tuple[Any, Any, Any]]) -> list[tuple[int, int]]:
+    """(address key, Unix ms) of each fetched row whose address parses."""
+    return [(key, int(ms)) for _, raw, ms in fetched if (key := address_key(str(raw))) is not None]
+
+
 def _read(connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool) -> TableRead:
     fetched, read = _fetch(connection, table, cursor_id, batch, lock=lock)
-    rows = [(key, int(ms)) for _, raw, ms in fetched if (key := address_key(str(raw))) is not None]
-    return TableRead(
-        rows, read.last_id, read.full, read.exact, read.newest_id, read.table_oid, read.table_exists
-    )
+    return replace(read, rows=_hit_rows(fetched))
 
 
 def _fetch(
@@ -141,11 +151,7 @@ def _fetch(
         if oid is None:
             return [], TableRead([], cursor_id, False, True, table_exists=False)
         exact = _lock(cursor, table) if lock else False
-        cursor.execute(
-            f"SELECT id, ip_address, (extract(epoch FROM time) * 1000)::bigint FROM {table} "  # noqa: S608 (constant table name)
-            "WHERE id > %s ORDER BY id LIMIT %s",
-            (cursor_id, batch),
-        )
+        cursor.execute(_past_query(table), (cursor_id, batch))
         fetched = cursor.fetchall()
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")  # noqa: S608 (constant table name)
         (newest,) = cursor.fetchone()
@@ -195,8 +201,16 @@ def newest_hit_id(connection: Any) -> tuple[int, bool]:
     return int(newest), exact
 
 
-def stream_latest_hits(connection: Any) -> Iterator[tuple[int, int]]:
-    """The latest hit of every address in the ledger, streamed (the ledger may be huge)."""
+def stream_latest_hits(
+    connection: Any, between: Callable[[Any], None] | None = None
+) -> Iterator[tuple[int, int]]:
+    """The latest hit of every address in the ledger, streamed (the ledger may be huge).
+
+    The stream is one transaction (READ COMMITTED) on ``connection``;
+    ``between``, if given, is called with ``connection`` after every
+    ``STREAM_ROWS`` rows, where it may read the ledger with :func:`peek_hits`
+    (each of its statements sees the rows committed since the stream began).
+    """
     with _transaction(connection) as cursor:
         if _table_oid(cursor, LEDGER_TABLE) is None:
             return
@@ -205,16 +219,37 @@ def stream_latest_hits(connection: Any) -> Iterator[tuple[int, int]]:
         with connection.cursor(name="blacklist_rescan") as cursor:
             cursor.itersize = STREAM_ROWS
             cursor.execute(STREAM_QUERY)
-            for raw, ms in cursor:
+            for count, (raw, ms) in enumerate(cursor, start=1):
                 key = address_key(str(raw))
                 if key is not None:
                     yield key, int(ms)
+                if between is not None and count % STREAM_ROWS == 0:
+                    between(connection)
         connection.commit()
     except BaseException:
         connection.rollback()
         raise
     finally:
         connection.autocommit = True
+
+
+def peek_hits(connection: Any, cursor_id: int, batch: int) -> TableRead:
+    """Ledger rows past ``cursor_id`` read inside the caller's transaction (the rescan's).
+
+    Not exact (no lock is taken); a savepoint keeps a failed read from aborting
+    the transaction it runs in, and the error is raised.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SAVEPOINT peek")
+        try:
+            cursor.execute(_past_query(LEDGER_TABLE), (cursor_id, batch))
+            fetched = cursor.fetchall()
+        except psycopg2.Error:
+            cursor.execute("ROLLBACK TO SAVEPOINT peek")
+            raise
+        cursor.execute("RELEASE SAVEPOINT peek")
+    last_id = max([cursor_id, *(int(row[0]) for row in fetched)])
+    return TableRead(_hit_rows(fetched), last_id, len(fetched) == batch, False)
 
 
 def latest_hits(connection: Any, keys: list[int]) -> dict[int, int]:

@@ -17,7 +17,9 @@ generation, so the head's cursors never run ahead of the bans. While a
 compaction writes its parts, the ledger is still read between them, and the
 new bans go out at once in a *bridge* head: the generation readers hold, its
 lines plus every ban merged away since it was written (see :meth:`BanListSync.sync`),
-so a compaction, seconds at millions of bans, is not in a new ban's path. Lifts are kept
+so a compaction, seconds at millions of bans, is not in a new ban's path; nor is a
+rescan, which streams the whole ledger and writes bridge heads between its fetches
+(:mod:`.rescan_bridge`). Lifts are kept
 in memory (they are few): a hit that reaches the ledger late, after a lift of
 its prefix, stays lifted.
 """
@@ -32,12 +34,9 @@ import psycopg2
 
 from blacklist_contract.prefixes import Prefix
 from blacklist_operator.banlist.core.filters import (
-    KeyRange,
-    allowed,
-    ban_prefix,
+    ban_of,
     filter_key,
     key_ranges,
-    stamp_of,
 )
 from blacklist_operator.banlist.core.layout import (
     HEAD_MAX_BYTES,
@@ -51,6 +50,7 @@ from blacklist_operator.banlist.core.packed import PackedBanList
 from blacklist_operator.banlist.core.rebuild import Builder
 from blacklist_operator.banlist.sync import ledger
 from blacklist_operator.banlist.sync.lifts import Lifts
+from blacklist_operator.banlist.sync.rescan_bridge import BanOfHit, RescanBridge
 from blacklist_operator.banlist.sync.store import BanListStore
 from blacklist_operator.builders.banlist import (
     ALLOWLIST_ANNOTATION,
@@ -191,7 +191,6 @@ class BanListSync:
             self._connection = None
 
     def _sync(self, resource: BlacklistService, connection: Any, bulk: bool) -> SyncReport:
-        spec = resource.spec
         if self._broken:
             self.load(resource)
         if self._filter(resource) != self.filter_key:
@@ -199,7 +198,6 @@ class BanListSync:
         if not self.lifts.loaded:
             # After a restart: every lift again (they are few), to filter late hits.
             self.lifts.restart()
-        ranges = key_ranges(spec.allowlist)
         rows = 0
         table_exists = True
         newest = self.cursor
@@ -224,7 +222,7 @@ class BanListSync:
             table_exists = read.table_exists
             rows += len(read.rows)
             newest = max(newest, read.newest_id)
-            self._take_read(read, start, ranges, resource)
+            self._take_read(read, start, resource)
             if read.exact:
                 self.cursor, self.table_oid = read.last_id, read.table_oid
             if self.banlist.head_bytes > HEAD_MAX_BYTES:
@@ -241,7 +239,6 @@ class BanListSync:
         self,
         read: ledger.TableRead,
         start: int,
-        ranges: tuple[KeyRange, ...],
         resource: BlacklistService,
     ) -> bool:
         """Add the hits of one read (``start``: the id it read past); whether the list changed."""
@@ -250,7 +247,7 @@ class BanListSync:
             oldest = min(ms for _, ms in read.rows)
             if self._oldest_unwritten_ms is None or oldest < self._oldest_unwritten_ms:
                 self._oldest_unwritten_ms = oldest
-        changed = self._add_hits(read.rows, ranges, resource)
+        changed = self._add_hits(read.rows, resource)
         self.seen = max(self.seen, read.last_id)
         return changed
 
@@ -293,23 +290,13 @@ class BanListSync:
         """Whether the ledger is not the one the cursor counts in (table recreated, new volume)."""
         return read.newest_id < self.cursor or (self.table_oid not in (0, read.table_oid))
 
-    def _add_hits(
-        self, hits: list[tuple[int, int]], ranges: tuple[KeyRange, ...], resource: BlacklistService
-    ) -> bool:
+    def _add_hits(self, hits: list[tuple[int, int]], resource: BlacklistService) -> bool:
         """Ban the prefixes of ``hits`` as the spec says; whether any line changed."""
-        spec = resource.spec
-        now = int(time.time())
         changed = False
+        ban_of_hit = self._ban_maker(resource)
         for key, ms in hits:
-            if allowed(key, ranges):
-                continue
-            prefix = ban_prefix(key, spec.ban_prefix_lengths)
-            if ms <= self.lifts.time_of(prefix):
-                continue
-            stamp = stamp_of(ms, spec.ban_duration)
-            if spec.ban_duration is not None and stamp <= now:
-                continue
-            if self.banlist.add(prefix, stamp):
+            ban = ban_of_hit(key, ms)
+            if ban is not None and self.banlist.add(*ban):
                 self._head_changed = changed = True
         return changed
 
@@ -348,7 +335,8 @@ class BanListSync:
         go before the new one is built, so memory holds one list; if the rebuild
         fails half-way, the next pass reads the list back from the ConfigMaps.
         The bans the head carried stay in the head, so a list that did not change
-        is not written again; one that did is compacted.
+        is not written again; one that did is compacted. Rows committed while the
+        ledger streams go out in bridge heads (:meth:`_rescan_bridge`).
         """
         spec = resource.spec
         if self._broken:
@@ -358,30 +346,26 @@ class BanListSync:
         newest, exact = ledger.newest_hit_id(connection)
         if newest < self.cursor:
             self.cursor = self.seen = 0
+        key = self._filter(resource)
+        bridge = self._rescan_bridge(resource, key)
         self.lifts.restart()
         seen = self.lifts.seen
         self.lifts.read(connection, spec.ban_prefix_lengths)
         if self.lifts.seen != seen:
             self._head_changed = True
-        key = self._filter(resource)
         before = self.banlist.digest()
         head = dict(self.banlist.head)
         self._broken = True
-        # The rebuilt list may drop bans (deleted rows, a new allowlist): no bridge
-        # lists them again; its compaction reaches the replicas whole.
+        # The rebuilt list may drop bans (deleted rows, a new allowlist): the bridge
+        # is made again from what it still holds once it is built.
         self._bridge = None
         self.banlist = PackedBanList(spec.ban_duration is not None)
-        ranges = key_ranges(spec.allowlist)
-        now = int(time.time())
+        ban = self._ban_maker(resource)
         builder = Builder(spec.ban_duration is not None)
-        for address, ms in ledger.stream_latest_hits(connection):
-            if allowed(address, ranges):
-                continue
-            prefix = ban_prefix(address, spec.ban_prefix_lengths)
-            stamp = stamp_of(ms, spec.ban_duration)
-            if ms <= self.lifts.time_of(prefix) or (spec.ban_duration is not None and stamp <= now):
-                continue
-            builder.add(prefix, stamp)
+        for address, ms in ledger.stream_latest_hits(connection, bridge):
+            made = ban(address, ms)
+            if made is not None:
+                builder.add(*made)
         self.banlist = builder.finish()
         self.banlist.hold_in_head(head)
         self._broken = False
@@ -393,11 +377,56 @@ class BanListSync:
         self.filter_key = key
         if exact:
             # Rows up to ``newest`` were all committed before the stream began.
-            self.cursor = self.seen = max(self.cursor, newest)
+            self.cursor = max(self.cursor, newest)
+        self.seen = max(self.seen, self.cursor, bridge.seen if bridge is not None else 0)
+        self._bridge_after_rescan(bridge)
         self._checked_expiry = time.monotonic()
         self._lifted = False
-        # Rows committed during the rescan are read by the incremental path.
+        # Rows committed during the rescan are read into the list by the incremental path.
         return self.sync(resource, connection, bulk=False)
+
+    def _ban_maker(self, resource: BlacklistService) -> BanOfHit:
+        """The ban a hit (address key, Unix ms) makes now, by the spec and the lifts read."""
+        spec = resource.spec
+        ranges = key_ranges(spec.allowlist)
+        lengths, duration = spec.ban_prefix_lengths, spec.ban_duration
+        lifted_at, now = self.lifts.time_of, int(time.time())
+        return lambda key, ms: ban_of(key, ms, ranges, lengths, duration, lifted_at, now)
+
+    def _rescan_bridge(self, resource: BlacklistService, key: str) -> RescanBridge | None:
+        """What sends new bans while the rescan streams, if the replicas' list allows one.
+
+        None when the filter changes (the lines would be read with another
+        meaning), when there is no list yet or the ledger was recreated, and
+        when the lines replicas hold beyond their generation are not known.
+        """
+        if key != self.filter_key or self.store.parts is None or self._bridge is None:
+            return None
+        if self.cursor == 0 and self._persisted_cursor > 0:
+            return None  # The ledger is not the one the list was read from.
+        return RescanBridge(
+            self.store,
+            resource,
+            lines={**self._bridge, **self.banlist.head},
+            new={},
+            state=replace(self._head_state(), cursor=self._persisted_cursor),
+            ban=self._ban_maker(resource),
+            expiry=self.banlist.expiry,
+            seen=max(self.seen, self.cursor),
+            interval=BRIDGE_INTERVAL_SECONDS,
+            max_bytes=BRIDGE_MAX_BYTES,
+            read_rows=BRIDGE_READ_ROWS,
+        )
+
+    def _bridge_after_rescan(self, bridge: RescanBridge | None) -> None:
+        """The next compaction's bridge: the rescan's lines the list still holds, its new bans."""
+        if bridge is None:
+            return
+        kept = {prefix: stamp for prefix, stamp in bridge.lines.items() if prefix in self.banlist}
+        kept.update(bridge.new)
+        size = sum(bridge.line_bytes(prefix, stamp) for prefix, stamp in kept.items())
+        if size <= BRIDGE_MAX_BYTES:
+            self._bridge, self._bridge_bytes = kept, size
 
     def _evict(self, limit: int | None = None) -> None:
         """Drop the oldest bans beyond ``limit`` (the capacity), merging the head first.
@@ -529,7 +558,7 @@ class BanListSync:
         except (psycopg2.Error, OSError):
             self._connection = None
             return self._head_state()
-        if self._take_read(read, start, key_ranges(resource.spec.allowlist), resource):
+        if self._take_read(read, start, resource):
             self._bridge_pending = True
         if (
             self._bridge_pending

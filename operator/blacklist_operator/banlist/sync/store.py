@@ -158,6 +158,23 @@ class BanListStore:
         self._put(resource, build_banlist_head(resource, lines, full))
         self._head_written(banlist, len(lines.encode()), time.monotonic())
 
+    def write_held_head(self, resource: BlacklistService, lines: str, state: HeadState) -> None:
+        """Write a head of the generation readers hold with ``lines`` (the list being rebuilt).
+
+        What was written of the snapshot stays as it was (the pace of the next
+        compaction and head write counts from this head).
+        """
+        full = replace(state, generation=self.generation, parts=self.parts or 0)
+        self._put(resource, build_banlist_head(resource, lines, full))
+        size = len(lines.encode())
+        self.written = replace(
+            self.written,
+            head_bytes=size,
+            head_count=lines.count("\n"),
+            head_written_at=time.monotonic(),
+            last_head_bytes=size,
+        )
+
     def _head_written(self, banlist: PackedBanList, size: int, at: float) -> None:
         self.written = Written(
             head_bytes=size,
