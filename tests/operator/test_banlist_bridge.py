@@ -357,3 +357,31 @@ def test_a_read_that_fails_during_a_rescan_leaves_the_rescan_whole(
     assert during.reads == 1, "the failed read was tried again during the same rescan"
     assert during.writes_at_end, "the rescan did not stream the whole ledger"
     assert len(sync.banlist) == ROWS
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_a_row_committed_during_the_rescans_final_sort_goes_out_before_the_rescan_ends(
+    postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sort that ends the build takes seconds at millions of bans: new rows go out then too."""
+    api = RecordingApi()
+    resource = the_resource()
+    sync, _ = synced_list(postgres, ledger, api, resource)
+    held, cursor = sync.store.generation, sync.cursor
+    during = DuringStream(monkeypatch, api)
+    # One fetch holds the whole ledger: the only reads are those made while it is sorted.
+    monkeypatch.setattr(ledger_module, "STREAM_ROWS", 10 * ROWS)
+    during.at_first_read = lambda: insert(postgres, [LATE])
+    api.banlist_writes.clear()
+
+    sync.rescan(resource, ledger)
+
+    assert during.reads, "nothing was read while the build was sorted"
+    bridged = [
+        write
+        for write in api.banlist_writes
+        if write[0].endswith("-banlist") and write[1] == str(held) and write[3] == str(cursor)
+    ]
+    assert any(LATE in listed(lines) for _, _, lines, _ in bridged), (
+        "no head of the held generation with its cursor listed the row: it waited for the end"
+    )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import repeat
 
 from blacklist_contract.prefixes import IPV4, Prefix
@@ -72,8 +72,13 @@ class Builder:
             bucket = buckets[index] = Columns.empty(*where)
         bucket.append(key, low, stamp)
 
-    def finish(self) -> PackedBanList:
-        """The ban list, every section sorted and each prefix once."""
+    def finish(self, between: Callable[[], None] | None = None) -> PackedBanList:
+        """The ban list, every section sorted and each prefix once.
+
+        ``between`` is called after each bucket is sorted (at most ``_SORT_CHUNK``
+        bans: tens of milliseconds): the whole sort takes seconds at millions of
+        bans, and the rescan reads new rows meanwhile.
+        """
         result = PackedBanList(self._expiring)
         for where in sorted(self._buckets):
             out = Columns.empty(*where)
@@ -81,7 +86,7 @@ class Builder:
             width = 32 if where[0] == IPV4 else 64
             for index, bucket in _handed_out(buckets):
                 if bucket is not None:
-                    _sort_into(out, bucket, width - 16)
+                    _sort_into(out, bucket, width - 16, between)
                 if index % _TRIM_EVERY == _TRIM_EVERY - 1:
                     release_free_memory()
             if len(out):
@@ -99,16 +104,19 @@ def _handed_out(slots: list[Columns | None]) -> Iterator[tuple[int, Columns | No
             slot.clear()
 
 
-def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
+def _sort_into(
+    out: Columns, bucket: Columns, shift: int, between: Callable[[], None] | None = None
+) -> None:
     """Append ``bucket``'s bans to ``out`` sorted and deduplicated (by bytes of the key).
 
     A crowded bucket is split by the next byte first, and emptied as it is
-    split, so the split never holds the bucket twice.
+    split, so the split never holds the bucket twice. ``between`` is called
+    after each run sorted.
     """
     if len(bucket) > _SORT_CHUNK and shift >= 0:
         for _, part in _handed_out(_split(bucket, shift)):
             if part is not None:
-                _sort_into(out, part, shift - 8)
+                _sort_into(out, part, shift - 8, between)
         return
     zeros: Iterable[int] = bucket.low if bucket.low is not None else repeat(0, len(bucket))
     rows = sorted(zip(bucket.keys, zeros, bucket.stamps, strict=True))
@@ -120,6 +128,8 @@ def _sort_into(out: Columns, bucket: Columns, shift: int) -> None:
             continue
         previous = (key, low)
         out.append(key, low, stamp)
+    if between is not None:
+        between()
 
 
 def _split(bucket: Columns, shift: int) -> list[Columns | None]:

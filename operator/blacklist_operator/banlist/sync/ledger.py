@@ -234,20 +234,24 @@ def stream_latest_hits(
 
 
 def peek_hits(connection: Any, cursor_id: int, batch: int) -> TableRead:
-    """Ledger rows past ``cursor_id`` read inside the caller's transaction (the rescan's).
+    """Ledger rows past ``cursor_id``, read inside the caller's transaction if one is open.
 
-    Not exact (no lock is taken); a savepoint keeps a failed read from aborting
-    the transaction it runs in, and the error is raised.
+    Not exact (no lock is taken). In a transaction (the rescan's stream) a
+    savepoint keeps a failed read from aborting it, and the error is raised.
     """
+    in_transaction = not connection.autocommit
     with connection.cursor() as cursor:
-        cursor.execute("SAVEPOINT peek")
+        if in_transaction:
+            cursor.execute("SAVEPOINT peek")
         try:
             cursor.execute(_past_query(LEDGER_TABLE), (cursor_id, batch))
             fetched = cursor.fetchall()
         except psycopg2.Error:
-            cursor.execute("ROLLBACK TO SAVEPOINT peek")
+            if in_transaction:
+                cursor.execute("ROLLBACK TO SAVEPOINT peek")
             raise
-        cursor.execute("RELEASE SAVEPOINT peek")
+        if in_transaction:
+            cursor.execute("RELEASE SAVEPOINT peek")
     last_id = max([cursor_id, *(int(row[0]) for row in fetched)])
     return TableRead(_hit_rows(fetched), last_id, len(fetched) == batch, False)
 

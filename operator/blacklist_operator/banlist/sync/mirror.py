@@ -366,7 +366,8 @@ class BanListSync:
             made = ban(address, ms)
             if made is not None:
                 builder.add(*made)
-        self.banlist = builder.finish()
+        # The sort that ends the build takes seconds at millions of bans: bridge it too.
+        self.banlist = builder.finish(None if bridge is None else lambda: bridge(connection))
         self.banlist.hold_in_head(head)
         self._broken = False
         self._evict()

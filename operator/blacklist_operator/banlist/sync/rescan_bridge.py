@@ -4,7 +4,8 @@ A rescan reads every ledger address in one transaction and builds the list
 again: at 5,000,000 rows, most of two minutes in which no pass runs. Between
 the stream's fetches, :class:`RescanBridge` reads the rows committed since
 (inside the stream's transaction: each statement sees what committed before
-it) and writes a head of the generation the replicas hold. The head lists the
+it), and again while the build's final sort runs, and writes a head of the
+generation the replicas hold. The head lists the
 lines the last head listed plus the new bans, with that head's ledger cursor
 and lifts-seen: a restart reads the rows again from the cursor, and a replica
 that holds a prefix as lifted since skips its line (docs/CONTRACTS.md). After
@@ -72,7 +73,7 @@ class RescanBridge:
         return len(format_line(prefix, self.expiry(stamp))) + 1
 
     def __call__(self, connection: Any) -> None:
-        """Between two fetches: read the new rows and write them (at most every interval)."""
+        """Between two fetches or sort steps: read new rows, write them (at most every interval)."""
         if self.failed or time.monotonic() < self.read_at + self.interval:
             return
         if self.size + self.read_rows * LINE_MAX_BYTES > self.max_bytes:
