@@ -19,6 +19,7 @@ SCRIPTS = (
     "service_bench.py",
     "banstore_bench.py",
     "banlist_bench.py",
+    "rescan_bench.py",
     "operator_bench.py",
     "takeover_bench.py",
     "takeover_node_bench.py",
