@@ -385,3 +385,24 @@ def test_a_row_committed_during_the_rescans_final_sort_goes_out_before_the_resca
     assert any(LATE in listed(lines) for _, _, lines, _ in bridged), (
         "no head of the held generation with its cursor listed the row: it waited for the end"
     )
+
+
+@pytest.mark.usefixtures("small_parts")
+def test_heads_written_during_a_rescan_keep_the_pace_of_head_writes(
+    postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescan of minutes under a flood must not rewrite a large head five times a second."""
+    api = RecordingApi()
+    resource = the_resource()
+    sync, _ = synced_list(postgres, ledger, api, resource)
+    # A pace at which the last head (a few hundred bytes) allows no write for minutes.
+    monkeypatch.setattr(mirror, "HEAD_WRITE_RATE", 1.0)
+    during = DuringStream(monkeypatch, api)
+    during.at_first_read = lambda: insert(postgres, [LATE])
+    api.banlist_writes.clear()
+
+    sync.rescan(resource, ledger)
+
+    assert during.reads > 1, "the rescan read nothing meanwhile: the test tests nothing"
+    assert during.writes_at_end == [0], "a head was written during the rescan, against the pace"
+    assert LATE in {prefix_text(prefix) for prefix in sync.banlist.head}

@@ -40,6 +40,7 @@ from blacklist_operator.banlist.core.filters import (
 )
 from blacklist_operator.banlist.core.layout import (
     HEAD_MAX_BYTES,
+    HEAD_WRITE_RATE,
     Pending,
     SnapshotTooLargeError,
     compaction_delay,
@@ -417,6 +418,9 @@ class BanListSync:
             interval=BRIDGE_INTERVAL_SECONDS,
             max_bytes=BRIDGE_MAX_BYTES,
             read_rows=BRIDGE_READ_ROWS,
+            write_rate=HEAD_WRITE_RATE,
+            written_at=self.store.written.head_written_at,
+            written_bytes=self.store.written.last_head_bytes,
         )
 
     def _bridge_after_rescan(self, bridge: RescanBridge | None) -> None:

@@ -5,14 +5,17 @@ again: at 5,000,000 rows, most of two minutes in which no pass runs. Between
 the stream's fetches, :class:`RescanBridge` reads the rows committed since
 (inside the stream's transaction: each statement sees what committed before
 it), and again while the build's final sort runs, and writes a head of the
-generation the replicas hold. The head lists the
-lines the last head listed plus the new bans, with that head's ledger cursor
-and lifts-seen: a restart reads the rows again from the cursor, and a replica
-that holds a prefix as lifted since skips its line (docs/CONTRACTS.md). After
-the stream, the incremental pass reads the same rows into the rebuilt list.
+generation the replicas hold. The head lists the lines the last head listed
+plus the new bans, with that head's ledger cursor and lifts-seen: a restart
+reads the rows again from the cursor, and a replica that holds a prefix as
+lifted since skips its line (docs/CONTRACTS.md). After the stream, the
+incremental pass reads the same rows into the rebuilt list.
 
-The lines stay under ``max_bytes``: once a read could pass it, the rest of
-the new rows wait for the rescan's end, as every row did before.
+The lines stay under ``max_bytes``: a read takes no more rows than fit at the
+longest line, and once none fit the rest wait for the rescan's end, as every
+row did before. Writes keep the pace of every head write (``write_rate`` bytes
+a second), so a rescan of minutes under a flood costs etcd no more than the
+flood's own heads do.
 """
 
 from __future__ import annotations
@@ -62,8 +65,13 @@ class RescanBridge:
     interval: float
     max_bytes: int
     read_rows: int
+    # The pace of head writes, and the last head write (monotonic seconds, bytes).
+    write_rate: float
+    written_at: float
+    written_bytes: int
     size: int = 0
     read_at: float = 0.0
+    pending: bool = False
     failed: bool = False
 
     def __post_init__(self) -> None:
@@ -74,13 +82,15 @@ class RescanBridge:
 
     def __call__(self, connection: Any) -> None:
         """Between two fetches or sort steps: read new rows, write them (at most every interval)."""
-        if self.failed or time.monotonic() < self.read_at + self.interval:
+        now = time.monotonic()
+        if self.failed or now < self.read_at + self.interval:
             return
-        if self.size + self.read_rows * LINE_MAX_BYTES > self.max_bytes:
-            return
-        self.read_at = time.monotonic()
+        self.read_at = now
         try:
-            if self._read(connection):
+            room = (self.max_bytes - self.size) // LINE_MAX_BYTES
+            if room > 0 and self._read(connection, min(self.read_rows, room)):
+                self.pending = True
+            if self.pending and now >= self.written_at + self.written_bytes / self.write_rate:
                 self._write()
         except (psycopg2.Error, OSError, ApiError, BanListConflictError) as error:
             # The stream goes on (the read's savepoint kept its transaction); the new
@@ -88,9 +98,9 @@ class RescanBridge:
             self.failed = True
             logger.warning("New bans wait for the rescan's end: %s", error)
 
-    def _read(self, connection: Any) -> bool:
-        """Take in the rows committed since the last read; whether a line was added."""
-        read = ledger.peek_hits(connection, self.seen, self.read_rows)
+    def _read(self, connection: Any, rows: int) -> bool:
+        """Take in up to ``rows`` rows committed since the last read; whether a line was added."""
+        read = ledger.peek_hits(connection, self.seen, rows)
         self.seen = read.last_id
         added = False
         for key, ms in read.rows:
@@ -115,3 +125,5 @@ class RescanBridge:
         )
         state = replace(self.state, count=self.state.count + len(self.new))
         self.store.write_held_head(self.resource, text, state)
+        self.written_at, self.written_bytes = time.monotonic(), len(text)
+        self.pending = False
