@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -115,6 +116,13 @@ def the_resource() -> BlacklistService:
     return parse({"metadata": {"name": "bls", "namespace": "team", "uid": "u-1"}})
 
 
+def reloaded_size(api: RecordingApi, resource: BlacklistService) -> int:
+    """How many bans a restarted sync reads back from the ConfigMaps."""
+    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
+    reloaded.load(resource)
+    return len(reloaded.banlist)
+
+
 @pytest.mark.usefixtures("small_parts")
 def test_a_row_committed_during_a_compaction_goes_out_before_its_last_part(
     postgres: PostgresServer, ledger: Any
@@ -160,9 +168,7 @@ def test_a_row_committed_during_a_compaction_goes_out_before_its_last_part(
     assert LATE in listed(final[2]), "the new generation's head dropped the row read meanwhile"
 
     # What a restart reads back is the whole list.
-    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
-    reloaded.load(resource)
-    assert len(reloaded.banlist) == ROWS + 1
+    assert reloaded_size(api, resource) == ROWS + 1
 
 
 def ipv6_addresses(count: int) -> list[str]:
@@ -208,9 +214,7 @@ def test_a_burst_during_a_compaction_keeps_every_head_under_a_configmaps_limit(
     heads = [write for write in api.banlist_writes if write[0].endswith("-banlist")]
     largest = max(len(lines.encode()) for _, _, lines, _ in heads)
     assert largest < 900 * 1024, f"a head of {largest} bytes: the API server refuses past 1 MiB"
-    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
-    reloaded.load(parse(body))
-    assert len(reloaded.banlist) == len(first) + len(burst)
+    assert reloaded_size(api, parse(body)) == len(first) + len(burst)
 
 
 class DuringStream:
@@ -248,10 +252,23 @@ class DuringStream:
         monkeypatch.setattr(ledger_module, "STREAM_ROWS", 500)
 
 
-def synced_list(
-    postgres: PostgresServer, ledger: Any, api: RecordingApi, resource: BlacklistService
-) -> tuple[BanListSync, list[str]]:
-    """A list of ``ROWS`` bans, compacted into parts, with some in its head."""
+@dataclass
+class RescanCase:
+    """``ROWS`` bans compacted into parts, five in the head, about to be rescanned."""
+
+    api: RecordingApi
+    resource: BlacklistService
+    sync: BanListSync
+    first: list[str]
+    during: DuringStream
+
+
+def rescan_case(
+    postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> RescanCase:
+    """The list synced, the stream watched, and the writes so far forgotten."""
+    api = RecordingApi()
+    resource = the_resource()
     sync = BanListSync(api, WrittenBanList(), capacity=1_000_000)
     sync.load(resource)
     sync.ensure_exists(resource)
@@ -263,7 +280,9 @@ def synced_list(
     insert(postgres, first[-5:])
     sync.sync(resource, ledger)  # five bans in the head
     assert len(sync.banlist.head) == 5
-    return sync, first
+    during = DuringStream(monkeypatch, api)
+    api.banlist_writes.clear()
+    return RescanCase(api, resource, sync, first, during)
 
 
 @pytest.mark.usefixtures("small_parts")
@@ -271,13 +290,11 @@ def test_a_row_committed_during_a_rescan_goes_out_before_the_rescan_ends(
     postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rescan streams the whole ledger (minutes at 5M rows): new rows go out meanwhile."""
-    api = RecordingApi()
-    resource = the_resource()
-    sync, first = synced_list(postgres, ledger, api, resource)
+    case = rescan_case(postgres, ledger, monkeypatch)
+    api, resource, sync, during = case.api, case.resource, case.sync, case.during
+    first = case.first
     held, cursor = sync.store.generation, sync.cursor
-    during = DuringStream(monkeypatch, api)
     during.at_first_read = lambda: insert(postgres, [LATE])
-    api.banlist_writes.clear()
 
     sync.rescan(resource, ledger)
 
@@ -291,9 +308,7 @@ def test_a_row_committed_during_a_rescan_goes_out_before_the_rescan_ends(
     assert int(head_cursor) == cursor, "its cursor is not the one the held list was written with"
     # The rebuilt list holds the row too, and a restart reads back everything.
     assert LATE in {prefix_text(prefix) for prefix in sync.banlist.head}
-    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
-    reloaded.load(resource)
-    assert len(reloaded.banlist) == ROWS + 1
+    assert reloaded_size(api, resource) == ROWS + 1
 
 
 @pytest.mark.usefixtures("small_parts")
@@ -301,15 +316,14 @@ def test_after_a_rescan_that_changed_the_list_its_compaction_still_bridges(
     postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows deleted from the ledger: the rescan compacts, and rows of that time go out at once."""
-    api = RecordingApi()
-    resource = the_resource()
-    sync, first = synced_list(postgres, ledger, api, resource)
+    case = rescan_case(postgres, ledger, monkeypatch)
+    api, resource, sync, during = case.api, case.resource, case.sync, case.during
+    first = case.first
     held = sync.store.generation
     deleted = first[100:200]
     with postgres.connect() as connection, connection.cursor() as cursor:
         cursor.execute("DELETE FROM denied_access_ledger WHERE ip_address = ANY(%s)", (deleted,))
     late_two = "198.51.100.78"
-    during = DuringStream(monkeypatch, api)
     during.at_first_read = lambda: insert(postgres, [LATE])
     inserted: list[int] = []
 
@@ -319,7 +333,6 @@ def test_after_a_rescan_that_changed_the_list_its_compaction_still_bridges(
             inserted.append(len(api.banlist_writes))
 
     api.after_part = insert_during_parts
-    api.banlist_writes.clear()
 
     sync.rescan(resource, ledger)
 
@@ -336,9 +349,7 @@ def test_after_a_rescan_that_changed_the_list_its_compaction_still_bridges(
     assert {LATE, late_two} <= listed(lines), "a bridge head lacks a row committed meanwhile"
     assert set(first[-5:]) <= listed(lines), "a bridge head dropped the lines the replicas held"
     assert not set(deleted) & listed(lines), "a bridge head lists a ban the rescan dropped"
-    reloaded = BanListSync(api, WrittenBanList(), capacity=1_000_000)
-    reloaded.load(resource)
-    assert len(reloaded.banlist) == ROWS - len(deleted) + 2
+    assert reloaded_size(api, resource) == ROWS - len(deleted) + 2
 
 
 @pytest.mark.usefixtures("small_parts")
@@ -346,10 +357,8 @@ def test_a_read_that_fails_during_a_rescan_leaves_the_rescan_whole(
     postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The read runs inside the stream's transaction: its error must not abort the stream."""
-    api = RecordingApi()
-    resource = the_resource()
-    sync, _ = synced_list(postgres, ledger, api, resource)
-    during = DuringStream(monkeypatch, api)
+    case = rescan_case(postgres, ledger, monkeypatch)
+    resource, sync, during = case.resource, case.sync, case.during
     during.refused = True
 
     sync.rescan(resource, ledger)
@@ -364,15 +373,12 @@ def test_a_row_committed_during_the_rescans_final_sort_goes_out_before_the_resca
     postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sort that ends the build takes seconds at millions of bans: new rows go out then too."""
-    api = RecordingApi()
-    resource = the_resource()
-    sync, _ = synced_list(postgres, ledger, api, resource)
+    case = rescan_case(postgres, ledger, monkeypatch)
+    api, resource, sync, during = case.api, case.resource, case.sync, case.during
     held, cursor = sync.store.generation, sync.cursor
-    during = DuringStream(monkeypatch, api)
     # One fetch holds the whole ledger: the only reads are those made while it is sorted.
     monkeypatch.setattr(ledger_module, "STREAM_ROWS", 10 * ROWS)
     during.at_first_read = lambda: insert(postgres, [LATE])
-    api.banlist_writes.clear()
 
     sync.rescan(resource, ledger)
 
@@ -392,14 +398,11 @@ def test_heads_written_during_a_rescan_keep_the_pace_of_head_writes(
     postgres: PostgresServer, ledger: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rescan of minutes under a flood must not rewrite a large head five times a second."""
-    api = RecordingApi()
-    resource = the_resource()
-    sync, _ = synced_list(postgres, ledger, api, resource)
+    case = rescan_case(postgres, ledger, monkeypatch)
+    resource, sync, during = case.resource, case.sync, case.during
     # A pace at which the last head (a few hundred bytes) allows no write for minutes.
     monkeypatch.setattr(mirror, "HEAD_WRITE_RATE", 1.0)
-    during = DuringStream(monkeypatch, api)
     during.at_first_read = lambda: insert(postgres, [LATE])
-    api.banlist_writes.clear()
 
     sync.rescan(resource, ledger)
 

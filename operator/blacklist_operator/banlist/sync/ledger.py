@@ -137,6 +137,11 @@ def _hit_rows(fetched: list[tuple[Any, Any, Any]]) -> list[tuple[int, int]]:
     return [(key, int(ms)) for _, raw, ms in fetched if (key := address_key(str(raw))) is not None]
 
 
+def _last_id(cursor_id: int, fetched: list[tuple[Any, Any, Any]]) -> int:
+    """The highest id of ``fetched`` rows (id first), or ``cursor_id`` when there are none."""
+    return max([cursor_id, *(int(row[0]) for row in fetched)])
+
+
 def _read(connection: Any, table: str, cursor_id: int, batch: int, *, lock: bool) -> TableRead:
     fetched, read = _fetch(connection, table, cursor_id, batch, lock=lock)
     return replace(read, rows=_hit_rows(fetched))
@@ -155,7 +160,7 @@ def _fetch(
         fetched = cursor.fetchall()
         cursor.execute(f"SELECT coalesce(max(id), 0) FROM {table}")  # noqa: S608 (constant table name)
         (newest,) = cursor.fetchone()
-    last_id = max([cursor_id, *(int(row[0]) for row in fetched)])
+    last_id = _last_id(cursor_id, fetched)
     return fetched, TableRead([], last_id, len(fetched) == batch, exact, int(newest), oid)
 
 
@@ -252,7 +257,7 @@ def peek_hits(connection: Any, cursor_id: int, batch: int) -> TableRead:
             raise
         if in_transaction:
             cursor.execute("RELEASE SAVEPOINT peek")
-    last_id = max([cursor_id, *(int(row[0]) for row in fetched)])
+    last_id = _last_id(cursor_id, fetched)
     return TableRead(_hit_rows(fetched), last_id, len(fetched) == batch, False)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg2
 
-from blacklist_contract.lines import MAX_EXPIRY, format_line
+from blacklist_contract.lines import MAX_EXPIRY, format_line, format_lines
 from blacklist_contract.prefixes import IPV6, Prefix
 from blacklist_operator.banlist.sync import ledger
 from blacklist_operator.banlist.sync.store import BanListConflictError, BanListStore
@@ -119,9 +119,8 @@ class RescanBridge:
         return added
 
     def _write(self) -> None:
-        text = "".join(
-            format_line(prefix, self.expiry(stamp)) + "\n"
-            for prefix, stamp in sorted(self.lines.items())
+        text = format_lines(
+            [(prefix, self.expiry(stamp)) for prefix, stamp in sorted(self.lines.items())]
         )
         state = replace(self.state, count=self.state.count + len(self.new))
         self.store.write_held_head(self.resource, text, state)

@@ -154,9 +154,8 @@ class BanListStore:
         """
         if lines is None:
             lines = banlist.head_text()
-        full = replace(state, generation=self.generation, parts=self.parts or 0)
-        self._put(resource, build_banlist_head(resource, lines, full))
-        self._head_written(banlist, len(lines.encode()), time.monotonic())
+        size = self._put_head(resource, lines, state)
+        self._head_written(banlist, size, time.monotonic())
 
     def write_held_head(self, resource: BlacklistService, lines: str, state: HeadState) -> None:
         """Write a head of the generation readers hold with ``lines`` (the list being rebuilt).
@@ -164,9 +163,7 @@ class BanListStore:
         What was written of the snapshot stays as it was (the pace of the next
         compaction and head write counts from this head).
         """
-        full = replace(state, generation=self.generation, parts=self.parts or 0)
-        self._put(resource, build_banlist_head(resource, lines, full))
-        size = len(lines.encode())
+        size = self._put_head(resource, lines, state)
         self.written = replace(
             self.written,
             head_bytes=size,
@@ -174,6 +171,12 @@ class BanListStore:
             head_written_at=time.monotonic(),
             last_head_bytes=size,
         )
+
+    def _put_head(self, resource: BlacklistService, lines: str, state: HeadState) -> int:
+        """Write the head with ``lines`` and ``state`` at this snapshot's place; its bytes."""
+        full = replace(state, generation=self.generation, parts=self.parts or 0)
+        self._put(resource, build_banlist_head(resource, lines, full))
+        return len(lines.encode())
 
     def _head_written(self, banlist: PackedBanList, size: int, at: float) -> None:
         self.written = Written(
